@@ -1,0 +1,36 @@
+"""rxquant: weight and activation quantization with a fast Rust core.
+
+>>> import numpy as np, rxquant
+>>> w = np.random.default_rng(0).standard_normal((64, 128)).astype(np.float32)
+>>> q, qp = rxquant.quantize(w, rxquant.Scheme("int8", axis=0))
+>>> rxquant.metrics(w, rxquant.dequantize(q, qp)).sqnr_db > 35
+True
+"""
+
+from ._rxquant import __version__, threads
+from .ops import (
+    Metrics,
+    calibrate,
+    dequantize,
+    fake_quantize,
+    metrics,
+    pack_int4,
+    quantize,
+    unpack_int4,
+)
+from .scheme import QParams, Scheme
+
+__all__ = [
+    "__version__",
+    "Metrics",
+    "QParams",
+    "Scheme",
+    "calibrate",
+    "dequantize",
+    "fake_quantize",
+    "metrics",
+    "pack_int4",
+    "quantize",
+    "threads",
+    "unpack_int4",
+]

@@ -1,0 +1,25 @@
+"""Input checks shared by every entry point: dtype, contiguity (copy only when needed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.float64))
+
+
+def as_float_array(x: Any, name: str = "x") -> np.ndarray:
+    """Returns `x` as a C-contiguous float16/32/64 array; other dtypes raise a TypeError naming them."""
+    a = np.asarray(x)
+    if a.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a float32, float16 or float64 array, got dtype {a.dtype}")
+    return np.ascontiguousarray(a)
+
+
+def as_code_array(q: Any, name: str = "q") -> np.ndarray:
+    """Returns quantized codes as a C-contiguous int8/uint8 array; other dtypes raise a TypeError."""
+    a = np.asarray(q)
+    if a.dtype not in (np.dtype(np.int8), np.dtype(np.uint8)):
+        raise TypeError(f"{name} must be an int8 or uint8 array, got dtype {a.dtype}")
+    return np.ascontiguousarray(a)

@@ -1,0 +1,30 @@
+"""Type stub of the compiled module (private; use the functions in `rxquant`)."""
+
+from typing import Optional
+
+import numpy as np
+
+SchemeSpec = tuple[str, bool, bool, Optional[int], Optional[int]]
+
+__version__: str
+
+def threads() -> int: ...
+def minmax_qparams(x: np.ndarray, spec: SchemeSpec, ignore_nonfinite: bool) -> tuple[np.ndarray, np.ndarray]: ...
+def quantize(
+    x: np.ndarray, spec: SchemeSpec, scale: np.ndarray, zero_point: np.ndarray, ignore_nonfinite: bool, pack: bool
+) -> np.ndarray: ...
+def dequantize(
+    q: np.ndarray, shape: list[int], spec: SchemeSpec, scale: np.ndarray, zero_point: np.ndarray, packed: bool
+) -> np.ndarray: ...
+def fake_quantize(
+    x: np.ndarray,
+    spec: SchemeSpec,
+    scale: np.ndarray,
+    zero_point: np.ndarray,
+    ignore_nonfinite: bool,
+    return_mask: bool,
+) -> tuple[np.ndarray, Optional[np.ndarray]]: ...
+def to_fp16(x: np.ndarray, ignore_nonfinite: bool) -> tuple[np.ndarray, int]: ...
+def pack_int4(values: np.ndarray) -> np.ndarray: ...
+def unpack_int4(packed: np.ndarray, shape: list[int], signed: bool) -> np.ndarray: ...
+def metrics(x: np.ndarray, y: np.ndarray) -> dict[str, float]: ...

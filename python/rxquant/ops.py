@@ -1,0 +1,190 @@
+"""The functional API: calibrate, quantize, dequantize, fake-quantize, INT4 packing and metrics.
+
+Every function checks its input here (dtype, contiguity) and runs the math in the Rust core with
+the GIL released. A C-contiguous float32/float16/float64 input is never copied.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from . import _rxquant
+from ._arrays import as_code_array, as_float_array
+from .scheme import QParams, Scheme
+
+SchemeLike = Union[Scheme, str, None]
+METHODS = ("minmax",)
+
+
+def calibrate(
+    x: Any, method: str = "minmax", scheme: SchemeLike = None, *, ignore_nonfinite: bool = False
+) -> QParams:
+    """Chooses scale and zero point for ``x`` under ``scheme`` with a calibration ``method``.
+
+    ``minmax`` uses the data's range per tensor, channel or group (ONNX Runtime formulas).
+    NaN/Inf raise a ValueError with their count and first index unless ``ignore_nonfinite``.
+    """
+    s = Scheme.coerce(scheme)
+    a = as_float_array(x)
+    if not s.is_integer:
+        raise ValueError(f"calibration picks integer scales; {s.precision} needs none")
+    if method != "minmax":
+        raise ValueError(f"unknown calibration method {method!r}; available: {', '.join(METHODS)}")
+    scale, zp = _rxquant.minmax_qparams(a, s.spec(), ignore_nonfinite)
+    return QParams(s, scale, zp, a.shape)
+
+
+def _check_qparams(qp: QParams, shape: tuple[int, ...], scheme: Optional[Scheme]) -> None:
+    if not isinstance(qp, QParams):
+        raise TypeError(f"qparams must be a QParams, got {type(qp).__name__}")
+    if tuple(shape) != qp.shape:
+        raise ValueError(f"tensor has shape {tuple(shape)}, but the quantization parameters are for {qp.shape}")
+    if scheme is not None and scheme != qp.scheme:
+        raise ValueError(f"scheme {scheme} differs from the parameters' scheme {qp.scheme}")
+
+
+def quantize(
+    x: Any,
+    scheme: SchemeLike = None,
+    qparams: Optional[QParams] = None,
+    *,
+    ignore_nonfinite: bool = False,
+    pack: bool = False,
+) -> tuple[np.ndarray, QParams]:
+    """Quantizes ``x``; returns ``(codes, qparams)``.
+
+    Codes are int8 for symmetric schemes and uint8 for asymmetric ones. With ``pack=True`` (INT4
+    only) they are packed two to a byte (see :func:`pack_int4`). FP16 returns a float16 array and
+    counts values saturated at ±65504 in ``qparams.overflow`` (with a RuntimeWarning); FP32 copies.
+    Without ``qparams`` the range is calibrated with min-max.
+    """
+    a = as_float_array(x)
+    s = qparams.scheme if (qparams is not None and scheme is None) else Scheme.coerce(scheme)
+    if pack and s.precision != "int4":
+        raise ValueError(f"pack=True needs int4, the scheme is {s.precision}")
+    if not s.is_integer:
+        return _quantize_float(a, s, ignore_nonfinite)
+    if qparams is None:
+        qparams = calibrate(a, "minmax", s, ignore_nonfinite=ignore_nonfinite)
+    _check_qparams(qparams, a.shape, s)
+    q = _rxquant.quantize(a, s.spec(), qparams.scale, qparams.zero_point, ignore_nonfinite, pack)
+    return q, qparams
+
+
+def _quantize_float(a: np.ndarray, s: Scheme, ignore_nonfinite: bool) -> tuple[np.ndarray, QParams]:
+    empty = np.zeros((0,), np.float32)
+    if s.precision == "fp32":
+        if not ignore_nonfinite:
+            _rxquant.metrics(a, a)  # raises on NaN/Inf with count and index
+        return a.astype(np.float32, copy=True), QParams(s, empty, empty.astype(np.int32), a.shape)
+    out, overflow = _rxquant.to_fp16(a, ignore_nonfinite)
+    if overflow:
+        warnings.warn(
+            f"{overflow} value(s) beyond ±65504 were saturated to the largest float16", RuntimeWarning, stacklevel=3
+        )
+    return out, QParams(s, empty, empty.astype(np.int32), a.shape, overflow=overflow)
+
+
+def dequantize(q: Any, qparams: QParams, *, packed: bool = False) -> np.ndarray:
+    """Reconstructs float32 values ``(q - zero_point) * scale`` in ``qparams.shape``.
+
+    ``packed=True`` reads INT4 codes packed two to a byte.
+    """
+    if not isinstance(qparams, QParams):
+        raise TypeError(f"qparams must be a QParams, got {type(qparams).__name__}")
+    s = qparams.scheme
+    if not s.is_integer:
+        a = as_float_array(q, "q")
+        _check_qparams(qparams, a.shape, None)
+        return a.astype(np.float32)
+    c = as_code_array(q)
+    if packed:
+        if s.precision != "int4":
+            raise ValueError(f"packed codes need an int4 scheme, got {s.precision}")
+        need = (math.prod(qparams.shape) + 1) // 2
+        if c.dtype != np.uint8 or c.size != need:
+            raise ValueError(f"packed INT4 data for shape {qparams.shape} must be {need} uint8 bytes, got {c.size}")
+        c = c.reshape(-1)
+    else:
+        _check_qparams(qparams, c.shape, None)
+        want = np.int8 if s.symmetric else np.uint8
+        if c.dtype != want:
+            raise TypeError(f"codes of a {'symmetric' if s.symmetric else 'asymmetric'} scheme must be "
+                            f"{np.dtype(want).name}, got dtype {c.dtype}")
+    return _rxquant.dequantize(c, list(qparams.shape), s.spec(), qparams.scale, qparams.zero_point, packed)
+
+
+def fake_quantize(
+    x: Any,
+    scheme: SchemeLike = None,
+    qparams: Optional[QParams] = None,
+    *,
+    ignore_nonfinite: bool = False,
+    return_mask: bool = False,
+) -> Union[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Quantizes and dequantizes in one pass, returning float32 in the shape of ``x``.
+
+    With ``return_mask`` also returns the straight-through-estimator mask (True where the value
+    lies inside the clamping range): the gradient is ``grad_out * mask``.
+    """
+    a = as_float_array(x)
+    s = qparams.scheme if (qparams is not None and scheme is None) else Scheme.coerce(scheme)
+    if not s.is_integer:
+        q, _ = _quantize_float(a, s, ignore_nonfinite)
+        y = q.astype(np.float32)
+        return (y, np.ones(a.shape, bool)) if return_mask else y
+    if qparams is None:
+        qparams = calibrate(a, "minmax", s, ignore_nonfinite=ignore_nonfinite)
+    _check_qparams(qparams, a.shape, s)
+    y, mask = _rxquant.fake_quantize(a, s.spec(), qparams.scale, qparams.zero_point, ignore_nonfinite, return_mask)
+    return (y, mask) if return_mask else y
+
+
+def pack_int4(values: Any) -> np.ndarray:
+    """Packs INT4 codes two to a byte: element ``2i`` in the low nibble, ``2i+1`` in the high one.
+
+    int8 input is signed (``-8..7``), uint8 unsigned (``0..15``); values outside raise a
+    ValueError. The input is flattened in C order; odd lengths are padded with a zero nibble.
+    """
+    a = np.asarray(values)
+    if a.dtype not in (np.dtype(np.int8), np.dtype(np.uint8)):
+        raise TypeError(
+            f"pack_int4 takes int8 (signed, -8..7) or uint8 (unsigned, 0..15) values, got dtype {a.dtype}"
+        )
+    return _rxquant.pack_int4(np.ascontiguousarray(a))
+
+
+def unpack_int4(packed: Any, shape: Union[int, tuple[int, ...]], signed: bool = True) -> np.ndarray:
+    """Inverse of :func:`pack_int4`: returns ``prod(shape)`` codes (int8 if ``signed``, else uint8)."""
+    dims = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    if any(int(d) < 0 for d in dims):
+        raise ValueError(f"shape must not have negative dimensions, got {dims}")
+    p = np.asarray(packed)
+    if p.dtype != np.uint8:
+        raise TypeError(f"packed INT4 data must be uint8, got dtype {p.dtype}")
+    return _rxquant.unpack_int4(np.ascontiguousarray(p).reshape(-1), [int(d) for d in dims], bool(signed))
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Error of a reconstruction against its reference (sums in float64)."""
+
+    sqnr_db: float
+    cosine: float
+    mse: float
+    mae: float
+    max_abs_error: float
+    count: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def metrics(x: Any, y: Any) -> Metrics:
+    """SQNR (dB, ``inf`` for an exact match), cosine, MSE, MAE and max error of ``y`` against ``x``."""
+    return Metrics(**_rxquant.metrics(as_float_array(x, "x"), as_float_array(y, "y")))

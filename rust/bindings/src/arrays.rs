@@ -1,0 +1,79 @@
+//! Reading numpy arrays without copying them, and handing Rust buffers back to numpy.
+
+use half::f16;
+use numpy::{PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+
+/// A C-contiguous floating-point array borrowed from numpy.
+pub enum FloatArray<'py> {
+    F32(PyReadonlyArrayDyn<'py, f32>),
+    F16(PyReadonlyArrayDyn<'py, f16>),
+    F64(PyReadonlyArrayDyn<'py, f64>),
+}
+
+impl<'py> FloatArray<'py> {
+    /// Borrows `obj` as a float array; other dtypes are a `TypeError` naming the dtype.
+    pub fn extract(obj: &Bound<'py, PyAny>) -> PyResult<Self> {
+        let arr = if let Ok(a) = obj.cast::<PyArrayDyn<f32>>() {
+            FloatArray::F32(a.readonly())
+        } else if let Ok(a) = obj.cast::<PyArrayDyn<f16>>() {
+            FloatArray::F16(a.readonly())
+        } else if let Ok(a) = obj.cast::<PyArrayDyn<f64>>() {
+            FloatArray::F64(a.readonly())
+        } else {
+            let dtype = obj.getattr("dtype").map(|d| d.to_string()).unwrap_or_else(|_| "unknown".into());
+            return Err(PyTypeError::new_err(format!(
+                "expected a float32, float16 or float64 array, got dtype {dtype}"
+            )));
+        };
+        if !arr.c_contiguous() {
+            return Err(PyValueError::new_err("array must be C-contiguous (the Python layer copies when needed)"));
+        }
+        Ok(arr)
+    }
+
+    fn c_contiguous(&self) -> bool {
+        match self {
+            FloatArray::F32(a) => a.is_c_contiguous(),
+            FloatArray::F16(a) => a.is_c_contiguous(),
+            FloatArray::F64(a) => a.is_c_contiguous(),
+        }
+    }
+
+    /// The array's shape.
+    pub fn shape(&self) -> Vec<usize> {
+        match self {
+            FloatArray::F32(a) => a.shape().to_vec(),
+            FloatArray::F16(a) => a.shape().to_vec(),
+            FloatArray::F64(a) => a.shape().to_vec(),
+        }
+    }
+}
+
+/// Runs `$body` with `$s` bound to the array's data as a typed slice (`&[f32]`, `&[f16]` or `&[f64]`).
+#[macro_export]
+macro_rules! with_slice {
+    ($arr:expr, $s:ident => $body:expr) => {
+        match &$arr {
+            $crate::arrays::FloatArray::F32(a) => {
+                let $s = a.as_slice().expect("checked contiguous");
+                $body
+            }
+            $crate::arrays::FloatArray::F16(a) => {
+                let $s = a.as_slice().expect("checked contiguous");
+                $body
+            }
+            $crate::arrays::FloatArray::F64(a) => {
+                let $s = a.as_slice().expect("checked contiguous");
+                $body
+            }
+        }
+    };
+}
+
+/// Moves a Rust vector into a numpy array of `shape` (no copy).
+pub fn to_numpy<'py, T: numpy::Element>(py: Python<'py>, v: Vec<T>, shape: &[usize]) -> PyResult<Bound<'py, PyAny>> {
+    let flat = numpy::PyArray1::from_vec(py, v);
+    Ok(flat.reshape(shape.to_vec())?.into_any())
+}

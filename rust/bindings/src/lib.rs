@@ -1,0 +1,32 @@
+//! Thin PyO3 bindings over the `rxquant` crate: one file per concept, no math here.
+
+mod arrays;
+mod errors;
+mod metrics;
+mod pack;
+mod quantize;
+mod scheme;
+
+use pyo3::prelude::*;
+
+/// The compiled part of the `rxquant` Python package (private: import `rxquant` instead).
+#[pymodule]
+fn _rxquant(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(quantize::minmax_qparams, m)?)?;
+    m.add_function(wrap_pyfunction!(quantize::quantize, m)?)?;
+    m.add_function(wrap_pyfunction!(quantize::dequantize, m)?)?;
+    m.add_function(wrap_pyfunction!(quantize::fake_quantize, m)?)?;
+    m.add_function(wrap_pyfunction!(quantize::to_fp16, m)?)?;
+    m.add_function(wrap_pyfunction!(pack::pack_int4, m)?)?;
+    m.add_function(wrap_pyfunction!(pack::unpack_int4, m)?)?;
+    m.add_function(wrap_pyfunction!(metrics::metrics, m)?)?;
+    m.add_function(wrap_pyfunction!(threads, m)?)?;
+    Ok(())
+}
+
+/// Number of worker threads rayon uses (set `RAYON_NUM_THREADS` before import to change it).
+#[pyfunction]
+fn threads() -> usize {
+    rxquant::threads()
+}

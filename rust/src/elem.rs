@@ -1,0 +1,84 @@
+//! Element types the kernels read and write, so one generic kernel serves every dtype.
+
+use half::{bf16, f16};
+
+/// A floating-point input element. Kernels compute in `f32`.
+pub trait Elem: Copy + Send + Sync + 'static {
+    /// Name of the type, for error messages.
+    const NAME: &'static str;
+    /// Converts to `f32` (exact for `f16`/`bf16`, rounded to nearest for `f64`).
+    fn to_f32(self) -> f32;
+}
+
+impl Elem for f32 {
+    const NAME: &'static str = "float32";
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+impl Elem for f64 {
+    const NAME: &'static str = "float64";
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self as f32
+    }
+}
+
+impl Elem for f16 {
+    const NAME: &'static str = "float16";
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+}
+
+impl Elem for bf16 {
+    const NAME: &'static str = "bfloat16";
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        bf16::to_f32(self)
+    }
+}
+
+/// A stored integer code: `i8` for signed grids, `u8` for unsigned ones.
+pub trait QInt: Copy + Send + Sync + Default + 'static {
+    /// Converts an in-range integer; callers clamp first.
+    fn from_i32(v: i32) -> Self;
+    /// Widens to `i32`.
+    fn to_i32(self) -> i32;
+}
+
+impl QInt for i8 {
+    #[inline(always)]
+    fn from_i32(v: i32) -> Self {
+        v as i8
+    }
+    #[inline(always)]
+    fn to_i32(self) -> i32 {
+        self as i32
+    }
+}
+
+impl QInt for u8 {
+    #[inline(always)]
+    fn from_i32(v: i32) -> Self {
+        v as u8
+    }
+    #[inline(always)]
+    fn to_i32(self) -> i32 {
+        self as i32
+    }
+}
+
+/// True for finite values, written so that it vectorizes (`NaN` and `Inf` fail `|v| <= MAX`).
+#[inline(always)]
+pub fn is_finite(v: f32) -> bool {
+    v.abs() <= f32::MAX
+}
+
+/// Flat index of the first non-finite element, if any.
+pub fn first_nonfinite<T: Elem>(x: &[T]) -> Option<usize> {
+    x.iter().position(|v| !is_finite(v.to_f32()))
+}

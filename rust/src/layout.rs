@@ -1,0 +1,189 @@
+//! Maps every element of a C-ordered tensor to the index of its quantization parameters.
+//!
+//! The tensor is viewed as `(outer, dim, inner)` around the quantized axis. Parameters form a grid:
+//! per tensor `()`, per channel `(dim,)`, per group the tensor's shape with `dim` replaced by
+//! `dim / group`. Kernels walk the flat data in *runs*: stretches that share one parameter
+//! ([`Run::Const`]) or step through consecutive parameters ([`Run::Seq`]), so that the inner loops
+//! are plain slices that the compiler vectorizes.
+
+use crate::error::{Error, Result};
+use crate::scheme::Granularity;
+
+/// A stretch of elements and the parameters it uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Run {
+    /// Every element uses parameter `p`.
+    Const(usize),
+    /// Element `k` of the run uses parameter `p + k`.
+    Seq(usize),
+}
+
+/// The resolved element-to-parameter map of one tensor under one granularity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamMap {
+    pub outer: usize,
+    pub dim: usize,
+    pub inner: usize,
+    /// Elements of `dim` sharing a parameter (1 per channel).
+    pub group: usize,
+    /// Parameters vary with `outer` and `inner` (per group and per tensor); per channel they do not.
+    pub per_group: bool,
+    /// Shape of the parameter grid.
+    pub grid: Vec<usize>,
+    /// Number of elements.
+    pub len: usize,
+}
+
+/// Resolves a possibly negative axis against `ndim`.
+pub fn normalize_axis(axis: isize, ndim: usize) -> Result<usize> {
+    let n = ndim as isize;
+    if axis < -n || axis >= n {
+        return Err(Error::Axis { axis, ndim });
+    }
+    Ok(if axis < 0 { (axis + n) as usize } else { axis as usize })
+}
+
+impl ParamMap {
+    /// Builds the map for `shape` under `granularity`, checking the axis and the group size.
+    pub fn new(shape: &[usize], granularity: Granularity) -> Result<Self> {
+        let len: usize = shape.iter().product();
+        match granularity {
+            Granularity::PerTensor => Ok(Self::whole(len, Vec::new())),
+            Granularity::PerChannel { axis } => {
+                let a = normalize_axis(axis, shape.len())?;
+                let (outer, dim, inner) = split(shape, a);
+                if dim == 1 {
+                    // A single channel is a single parameter: walk it as one run.
+                    return Ok(Self::whole(len, vec![1]));
+                }
+                Ok(ParamMap { outer, dim, inner, group: 1, per_group: false, grid: vec![dim], len })
+            }
+            Granularity::PerGroup { axis, size } => {
+                let a = normalize_axis(axis, shape.len())?;
+                let (outer, dim, inner) = split(shape, a);
+                if size == 0 || dim % size != 0 {
+                    return Err(Error::GroupSize { group: size, axis: a, size: dim });
+                }
+                let mut grid = shape.to_vec();
+                grid[a] = dim / size;
+                Ok(ParamMap { outer, dim, inner, group: size, per_group: true, grid, len })
+            }
+        }
+    }
+
+    /// One parameter for all `len` elements.
+    fn whole(len: usize, grid: Vec<usize>) -> Self {
+        ParamMap { outer: 1, dim: len.max(1), inner: 1, group: len.max(1), per_group: true, grid, len }
+    }
+
+    /// Number of parameters (the product of the grid shape).
+    pub fn n_params(&self) -> usize {
+        self.grid.iter().product()
+    }
+
+    /// Calls `f(offset, len, run)` for the maximal runs covering `start..end`.
+    pub fn for_runs(&self, start: usize, end: usize, mut f: impl FnMut(usize, usize, Run)) {
+        let mut i = start;
+        while i < end {
+            let rem = end - i;
+            let (len, run) = if self.inner == 1 {
+                let d = i % self.dim;
+                if self.per_group {
+                    let o = i / self.dim;
+                    let p = o * (self.dim / self.group) + d / self.group;
+                    ((self.group - d % self.group).min(rem), Run::Const(p))
+                } else {
+                    ((self.dim - d).min(rem), Run::Seq(d))
+                }
+            } else {
+                let ii = i % self.inner;
+                let od = i / self.inner;
+                let d = od % self.dim;
+                let len = (self.inner - ii).min(rem);
+                if self.per_group {
+                    let o = od / self.dim;
+                    (len, Run::Seq((o * (self.dim / self.group) + d / self.group) * self.inner + ii))
+                } else {
+                    (len, Run::Const(d))
+                }
+            };
+            f(i, len, run);
+            i += len;
+        }
+    }
+}
+
+/// Splits `shape` around axis `a` into `(outer, dim, inner)` element counts.
+fn split(shape: &[usize], a: usize) -> (usize, usize, usize) {
+    let outer = shape[..a].iter().product();
+    let inner = shape[a + 1..].iter().product();
+    (outer, shape[a], inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Slow reference: the parameter index of flat element `i`.
+    fn param_of(m: &ParamMap, shape: &[usize], g: Granularity, i: usize) -> usize {
+        let mut idx = vec![0; shape.len()];
+        let mut r = i;
+        for k in (0..shape.len()).rev() {
+            idx[k] = r % shape[k];
+            r /= shape[k];
+        }
+        match g {
+            Granularity::PerTensor => 0,
+            Granularity::PerChannel { axis } => idx[normalize_axis(axis, shape.len()).unwrap()],
+            Granularity::PerGroup { axis, size } => {
+                let a = normalize_axis(axis, shape.len()).unwrap();
+                idx[a] /= size;
+                idx.iter().zip(&m.grid).fold(0, |acc, (&v, &n)| acc * n + v)
+            }
+        }
+    }
+
+    #[test]
+    fn runs_match_slow_reference() {
+        let shape = [3, 4, 6];
+        for g in [
+            Granularity::PerTensor,
+            Granularity::PerChannel { axis: 0 },
+            Granularity::PerChannel { axis: 1 },
+            Granularity::PerChannel { axis: -1 },
+            Granularity::PerGroup { axis: -1, size: 3 },
+            Granularity::PerGroup { axis: 1, size: 2 },
+            Granularity::PerGroup { axis: 0, size: 3 },
+        ] {
+            let m = ParamMap::new(&shape, g).unwrap();
+            for (start, end) in [(0, 72), (5, 41), (13, 14)] {
+                let mut seen = start;
+                m.for_runs(start, end, |off, len, run| {
+                    assert_eq!(off, seen);
+                    seen += len;
+                    for k in 0..len {
+                        let p = match run {
+                            Run::Const(p) => p,
+                            Run::Seq(p) => p + k,
+                        };
+                        assert_eq!(p, param_of(&m, &shape, g, off + k), "{g:?} at {}", off + k);
+                    }
+                });
+                assert_eq!(seen, end);
+            }
+        }
+    }
+
+    #[test]
+    fn bad_axis_and_group() {
+        assert_eq!(
+            ParamMap::new(&[2, 3], Granularity::PerChannel { axis: 2 }),
+            Err(Error::Axis { axis: 2, ndim: 2 })
+        );
+        assert!(ParamMap::new(&[2, 3], Granularity::PerChannel { axis: -3 }).is_err());
+        assert_eq!(
+            ParamMap::new(&[2, 6], Granularity::PerGroup { axis: 1, size: 4 }),
+            Err(Error::GroupSize { group: 4, axis: 1, size: 6 })
+        );
+    }
+}

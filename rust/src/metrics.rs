@@ -1,0 +1,127 @@
+//! Error metrics between a reference and its reconstruction, in one parallel pass with f64 sums.
+
+use crate::elem::Elem;
+use crate::error::{Error, Result};
+use rayon::prelude::*;
+
+const CHUNK: usize = 1 << 15;
+const LANES: usize = 8;
+
+/// Error of `y` against the reference `x`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Metrics {
+    /// `10 log10(sum x^2 / sum (x - y)^2)`; `inf` when the error is exactly zero.
+    pub sqnr_db: f64,
+    /// `x·y / (|x| |y|)`; 1 when both are all zero, 0 when only one is.
+    pub cosine: f64,
+    pub mse: f64,
+    pub mae: f64,
+    pub max_abs_error: f64,
+    pub count: usize,
+}
+
+/// Running sums: x², y², xy, (x−y)², |x−y| and max |x−y|.
+#[derive(Clone, Copy, Default)]
+struct Sums {
+    xx: f64,
+    yy: f64,
+    xy: f64,
+    ee: f64,
+    ae: f64,
+    max: f64,
+}
+
+impl Sums {
+    fn merge(self, o: Sums) -> Sums {
+        Sums {
+            xx: self.xx + o.xx,
+            yy: self.yy + o.yy,
+            xy: self.xy + o.xy,
+            ee: self.ee + o.ee,
+            ae: self.ae + o.ae,
+            max: self.max.max(o.max),
+        }
+    }
+}
+
+/// Sums over one chunk with independent lanes (vectorizable, deterministic order).
+fn chunk_sums<A: Elem, B: Elem>(x: &[A], y: &[B]) -> Sums {
+    let mut l = [Sums::default(); LANES];
+    let mut it_x = x.chunks_exact(LANES);
+    let mut it_y = y.chunks_exact(LANES);
+    for (cx, cy) in (&mut it_x).zip(&mut it_y) {
+        for j in 0..LANES {
+            add(&mut l[j], cx[j].to_f32() as f64, cy[j].to_f32() as f64);
+        }
+    }
+    let mut tail = Sums::default();
+    for (a, b) in it_x.remainder().iter().zip(it_y.remainder()) {
+        add(&mut tail, a.to_f32() as f64, b.to_f32() as f64);
+    }
+    l.iter().fold(tail, |acc, s| acc.merge(*s))
+}
+
+#[inline(always)]
+fn add(s: &mut Sums, a: f64, b: f64) {
+    let e = a - b;
+    s.xx += a * a;
+    s.yy += b * b;
+    s.xy += a * b;
+    s.ee += e * e;
+    s.ae += e.abs();
+    s.max = if e.abs() > s.max { e.abs() } else { s.max };
+}
+
+/// Computes [`Metrics`] of `y` against `x`. Both must have the same length and be finite.
+pub fn metrics<A: Elem, B: Elem>(x: &[A], y: &[B]) -> Result<Metrics> {
+    if x.len() != y.len() {
+        return Err(Error::Shape(format!("reference has {} elements, reconstruction has {}", x.len(), y.len())));
+    }
+    let s = x
+        .par_chunks(CHUNK)
+        .zip(y.par_chunks(CHUNK))
+        .map(|(a, b)| chunk_sums(a, b))
+        .reduce(Sums::default, Sums::merge);
+    let all = [s.xx, s.yy, s.xy, s.ee, s.ae, s.max];
+    if all.iter().any(|v| !v.is_finite()) {
+        let first_index = crate::elem::first_nonfinite(x).or_else(|| crate::elem::first_nonfinite(y)).unwrap_or(0);
+        let count = x.iter().filter(|v| !v.to_f32().is_finite()).count() + y.iter().filter(|v| !v.to_f32().is_finite()).count();
+        return Err(Error::NonFinite { count, first_index });
+    }
+    let n = x.len();
+    let cosine = match (s.xx > 0.0, s.yy > 0.0) {
+        (true, true) => (s.xy / (s.xx.sqrt() * s.yy.sqrt())).clamp(-1.0, 1.0),
+        (false, false) => 1.0,
+        _ => 0.0,
+    };
+    let sqnr_db = if s.ee == 0.0 { f64::INFINITY } else { 10.0 * (s.xx / s.ee).log10() };
+    let per = |v: f64| if n == 0 { 0.0 } else { v / n as f64 };
+    Ok(Metrics { sqnr_db, cosine, mse: per(s.ee), mae: per(s.ae), max_abs_error: s.max, count: n })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_values() {
+        let x = [1.0f32, 2.0, 3.0, 4.0];
+        let y = [1.0f32, 2.0, 3.0, 3.0];
+        let m = metrics(&x, &y).unwrap();
+        assert!((m.sqnr_db - 10.0 * 30f64.log10()).abs() < 1e-12);
+        assert_eq!(m.mse, 0.25);
+        assert_eq!(m.mae, 0.25);
+        assert_eq!(m.max_abs_error, 1.0);
+        let exact = metrics(&x, &x).unwrap();
+        assert_eq!(exact.sqnr_db, f64::INFINITY);
+        assert!((exact.cosine - 1.0).abs() < 1e-15);
+    }
+
+    #[test]
+    fn bad_input() {
+        assert!(metrics(&[1.0f32], &[1.0f32, 2.0]).is_err());
+        assert!(matches!(metrics(&[1.0f32, f32::NAN], &[1.0f32, 2.0]), Err(Error::NonFinite { count: 1, first_index: 1 })));
+        let e = metrics::<f32, f32>(&[], &[]).unwrap();
+        assert_eq!(e.count, 0);
+    }
+}

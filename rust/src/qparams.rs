@@ -1,0 +1,151 @@
+//! Scale and zero point from a range, with the ONNX Runtime formulas (`quant_utils.compute_scale_zp`).
+
+use crate::error::{Error, Result};
+use crate::layout::ParamMap;
+use crate::range::Ranges;
+use crate::scheme::Scheme;
+
+/// Quantization parameters of one tensor: `x ~ (q - zero_point) * scale`, one pair per grid cell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QParams {
+    pub scheme: Scheme,
+    /// Shape of the parameter grid (`[]` per tensor).
+    pub grid: Vec<usize>,
+    pub scale: Vec<f32>,
+    pub zero_point: Vec<i32>,
+}
+
+/// Rounds half to even, like `numpy.rint` and `nearbyint`.
+#[inline(always)]
+pub fn round_even(v: f64) -> f64 {
+    v.round_ties_even()
+}
+
+/// Scale and zero point for the range `[rmin, rmax]` on the grid `qmin..=qmax`.
+///
+/// Follows ONNX Runtime: widen the range to contain 0; symmetric schemes use `[-absmax, absmax]`;
+/// `s = (rmax - rmin) / (qmax - qmin)` in f64, stored as f32; `z = round(qmin - rmin / s)`
+/// (symmetric: `round((qmin + qmax) / 2)`); a scale below the smallest normal f32 becomes
+/// `s = 1, z = 0`. One addition: a degenerate range `rmin == rmax != 0` is a constant, and gets
+/// `s = |c|` so that the constant reconstructs exactly (as `q - z = ±1`).
+/// A range with no values (`rmin > rmax`, e.g. all elements were NaN and ignored) gives `s = 1, z = 0`.
+pub fn scale_zero_point(rmin: f32, rmax: f32, qmin: i32, qmax: i32, symmetric: bool) -> (f32, i32) {
+    if rmin > rmax || !rmin.is_finite() || !rmax.is_finite() {
+        return (1.0, 0);
+    }
+    if rmin == rmax && rmin != 0.0 {
+        // Symmetric: q = ±1, z = 0. Asymmetric (qmin = 0): c > 0 is q = 1, z = 0; c < 0 is q = 0, z = 1.
+        let zp = if symmetric || rmin > 0.0 { 0 } else { qmin + 1 };
+        return (rmin.abs(), zp);
+    }
+    let (mut lo, mut hi) = (rmin.min(0.0) as f64, rmax.max(0.0) as f64);
+    if symmetric {
+        let a = lo.abs().max(hi.abs());
+        lo = -a;
+        hi = a;
+    }
+    let scale = (hi - lo) / (qmax - qmin) as f64;
+    if scale < f32::MIN_POSITIVE as f64 {
+        return (1.0, 0);
+    }
+    let zp = if symmetric {
+        round_even((qmin + qmax) as f64 / 2.0)
+    } else {
+        round_even(qmin as f64 - lo / scale)
+    };
+    (scale as f32, (zp as i32).clamp(qmin, qmax))
+}
+
+impl QParams {
+    /// Parameters for every cell of `map` from its ranges.
+    pub fn from_ranges(scheme: Scheme, map: &ParamMap, r: &Ranges) -> Self {
+        let (qmin, qmax) = scheme.qrange();
+        let (scale, zero_point) = r
+            .min
+            .iter()
+            .zip(&r.max)
+            .map(|(&lo, &hi)| scale_zero_point(lo, hi, qmin, qmax, scheme.symmetric))
+            .unzip();
+        QParams { scheme, grid: map.grid.clone(), scale, zero_point }
+    }
+
+    /// Checks that these parameters fit `map` and are usable: positive finite scales, zero points on the grid.
+    pub fn validate(&self, map: &ParamMap) -> Result<()> {
+        if !self.scheme.precision.is_integer() {
+            return Err(Error::Invalid(format!(
+                "{} needs no scale; integer quantization needs int8 or int4",
+                self.scheme.precision.name()
+            )));
+        }
+        if self.grid != map.grid {
+            return Err(Error::Shape(format!(
+                "quantization parameters have grid shape {:?}, but the tensor needs {:?}",
+                self.grid, map.grid
+            )));
+        }
+        let n = map.n_params();
+        if self.scale.len() != n || self.zero_point.len() != n {
+            return Err(Error::Shape(format!(
+                "expected {n} scales and zero points, got {} and {}",
+                self.scale.len(),
+                self.zero_point.len()
+            )));
+        }
+        if let Some((i, s)) = self.scale.iter().enumerate().find(|(_, s)| !(s.is_finite() && **s > 0.0)) {
+            return Err(Error::Invalid(format!("scale {s} at index {i} is not a positive finite number")));
+        }
+        let (qmin, qmax) = self.scheme.qrange();
+        if let Some((i, z)) = self.zero_point.iter().enumerate().find(|(_, z)| !(qmin..=qmax).contains(*z)) {
+            return Err(Error::Invalid(format!("zero point {z} at index {i} is outside {qmin}..={qmax}")));
+        }
+        Ok(())
+    }
+
+    /// The real interval each parameter cell represents: `((qmin - z) * s, (qmax - z) * s)`.
+    pub fn clip_range(&self) -> Vec<(f32, f32)> {
+        let (qmin, qmax) = self.scheme.qrange();
+        self.scale
+            .iter()
+            .zip(&self.zero_point)
+            .map(|(&s, &z)| ((qmin - z) as f32 * s, (qmax - z) as f32 * s))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_half_even() {
+        for (v, r) in [(0.5, 0.0), (1.5, 2.0), (2.5, 2.0), (-0.5, 0.0), (-1.5, -2.0), (2.4, 2.0), (-2.6, -3.0)] {
+            assert_eq!(round_even(v), r, "{v}");
+        }
+    }
+
+    #[test]
+    fn onnx_runtime_formulas() {
+        // Symmetric INT8 restricted: s = absmax / 127, z = 0.
+        assert_eq!(scale_zero_point(-2.0, 1.0, -127, 127, true), ((2.0f64 * 2.0 / 254.0) as f32, 0));
+        // Asymmetric UINT8: the range is widened to contain 0.
+        let (s, z) = scale_zero_point(0.5, 2.0, 0, 255, false);
+        assert_eq!((s, z), ((2.0f64 / 255.0) as f32, 0));
+        let (s, z) = scale_zero_point(-1.0, 3.0, 0, 255, false);
+        assert_eq!(s, (4.0f64 / 255.0) as f32);
+        assert_eq!(z, round_even(1.0 / (4.0 / 255.0)) as i32);
+        // Zero range.
+        assert_eq!(scale_zero_point(0.0, 0.0, -127, 127, true), (1.0, 0));
+        assert_eq!(scale_zero_point(1e-40, 1e-40 + 1e-45, 0, 255, false), (1.0, 0));
+    }
+
+    #[test]
+    fn constants_reconstruct_exactly() {
+        for c in [3.7f32, -0.001, 1e30, -65000.0] {
+            for (qmin, qmax, sym) in [(-127, 127, true), (0, 255, false), (0, 15, false), (-8, 7, true)] {
+                let (s, z) = scale_zero_point(c, c, qmin, qmax, sym);
+                let q = ((c / s).round() as i32 + z).clamp(qmin, qmax);
+                assert_eq!((q - z) as f32 * s, c, "{c} {qmin} {qmax}");
+            }
+        }
+    }
+}

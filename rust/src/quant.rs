@@ -1,0 +1,331 @@
+//! Quantize, dequantize and fake-quantize kernels: `q = clamp(rint(x / s) + z, qmin, qmax)`,
+//! `x' = (q - z) * s`, parallel over chunks with rayon.
+//!
+//! Division (not multiplication by `1/s`) and round-half-to-even match ONNX Runtime's
+//! QuantizeLinear and `numpy.rint`, so results are bit-identical to those references.
+
+use crate::elem::{is_finite, Elem, QInt};
+use crate::error::{Error, Result};
+use crate::layout::{ParamMap, Run};
+use crate::pack::pack_nibbles;
+use crate::qparams::QParams;
+use crate::range::{ranges, CHUNK};
+use crate::scheme::Scheme;
+use rayon::prelude::*;
+
+/// `1.5 * 2^23`: adding and subtracting it rounds half to even for `|v| < 2^22`.
+const MAGIC: f32 = 12_582_912.0;
+
+/// Rounds half to even; exact for `|v| < 2^22`, and keeps larger values outside any grid bound.
+#[inline(always)]
+fn rint(v: f32) -> f32 {
+    (v + MAGIC) - MAGIC
+}
+
+/// One element: the clamped integer offset `q - z` as f32, and whether it was inside the grid.
+#[inline(always)]
+fn step(v: f32, s: f32, lo: f32, hi: f32) -> (f32, bool) {
+    let r = rint(v / s);
+    let inside = r >= lo && r <= hi;
+    let c = if r > lo { r } else { lo };
+    (if c < hi { c } else { hi }, inside)
+}
+
+/// Per-parameter constants of a kernel: scale, zero point and the offset bounds `qmin - z`, `qmax - z`.
+#[derive(Clone, Copy)]
+struct Param {
+    s: f32,
+    z: i32,
+    lo: f32,
+    hi: f32,
+}
+
+impl Param {
+    #[inline(always)]
+    fn new(qp: &QParams, p: usize, qmin: i32, qmax: i32) -> Self {
+        let z = qp.zero_point[p];
+        Param { s: qp.scale[p], z, lo: (qmin - z) as f32, hi: (qmax - z) as f32 }
+    }
+}
+
+/// Drives `f(x_run, out_run, params_of_run)` over all runs of `map`, in parallel chunks.
+/// `per_out` is how many input elements one output slot covers (2 for packed INT4).
+fn for_each_run<T: Sync, O: Send>(
+    x: &[T],
+    out: &mut [O],
+    map: &ParamMap,
+    f: impl Fn(&[T], &mut [O], usize, Run) -> usize + Sync,
+) -> usize {
+    out.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .enumerate()
+        .map(|(ci, (oc, xc))| {
+            let base = ci * CHUNK;
+            let mut bad = 0;
+            map.for_runs(base, base + xc.len(), |off, len, run| {
+                let a = off - base;
+                bad += f(&xc[a..a + len], &mut oc[a..a + len], off, run);
+            });
+            bad
+        })
+        .sum()
+}
+
+/// Quantizes one run; returns its non-finite count.
+#[inline(always)]
+fn quant_run<T: Elem, Q: QInt>(x: &[T], out: &mut [Q], run: Run, qp: &QParams, q: (i32, i32)) -> usize {
+    let mut bad = 0usize;
+    match run {
+        Run::Const(p) => {
+            let k = Param::new(qp, p, q.0, q.1);
+            for (o, v) in out.iter_mut().zip(x) {
+                let v = v.to_f32();
+                bad += (!is_finite(v)) as usize;
+                *o = Q::from_i32(step(v, k.s, k.lo, k.hi).0 as i32 + k.z);
+            }
+        }
+        Run::Seq(p) => {
+            let n = x.len();
+            let (s, z) = (&qp.scale[p..p + n], &qp.zero_point[p..p + n]);
+            for (((o, v), &s), &z) in out.iter_mut().zip(x).zip(s).zip(z) {
+                let v = v.to_f32();
+                bad += (!is_finite(v)) as usize;
+                *o = Q::from_i32(step(v, s, (q.0 - z) as f32, (q.1 - z) as f32).0 as i32 + z);
+            }
+        }
+    }
+    bad
+}
+
+/// Checks lengths and parameters, returning the map.
+fn prepare(len: usize, shape: &[usize], qp: &QParams, out_len: usize) -> Result<ParamMap> {
+    let map = ParamMap::new(shape, qp.scheme.granularity)?;
+    if len != map.len {
+        return Err(Error::Shape(format!("data has {len} elements but shape {shape:?} has {}", map.len)));
+    }
+    if out_len != len {
+        return Err(Error::Shape(format!("output has {out_len} elements, input has {len}")));
+    }
+    qp.validate(&map)?;
+    Ok(map)
+}
+
+/// Non-finite inputs are an error unless ignored; ignored NaNs are set to the zero point
+/// (Inf already saturates to the grid ends).
+fn settle_nonfinite<T: Elem, Q: QInt>(x: &[T], bad: usize, ignore: bool, map: &ParamMap, qp: &QParams, out: &mut [Q]) -> Result<()> {
+    if bad == 0 {
+        return Ok(());
+    }
+    if !ignore {
+        let first_index = crate::elem::first_nonfinite(x).unwrap_or(0);
+        return Err(Error::NonFinite { count: bad, first_index });
+    }
+    map.for_runs(0, x.len(), |off, len, run| {
+        for k in 0..len {
+            if x[off + k].to_f32().is_nan() {
+                let p = match run {
+                    Run::Const(p) => p,
+                    Run::Seq(p) => p + k,
+                };
+                out[off + k] = Q::from_i32(qp.zero_point[p]);
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Min-max parameters for `x` (shape `shape`) under `scheme`.
+pub fn minmax_qparams<T: Elem>(x: &[T], shape: &[usize], scheme: Scheme, ignore_nonfinite: bool) -> Result<QParams> {
+    if !scheme.precision.is_integer() {
+        return Err(Error::Invalid(format!("{} has no scale or zero point", scheme.precision.name())));
+    }
+    let map = ParamMap::new(shape, scheme.granularity)?;
+    let r = ranges(x, &map, ignore_nonfinite)?;
+    Ok(QParams::from_ranges(scheme, &map, &r))
+}
+
+/// Quantizes `x` into `out` (one code per element). `Q` must match the scheme: `i8` when
+/// symmetric, `u8` otherwise.
+pub fn quantize<T: Elem, Q: QInt>(x: &[T], shape: &[usize], qp: &QParams, ignore_nonfinite: bool, out: &mut [Q]) -> Result<()> {
+    let map = prepare(x.len(), shape, qp, out.len())?;
+    let q = qp.scheme.qrange();
+    let bad = for_each_run(x, out, &map, |xs, os, _, run| quant_run(xs, os, run, qp, q));
+    settle_nonfinite(x, bad, ignore_nonfinite, &map, qp, out)
+}
+
+/// Quantizes to INT4 and packs two codes per byte (element `2i` in the low nibble) in one pass.
+pub fn quantize_packed<T: Elem>(x: &[T], shape: &[usize], qp: &QParams, ignore_nonfinite: bool, out: &mut [u8]) -> Result<()> {
+    if qp.scheme.precision != crate::scheme::Precision::Int4 {
+        return Err(Error::Invalid("packing needs int4".into()));
+    }
+    let map = prepare(x.len(), shape, qp, x.len())?;
+    if out.len() != x.len().div_ceil(2) {
+        return Err(Error::Shape(format!("packed output needs {} bytes, got {}", x.len().div_ceil(2), out.len())));
+    }
+    let q = qp.scheme.qrange();
+    let bad: usize = out
+        .par_chunks_mut(CHUNK / 2)
+        .zip(x.par_chunks(CHUNK))
+        .enumerate()
+        .map(|(ci, (oc, xc))| {
+            let base = ci * CHUNK;
+            let mut codes = vec![0i8; xc.len()];
+            let mut bad = 0;
+            map.for_runs(base, base + xc.len(), |off, len, run| {
+                let a = off - base;
+                bad += quant_run(&xc[a..a + len], &mut codes[a..a + len], run, qp, q);
+            });
+            pack_nibbles(&codes, oc);
+            bad
+        })
+        .sum();
+    if bad > 0 {
+        // Rare path: redo unpacked to place zero points, then repack.
+        let mut codes = vec![0i8; x.len()];
+        quantize(x, shape, qp, ignore_nonfinite, &mut codes)?;
+        pack_nibbles(&codes, out);
+    }
+    Ok(())
+}
+
+/// Dequantizes codes: `out = (q - z) * s`.
+pub fn dequantize<Q: QInt>(q: &[Q], shape: &[usize], qp: &QParams, out: &mut [f32]) -> Result<()> {
+    let map = prepare(q.len(), shape, qp, out.len())?;
+    for_each_run(q, out, &map, |qs, os, _, run| {
+        match run {
+            Run::Const(p) => {
+                let (s, z) = (qp.scale[p], qp.zero_point[p]);
+                os.iter_mut().zip(qs).for_each(|(o, v)| *o = (v.to_i32() - z) as f32 * s);
+            }
+            Run::Seq(p) => {
+                let n = qs.len();
+                let it = os.iter_mut().zip(qs).zip(&qp.scale[p..p + n]).zip(&qp.zero_point[p..p + n]);
+                it.for_each(|(((o, v), &s), &z)| *o = (v.to_i32() - z) as f32 * s);
+            }
+        }
+        0
+    });
+    Ok(())
+}
+
+/// Quantize then dequantize in one pass. When `mask` is given it receives the
+/// straight-through-estimator mask: true where `rint(x / s) + z` lies inside `qmin..=qmax`.
+pub fn fake_quantize<T: Elem>(
+    x: &[T],
+    shape: &[usize],
+    qp: &QParams,
+    ignore_nonfinite: bool,
+    out: &mut [f32],
+    mask: Option<&mut [bool]>,
+) -> Result<()> {
+    let map = prepare(x.len(), shape, qp, out.len())?;
+    let (qmin, qmax) = qp.scheme.qrange();
+    let bad = for_each_run(x, out, &map, |xs, os, _, run| {
+        let mut bad = 0;
+        for (k, (o, v)) in os.iter_mut().zip(xs).enumerate() {
+            let p = Param::new(qp, run_param(run, k), qmin, qmax);
+            let v = v.to_f32();
+            bad += (!is_finite(v)) as usize;
+            *o = step(v, p.s, p.lo, p.hi).0 * p.s;
+        }
+        bad
+    });
+    if bad > 0 {
+        if !ignore_nonfinite {
+            let first_index = crate::elem::first_nonfinite(x).unwrap_or(0);
+            return Err(Error::NonFinite { count: bad, first_index });
+        }
+        x.iter().zip(out.iter_mut()).filter(|(v, _)| v.to_f32().is_nan()).for_each(|(_, o)| *o = 0.0);
+    }
+    if let Some(m) = mask {
+        if m.len() != x.len() {
+            return Err(Error::Shape(format!("mask has {} elements, input has {}", m.len(), x.len())));
+        }
+        for_each_run(x, m, &map, |xs, ms, _, run| {
+            for (k, (o, v)) in ms.iter_mut().zip(xs).enumerate() {
+                let p = Param::new(qp, run_param(run, k), qmin, qmax);
+                *o = step(v.to_f32(), p.s, p.lo, p.hi).1;
+            }
+            0
+        });
+    }
+    Ok(())
+}
+
+/// Parameter index of element `k` of a run.
+#[inline(always)]
+fn run_param(run: Run, k: usize) -> usize {
+    match run {
+        Run::Const(p) => p,
+        Run::Seq(p) => p + k,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheme::{Granularity, Precision};
+
+    #[test]
+    fn rint_is_half_even() {
+        for (v, r) in [(0.5f32, 0.0f32), (1.5, 2.0), (2.5, 2.0), (-2.5, -2.0), (126.5, 126.0), (-127.5, -128.0)] {
+            assert_eq!(rint(v), r);
+        }
+    }
+
+    #[test]
+    fn int8_symmetric_round_trip() {
+        let x: Vec<f32> = (0..1000).map(|i| ((i as f32) * 0.37).sin() * 3.0).collect();
+        let scheme = Scheme::new(Precision::Int8);
+        let qp = minmax_qparams(&x, &[1000], scheme, false).unwrap();
+        let mut q = vec![0i8; 1000];
+        quantize(&x, &[1000], &qp, false, &mut q).unwrap();
+        let mut y = vec![0f32; 1000];
+        dequantize(&q, &[1000], &qp, &mut y).unwrap();
+        let s = qp.scale[0];
+        assert!(x.iter().zip(&y).all(|(a, b)| (a - b).abs() <= s / 2.0 * 1.0001));
+        assert!(q.iter().all(|&v| (-127..=127).contains(&v)));
+        let mut f = vec![0f32; 1000];
+        fake_quantize(&x, &[1000], &qp, false, &mut f, None).unwrap();
+        assert_eq!(f, y);
+    }
+
+    #[test]
+    fn mask_marks_clipped_values() {
+        let x = [-3.0f32, -1.0, 0.0, 0.4, 1.0, 2.0];
+        let scheme = Scheme::new(Precision::Int8);
+        let qp = QParams { scheme, grid: vec![], scale: vec![1.0 / 127.0], zero_point: vec![0] };
+        let mut out = [0f32; 6];
+        let mut mask = [false; 6];
+        fake_quantize(&x, &[6], &qp, false, &mut out, Some(&mut mask)).unwrap();
+        assert_eq!(mask, [false, true, true, true, true, false]);
+        assert_eq!(out[0], -1.0);
+        assert_eq!(out[5], 1.0);
+    }
+
+    #[test]
+    fn nan_is_an_error_unless_ignored() {
+        let x = [1.0f32, f32::NAN, -1.0];
+        let scheme = Scheme::new(Precision::Int8).asymmetric(true);
+        assert!(matches!(minmax_qparams(&x, &[3], scheme, false), Err(Error::NonFinite { count: 1, first_index: 1 })));
+        let qp = minmax_qparams(&x, &[3], scheme, true).unwrap();
+        let mut q = [0u8; 3];
+        assert!(quantize(&x, &[3], &qp, false, &mut q).is_err());
+        quantize(&x, &[3], &qp, true, &mut q).unwrap();
+        assert_eq!(q[1] as i32, qp.zero_point[0]);
+    }
+
+    #[test]
+    fn per_group_packed_matches_unpacked() {
+        let shape = [4, 64];
+        let x: Vec<f32> = (0..256).map(|i| ((i * 7919 % 211) as f32) / 50.0 - 2.0).collect();
+        let scheme = Scheme::new(Precision::Int4).with_granularity(Granularity::PerGroup { axis: -1, size: 32 });
+        let qp = minmax_qparams(&x, &shape, scheme, false).unwrap();
+        assert_eq!(qp.grid, vec![4, 2]);
+        let mut q = vec![0i8; 256];
+        quantize(&x, &shape, &qp, false, &mut q).unwrap();
+        let mut packed = vec![0u8; 128];
+        quantize_packed(&x, &shape, &qp, false, &mut packed).unwrap();
+        assert_eq!(crate::pack::unpack_int4_signed(&packed, 256).unwrap(), q);
+    }
+}
