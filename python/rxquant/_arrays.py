@@ -14,7 +14,7 @@ def as_float_array(x: Any, name: str = "x") -> np.ndarray:
     a = np.asarray(x)
     if a.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be a float32, float16 or float64 array, got dtype {a.dtype}")
-    return np.ascontiguousarray(a)
+    return np.asarray(a, order="C")
 
 
 def as_code_array(q: Any, name: str = "q") -> np.ndarray:
@@ -22,4 +22,4 @@ def as_code_array(q: Any, name: str = "q") -> np.ndarray:
     a = np.asarray(q)
     if a.dtype not in (np.dtype(np.int8), np.dtype(np.uint8)):
         raise TypeError(f"{name} must be an int8 or uint8 array, got dtype {a.dtype}")
-    return np.ascontiguousarray(a)
+    return np.asarray(a, order="C")

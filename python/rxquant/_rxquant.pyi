@@ -9,9 +9,16 @@ SchemeSpec = tuple[str, bool, bool, Optional[int], Optional[int]]
 __version__: str
 
 def threads() -> int: ...
-def minmax_qparams(x: np.ndarray, spec: SchemeSpec, ignore_nonfinite: bool) -> tuple[np.ndarray, np.ndarray]: ...
+def minmax_qparams(
+    x: np.ndarray, spec: SchemeSpec, ignore_nonfinite: bool
+) -> tuple[np.ndarray, np.ndarray]: ...
 def quantize(
-    x: np.ndarray, spec: SchemeSpec, scale: np.ndarray, zero_point: np.ndarray, ignore_nonfinite: bool, pack: bool
+    x: np.ndarray,
+    spec: SchemeSpec,
+    scale: np.ndarray,
+    zero_point: np.ndarray,
+    ignore_nonfinite: bool,
+    pack: bool,
 ) -> np.ndarray: ...
 def dequantize(
     q: np.ndarray, shape: list[int], spec: SchemeSpec, scale: np.ndarray, zero_point: np.ndarray, packed: bool

@@ -43,7 +43,9 @@ def _check_qparams(qp: QParams, shape: tuple[int, ...], scheme: Optional[Scheme]
     if not isinstance(qp, QParams):
         raise TypeError(f"qparams must be a QParams, got {type(qp).__name__}")
     if tuple(shape) != qp.shape:
-        raise ValueError(f"tensor has shape {tuple(shape)}, but the quantization parameters are for {qp.shape}")
+        raise ValueError(
+            f"tensor has shape {tuple(shape)}, but the quantization parameters are for {qp.shape}"
+        )
     if scheme is not None and scheme != qp.scheme:
         raise ValueError(f"scheme {scheme} differs from the parameters' scheme {qp.scheme}")
 
@@ -85,7 +87,9 @@ def _quantize_float(a: np.ndarray, s: Scheme, ignore_nonfinite: bool) -> tuple[n
     out, overflow = _rxquant.to_fp16(a, ignore_nonfinite)
     if overflow:
         warnings.warn(
-            f"{overflow} value(s) beyond ±65504 were saturated to the largest float16", RuntimeWarning, stacklevel=3
+            f"{overflow} value(s) beyond ±65504 were saturated to the largest float16",
+            RuntimeWarning,
+            stacklevel=3,
         )
     return out, QParams(s, empty, empty.astype(np.int32), a.shape, overflow=overflow)
 
@@ -108,14 +112,18 @@ def dequantize(q: Any, qparams: QParams, *, packed: bool = False) -> np.ndarray:
             raise ValueError(f"packed codes need an int4 scheme, got {s.precision}")
         need = (math.prod(qparams.shape) + 1) // 2
         if c.dtype != np.uint8 or c.size != need:
-            raise ValueError(f"packed INT4 data for shape {qparams.shape} must be {need} uint8 bytes, got {c.size}")
+            raise ValueError(
+                f"packed INT4 data for shape {qparams.shape} must be {need} uint8 bytes, got {c.size}"
+            )
         c = c.reshape(-1)
     else:
         _check_qparams(qparams, c.shape, None)
         want = np.int8 if s.symmetric else np.uint8
         if c.dtype != want:
-            raise TypeError(f"codes of a {'symmetric' if s.symmetric else 'asymmetric'} scheme must be "
-                            f"{np.dtype(want).name}, got dtype {c.dtype}")
+            raise TypeError(
+                f"codes of a {'symmetric' if s.symmetric else 'asymmetric'} scheme must be "
+                f"{np.dtype(want).name}, got dtype {c.dtype}"
+            )
     return _rxquant.dequantize(c, list(qparams.shape), s.spec(), qparams.scale, qparams.zero_point, packed)
 
 
@@ -141,7 +149,9 @@ def fake_quantize(
     if qparams is None:
         qparams = calibrate(a, "minmax", s, ignore_nonfinite=ignore_nonfinite)
     _check_qparams(qparams, a.shape, s)
-    y, mask = _rxquant.fake_quantize(a, s.spec(), qparams.scale, qparams.zero_point, ignore_nonfinite, return_mask)
+    y, mask = _rxquant.fake_quantize(
+        a, s.spec(), qparams.scale, qparams.zero_point, ignore_nonfinite, return_mask
+    )
     return (y, mask) if return_mask else y
 
 

@@ -91,7 +91,9 @@ class Scheme:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Scheme:
-        return cls(**{k: d[k] for k in ("precision", "symmetric", "axis", "group_size", "full_range") if k in d})
+        return cls(
+            **{k: d[k] for k in ("precision", "symmetric", "axis", "group_size", "full_range") if k in d}
+        )
 
 
 @dataclass
@@ -111,8 +113,8 @@ class QParams:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.scale = np.ascontiguousarray(self.scale, dtype=np.float32)
-        self.zero_point = np.ascontiguousarray(self.zero_point, dtype=np.int32)
+        self.scale = np.asarray(self.scale, dtype=np.float32, order="C")
+        self.zero_point = np.asarray(self.zero_point, dtype=np.int32, order="C")
         self.shape = tuple(int(s) for s in self.shape)
 
     def clip_range(self) -> tuple[np.ndarray, np.ndarray]:

@@ -28,6 +28,7 @@ pub mod qparams;
 pub mod quant;
 pub mod range;
 pub mod scheme;
+mod simd;
 
 pub use elem::{Elem, QInt};
 pub use error::{Error, Result};

@@ -46,6 +46,11 @@ impl Sums {
 
 /// Sums over one chunk with independent lanes (vectorizable, deterministic order).
 fn chunk_sums<A: Elem, B: Elem>(x: &[A], y: &[B]) -> Sums {
+    crate::simd::simd!(chunk_sums_impl(x, y))
+}
+
+#[inline(always)]
+fn chunk_sums_impl<A: Elem, B: Elem>(x: &[A], y: &[B]) -> Sums {
     let mut l = [Sums::default(); LANES];
     let mut it_x = x.chunks_exact(LANES);
     let mut it_y = y.chunks_exact(LANES);
@@ -75,7 +80,11 @@ fn add(s: &mut Sums, a: f64, b: f64) {
 /// Computes [`Metrics`] of `y` against `x`. Both must have the same length and be finite.
 pub fn metrics<A: Elem, B: Elem>(x: &[A], y: &[B]) -> Result<Metrics> {
     if x.len() != y.len() {
-        return Err(Error::Shape(format!("reference has {} elements, reconstruction has {}", x.len(), y.len())));
+        return Err(Error::Shape(format!(
+            "reference has {} elements, reconstruction has {}",
+            x.len(),
+            y.len()
+        )));
     }
     let s = x
         .par_chunks(CHUNK)
@@ -84,8 +93,10 @@ pub fn metrics<A: Elem, B: Elem>(x: &[A], y: &[B]) -> Result<Metrics> {
         .reduce(Sums::default, Sums::merge);
     let all = [s.xx, s.yy, s.xy, s.ee, s.ae, s.max];
     if all.iter().any(|v| !v.is_finite()) {
-        let first_index = crate::elem::first_nonfinite(x).or_else(|| crate::elem::first_nonfinite(y)).unwrap_or(0);
-        let count = x.iter().filter(|v| !v.to_f32().is_finite()).count() + y.iter().filter(|v| !v.to_f32().is_finite()).count();
+        let first_index =
+            crate::elem::first_nonfinite(x).or_else(|| crate::elem::first_nonfinite(y)).unwrap_or(0);
+        let count = x.iter().filter(|v| !v.to_f32().is_finite()).count()
+            + y.iter().filter(|v| !v.to_f32().is_finite()).count();
         return Err(Error::NonFinite { count, first_index });
     }
     let n = x.len();
@@ -120,7 +131,10 @@ mod tests {
     #[test]
     fn bad_input() {
         assert!(metrics(&[1.0f32], &[1.0f32, 2.0]).is_err());
-        assert!(matches!(metrics(&[1.0f32, f32::NAN], &[1.0f32, 2.0]), Err(Error::NonFinite { count: 1, first_index: 1 })));
+        assert!(matches!(
+            metrics(&[1.0f32, f32::NAN], &[1.0f32, 2.0]),
+            Err(Error::NonFinite { count: 1, first_index: 1 })
+        ));
         let e = metrics::<f32, f32>(&[], &[]).unwrap();
         assert_eq!(e.count, 0);
     }

@@ -23,7 +23,9 @@ pub(crate) fn pack_nibbles<C: Copy + Into<i32> + Sync>(codes: &[C], out: &mut [u
 fn check_range<C: Copy + Into<i32> + Sync>(v: &[C], min: i32, max: i32) -> Result<()> {
     match v.par_iter().position_first(|&x| !(min..=max).contains(&x.into())) {
         None => Ok(()),
-        Some(index) => Err(Error::OutOfRange { value: v[index].into() as i64, index, min: min as i64, max: max as i64 }),
+        Some(index) => {
+            Err(Error::OutOfRange { value: v[index].into() as i64, index, min: min as i64, max: max as i64 })
+        }
     }
 }
 
@@ -56,7 +58,11 @@ fn check_packed_len(packed: &[u8], n: usize) -> Result<()> {
 }
 
 /// Unpacks `n` values with `f(byte) -> (low, high)`.
-fn unpack_with<T: Copy + Default + Send>(packed: &[u8], n: usize, f: impl Fn(u8) -> (T, T) + Sync) -> Result<Vec<T>> {
+fn unpack_with<T: Copy + Default + Send>(
+    packed: &[u8],
+    n: usize,
+    f: impl Fn(u8) -> (T, T) + Sync,
+) -> Result<Vec<T>> {
     check_packed_len(packed, n)?;
     let mut out = vec![T::default(); n];
     out.par_chunks_mut(2 * CHUNK_BYTES).zip(packed.par_chunks(CHUNK_BYTES)).for_each(|(o, p)| {
@@ -96,10 +102,7 @@ mod tests {
 
     #[test]
     fn out_of_range_is_an_error() {
-        assert_eq!(
-            pack_int4_signed(&[0, 8]),
-            Err(Error::OutOfRange { value: 8, index: 1, min: -8, max: 7 })
-        );
+        assert_eq!(pack_int4_signed(&[0, 8]), Err(Error::OutOfRange { value: 8, index: 1, min: -8, max: 7 }));
         assert!(pack_int4_unsigned(&[16]).is_err());
         assert!(unpack_int4_signed(&[0, 0], 5).is_err());
     }

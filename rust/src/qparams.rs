@@ -48,11 +48,8 @@ pub fn scale_zero_point(rmin: f32, rmax: f32, qmin: i32, qmax: i32, symmetric: b
     if scale < f32::MIN_POSITIVE as f64 {
         return (1.0, 0);
     }
-    let zp = if symmetric {
-        round_even((qmin + qmax) as f64 / 2.0)
-    } else {
-        round_even(qmin as f64 - lo / scale)
-    };
+    let zp =
+        if symmetric { round_even((qmin + qmax) as f64 / 2.0) } else { round_even(qmin as f64 - lo / scale) };
     (scale as f32, (zp as i32).clamp(qmin, qmax))
 }
 
@@ -118,7 +115,9 @@ mod tests {
 
     #[test]
     fn round_half_even() {
-        for (v, r) in [(0.5, 0.0), (1.5, 2.0), (2.5, 2.0), (-0.5, 0.0), (-1.5, -2.0), (2.4, 2.0), (-2.6, -3.0)] {
+        for (v, r) in
+            [(0.5, 0.0), (1.5, 2.0), (2.5, 2.0), (-0.5, 0.0), (-1.5, -2.0), (2.4, 2.0), (-2.6, -3.0)]
+        {
             assert_eq!(round_even(v), r, "{v}");
         }
     }

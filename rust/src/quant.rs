@@ -31,6 +31,17 @@ fn step(v: f32, s: f32, lo: f32, hi: f32) -> (f32, bool) {
     (if c < hi { c } else { hi }, inside)
 }
 
+/// One element's code offset `q - z` as an integer. Clamps before rounding (equivalent, since the
+/// bounds are integers) and reads the rounded integer straight from the bits of `r + MAGIC`,
+/// which keeps the whole loop in SIMD integer/float ops.
+#[inline(always)]
+fn code(v: f32, s: f32, lo: f32, hi: f32) -> i32 {
+    let r = v / s;
+    let r = if r > lo { r } else { lo };
+    let r = if r < hi { r } else { hi };
+    (r + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32
+}
+
 /// Per-parameter constants of a kernel: scale, zero point and the offset bounds `qmin - z`, `qmax - z`.
 #[derive(Clone, Copy)]
 struct Param {
@@ -71,30 +82,47 @@ fn for_each_run<T: Sync, O: Send>(
         .sum()
 }
 
-/// Quantizes one run; returns its non-finite count.
+/// Applies `f(element, params)` over one run, writing `out`; returns how many calls flagged
+/// their element (non-finite inputs). The one loop behind quantize, dequantize, fake-quantize
+/// and the STE mask.
 #[inline(always)]
-fn quant_run<T: Elem, Q: QInt>(x: &[T], out: &mut [Q], run: Run, qp: &QParams, q: (i32, i32)) -> usize {
+fn map_run<T: Copy, O>(
+    x: &[T],
+    out: &mut [O],
+    run: Run,
+    qp: &QParams,
+    q: (i32, i32),
+    f: impl Fn(T, Param) -> (O, bool),
+) -> usize {
     let mut bad = 0usize;
     match run {
         Run::Const(p) => {
             let k = Param::new(qp, p, q.0, q.1);
-            for (o, v) in out.iter_mut().zip(x) {
-                let v = v.to_f32();
-                bad += (!is_finite(v)) as usize;
-                *o = Q::from_i32(step(v, k.s, k.lo, k.hi).0 as i32 + k.z);
+            for (o, &v) in out.iter_mut().zip(x) {
+                let (r, b) = f(v, k);
+                *o = r;
+                bad += b as usize;
             }
         }
         Run::Seq(p) => {
             let n = x.len();
             let (s, z) = (&qp.scale[p..p + n], &qp.zero_point[p..p + n]);
-            for (((o, v), &s), &z) in out.iter_mut().zip(x).zip(s).zip(z) {
-                let v = v.to_f32();
-                bad += (!is_finite(v)) as usize;
-                *o = Q::from_i32(step(v, s, (q.0 - z) as f32, (q.1 - z) as f32).0 as i32 + z);
+            for (((o, &v), &s), &z) in out.iter_mut().zip(x).zip(s).zip(z) {
+                let (r, b) = f(v, Param { s, z, lo: (q.0 - z) as f32, hi: (q.1 - z) as f32 });
+                *o = r;
+                bad += b as usize;
             }
         }
     }
     bad
+}
+
+/// Quantizes one run; returns its non-finite count.
+fn quant_run<T: Elem, Q: QInt>(x: &[T], out: &mut [Q], run: Run, qp: &QParams, q: (i32, i32)) -> usize {
+    crate::simd::simd!(map_run(x, out, run, qp, q, |v, k| {
+        let v = v.to_f32();
+        (Q::from_i32(code(v, k.s, k.lo, k.hi) + k.z), !is_finite(v))
+    }))
 }
 
 /// Checks lengths and parameters, returning the map.
@@ -112,7 +140,14 @@ fn prepare(len: usize, shape: &[usize], qp: &QParams, out_len: usize) -> Result<
 
 /// Non-finite inputs are an error unless ignored; ignored NaNs are set to the zero point
 /// (Inf already saturates to the grid ends).
-fn settle_nonfinite<T: Elem, Q: QInt>(x: &[T], bad: usize, ignore: bool, map: &ParamMap, qp: &QParams, out: &mut [Q]) -> Result<()> {
+fn settle_nonfinite<T: Elem, Q: QInt>(
+    x: &[T],
+    bad: usize,
+    ignore: bool,
+    map: &ParamMap,
+    qp: &QParams,
+    out: &mut [Q],
+) -> Result<()> {
     if bad == 0 {
         return Ok(());
     }
@@ -135,7 +170,12 @@ fn settle_nonfinite<T: Elem, Q: QInt>(x: &[T], bad: usize, ignore: bool, map: &P
 }
 
 /// Min-max parameters for `x` (shape `shape`) under `scheme`.
-pub fn minmax_qparams<T: Elem>(x: &[T], shape: &[usize], scheme: Scheme, ignore_nonfinite: bool) -> Result<QParams> {
+pub fn minmax_qparams<T: Elem>(
+    x: &[T],
+    shape: &[usize],
+    scheme: Scheme,
+    ignore_nonfinite: bool,
+) -> Result<QParams> {
     if !scheme.precision.is_integer() {
         return Err(Error::Invalid(format!("{} has no scale or zero point", scheme.precision.name())));
     }
@@ -146,7 +186,13 @@ pub fn minmax_qparams<T: Elem>(x: &[T], shape: &[usize], scheme: Scheme, ignore_
 
 /// Quantizes `x` into `out` (one code per element). `Q` must match the scheme: `i8` when
 /// symmetric, `u8` otherwise.
-pub fn quantize<T: Elem, Q: QInt>(x: &[T], shape: &[usize], qp: &QParams, ignore_nonfinite: bool, out: &mut [Q]) -> Result<()> {
+pub fn quantize<T: Elem, Q: QInt>(
+    x: &[T],
+    shape: &[usize],
+    qp: &QParams,
+    ignore_nonfinite: bool,
+    out: &mut [Q],
+) -> Result<()> {
     let map = prepare(x.len(), shape, qp, out.len())?;
     let q = qp.scheme.qrange();
     let bad = for_each_run(x, out, &map, |xs, os, _, run| quant_run(xs, os, run, qp, q));
@@ -154,13 +200,23 @@ pub fn quantize<T: Elem, Q: QInt>(x: &[T], shape: &[usize], qp: &QParams, ignore
 }
 
 /// Quantizes to INT4 and packs two codes per byte (element `2i` in the low nibble) in one pass.
-pub fn quantize_packed<T: Elem>(x: &[T], shape: &[usize], qp: &QParams, ignore_nonfinite: bool, out: &mut [u8]) -> Result<()> {
+pub fn quantize_packed<T: Elem>(
+    x: &[T],
+    shape: &[usize],
+    qp: &QParams,
+    ignore_nonfinite: bool,
+    out: &mut [u8],
+) -> Result<()> {
     if qp.scheme.precision != crate::scheme::Precision::Int4 {
         return Err(Error::Invalid("packing needs int4".into()));
     }
     let map = prepare(x.len(), shape, qp, x.len())?;
     if out.len() != x.len().div_ceil(2) {
-        return Err(Error::Shape(format!("packed output needs {} bytes, got {}", x.len().div_ceil(2), out.len())));
+        return Err(Error::Shape(format!(
+            "packed output needs {} bytes, got {}",
+            x.len().div_ceil(2),
+            out.len()
+        )));
     }
     let q = qp.scheme.qrange();
     let bad: usize = out
@@ -191,19 +247,9 @@ pub fn quantize_packed<T: Elem>(x: &[T], shape: &[usize], qp: &QParams, ignore_n
 /// Dequantizes codes: `out = (q - z) * s`.
 pub fn dequantize<Q: QInt>(q: &[Q], shape: &[usize], qp: &QParams, out: &mut [f32]) -> Result<()> {
     let map = prepare(q.len(), shape, qp, out.len())?;
+    let r = qp.scheme.qrange();
     for_each_run(q, out, &map, |qs, os, _, run| {
-        match run {
-            Run::Const(p) => {
-                let (s, z) = (qp.scale[p], qp.zero_point[p]);
-                os.iter_mut().zip(qs).for_each(|(o, v)| *o = (v.to_i32() - z) as f32 * s);
-            }
-            Run::Seq(p) => {
-                let n = qs.len();
-                let it = os.iter_mut().zip(qs).zip(&qp.scale[p..p + n]).zip(&qp.zero_point[p..p + n]);
-                it.for_each(|(((o, v), &s), &z)| *o = (v.to_i32() - z) as f32 * s);
-            }
-        }
-        0
+        crate::simd::simd!(map_run(qs, os, run, qp, r, |v, k| ((v.to_i32() - k.z) as f32 * k.s, false)))
     });
     Ok(())
 }
@@ -219,16 +265,12 @@ pub fn fake_quantize<T: Elem>(
     mask: Option<&mut [bool]>,
 ) -> Result<()> {
     let map = prepare(x.len(), shape, qp, out.len())?;
-    let (qmin, qmax) = qp.scheme.qrange();
+    let r = qp.scheme.qrange();
     let bad = for_each_run(x, out, &map, |xs, os, _, run| {
-        let mut bad = 0;
-        for (k, (o, v)) in os.iter_mut().zip(xs).enumerate() {
-            let p = Param::new(qp, run_param(run, k), qmin, qmax);
+        crate::simd::simd!(map_run(xs, os, run, qp, r, |v, k| {
             let v = v.to_f32();
-            bad += (!is_finite(v)) as usize;
-            *o = step(v, p.s, p.lo, p.hi).0 * p.s;
-        }
-        bad
+            (step(v, k.s, k.lo, k.hi).0 * k.s, !is_finite(v))
+        }))
     });
     if bad > 0 {
         if !ignore_nonfinite {
@@ -242,23 +284,13 @@ pub fn fake_quantize<T: Elem>(
             return Err(Error::Shape(format!("mask has {} elements, input has {}", m.len(), x.len())));
         }
         for_each_run(x, m, &map, |xs, ms, _, run| {
-            for (k, (o, v)) in ms.iter_mut().zip(xs).enumerate() {
-                let p = Param::new(qp, run_param(run, k), qmin, qmax);
-                *o = step(v.to_f32(), p.s, p.lo, p.hi).1;
-            }
-            0
+            crate::simd::simd!(map_run(xs, ms, run, qp, r, |v, k| (
+                step(v.to_f32(), k.s, k.lo, k.hi).1,
+                false
+            )))
         });
     }
     Ok(())
-}
-
-/// Parameter index of element `k` of a run.
-#[inline(always)]
-fn run_param(run: Run, k: usize) -> usize {
-    match run {
-        Run::Const(p) => p,
-        Run::Seq(p) => p + k,
-    }
 }
 
 #[cfg(test)]
@@ -268,7 +300,9 @@ mod tests {
 
     #[test]
     fn rint_is_half_even() {
-        for (v, r) in [(0.5f32, 0.0f32), (1.5, 2.0), (2.5, 2.0), (-2.5, -2.0), (126.5, 126.0), (-127.5, -128.0)] {
+        for (v, r) in
+            [(0.5f32, 0.0f32), (1.5, 2.0), (2.5, 2.0), (-2.5, -2.0), (126.5, 126.0), (-127.5, -128.0)]
+        {
             assert_eq!(rint(v), r);
         }
     }
@@ -307,7 +341,10 @@ mod tests {
     fn nan_is_an_error_unless_ignored() {
         let x = [1.0f32, f32::NAN, -1.0];
         let scheme = Scheme::new(Precision::Int8).asymmetric(true);
-        assert!(matches!(minmax_qparams(&x, &[3], scheme, false), Err(Error::NonFinite { count: 1, first_index: 1 })));
+        assert!(matches!(
+            minmax_qparams(&x, &[3], scheme, false),
+            Err(Error::NonFinite { count: 1, first_index: 1 })
+        ));
         let qp = minmax_qparams(&x, &[3], scheme, true).unwrap();
         let mut q = [0u8; 3];
         assert!(quantize(&x, &[3], &qp, false, &mut q).is_err());
@@ -319,7 +356,8 @@ mod tests {
     fn per_group_packed_matches_unpacked() {
         let shape = [4, 64];
         let x: Vec<f32> = (0..256).map(|i| ((i * 7919 % 211) as f32) / 50.0 - 2.0).collect();
-        let scheme = Scheme::new(Precision::Int4).with_granularity(Granularity::PerGroup { axis: -1, size: 32 });
+        let scheme =
+            Scheme::new(Precision::Int4).with_granularity(Granularity::PerGroup { axis: -1, size: 32 });
         let qp = minmax_qparams(&x, &shape, scheme, false).unwrap();
         assert_eq!(qp.grid, vec![4, 2]);
         let mut q = vec![0i8; 256];

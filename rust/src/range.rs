@@ -36,6 +36,11 @@ impl Scan {
 
 /// Scans a slice with independent lanes so the loop compiles to SIMD min/max.
 fn scan<T: Elem>(x: &[T]) -> Scan {
+    crate::simd::simd!(scan_impl(x))
+}
+
+#[inline(always)]
+fn scan_impl<T: Elem>(x: &[T]) -> Scan {
     let mut mn = [f32::INFINITY; LANES];
     let mut mx = [f32::NEG_INFINITY; LANES];
     let mut bad = [0u32; LANES];
@@ -68,6 +73,11 @@ fn scan<T: Elem>(x: &[T]) -> Scan {
 
 /// Element-wise scan of a row into per-element accumulators; returns the non-finite count.
 fn scan_into<T: Elem>(x: &[T], mn: &mut [f32], mx: &mut [f32]) -> usize {
+    crate::simd::simd!(scan_into_impl(x, mn, mx))
+}
+
+#[inline(always)]
+fn scan_into_impl<T: Elem>(x: &[T], mn: &mut [f32], mx: &mut [f32]) -> usize {
     let mut bad = 0usize;
     for ((v, lo), hi) in x.iter().zip(mn.iter_mut()).zip(mx.iter_mut()) {
         let v = v.to_f32();

@@ -34,9 +34,9 @@ impl Precision {
             "int4" => Ok(Precision::Int4),
             "fp16" | "float16" => Ok(Precision::Fp16),
             "fp32" | "float32" => Ok(Precision::Fp32),
-            other => Err(Error::Invalid(format!(
-                "unknown precision {other:?}; expected int8, int4, fp16 or fp32"
-            ))),
+            other => {
+                Err(Error::Invalid(format!("unknown precision {other:?}; expected int8, int4, fp16 or fp32")))
+            }
         }
     }
 

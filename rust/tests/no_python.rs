@@ -1,1 +1,110 @@
+//! The crate used as a plain Rust library (no Python), with property tests of its invariants.
 
+use proptest::prelude::*;
+use rxquant::*;
+
+fn scheme(precision: Precision, symmetric: bool, g: Granularity) -> Scheme {
+    Scheme::new(precision).asymmetric(!symmetric).with_granularity(g)
+}
+
+fn round_trip(x: &[f32], shape: &[usize], s: Scheme) -> (Vec<f32>, QParams) {
+    let qp = minmax_qparams(x, shape, s, false).unwrap();
+    let mut y = vec![0f32; x.len()];
+    if s.signed() {
+        let mut q = vec![0i8; x.len()];
+        quantize(x, shape, &qp, false, &mut q).unwrap();
+        dequantize(&q, shape, &qp, &mut y).unwrap();
+    } else {
+        let mut q = vec![0u8; x.len()];
+        quantize(x, shape, &qp, false, &mut q).unwrap();
+        dequantize(&q, shape, &qp, &mut y).unwrap();
+    }
+    (y, qp)
+}
+
+fn granularity() -> impl Strategy<Value = Granularity> {
+    prop_oneof![
+        Just(Granularity::PerTensor),
+        (-2isize..2).prop_map(|axis| Granularity::PerChannel { axis }),
+        Just(Granularity::PerGroup { axis: -1, size: 4 }),
+        Just(Granularity::PerGroup { axis: 0, size: 2 }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn error_is_at_most_half_a_step(
+        x in prop::collection::vec(-1e3f32..1e3, 48),
+        sym in any::<bool>(),
+        int4 in any::<bool>(),
+        g in granularity(),
+    ) {
+        let shape = [6, 8];
+        let p = if int4 { Precision::Int4 } else { Precision::Int8 };
+        let (y, qp) = round_trip(&x, &shape, scheme(p, sym, g));
+        let map = ParamMap::new(&shape, g).unwrap();
+        map.for_runs(0, x.len(), |off, len, run| {
+            for k in 0..len {
+                let pi = match run { layout::Run::Const(p) => p, layout::Run::Seq(p) => p + k };
+                let err = (x[off + k] - y[off + k]).abs();
+                assert!(err <= qp.scale[pi] / 2.0 * 1.0001, "err {err} step {}", qp.scale[pi]);
+            }
+        });
+    }
+
+    #[test]
+    fn pack_unpack_round_trip(v in prop::collection::vec(-8i8..=7, 0..101)) {
+        let p = pack_int4_signed(&v).unwrap();
+        prop_assert_eq!(p.len(), v.len().div_ceil(2));
+        prop_assert_eq!(unpack_int4_signed(&p, v.len()).unwrap(), v);
+    }
+
+    #[test]
+    fn per_channel_equals_per_tensor_on_each_slice(
+        x in prop::collection::vec(-50f32..50.0, 35),
+        sym in any::<bool>(),
+    ) {
+        // Shape (5, 7), channels along axis 1: column c is x[r * 7 + c].
+        let s = scheme(Precision::Int8, sym, Granularity::PerChannel { axis: 1 });
+        let qp = minmax_qparams(&x, &[5, 7], s, false).unwrap();
+        let mut q = vec![0u8; 35];
+        let mut qs = vec![0i8; 35];
+        if sym { quantize(&x, &[5, 7], &qp, false, &mut qs).unwrap() } else { quantize(&x, &[5, 7], &qp, false, &mut q).unwrap() }
+        for c in 0..7 {
+            let col: Vec<f32> = (0..5).map(|r| x[r * 7 + c]).collect();
+            let t = scheme(Precision::Int8, sym, Granularity::PerTensor);
+            let qt = minmax_qparams(&col, &[5], t, false).unwrap();
+            prop_assert_eq!(qt.scale[0], qp.scale[c]);
+            prop_assert_eq!(qt.zero_point[0], qp.zero_point[c]);
+            let (mut a, mut b) = (vec![0i8; 5], vec![0u8; 5]);
+            if sym {
+                quantize(&col, &[5], &qt, false, &mut a).unwrap();
+                prop_assert!((0..5).all(|r| a[r] == qs[r * 7 + c]));
+            } else {
+                quantize(&col, &[5], &qt, false, &mut b).unwrap();
+                prop_assert!((0..5).all(|r| b[r] == q[r * 7 + c]));
+            }
+        }
+    }
+}
+
+#[test]
+fn errors_not_panics() {
+    let x = [1.0f32, 2.0, 3.0];
+    let s = Scheme::new(Precision::Int8).with_granularity(Granularity::PerChannel { axis: 3 });
+    assert!(matches!(minmax_qparams(&x, &[3], s, false), Err(Error::Axis { .. })));
+    assert!(matches!(minmax_qparams(&x, &[4], Scheme::new(Precision::Int8), false), Err(Error::Shape(_))));
+    let mut out = [0i8; 2];
+    let qp = minmax_qparams(&x, &[3], Scheme::new(Precision::Int8), false).unwrap();
+    assert!(matches!(quantize(&x, &[3], &qp, false, &mut out), Err(Error::Shape(_))));
+    assert!(matches!(minmax_qparams(&x, &[3], Scheme::new(Precision::Fp16), false), Err(Error::Invalid(_))));
+}
+
+#[test]
+fn works_on_large_tensors_in_parallel() {
+    let shape = [512, 1024];
+    let x: Vec<f32> = (0..512 * 1024).map(|i| ((i as f32) * 0.001).sin()).collect();
+    let s = Scheme::new(Precision::Int4).with_granularity(Granularity::PerGroup { axis: -1, size: 32 });
+    let (y, _) = round_trip(&x, &shape, s);
+    assert!(metrics(&x, &y).unwrap().sqnr_db > 15.0);
+}

@@ -28,7 +28,9 @@ impl<'py> FloatArray<'py> {
             )));
         };
         if !arr.c_contiguous() {
-            return Err(PyValueError::new_err("array must be C-contiguous (the Python layer copies when needed)"));
+            return Err(PyValueError::new_err(
+                "array must be C-contiguous (the Python layer copies when needed)",
+            ));
         }
         Ok(arr)
     }
@@ -73,7 +75,12 @@ macro_rules! with_slice {
 }
 
 /// Moves a Rust vector into a numpy array of `shape` (no copy).
-pub fn to_numpy<'py, T: numpy::Element>(py: Python<'py>, v: Vec<T>, shape: &[usize]) -> PyResult<Bound<'py, PyAny>> {
+pub fn to_numpy<'py, T: numpy::Element>(
+    py: Python<'py>,
+    v: Vec<T>,
+    shape: &[usize],
+) -> PyResult<Bound<'py, PyAny>> {
     let flat = numpy::PyArray1::from_vec(py, v);
-    Ok(flat.reshape(shape.to_vec())?.into_any())
+    // numpy's own reshape (a view, no copy) also handles the 0-d shape `()`.
+    flat.call_method1("reshape", (pyo3::types::PyTuple::new(py, shape)?,))
 }

@@ -8,7 +8,11 @@ use pyo3::types::PyDict;
 
 /// Returns a dict: sqnr_db, cosine, mse, mae, max_abs_error, count.
 #[pyfunction]
-pub fn metrics<'py>(py: Python<'py>, x: &Bound<'py, PyAny>, y: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+pub fn metrics<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    y: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyDict>> {
     let (a, b) = (FloatArray::extract(x)?, FloatArray::extract(y)?);
     if a.shape() != b.shape() {
         return Err(crate::errors::to_py(rxquant::Error::Shape(format!(

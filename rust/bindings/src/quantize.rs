@@ -44,7 +44,8 @@ pub fn minmax_qparams<'py>(
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
     let x = FloatArray::extract(x)?;
     let (scheme, shape) = (parse(&spec)?, x.shape());
-    let qp = with_slice!(x, s => detach(py, || rxquant::minmax_qparams(s, &shape, scheme, ignore_nonfinite)))?;
+    let qp =
+        with_slice!(x, s => detach(py, || rxquant::minmax_qparams(s, &shape, scheme, ignore_nonfinite)))?;
     Ok((to_numpy(py, qp.scale, &qp.grid)?, to_numpy(py, qp.zero_point, &qp.grid)?))
 }
 

@@ -1,0 +1,46 @@
+# rxquant: the two commands a newcomer needs are `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export VIRTUAL_ENV := $(abspath $(VENV))
+
+.PHONY: demo test develop lint test-rust test-python bench bench-rust bench-quantize clean
+
+$(VENV)/.installed: requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+## Build the Rust extension into the virtual environment (release mode).
+develop: $(VENV)/.installed
+	$(VENV)/bin/maturin develop --release -q
+
+## Main job: quantize the built-in example tensors and print SQNR and size per scheme.
+demo: develop
+	$(VENV)/bin/rxquant demo
+
+## All tests: formatting, lints, Rust unit/property tests, pytest.
+test: develop lint test-rust test-python
+
+lint: $(VENV)/.installed
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	$(VENV)/bin/ruff check python tests benches
+
+test-rust:
+	cargo test
+
+test-python: develop
+	$(PY) -m pytest -q
+
+bench-rust:
+	cargo bench --bench kernels
+
+bench-quantize: develop
+	$(PY) benches/quantize_ratios.py
+
+bench: bench-rust bench-quantize
+
+clean:
+	cargo clean
+	rm -rf $(VENV)
