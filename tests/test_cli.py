@@ -31,5 +31,7 @@ def test_cli_usage_error_exit_code(capsys):
 
 
 def test_module_entry_point_runs_demo():
-    out = subprocess.run([sys.executable, "-m", "rxquant", "demo"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "rxquant", "demo"], capture_output=True, text=True, check=True
+    )
     assert "int4 group 32 asym" in out.stdout
