@@ -98,3 +98,85 @@ def sqnr_db(x, y) -> float:
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     e = np.sum((x - y) ** 2)
     return float("inf") if e == 0 else float(10 * np.log10(np.sum(x * x) / e))
+
+
+# ---- calibration references (float64, straight from the formulas) ----
+
+
+def abs_histogram(x: np.ndarray, bins: int = 2048) -> tuple[np.ndarray, float]:
+    a = np.abs(np.asarray(x, np.float64)).ravel()
+    amax = float(a.max())
+    counts, _ = np.histogram(a, bins=bins, range=(0.0, amax))
+    return counts.astype(np.float64), amax / bins
+
+
+def percentile_threshold(x: np.ndarray, pct: float) -> float:
+    return float(np.percentile(np.abs(np.asarray(x, np.float64)), pct))
+
+
+def percentile_bracket(x: np.ndarray, pct: float) -> tuple[float, float]:
+    """The order statistics of |x| around the percentile's rank, by either convention
+    (numpy's (n-1)q position or a histogram's n*q count)."""
+    a = np.sort(np.abs(np.asarray(x, np.float64)).ravel())
+    q = pct / 100
+    return float(a[int(np.floor(q * (a.size - 1)))]), float(a[min(a.size - 1, int(np.ceil(q * a.size)))])
+
+
+def _smooth(d: np.ndarray, eps: float = 1e-4) -> np.ndarray:
+    """Zero bins get eps counts taken evenly from the nonzero ones; then normalize."""
+    zeros = d == 0
+    nz = (~zeros).sum()
+    d = np.where(zeros, eps, d - eps * zeros.sum() / nz)
+    return d / d.sum()
+
+
+def entropy_threshold(x: np.ndarray, levels: int = 128, bins: int = 2048) -> float:
+    """TensorRT: candidates i = levels..bins on the |x| histogram, P with the tail folded into the last
+    bin, Q = i bins merged into `levels` groups and spread over P's nonzero bins, argmin KL(P||Q)."""
+    c, w = abs_histogram(x, bins)
+    best, best_kl = bins, np.inf
+    for i in range(levels, bins + 1):
+        p = c[:i].copy()
+        p[-1] += c[i:].sum()
+        q = np.zeros(i)
+        g = i // levels
+        for j in range(levels):
+            start, stop = j * g, (i if j == levels - 1 else (j + 1) * g)
+            nz = p[start:stop] > 0
+            if nz.any():
+                q[start:stop][nz] = c[start:stop].sum() / nz.sum()
+        if q.sum() == 0:
+            continue
+        ps, qs = _smooth(p), _smooth(q)
+        m = ps > 0
+        kl = float(np.sum(ps[m] * np.log(ps[m] / qs[m])))
+        if kl < best_kl:
+            best, best_kl = i, kl
+    return best * w
+
+
+def _sq_error_antiderivative(x: np.ndarray, s: float, kmax: int) -> np.ndarray:
+    """F(x) = integral over [0, x] of (t - Q(t))^2: Q rounds to steps of s, saturating at kmax*s."""
+    k = np.minimum(np.floor(x / s + 0.5), kmax)
+    inner = s**3 / 24 + (k - 1) * s**3 / 12 + ((x - k * s) ** 3 + (s / 2) ** 3) / 3
+    return np.where(k == 0, x**3 / 3, inner)
+
+
+def mse_threshold_hist(x: np.ndarray, qmax: int = 127, bins: int = 2048) -> float:
+    """Exact zeros left out; other values spread evenly over their bin; every bin edge T = k*w is tried."""
+    a = np.abs(np.asarray(x, np.float64)).ravel()
+    amax = float(a.max())
+    c, _ = np.histogram(a[a != 0], bins=bins, range=(0.0, amax))
+    w = amax / bins
+    edges = np.arange(bins + 1) * w
+    errs = []
+    for k in range(1, bins + 1):
+        s = float(np.float32(k * w / qmax))
+        f = _sq_error_antiderivative(edges, s, qmax)
+        errs.append(np.sum(c * (f[1:] - f[:-1]) / w))
+    return (int(np.argmin(errs)) + 1) * w
+
+
+def fake_quant_sym(x: np.ndarray, t: float, qmax: int = 127) -> np.ndarray:
+    s = np.float32(t / qmax)
+    return (np.clip(np.rint(x / s), -qmax, qmax) * s).astype(np.float32)

@@ -8,9 +8,9 @@ True
 """
 
 from ._rxquant import __version__, threads
+from .calibration import Observer, calibrate
 from .ops import (
     Metrics,
-    calibrate,
     dequantize,
     fake_quantize,
     metrics,
@@ -23,6 +23,7 @@ from .scheme import QParams, Scheme
 __all__ = [
     "__version__",
     "Metrics",
+    "Observer",
     "QParams",
     "Scheme",
     "calibrate",

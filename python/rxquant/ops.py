@@ -15,28 +15,10 @@ import numpy as np
 
 from . import _rxquant
 from ._arrays import as_code_array, as_float_array
+from .calibration import calibrate
 from .scheme import QParams, Scheme
 
 SchemeLike = Union[Scheme, str, None]
-METHODS = ("minmax",)
-
-
-def calibrate(
-    x: Any, method: str = "minmax", scheme: SchemeLike = None, *, ignore_nonfinite: bool = False
-) -> QParams:
-    """Chooses scale and zero point for ``x`` under ``scheme`` with a calibration ``method``.
-
-    ``minmax`` uses the data's range per tensor, channel or group (ONNX Runtime formulas).
-    NaN/Inf raise a ValueError with their count and first index unless ``ignore_nonfinite``.
-    """
-    s = Scheme.coerce(scheme)
-    a = as_float_array(x)
-    if not s.is_integer:
-        raise ValueError(f"calibration picks integer scales; {s.precision} needs none")
-    if method != "minmax":
-        raise ValueError(f"unknown calibration method {method!r}; available: {', '.join(METHODS)}")
-    scale, zp = _rxquant.minmax_qparams(a, s.spec(), ignore_nonfinite)
-    return QParams(s, scale, zp, a.shape)
 
 
 def _check_qparams(qp: QParams, shape: tuple[int, ...], scheme: Optional[Scheme]) -> None:

@@ -18,9 +18,11 @@
 //! assert!(metrics(&x, &y).unwrap().sqnr_db > 35.0);
 //! ```
 
+pub mod calib;
 pub mod elem;
 pub mod error;
 pub mod fp16;
+pub mod hist;
 pub mod layout;
 pub mod metrics;
 pub mod pack;
@@ -30,6 +32,7 @@ pub mod range;
 pub mod scheme;
 mod simd;
 
+pub use calib::{calibrate, CalibOptions, Method, Observer};
 pub use elem::{Elem, QInt};
 pub use error::{Error, Result};
 pub use fp16::to_fp16;

@@ -1,6 +1,7 @@
 //! Thin PyO3 bindings over the `rxquant` crate: one file per concept, no math here.
 
 mod arrays;
+mod calib;
 mod errors;
 mod metrics;
 mod pack;
@@ -22,6 +23,8 @@ fn _rxquant(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pack::unpack_int4, m)?)?;
     m.add_function(wrap_pyfunction!(metrics::metrics, m)?)?;
     m.add_function(wrap_pyfunction!(threads, m)?)?;
+    m.add_function(wrap_pyfunction!(calib::calibrate, m)?)?;
+    m.add_class::<calib::Observer>()?;
     Ok(())
 }
 

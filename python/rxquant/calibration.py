@@ -1,0 +1,152 @@
+"""Calibration: pick each parameter's clipping range with min-max, percentile, entropy (KL) or MSE.
+
+``calibrate`` works on one array; ``Observer`` streams batches and keeps only per-parameter
+min/max and histograms, so its memory does not depend on the number of batches.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from . import _rxquant
+from ._arrays import as_float_array
+from .scheme import QParams, Scheme
+
+METHODS = ("minmax", "percentile", "entropy", "mse")
+SchemeLike = Union[Scheme, str, None]
+
+
+def _options(
+    bins: int = 2048,
+    percentile: float = 99.99,
+    averaging: Optional[float] = None,
+    exact: Optional[bool] = None,
+    exact_limit: int = 1 << 20,
+    ignore_nonfinite: bool = False,
+) -> tuple[int, float, Optional[float], Optional[bool], int, bool]:
+    return (int(bins), float(percentile), averaging, exact, int(exact_limit), bool(ignore_nonfinite))
+
+
+def _integer_scheme(scheme: SchemeLike) -> Scheme:
+    s = Scheme.coerce(scheme)
+    if not s.is_integer:
+        raise ValueError(f"calibration picks integer scales; {s.precision} needs none")
+    return s
+
+
+def calibrate(x: Any, method: str = "minmax", scheme: SchemeLike = None, **options: Any) -> QParams:
+    """Chooses scale and zero point for ``x`` under ``scheme`` (default INT8 symmetric per tensor).
+
+    Methods (each per tensor, channel or group; see docs/calibration.md):
+
+    - ``minmax``: the data's range.
+    - ``percentile``: the ``percentile`` (default 99.99) of ``|x|`` for symmetric schemes, both
+      tails for asymmetric ones. Exact order statistics up to ``exact_limit`` values (default
+      2^20) or with ``exact=True``; otherwise a ``bins``-bin histogram (error <= one bin width).
+    - ``entropy``: TensorRT's KL-divergence search on a 2048-bin ``|x|`` histogram, 128 target
+      levels for INT8 and 8 for INT4.
+    - ``mse``: the clip with the least expected squared error, from the histogram; with
+      ``exact=True`` searched on the data (for weights).
+
+    Options: ``bins``, ``percentile``, ``exact``, ``exact_limit``, ``ignore_nonfinite``.
+    NaN/Inf raise a ValueError with their count and first index unless ``ignore_nonfinite``.
+    """
+    s = _integer_scheme(scheme)
+    a = as_float_array(x)
+    if "averaging" in options:
+        raise TypeError("averaging applies to streamed batches: use Observer(..., averaging=c)")
+    scale, zp = _rxquant.calibrate(a, str(method), s.spec(), _options(**options))
+    return QParams(s, scale, zp, a.shape, extra={"method": str(method)})
+
+
+class Observer:
+    """Streams batches and calibrates at the end.
+
+    >>> obs = Observer("entropy", Scheme("int8"))
+    >>> for batch in batches: obs.update(batch)      # doctest: +SKIP
+    >>> qp = obs.qparams()                            # doctest: +SKIP
+
+    Batches may have any size; per channel they must keep the channel count. ``merge`` combines
+    observers filled in parallel. State survives ``pickle`` and ``to_dict``/``from_dict``.
+    Options as for :func:`calibrate`, plus ``averaging=c`` for a min-max moving average.
+    """
+
+    def __init__(self, method: str = "minmax", scheme: SchemeLike = None, **options: Any) -> None:
+        self.method = str(method)
+        self.scheme = _integer_scheme(scheme)
+        self.options = dict(options)
+        self._obs = _rxquant.Observer(self.method, self.scheme.spec(), _options(**self.options))
+        self._shape: Optional[tuple[int, ...]] = None
+
+    def update(self, batch: Any) -> Observer:
+        """Folds one batch in; returns self."""
+        a = as_float_array(batch, "batch")
+        self._obs.update(a)
+        if self._shape is None:
+            self._shape = a.shape
+        return self
+
+    def merge(self, other: Observer) -> Observer:
+        """Adds the statistics of another observer with the same method, scheme and options."""
+        if not isinstance(other, Observer):
+            raise TypeError(f"can only merge an Observer, got {type(other).__name__}")
+        self._obs.merge(other._obs)
+        self._shape = self._shape or other._shape
+        return self
+
+    @property
+    def batches(self) -> int:
+        return int(self._obs.batches)
+
+    def qparams(self, shape: Optional[tuple[int, ...]] = None) -> QParams:
+        """The calibrated parameters, for tensors of ``shape`` (default: the first batch's)."""
+        scale, zp = self._obs.qparams()
+        return QParams(self.scheme, scale, zp, shape or self._shape or (), extra={"method": self.method})
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "scheme": self.scheme.to_dict(),
+            "options": self.options,
+            "shape": list(self._shape) if self._shape is not None else None,
+            **self._obs.state(),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready state (histogram counts as lists of integers)."""
+        d = self._state()
+        for k in ("min", "max", "hist_lo", "hist_width", "hist_zeros", "counts"):
+            d[k] = d[k].tolist()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Observer:
+        """Inverse of :meth:`to_dict` (also accepts numpy arrays); checks that the arrays fit."""
+        keys = ("method", "scheme", "min", "max", "hist_lo", "hist_width", "hist_zeros", "counts")
+        missing = [k for k in keys if k not in d]
+        if missing:
+            raise ValueError(f"observer state is missing {', '.join(missing)}")
+        obs = cls(d["method"], Scheme.from_dict(d["scheme"]), **d.get("options", {}))
+        counts = np.asarray(d["counts"], dtype=np.uint64)
+        if counts.ndim != 2:
+            counts = counts.reshape(len(d["hist_lo"]), -1)
+        obs._obs.set_state(
+            d.get("grid"),
+            np.asarray(d["min"], np.float32),
+            np.asarray(d["max"], np.float32),
+            np.asarray(d["hist_lo"], np.float64),
+            np.asarray(d["hist_width"], np.float64),
+            np.asarray(d["hist_zeros"], np.uint64),
+            np.ascontiguousarray(counts),
+            int(d.get("batches", 0)),
+        )
+        obs._shape = tuple(d["shape"]) if d.get("shape") is not None else None
+        return obs
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self._state()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(Observer.from_dict(state).__dict__)

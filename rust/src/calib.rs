@@ -1,0 +1,651 @@
+//! Calibration: choosing each parameter's clipping range with min-max, percentile, entropy (KL)
+//! or MSE, per tensor, channel or group, in one call or streamed over batches by an [`Observer`].
+//!
+//! Streaming keeps per-parameter min/max and histograms (see [`crate::hist`]), never the data, so
+//! memory does not grow with the number of batches.
+
+use crate::elem::{is_finite, Elem};
+use crate::error::{Error, Result};
+use crate::hist::{Hist, HistKind};
+use crate::layout::{ParamMap, Run};
+use crate::qparams::{scale_zero_point, QParams};
+use crate::range::ranges;
+use crate::scheme::Scheme;
+use rayon::prelude::*;
+
+/// A calibration method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// The data's range (optionally a moving average over batches).
+    MinMax,
+    /// A percentile of `|x|` (symmetric) or both tails of `x` (asymmetric).
+    Percentile,
+    /// TensorRT's KL-divergence threshold search on the `|x|` histogram.
+    Entropy,
+    /// The clip that minimizes the expected squared quantization error.
+    Mse,
+}
+
+impl Method {
+    /// Parses `minmax`, `percentile`, `entropy` (or `kl`), `mse`.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "minmax" | "min_max" => Ok(Method::MinMax),
+            "percentile" => Ok(Method::Percentile),
+            "entropy" | "kl" | "kl_divergence" => Ok(Method::Entropy),
+            "mse" => Ok(Method::Mse),
+            other => Err(Error::Invalid(format!(
+                "unknown calibration method {other:?}; expected minmax, percentile, entropy or mse"
+            ))),
+        }
+    }
+
+    /// Canonical name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::MinMax => "minmax",
+            Method::Percentile => "percentile",
+            Method::Entropy => "entropy",
+            Method::Mse => "mse",
+        }
+    }
+}
+
+/// Options of every method (each uses the ones that concern it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CalibOptions {
+    /// Histogram bins (default 2048).
+    pub bins: usize,
+    /// Percentile in `(0, 100]` (default 99.99).
+    pub percentile: f64,
+    /// Min-max moving-average constant `c` in `(0, 1]`: `min += c * (batch_min - min)`.
+    pub averaging: Option<f64>,
+    /// Percentile: exact order statistics; MSE: search on the data. `None`: percentile is exact
+    /// up to `exact_limit` values per parameter, MSE uses the histogram.
+    pub exact: Option<bool>,
+    /// Largest input (values per call) for automatic exact percentiles (default 2^20).
+    pub exact_limit: usize,
+    /// Leave NaN/Inf out instead of raising.
+    pub ignore_nonfinite: bool,
+}
+
+impl Default for CalibOptions {
+    fn default() -> Self {
+        CalibOptions {
+            bins: 2048,
+            percentile: 99.99,
+            averaging: None,
+            exact: None,
+            exact_limit: 1 << 20,
+            ignore_nonfinite: false,
+        }
+    }
+}
+
+impl CalibOptions {
+    fn check(&self) -> Result<()> {
+        if self.bins < 2 {
+            return Err(Error::Invalid(format!("bins must be at least 2, got {}", self.bins)));
+        }
+        if !(self.percentile > 0.0 && self.percentile <= 100.0) {
+            return Err(Error::Invalid(format!("percentile must be in (0, 100], got {}", self.percentile)));
+        }
+        if let Some(c) = self.averaging {
+            if !(c > 0.0 && c <= 1.0) {
+                return Err(Error::Invalid(format!("averaging constant must be in (0, 1], got {c}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Streaming calibration state: per-parameter running min/max and histograms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observer {
+    pub scheme: Scheme,
+    pub method: Method,
+    pub opts: CalibOptions,
+    /// Parameter grid, fixed by the first batch.
+    pub grid: Option<Vec<usize>>,
+    pub min: Vec<f32>,
+    pub max: Vec<f32>,
+    pub hists: Vec<Hist>,
+    pub batches: u64,
+}
+
+impl Observer {
+    /// A new, empty observer.
+    pub fn new(scheme: Scheme, method: Method, opts: CalibOptions) -> Result<Self> {
+        opts.check()?;
+        if !scheme.precision.is_integer() {
+            return Err(Error::Invalid(format!("{} needs no calibration", scheme.precision.name())));
+        }
+        Ok(Observer { scheme, method, opts, grid: None, min: vec![], max: vec![], hists: vec![], batches: 0 })
+    }
+
+    /// What the histograms count: `|x|` for symmetric schemes and entropy, `x` otherwise.
+    pub fn kind(&self) -> HistKind {
+        if self.scheme.symmetric || self.method == Method::Entropy {
+            HistKind::Abs
+        } else {
+            HistKind::Signed
+        }
+    }
+
+    fn uses_hist(&self) -> bool {
+        self.method != Method::MinMax
+    }
+
+    /// Folds one batch in. Its parameter grid (the channel count, per channel) must match earlier batches.
+    pub fn update<T: Elem>(&mut self, x: &[T], shape: &[usize]) -> Result<()> {
+        let map = ParamMap::new(shape, self.scheme.granularity)?;
+        let n = map.n_params();
+        match &self.grid {
+            Some(g) if *g != map.grid => {
+                return Err(Error::Shape(format!(
+                    "batch needs a parameter grid {:?} but the observer has {:?} (channel count or group layout differs)",
+                    map.grid, g
+                )))
+            }
+            Some(_) => {}
+            None => {
+                self.grid = Some(map.grid.clone());
+                self.min = vec![f32::INFINITY; n];
+                self.max = vec![f32::NEG_INFINITY; n];
+                if self.uses_hist() {
+                    self.hists = vec![Hist::empty(self.opts.bins); n];
+                }
+            }
+        }
+        let r = ranges(x, &map, self.opts.ignore_nonfinite)?;
+        for p in 0..n {
+            let (lo, hi) = (r.min[p], r.max[p]);
+            if lo > hi {
+                continue; // no finite value for this parameter in this batch
+            }
+            match self.opts.averaging {
+                Some(c) if self.min[p] <= self.max[p] => {
+                    self.min[p] += (c * (lo - self.min[p]) as f64) as f32;
+                    self.max[p] += (c * (hi - self.max[p]) as f64) as f32;
+                }
+                _ => {
+                    self.min[p] = self.min[p].min(lo);
+                    self.max[p] = self.max[p].max(hi);
+                }
+            }
+            if self.uses_hist() {
+                let (a, b) = match self.kind() {
+                    HistKind::Abs => (0.0, (lo.abs().max(hi.abs())) as f64),
+                    HistKind::Signed => (lo as f64, hi as f64),
+                };
+                self.hists[p].cover(a, b);
+            }
+        }
+        if self.uses_hist() {
+            let kind = self.kind();
+            add_to_hists(x, &map, &mut self.hists, kind);
+        }
+        self.batches += 1;
+        Ok(())
+    }
+
+    /// Combines an observer filled in parallel (same scheme, method and grid).
+    pub fn merge(&mut self, other: &Observer) -> Result<()> {
+        if self.scheme != other.scheme || self.method != other.method || self.opts.bins != other.opts.bins {
+            return Err(Error::Invalid("observers differ in scheme, method or bins".into()));
+        }
+        match (&self.grid, &other.grid) {
+            (_, None) => return Ok(()),
+            (None, Some(_)) => {
+                *self = other.clone();
+                return Ok(());
+            }
+            (Some(a), Some(b)) if a != b => {
+                return Err(Error::Shape(format!("observers have parameter grids {a:?} and {b:?}")))
+            }
+            _ => {}
+        }
+        for p in 0..self.min.len() {
+            self.min[p] = self.min[p].min(other.min[p]);
+            self.max[p] = self.max[p].max(other.max[p]);
+        }
+        for (h, o) in self.hists.iter_mut().zip(&other.hists) {
+            h.merge(o);
+        }
+        self.batches += other.batches;
+        Ok(())
+    }
+
+    /// The calibrated quantization parameters.
+    pub fn qparams(&self) -> Result<QParams> {
+        let grid = self.grid.clone().ok_or_else(|| Error::Invalid("the observer has seen no data".into()))?;
+        let (qmin, qmax) = self.scheme.qrange();
+        let ranges: Vec<(f32, f32)> =
+            (0..self.min.len()).into_par_iter().map(|p| self.param_range(p, qmin, qmax)).collect();
+        Ok(from_param_ranges(self.scheme, grid, &ranges))
+    }
+
+    /// The clipping range of parameter `p`.
+    fn param_range(&self, p: usize, qmin: i32, qmax: i32) -> (f32, f32) {
+        let (mn, mx) = (self.min[p], self.max[p]);
+        if mn > mx {
+            return (mn, mx);
+        }
+        let h = self.hists.get(p);
+        let (lo, hi) = match (self.method, h) {
+            (Method::MinMax, _) | (_, None) => (mn as f64, mx as f64),
+            (Method::Percentile, Some(h)) => percentile_range(h, self.kind(), self.opts.percentile),
+            (Method::Entropy, Some(h)) => {
+                let t = entropy_threshold(h, levels(&self.scheme));
+                (-t, t)
+            }
+            (Method::Mse, Some(h)) => mse_range(h, self.kind(), qmin, qmax),
+        };
+        clip_to_data(lo, hi, mn, mx)
+    }
+}
+
+/// Intersects a method's range with the data's range (widened to contain 0, as the grid will be),
+/// so no method extends past the data; constant data keeps its exact range.
+fn clip_to_data(lo: f64, hi: f64, mn: f32, mx: f32) -> (f32, f32) {
+    if mn == mx {
+        return (mn, mx); // a constant: keep it exact
+    }
+    let lo = (lo as f32).max(mn.min(0.0));
+    let hi = (hi as f32).min(mx.max(0.0));
+    (lo.min(hi), hi.max(lo))
+}
+
+/// Target levels of the entropy search: 128 for INT8, 8 for INT4 (the positive half of the grid).
+fn levels(s: &Scheme) -> usize {
+    1 << (s.precision.bits() - 1)
+}
+
+fn from_param_ranges(scheme: Scheme, grid: Vec<usize>, r: &[(f32, f32)]) -> QParams {
+    let (qmin, qmax) = scheme.qrange();
+    let (scale, zero_point) =
+        r.iter().map(|&(lo, hi)| scale_zero_point(lo, hi, qmin, qmax, scheme.symmetric)).unzip();
+    QParams { scheme, grid, scale, zero_point }
+}
+
+/// Adds `x` to per-parameter histograms. One parameter: parallel chunks. Several: parameters are
+/// split into disjoint parts, one task each, so no histogram is shared or copied.
+fn add_to_hists<T: Elem>(x: &[T], map: &ParamMap, hists: &mut [Hist], kind: HistKind) {
+    if hists.len() == 1 {
+        hists[0].add(x, kind);
+        return;
+    }
+    let parts = (rayon::current_num_threads() * 4).min(hists.len()).max(1);
+    let per = hists.len().div_ceil(parts);
+    hists.par_chunks_mut(per).enumerate().for_each(|(i, hs)| {
+        let (p0, p1) = (i * per, i * per + hs.len());
+        map.for_runs(0, x.len(), |off, len, run| match run {
+            Run::Const(p) if (p0..p1).contains(&p) => hs[p - p0].add(&x[off..off + len], kind),
+            Run::Const(_) => {}
+            Run::Seq(p) => {
+                for q in p.max(p0)..(p + len).min(p1) {
+                    hs[q - p0].add(std::slice::from_ref(&x[off + q - p]), kind);
+                }
+            }
+        });
+    });
+}
+
+/// Value below which a fraction `q` of the histogram's mass lies (linear within a bin).
+pub fn quantile(h: &Hist, q: f64) -> f64 {
+    let total = h.total() as f64;
+    let target = q.clamp(0.0, 1.0) * total;
+    let zero_bin = h.bin_of(0.0);
+    let mut cum = 0.0;
+    for (b, &c) in h.counts.iter().enumerate() {
+        let c = c + if b == zero_bin { h.zeros } else { 0 };
+        let next = cum + c as f64;
+        if c > 0 && next >= target {
+            let frac = ((target - cum) / c as f64).clamp(0.0, 1.0);
+            return h.lo + (b as f64 + frac) * h.width;
+        }
+        cum = next;
+    }
+    h.hi()
+}
+
+/// Percentile range: `[-T, T]` with `T` the `pct` percentile of `|x|`, or both tails of `x`
+/// (each `(100 - pct) / 2` percent). Histogram error: at most one bin width.
+pub fn percentile_range(h: &Hist, kind: HistKind, pct: f64) -> (f64, f64) {
+    match kind {
+        HistKind::Abs => {
+            let t = quantile(h, pct / 100.0);
+            (-t, t)
+        }
+        HistKind::Signed => {
+            let tail = (1.0 - pct / 100.0) / 2.0;
+            (quantile(h, tail), quantile(h, 1.0 - tail))
+        }
+    }
+}
+
+/// TensorRT's entropy calibration on an `|x|` histogram (exact zeros left out; see
+/// `docs/calibration.md`): for each
+/// candidate `i` from `levels` to `bins`, `P` = the first `i` bins with the tail mass added to the
+/// last one, `Q` = those bins merged into `levels` groups and spread back evenly over the nonzero
+/// bins of each group (in floating point: no integer truncation), both smoothed with `eps = 1e-4`;
+/// returns the upper edge `i * width` of the candidate with the least `KL(P || Q)`.
+pub fn entropy_threshold(h: &Hist, levels: usize) -> f64 {
+    let bins = h.counts.len();
+    if h.width == 0.0 || h.binned() == 0 || bins <= levels {
+        return h.hi().max(h.lo);
+    }
+    let c: Vec<f64> = h.counts.iter().map(|&v| v as f64).collect();
+    let mut tail: Vec<f64> = vec![0.0; bins + 1];
+    for i in (0..bins).rev() {
+        tail[i] = tail[i + 1] + c[i];
+    }
+    let kl = |i: usize| -> f64 {
+        let mut p = c[..i].to_vec();
+        p[i - 1] += tail[i];
+        let mut q = vec![0.0; i];
+        let group = i / levels;
+        for j in 0..levels {
+            let start = j * group;
+            let stop = if j == levels - 1 { i } else { start + group };
+            let sum: f64 = c[start..stop].iter().sum();
+            let nonzero = p[start..stop].iter().filter(|&&v| v > 0.0).count();
+            if nonzero > 0 {
+                let each = sum / nonzero as f64;
+                for k in start..stop {
+                    if p[k] > 0.0 {
+                        q[k] = each;
+                    }
+                }
+            }
+        }
+        kl_divergence(&mut p, &mut q)
+    };
+    let (best, _) = (levels..=bins)
+        .into_par_iter()
+        .map(|i| (i, kl(i)))
+        .reduce(|| (bins, f64::INFINITY), |a, b| if b.1 < a.1 || (b.1 == a.1 && b.0 < a.0) { b } else { a });
+    h.lo + best as f64 * h.width
+}
+
+/// Smooths both count vectors (zero bins get `eps = 1e-4` counts, taken evenly from the nonzero
+/// bins, as in MXNet/TensorRT: only to keep logarithms finite) and returns `KL(p || q)` of the
+/// normalized results.
+fn kl_divergence(p: &mut [f64], q: &mut [f64]) -> f64 {
+    const EPS: f64 = 1e-4;
+    fn smooth(d: &mut [f64]) -> bool {
+        let zeros = d.iter().filter(|&&v| v == 0.0).count();
+        let nonzero = d.len() - zeros;
+        if nonzero == 0 {
+            return false;
+        }
+        let take = EPS * zeros as f64 / nonzero as f64;
+        d.iter_mut().for_each(|v| *v = if *v == 0.0 { EPS } else { *v - take });
+        let total: f64 = d.iter().sum();
+        d.iter_mut().for_each(|v| *v /= total);
+        true
+    }
+    if !smooth(p) || !smooth(q) {
+        return f64::INFINITY;
+    }
+    p.iter().zip(q.iter()).filter(|(a, _)| **a > 0.0).map(|(a, b)| a * (a / b.max(1e-300)).ln()).sum()
+}
+
+/// Mean squared error of values spread evenly over `[a, b]` under a quantizer with step `s` whose
+/// code offsets `q - z` run over `kmin..=kmax` (values beyond saturate at the end codes).
+fn bin_sq_error(a: f64, b: f64, s: f64, kmin: f64, kmax: f64) -> f64 {
+    if b - a > 16.0 * s && a >= (kmin - 0.5) * s && b <= (kmax + 0.5) * s {
+        return s * s / 12.0; // many whole steps inside the grid: the uniform-rounding limit
+    }
+    let cube = |v: f64| v * v * v;
+    let (mut x0, mut acc) = (a, 0.0);
+    for _ in 0..40 {
+        if x0 >= b {
+            break;
+        }
+        let k = ((x0 / s) + 0.5).floor().clamp(kmin, kmax);
+        let mut end = if k >= kmax { b } else { ((k + 0.5) * s).min(b) };
+        if end <= x0 {
+            end = ((k + 1.5) * s).min(b).max(x0 + f64::EPSILON * x0.abs().max(1.0));
+        }
+        let c = k * s;
+        acc += (cube(end - c) - cube(x0 - c)) / 3.0;
+        x0 = end;
+    }
+    acc / (b - a)
+}
+
+/// Candidate edge indices in `lo..=hi`: at most 256 evenly spaced ones.
+fn coarse(lo: usize, hi: usize) -> Vec<usize> {
+    let n = hi.saturating_sub(lo) + 1;
+    let step = n.div_ceil(256).max(1);
+    (lo..=hi).step_by(step).chain(std::iter::once(hi)).collect()
+}
+
+/// The clip range that minimizes the expected squared error on the histogram.
+///
+/// The error of a candidate is the sum over nonzero bins of `count * E[(x - Q(x))^2]` for values
+/// spread evenly over the bin, integrated exactly over the quantizer's steps (exact zeros add
+/// nothing). Candidates are bin edges: 256 spread over the range, then every edge around the best.
+/// Symmetric (`|x|` histograms): one search over `T`. Asymmetric: alternating searches over the
+/// lower and the upper bound. Cost: O(nonzero bins x candidates), independent of the value count.
+pub fn mse_range(h: &Hist, kind: HistKind, qmin: i32, qmax: i32) -> (f64, f64) {
+    let bins = h.counts.len();
+    if h.width == 0.0 || h.binned() == 0 {
+        return (h.lo.min(0.0), h.lo.max(0.0));
+    }
+    let nz: Vec<(f64, f64, f64)> = h
+        .counts
+        .iter()
+        .enumerate()
+        .filter(|(_, &c)| c > 0)
+        .map(|(i, &c)| (h.lo + i as f64 * h.width, h.lo + (i + 1) as f64 * h.width, c as f64))
+        .collect();
+    let edge = |i: usize| h.lo + i as f64 * h.width;
+    let symmetric = kind == HistKind::Abs;
+    let cost = |lo: f64, hi: f64| -> f64 {
+        let (s, z) = scale_zero_point(lo as f32, hi as f32, qmin, qmax, symmetric);
+        let (s, kmin, kmax) = (s as f64, (qmin - z) as f64, (qmax - z) as f64);
+        nz.iter().map(|&(a, b, c)| c * bin_sq_error(a, b, s, kmin, kmax)).sum()
+    };
+    // Best index in `lo..=hi` for `f`: a coarse pass, then every index around the best.
+    let search = |lo: usize, hi: usize, f: &dyn Fn(usize) -> f64| -> usize {
+        let best = |c: &mut dyn Iterator<Item = usize>| {
+            c.map(|i| (i, f(i))).fold((hi, f64::INFINITY), |a, b| if b.1 < a.1 { b } else { a }).0
+        };
+        let b = best(&mut coarse(lo, hi).into_iter());
+        let r = (hi - lo).div_ceil(256);
+        best(&mut (b.saturating_sub(r).max(lo)..=(b + r).min(hi)))
+    };
+    if symmetric {
+        let k = search(1, bins, &|k| cost(-edge(k), edge(k)));
+        return (-edge(k), edge(k));
+    }
+    // Asymmetric: bounds keep 0 inside; `z` is the first edge at or above 0.
+    let z = (((-h.lo) / h.width).ceil().max(0.0) as usize).min(bins);
+    let (mut a, mut b) = (0usize, bins);
+    for _ in 0..4 {
+        let nb = search(z.max(a + 1), bins, &|j| cost(edge(a).min(0.0), edge(j).max(0.0)));
+        let na = search(0, z.min(nb - 1), &|i| cost(edge(i).min(0.0), edge(nb).max(0.0)));
+        if (na, nb) == (a, b) {
+            break;
+        }
+        (a, b) = (na, nb);
+    }
+    (edge(a).min(0.0), edge(b).max(0.0))
+}
+
+/// Calibrates `x` in one call. Percentile (small inputs, or `exact`) and MSE with `exact` work on
+/// the data itself; everything else goes through an [`Observer`] fed one batch.
+pub fn calibrate<T: Elem>(
+    x: &[T],
+    shape: &[usize],
+    scheme: Scheme,
+    method: Method,
+    opts: &CalibOptions,
+) -> Result<QParams> {
+    let exact = match method {
+        Method::Percentile => opts.exact.unwrap_or(x.len() <= opts.exact_limit),
+        Method::Mse => opts.exact.unwrap_or(false),
+        _ => false,
+    };
+    let mut obs = Observer::new(scheme, method, opts.clone())?;
+    if !exact {
+        obs.update(x, shape)?;
+        return obs.qparams();
+    }
+    let map = ParamMap::new(shape, scheme.granularity)?;
+    ranges(x, &map, opts.ignore_nonfinite)?; // validates shape and finiteness
+    let (qmin, qmax) = scheme.qrange();
+    let r: Vec<(f32, f32)> = gather(x, &map)
+        .into_par_iter()
+        .map(|mut v| {
+            if v.is_empty() {
+                return (f32::INFINITY, f32::NEG_INFINITY);
+            }
+            let (mn, mx) =
+                v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+            let (lo, hi) = match method {
+                Method::Percentile => exact_percentile(&mut v, scheme.symmetric, opts.percentile),
+                _ => exact_mse(&v, scheme, qmin, qmax),
+            };
+            clip_to_data(lo, hi, mn, mx)
+        })
+        .collect();
+    Ok(from_param_ranges(scheme, map.grid.clone(), &r))
+}
+
+/// The finite values of each parameter cell, in one pass.
+fn gather<T: Elem>(x: &[T], map: &ParamMap) -> Vec<Vec<f32>> {
+    let mut out = vec![Vec::new(); map.n_params()];
+    map.for_runs(0, x.len(), |off, len, run| {
+        for k in 0..len {
+            let v = x[off + k].to_f32();
+            if is_finite(v) {
+                let p = match run {
+                    Run::Const(p) => p,
+                    Run::Seq(p) => p + k,
+                };
+                out[p].push(v);
+            }
+        }
+    });
+    out
+}
+
+/// `numpy.percentile` (linear interpolation) of `v`, by selection.
+fn order_stat(v: &mut [f32], q: f64) -> f64 {
+    let pos = q.clamp(0.0, 1.0) * (v.len() - 1) as f64;
+    let i = pos.floor() as usize;
+    let (_, a, rest) = v.select_nth_unstable_by(i, |x, y| x.total_cmp(y));
+    let a = *a as f64;
+    let frac = pos - i as f64;
+    if frac == 0.0 || rest.is_empty() {
+        return a;
+    }
+    let b = rest.iter().copied().fold(f32::INFINITY, f32::min) as f64;
+    a + frac * (b - a)
+}
+
+fn exact_percentile(v: &mut [f32], symmetric: bool, pct: f64) -> (f64, f64) {
+    if symmetric {
+        v.iter_mut().for_each(|x| *x = x.abs());
+        let t = order_stat(v, pct / 100.0);
+        (-t, t)
+    } else {
+        let tail = (1.0 - pct / 100.0) / 2.0;
+        (order_stat(v, tail), order_stat(v, 1.0 - tail))
+    }
+}
+
+/// Squared error of fake-quantizing `v` with the scheme's parameters for `[lo, hi]`.
+fn sq_error(v: &[f32], lo: f32, hi: f32, qmin: i32, qmax: i32, symmetric: bool) -> f64 {
+    let (s, z) = scale_zero_point(lo, hi, qmin, qmax, symmetric);
+    let (a, b) = ((qmin - z) as f32, (qmax - z) as f32);
+    v.iter()
+        .map(|&x| {
+            let r = (x / s).round_ties_even().clamp(a, b);
+            let e = (x - r * s) as f64;
+            e * e
+        })
+        .sum()
+}
+
+/// Searches the clip on the data: a grid of 100 fractions of the range, refined around the best.
+/// Asymmetric schemes alternate between the lower and the upper bound.
+fn exact_mse(v: &[f32], scheme: Scheme, qmin: i32, qmax: i32) -> (f64, f64) {
+    let (mn, mx) = v.iter().fold((0f32, 0f32), |(a, b), &x| (a.min(x), b.max(x)));
+    let sym = scheme.symmetric;
+    let search = |f: &dyn Fn(f32) -> f64| -> f32 {
+        let coarse = (1..=100).map(|k| k as f32 / 100.0);
+        let best = coarse.min_by(|&a, &b| f(a).total_cmp(&f(b))).unwrap_or(1.0);
+        let fine = (0..=50).map(|k| (best - 0.01 + k as f32 * 0.0004).clamp(1e-4, 1.0));
+        fine.min_by(|&a, &b| f(a).total_cmp(&f(b))).unwrap_or(best)
+    };
+    if sym {
+        let amax = mn.abs().max(mx);
+        let t = amax * search(&|a| sq_error(v, -amax * a, amax * a, qmin, qmax, true));
+        return (-(t as f64), t as f64);
+    }
+    let (mut lo, mut hi) = (mn, mx);
+    for _ in 0..3 {
+        hi = mx * search(&|b| sq_error(v, lo, mx * b, qmin, qmax, false));
+        lo = mn * search(&|a| sq_error(v, mn * a, hi, qmin, qmax, false));
+    }
+    (lo as f64, hi as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheme::{Granularity, Precision};
+
+    fn laplace(n: usize) -> Vec<f32> {
+        let mut s = 12345u64;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let u = ((s >> 11) as f64 / (1u64 << 53) as f64) - 0.5;
+                (-u.signum() * (1.0 - 2.0 * u.abs()).max(1e-12).ln()) as f32
+            })
+            .collect()
+    }
+
+    #[test]
+    fn methods_clip_heavy_tails() {
+        let x = laplace(200_000);
+        let s = Scheme::new(Precision::Int8);
+        let opts = CalibOptions::default();
+        let mm = calibrate(&x, &[x.len()], s, Method::MinMax, &opts).unwrap().scale[0];
+        for m in [Method::Percentile, Method::Entropy, Method::Mse] {
+            let sc = calibrate(&x, &[x.len()], s, m, &opts).unwrap().scale[0];
+            assert!(sc < mm, "{m:?}: {sc} vs minmax {mm}");
+        }
+    }
+
+    #[test]
+    fn streaming_equals_one_shot_for_minmax_and_merge_is_order_free() {
+        let x = laplace(10_000);
+        let s = Scheme::new(Precision::Int8).with_granularity(Granularity::PerChannel { axis: 1 });
+        let opts = CalibOptions::default();
+        let mut a = Observer::new(s, Method::Entropy, opts.clone()).unwrap();
+        a.update(&x[..4000], &[400, 10]).unwrap();
+        let mut b = Observer::new(s, Method::Entropy, opts.clone()).unwrap();
+        b.update(&x[4000..], &[600, 10]).unwrap();
+        let mut ab = a.clone();
+        ab.merge(&b).unwrap();
+        let mut ba = b.clone();
+        ba.merge(&a).unwrap();
+        assert_eq!(ab.min, ba.min);
+        assert_eq!(ab.hists.iter().map(Hist::total).sum::<u64>(), 10_000);
+        assert!(b.update(&x[..30], &[3, 10]).is_ok());
+        assert!(matches!(b.update(&x[..30], &[10, 3]), Err(Error::Shape(_))));
+    }
+
+    #[test]
+    fn exact_percentile_matches_numpy_definition() {
+        let mut v: Vec<f32> = (0..=100).map(|i| i as f32).collect();
+        assert_eq!(order_stat(&mut v, 0.5), 50.0);
+        assert_eq!(order_stat(&mut v, 0.995), 99.5);
+    }
+}

@@ -1,0 +1,224 @@
+//! Histograms for calibration: fixed bin count, u64 counts, merged across batches by widening the
+//! range and re-binning (never by keeping data).
+//!
+//! Re-binning assigns each old bin's count to the new bin holding the old bin's center. The new
+//! range is chosen so that new bins are whole multiples of old bins, aligned to old edges, which
+//! makes this exact whenever the old range fits (always, for `|x|` histograms starting at 0).
+
+use crate::elem::{is_finite, Elem};
+use crate::range::CHUNK;
+use rayon::prelude::*;
+
+/// What a histogram counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistKind {
+    /// `|x|` over `[0, amax]` (symmetric schemes, entropy).
+    Abs,
+    /// `x` over `[min, max]` (asymmetric schemes).
+    Signed,
+}
+
+/// A histogram of `counts.len()` bins over `[lo, lo + width * bins]`, plus a separate count of
+/// exact zeros: every grid represents 0 exactly, so zeros (ReLU outputs, padding, pruned weights)
+/// carry no quantization error and would only distort the threshold searches as a spike in one bin.
+/// `width == 0` means all binned mass sits at `lo` (a constant so far).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hist {
+    pub lo: f64,
+    pub width: f64,
+    pub counts: Vec<u64>,
+    pub zeros: u64,
+}
+
+impl Hist {
+    /// An empty histogram with `bins` bins.
+    pub fn empty(bins: usize) -> Self {
+        Hist { lo: 0.0, width: 0.0, counts: vec![0; bins], zeros: 0 }
+    }
+
+    /// Number of counted values, zeros included.
+    pub fn total(&self) -> u64 {
+        self.binned() + self.zeros
+    }
+
+    /// Number of values in the bins (zeros excluded).
+    pub fn binned(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The bin holding `v` (clamped to the ends).
+    pub fn bin_of(&self, v: f64) -> usize {
+        let inv = if self.width > 0.0 { 1.0 / self.width } else { 0.0 };
+        self.index(v, inv)
+    }
+
+    /// Upper end of the range.
+    pub fn hi(&self) -> f64 {
+        self.lo + self.width * self.counts.len() as f64
+    }
+
+    /// Bin index of `v` (clamped to the ends).
+    #[inline(always)]
+    fn index(&self, v: f64, inv: f64) -> usize {
+        let i = ((v - self.lo) * inv) as isize;
+        i.clamp(0, self.counts.len() as isize - 1) as usize
+    }
+
+    /// Widens the range to cover `[lo, hi]`, re-binning the counts (see the module docs).
+    pub fn cover(&mut self, lo: f64, hi: f64) {
+        let bins = self.counts.len() as f64;
+        if self.binned() == 0 {
+            self.lo = lo;
+            self.width = (hi - lo) / bins;
+            return;
+        }
+        if lo >= self.lo && hi <= self.hi() && (self.width > 0.0 || hi == lo) {
+            return;
+        }
+        let (new_lo, new_w) = if self.width == 0.0 {
+            let (l, h) = (lo.min(self.lo), hi.max(self.lo));
+            (l, (h - l) / bins)
+        } else {
+            // New bins: k old bins each, starting j old bins below the old start.
+            let w = self.width;
+            let j = ((self.lo - lo.min(self.lo)) / w).ceil();
+            let start = self.lo - j * w;
+            let k = ((hi.max(self.hi()) - start) / (w * bins)).ceil().max(1.0);
+            (start, k * w)
+        };
+        let fresh = Hist { lo: new_lo, width: new_w, counts: vec![0; self.counts.len()], zeros: self.zeros };
+        let old = std::mem::replace(self, fresh);
+        let inv = if new_w > 0.0 { 1.0 / new_w } else { 0.0 };
+        for (i, &c) in old.counts.iter().enumerate().filter(|(_, &c)| c > 0) {
+            let center = old.lo + (i as f64 + 0.5) * old.width;
+            let b = self.index(center, inv);
+            self.counts[b] += c;
+        }
+    }
+
+    /// Adds another histogram (possibly over another range).
+    pub fn merge(&mut self, other: &Hist) {
+        self.zeros += other.zeros;
+        if other.binned() == 0 {
+            return;
+        }
+        self.cover(other.lo, other.hi());
+        let inv = if self.width > 0.0 { 1.0 / self.width } else { 0.0 };
+        for (i, &c) in other.counts.iter().enumerate().filter(|(_, &c)| c > 0) {
+            let b = self.index(other.lo + (i as f64 + 0.5) * other.width, inv);
+            self.counts[b] += c;
+        }
+    }
+
+    /// Counts the finite values of `x` (range already covering them), in parallel chunks.
+    pub fn add<T: Elem>(&mut self, x: &[T], kind: HistKind) {
+        let bins = self.counts.len();
+        let (lo, inv) = (self.lo, if self.width > 0.0 { 1.0 / self.width } else { 0.0 });
+        if x.len() <= CHUNK {
+            self.zeros += count_into(x, kind, lo, inv, &mut self.counts);
+            return;
+        }
+        let (sum, zeros) = x
+            .par_chunks(CHUNK)
+            .fold(
+                || (vec![0u64; bins], 0u64),
+                |(mut acc, z), xs| {
+                    let nz = count_into(xs, kind, lo, inv, &mut acc);
+                    (acc, z + nz)
+                },
+            )
+            .reduce(
+                || (vec![0u64; bins], 0u64),
+                |(mut a, za), (b, zb)| {
+                    a.iter_mut().zip(&b).for_each(|(u, v)| *u += v);
+                    (a, za + zb)
+                },
+            );
+        self.counts.iter_mut().zip(&sum).for_each(|(a, b)| *a += b);
+        self.zeros += zeros;
+    }
+}
+
+/// Counts the finite nonzero values of one slice into `h`; returns the number of exact zeros.
+fn count_into<T: Elem>(x: &[T], kind: HistKind, lo: f64, inv: f64, h: &mut [u64]) -> u64 {
+    crate::simd::simd!(count_into_impl(x, kind, lo, inv, h))
+}
+
+#[inline(always)]
+fn count_into_impl<T: Elem>(x: &[T], kind: HistKind, lo: f64, inv: f64, h: &mut [u64]) -> u64 {
+    const L: usize = 16;
+    let mut zeros = 0u64;
+    let last = (h.len() - 1) as f32;
+    let (lo, inv) = (lo as f32, inv as f32);
+    let idx = |v: f32| -> (usize, bool) {
+        let v = if kind == HistKind::Abs { v.abs() } else { v };
+        let f = (v - lo) * inv;
+        let f = if f > 0.0 { f } else { 0.0 };
+        let f = if f < last { f } else { last };
+        (f as usize, is_finite(v) && v != 0.0)
+    };
+    let mut chunks = x.chunks_exact(L);
+    for c in &mut chunks {
+        let mut ix = [0usize; L];
+        let mut ok = [false; L];
+        for j in 0..L {
+            (ix[j], ok[j]) = idx(c[j].to_f32());
+        }
+        for j in 0..L {
+            h[ix[j]] += ok[j] as u64;
+            zeros += (c[j].to_f32() == 0.0) as u64;
+        }
+    }
+    for v in chunks.remainder() {
+        let (i, ok) = idx(v.to_f32());
+        h[i] += ok as u64;
+        zeros += (v.to_f32() == 0.0) as u64;
+    }
+    zeros
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_match_naive() {
+        let x: Vec<f32> = (0..200_000).map(|i| ((i * 7919) % 1000) as f32 / 100.0 - 3.0).collect();
+        let mut h = Hist::empty(64);
+        h.cover(-3.0, 7.0);
+        h.add(&x, HistKind::Signed);
+        let mut naive = [0u64; 64];
+        for &v in &x {
+            if v != 0.0 {
+                let b = (((v as f64 + 3.0) / (10.0 / 64.0)) as usize).min(63);
+                naive[b] += 1;
+            }
+        }
+        assert_eq!(h.total(), 200_000);
+        let diff: u64 = h.counts.iter().zip(&naive).map(|(a, b)| a.abs_diff(*b)).sum();
+        assert!(diff < 10, "only float rounding at bin edges may differ: {diff}");
+    }
+
+    #[test]
+    fn widening_is_exact_for_abs_histograms() {
+        let mut h = Hist::empty(8);
+        h.cover(0.0, 8.0);
+        h.add(&[0.5f32, 1.5, 7.5, 7.9], HistKind::Abs);
+        h.cover(0.0, 20.0);
+        assert_eq!(h.width, 3.0);
+        assert_eq!(h.total(), 4);
+        assert_eq!(h.counts[0], 2); // 0.5 and 1.5 in [0, 3)
+        assert_eq!(h.counts[2], 2); // 7.5 and 7.9 in [6, 9)
+    }
+
+    #[test]
+    fn point_mass_then_spread() {
+        let mut h = Hist::empty(4);
+        h.cover(0.5, 0.5);
+        h.add(&[0.5f32; 10], HistKind::Abs);
+        h.add(&[0.0f32; 3], HistKind::Abs);
+        assert_eq!((h.counts[0], h.zeros), (10, 3));
+        h.cover(0.0, 4.0);
+        assert_eq!((h.counts[0], h.width, h.total()), (10, 1.0, 13));
+    }
+}

@@ -1,0 +1,242 @@
+"""Calibration: numpy references, quality on heavy tails, ONNX Runtime cross-checks, streaming, bad input."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import reference as ref
+
+import rxquant as rq
+
+
+def distributions(n: int = 200_000, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    outliers = rng.standard_normal(n)
+    idx = rng.choice(n, n // 1000, replace=False)
+    outliers[idx] = 50 * np.sign(rng.standard_normal(idx.size))
+    return {
+        "laplace": rng.laplace(size=n),
+        "student_t3": rng.standard_t(3, size=n),
+        "relu_laplace": np.maximum(rng.laplace(size=n), 0),
+        "normal_outliers": outliers,
+    }
+
+
+def quant_mse(x: np.ndarray, qp: rq.QParams) -> float:
+    return float(np.mean((x.astype(np.float64) - rq.fake_quantize(x, qparams=qp)) ** 2))
+
+
+# Where KL-divergence (entropy) calibration does NOT lower the MSE below min-max. KL compares
+# distributions, so it gives little weight to a small mass far out, while MSE weights it by its
+# squared distance: with 0.1% of values at 50 sigma, entropy clips them (T ~ 3.8) and their error
+# dominates; on Student-t(3) at INT8 it clips at ~23 where min-max's step is already fine.
+# ONNX Runtime's entropy calibrator behaves the same on these inputs (see docs/calibration.md).
+ENTROPY_LOSES = {("student_t3", "int8"), ("normal_outliers", "int8"), ("normal_outliers", "int4")}
+
+
+@pytest.mark.parametrize("name,x", list(distributions().items()))
+@pytest.mark.parametrize("precision", ["int8", "int4"])
+def test_entropy_and_mse_versus_minmax_on_heavy_tails(name, x, precision):
+    x = x.astype(np.float32)
+    base = quant_mse(x, rq.calibrate(x, "minmax", precision))
+    assert quant_mse(x, rq.calibrate(x, "mse", precision)) < base
+    entropy = quant_mse(x, rq.calibrate(x, "entropy", precision))
+    if (name, precision) in ENTROPY_LOSES:
+        assert entropy > base
+    else:
+        assert entropy < base
+
+
+@pytest.mark.parametrize("name,x", list(distributions(50_000, seed=1).items()))
+def test_mse_clip_within_one_percent_of_brute_force(name, x):
+    x = x.astype(np.float32)
+    amax = float(np.abs(x).max())
+    brute = min(
+        float(np.mean((x - ref.fake_quant_sym(x, t)) ** 2)) for t in np.linspace(amax / 1000, amax, 1000)
+    )
+    for exact in (False, True):
+        qp = rq.calibrate(x, "mse", "int8", exact=exact)
+        assert quant_mse(x, qp) <= brute * 1.01, (name, exact)
+
+
+def test_methods_match_numpy_references_within_one_bin():
+    x = np.random.default_rng(2).laplace(size=100_000).astype(np.float32)
+    w = float(np.abs(x).max()) / 2048
+    # int8 symmetric: scale = T / 127, so T = 127 * scale.
+    t = lambda qp: float(qp.scale) * 127  # noqa: E731
+    assert t(rq.calibrate(x, "minmax")) == pytest.approx(np.abs(x).max(), rel=1e-6)
+    assert t(rq.calibrate(x, "percentile", exact=True)) == pytest.approx(
+        ref.percentile_threshold(x, 99.99), rel=1e-5
+    )
+    lo, hi = ref.percentile_bracket(x, 99.99)
+    assert lo - w <= t(rq.calibrate(x, "percentile", exact=False)) <= hi + w
+    assert abs(t(rq.calibrate(x, "entropy")) - ref.entropy_threshold(x)) <= w * 1.001
+    assert abs(t(rq.calibrate(x, "mse")) - ref.mse_threshold_hist(x)) <= w * 1.001
+
+
+def test_per_channel_and_group_calibrate_each_slice():
+    rng = np.random.default_rng(3)
+    x = (rng.laplace(size=(6, 512)) * rng.uniform(0.1, 3, size=(6, 1))).astype(np.float32)
+    for method in ("minmax", "percentile", "entropy", "mse"):
+        qp = rq.calibrate(x, method, rq.Scheme("int8", axis=0))
+        for c in range(6):
+            one = rq.calibrate(x[c], method, "int8")
+            assert qp.scale[c] == one.scale, (method, c)
+        g = rq.calibrate(x, method, rq.Scheme("int4", axis=1, group_size=128))
+        assert g.scale.shape == (6, 4)
+        assert g.scale[2, 1] == rq.calibrate(x[2, 128:256], method, "int4").scale
+
+
+def test_asymmetric_percentile_cuts_both_tails_and_entropy_keeps_one_sided_data():
+    x = np.random.default_rng(4).normal(1.0, 1.0, size=100_000).astype(np.float32)
+    qp = rq.calibrate(x, "percentile", rq.Scheme("int8", symmetric=False), percentile=99.0)
+    lo, hi = np.percentile(x, 0.5), np.percentile(x, 99.5)  # 0.5% cut from each tail
+    assert float(qp.scale) == pytest.approx((hi - lo) / 255, rel=1e-4)
+    assert int(qp.zero_point) == round(-lo / float(qp.scale))
+    relu = np.maximum(x - 1, 0)
+    qp = rq.calibrate(relu, "entropy", rq.Scheme("int8", symmetric=False))
+    assert int(qp.zero_point) == 0
+
+
+class TestOnnxRuntime:
+    ort = pytest.importorskip("onnxruntime.quantization.calibrate")
+
+    def collect(self, method: str, x: np.ndarray, **kw):
+        c = self.ort.HistogramCollector(
+            method=method,
+            symmetric=True,
+            num_bins=2048,
+            num_quantized_bins=128,
+            percentile=kw.get("percentile", 99.99),
+            scenario="same",
+        )
+        c.collect({"x": [x]})
+        lo, hi = c.compute_collection_result()["x"][:2]
+        return float(lo), float(hi)
+
+    def test_percentile(self):
+        x = np.random.default_rng(5).laplace(size=1_000_000).astype(np.float32)
+        _, hi = self.collect("percentile", x)
+        ours = float(rq.calibrate(x, "percentile", exact=False).scale) * 127
+        # Both read a 2048-bin |x| histogram; ORT returns the bin edge at or above the percentile,
+        # rxquant interpolates inside the bin: they differ by at most one bin width.
+        assert abs(ours - hi) <= np.abs(x).max() / 2048 * 1.001
+
+    def test_entropy(self):
+        x = np.random.default_rng(6).laplace(size=1_000_000).astype(np.float32)
+        _, hi = self.collect("entropy", x)
+        ours = float(rq.calibrate(x, "entropy").scale) * 127
+        # ORT searches windows of a signed 2048-bin histogram centered on zero (1024 bins per side)
+        # with 128 quantized bins spanning both signs (64 per side) and truncates Q to int64;
+        # rxquant follows TensorRT: 2048 bins of |x| and 128 levels for one side. Both pick a clip
+        # well inside the max; on Laplace data they land within 25% of each other.
+        amax = float(np.abs(x).max())
+        assert ours < 0.8 * amax and hi < 0.8 * amax
+        assert ours == pytest.approx(hi, rel=0.25)
+
+
+def test_observer_streams_merges_and_round_trips():
+    rng = np.random.default_rng(7)
+    batches = [rng.laplace(size=(int(n), 16)).astype(np.float32) for n in rng.integers(1, 500, size=40)]
+    whole = np.concatenate(batches)
+    s = rq.Scheme("int8", axis=1)
+    obs = rq.Observer("percentile", s, exact=False)
+    sizes = []
+    for b in batches:
+        obs.update(b)
+        sizes.append(len(pickle.dumps(obs)))
+    assert obs.batches == 40
+    assert max(sizes[5:]) <= sizes[5] * 1.05, "state must not grow with the number of batches"
+    # Streaming widens the histograms by whole multiples of their bins, so each threshold lies
+    # within one bin of the final (at most 2x coarser) histogram of the order statistics around
+    # the percentile's rank.
+    w = np.asarray(obs.to_dict()["hist_width"])
+    assert np.all(w <= 2 * np.abs(whole).max(0) / 2048 * 1.001)
+    t = obs.qparams().scale * 127
+    for c in range(16):
+        lo, hi = ref.percentile_bracket(whole[:, c], 99.99)
+        assert lo - w[c] * 1.001 <= t[c] <= hi + w[c] * 1.001
+    # Merging observers filled in parallel: no count is lost, and the result matches one observer
+    # that saw every batch, up to the re-binning of the unaligned histograms (a bin or two).
+    big = [rng.laplace(size=int(n)).astype(np.float32) for n in rng.integers(10_000, 100_000, size=12)]
+    for method in ("percentile", "entropy", "mse"):
+        a, b, seq = (rq.Observer(method, "int8", exact=False) for _ in range(3))
+        for i, batch in enumerate(big):
+            (a if i % 2 else b).update(batch)
+            seq.update(batch)
+        merged = a.merge(b)
+        assert merged.batches == 12
+        assert np.sum(merged.to_dict()["counts"]) == np.sum(seq.to_dict()["counts"])
+        w = max(merged.to_dict()["hist_width"][0], seq.to_dict()["hist_width"][0])
+        if method != "percentile":
+            # KL and MSE curves are flat near their minimum: bin-level differences move the argmin,
+            # not the quality. Compare the quantization error the two thresholds give.
+            allx = np.concatenate(big)
+            err = [
+                quant_mse(allx, rq.QParams(o.scheme, o.qparams().scale, 0, allx.shape)) for o in (merged, seq)
+            ]
+            assert err[0] == pytest.approx(err[1], rel=0.1 if method == "entropy" else 0.02)
+        else:
+            assert abs(float(merged.qparams().scale - seq.qparams().scale)) * 127 <= 2 * w, method
+    for copy in (pickle.loads(pickle.dumps(seq)), rq.Observer.from_dict(seq.to_dict())):
+        np.testing.assert_array_equal(copy.qparams().scale, seq.qparams().scale)
+
+
+def test_minmax_moving_average():
+    obs = rq.Observer("minmax", "int8", averaging=0.5)
+    obs.update(np.array([-1.0, 1.0], np.float32))
+    obs.update(np.array([-3.0, 3.0], np.float32))
+    assert float(obs.qparams().scale) == pytest.approx(2.0 / 127)
+
+
+def test_bad_input():
+    x = np.ones(100, np.float32)
+    x[[3, 70]] = [np.nan, -np.inf]
+    for m in ("minmax", "percentile", "entropy", "mse"):
+        with pytest.raises(ValueError, match=r"2 non-finite value\(s\).*flat index 3"):
+            rq.calibrate(x, m)
+        qp = rq.calibrate(x, m, ignore_nonfinite=True)
+        assert float(qp.scale) == 1.0  # the finite values are the constant 1: exact
+    with pytest.raises(ValueError, match='unknown calibration method "foo"'):
+        rq.calibrate(x, "foo")
+    with pytest.raises(ValueError, match=r"percentile must be in \(0, 100\]"):
+        rq.calibrate(np.ones(3, np.float32), "percentile", percentile=120)
+    obs = rq.Observer("entropy", rq.Scheme("int8", axis=1))
+    obs.update(np.ones((4, 3), np.float32))
+    with pytest.raises(ValueError, match=r"parameter grid \[5\] but the observer has \[3\]"):
+        obs.update(np.ones((4, 5), np.float32))
+    with pytest.raises(ValueError, match="seen no data"):
+        rq.Observer("mse").qparams()
+    with pytest.raises(ValueError, match="do not fit"):
+        d = obs.to_dict()
+        d["min"] = d["min"][:1]
+        rq.Observer.from_dict(d)
+
+
+@pytest.mark.parametrize("method", ["minmax", "percentile", "entropy", "mse"])
+def test_edge_cases(method):
+    def scale(x, **kw):
+        s = rq.calibrate(np.asarray(x, np.float32), method, "int8", **kw).scale
+        assert np.all(np.isfinite(s)) and np.all(s > 0)
+        return float(s)
+
+    assert scale(np.zeros(1000)) == 1.0  # all zero: ONNX Runtime's s = 1, z = 0
+    c = np.full(1000, -2.5, np.float32)
+    qp = rq.calibrate(c, method, "int8")
+    np.testing.assert_array_equal(rq.fake_quantize(c, qparams=qp), c)  # constant: exact
+    assert scale([3.0]) == 3.0  # a single element
+    assert scale(np.zeros(0)) == 1.0  # empty
+    tiny = np.random.default_rng(8).standard_normal(1000) * 1e-30
+    assert scale(tiny) > 0
+    huge = np.random.default_rng(9).standard_normal(1000) * 1e37
+    assert np.isfinite(scale(huge))
+    denormal = np.array([1e-45, -3e-45, 2e-45, 0], np.float32)
+    assert scale(denormal) > 0
+    obs = rq.Observer(method, "int8")
+    obs.update(np.zeros(10, np.float32))  # an all-zero batch, then real data
+    obs.update(np.linspace(-1, 1, 1001, dtype=np.float32))
+    assert 0 < float(obs.qparams().scale) <= 1 / 127 + 1e-9
+    obs.update(np.zeros(0, np.float32))  # an empty batch changes nothing
+    assert obs.batches == 3
