@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: demo test develop lint test-rust test-python bench bench-rust bench-quantize clean
+.PHONY: demo test develop lint test-rust test-python bench bench-rust bench-quantize bench-calibration clean
 
 $(VENV)/.installed: requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -34,12 +34,15 @@ test-python: develop
 	$(PY) -m pytest -q
 
 bench-rust:
-	cargo bench --bench kernels
+	cargo bench --bench kernels --bench calibration
 
 bench-quantize: develop
 	$(PY) benches/quantize_ratios.py
 
-bench: bench-rust bench-quantize
+bench-calibration: develop
+	$(PY) benches/calibration_ratios.py
+
+bench: bench-rust bench-quantize bench-calibration
 
 clean:
 	cargo clean

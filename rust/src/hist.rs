@@ -6,8 +6,10 @@
 //! makes this exact whenever the old range fits (always, for `|x|` histograms starting at 0).
 
 use crate::elem::{is_finite, Elem};
-use crate::range::CHUNK;
 use rayon::prelude::*;
+
+/// Values per parallel histogram task: large, since each task merges a private histogram.
+const HIST_CHUNK: usize = 1 << 19;
 
 /// What a histogram counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,12 +116,12 @@ impl Hist {
     pub fn add<T: Elem>(&mut self, x: &[T], kind: HistKind) {
         let bins = self.counts.len();
         let (lo, inv) = (self.lo, if self.width > 0.0 { 1.0 / self.width } else { 0.0 });
-        if x.len() <= CHUNK {
+        if x.len() <= HIST_CHUNK {
             self.zeros += count_into(x, kind, lo, inv, &mut self.counts);
             return;
         }
         let (sum, zeros) = x
-            .par_chunks(CHUNK)
+            .par_chunks(HIST_CHUNK)
             .fold(
                 || (vec![0u64; bins], 0u64),
                 |(mut acc, z), xs| {
@@ -147,32 +149,45 @@ fn count_into<T: Elem>(x: &[T], kind: HistKind, lo: f64, inv: f64, h: &mut [u64]
 #[inline(always)]
 fn count_into_impl<T: Elem>(x: &[T], kind: HistKind, lo: f64, inv: f64, h: &mut [u64]) -> u64 {
     const L: usize = 16;
-    let mut zeros = 0u64;
-    let last = (h.len() - 1) as f32;
+    const BLOCK: usize = 1 << 30; // u32 sub-counts are flushed before they could overflow
+    let bins = h.len();
+    let last = (bins - 1) as f32;
     let (lo, inv) = (lo as f32, inv as f32);
-    let idx = |v: f32| -> (usize, bool) {
+    // Bin of `v`, or the spare slots `bins` for exact zeros and `bins + 1` for NaN/Inf.
+    let (zero_slot, bad_slot) = (bins, bins + 1);
+    let idx = |v: f32| -> usize {
         let v = if kind == HistKind::Abs { v.abs() } else { v };
         let f = (v - lo) * inv;
         let f = if f > 0.0 { f } else { 0.0 };
         let f = if f < last { f } else { last };
-        (f as usize, is_finite(v) && v != 0.0)
+        // SAFETY: `f` was clamped to `[0, last]` above (NaN becomes 0), so it fits an i32.
+        let i = if v == 0.0 { zero_slot } else { (unsafe { f.to_int_unchecked::<i32>() }) as usize };
+        if is_finite(v) {
+            i
+        } else {
+            bad_slot
+        }
     };
-    let mut chunks = x.chunks_exact(L);
-    for c in &mut chunks {
-        let mut ix = [0usize; L];
-        let mut ok = [false; L];
-        for j in 0..L {
-            (ix[j], ok[j]) = idx(c[j].to_f32());
+    let mut zeros = 0u64;
+    // u32 counts with the two spare slots, flushed into `h` per block.
+    let mut sub = vec![0u32; bins + 2];
+    for block in x.chunks(BLOCK) {
+        let mut chunks = block.chunks_exact(L);
+        for c in &mut chunks {
+            let mut ix = [0usize; L];
+            for j in 0..L {
+                ix[j] = idx(c[j].to_f32());
+            }
+            for &i in &ix {
+                sub[i] += 1;
+            }
         }
-        for j in 0..L {
-            h[ix[j]] += ok[j] as u64;
-            zeros += (c[j].to_f32() == 0.0) as u64;
+        for v in chunks.remainder() {
+            sub[idx(v.to_f32())] += 1;
         }
-    }
-    for v in chunks.remainder() {
-        let (i, ok) = idx(v.to_f32());
-        h[i] += ok as u64;
-        zeros += (v.to_f32() == 0.0) as u64;
+        zeros += sub[bins] as u64;
+        h.iter_mut().zip(&sub).for_each(|(a, &b)| *a += b as u64);
+        sub.fill(0);
     }
     zeros
 }
