@@ -64,10 +64,13 @@ def main() -> None:
         )
     )
     for method, target in (("entropy", 20), ("percentile", 10)):
-        ours = median_time(lambda: rq.calibrate(x, method, "int8", exact=False), args.repeat)
+        ours = median_time(lambda m=method: rq.calibrate(x, m, "int8", exact=False), args.repeat)
         try:
             peer = median_time(ort_collector(method, x), max(1, args.repeat // 2))
-            note = f"{peer / ours:.1f}x faster than ONNX Runtime HistogramCollector ({peer * 1e3:.0f} ms; target >= {target}x)"
+            note = (
+                f"{peer / ours:.1f}x faster than ONNX Runtime HistogramCollector "
+                f"({peer * 1e3:.0f} ms; target >= {target}x)"
+            )
         except ImportError:
             note = "ONNX Runtime not installed: no comparison"
         rows.append((f"{method} calibration", ours, note))
@@ -89,7 +92,8 @@ def main() -> None:
     rows.append(("mse calibration (histogram)", t_mse, note))
 
     print(
-        f"input: {args.n:,} float32 values (Laplace), medians of {args.repeat} runs; rxquant threads: {rq.threads()}"
+        f"input: {args.n:,} float32 values (Laplace), medians of {args.repeat} runs; "
+        f"rxquant threads: {rq.threads()}"
     )
     print(f"np.copyto of the same array: {t_copy * 1e3:.2f} ms")
     for name, t, note in rows:
