@@ -25,7 +25,7 @@ test: develop lint test-rust test-python
 lint: $(VENV)/.installed
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	$(VENV)/bin/ruff check python tests benches
+	$(VENV)/bin/ruff check python tests benches examples
 
 test-rust:
 	cargo test

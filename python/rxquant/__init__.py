@@ -9,6 +9,7 @@ True
 
 from ._rxquant import __version__, threads
 from .calibration import Observer, calibrate
+from .gpu import GPU_FAMILIES
 from .ops import (
     Metrics,
     dequantize,
@@ -18,10 +19,23 @@ from .ops import (
     quantize,
     unpack_int4,
 )
+from .planner import Plan, parse_budget
+from .quantizer import AdaptiveQuantizer, benchmark_calibration_methods, create_quantizer_for_gpu
 from .scheme import QParams, Scheme
+from .types import CalibrationMethod, LayerQuantizationStats, QuantizationConfig, QuantizationPrecision
 
 __all__ = [
     "__version__",
+    "AdaptiveQuantizer",
+    "CalibrationMethod",
+    "GPU_FAMILIES",
+    "LayerQuantizationStats",
+    "Plan",
+    "QuantizationConfig",
+    "QuantizationPrecision",
+    "benchmark_calibration_methods",
+    "create_quantizer_for_gpu",
+    "parse_budget",
     "Metrics",
     "Observer",
     "QParams",

@@ -61,5 +61,5 @@ def run_demo(print_fn: Callable[[str], None] = print) -> list[dict[str, object]]
             stats = f"{m.sqnr_db:8.2f} {m.cosine:9.6f} {qp.nbytes:10d} {row['ratio']:7.2f}x"
             print_fn(f"{name:<34} {label:<20} {stats}")
         print_fn("")
-    print_fn("bytes = stored codes + float32 scales (+ uint8 zero points for asymmetric schemes)")
+    print_fn("bytes = stored codes + scales (fp32; fp16 for int4) + zero points (asymmetric; int4 packed)")
     return rows

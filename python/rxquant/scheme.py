@@ -76,6 +76,40 @@ class Scheme:
             return (0, 2 * half - 1)
         return (-half, half - 1) if self.full_range else (-(half - 1), half - 1)
 
+    @property
+    def scale_dtype(self) -> str:
+        """How scales are stored: float16 for INT4 (4.625 bits a weight at group 32 with 4-bit
+        zero points), float32 for INT8."""
+        return "float16" if self.precision == "int4" else "float32"
+
+    def n_params(self, shape: tuple[int, ...]) -> int:
+        """Number of scale/zero-point pairs for a tensor of ``shape``."""
+        if not self.is_integer:
+            return 0
+        if self.axis is None:
+            return 1
+        n = math.prod(shape)
+        dim = shape[self.axis]
+        if self.group_size is None:
+            return dim
+        return n // self.group_size if dim % self.group_size == 0 else -1
+
+    def stored_bytes(self, shape: tuple[int, ...]) -> int:
+        """Exact bytes of the stored form: codes (INT4 packed two to a byte), scales in
+        ``scale_dtype`` and, for asymmetric grids, zero points (INT4: two to a byte)."""
+        n = math.prod(shape)
+        data = (n * self.bits + 7) // 8
+        if not self.is_integer:
+            return data
+        p = self.n_params(tuple(shape))
+        if p < 0:
+            raise ValueError(
+                f"group size {self.group_size} does not divide dimension {self.axis} of {tuple(shape)}"
+            )
+        scales = p * (2 if self.scale_dtype == "float16" else 4)
+        zeros = 0 if self.symmetric else (p + 1) // 2 if self.precision == "int4" else p
+        return data + scales + zeros
+
     def spec(self) -> tuple[str, bool, bool, Optional[int], Optional[int]]:
         """The tuple form the compiled module takes."""
         return (self.precision, self.symmetric, self.full_range, self.axis, self.group_size)
@@ -153,10 +187,5 @@ class QParams:
 
     @property
     def nbytes(self) -> int:
-        """Bytes the stored form of this tensor takes: codes plus scales (fp32) and zero points."""
-        n = math.prod(self.shape)
-        data = (n * self.scheme.bits + 7) // 8
-        params = 0 if not self.scheme.is_integer else self.scale.size * 4
-        if self.scheme.is_integer and not self.scheme.symmetric:
-            params += self.zero_point.size
-        return data + params
+        """Bytes of the stored form of this tensor (see :meth:`Scheme.stored_bytes`)."""
+        return self.scheme.stored_bytes(self.shape)

@@ -1,0 +1,80 @@
+"""GPU families as data: the numbers the planner and the factory use."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+from .scheme import Scheme
+from .types import QuantizationPrecision
+
+
+@dataclass(frozen=True)
+class GpuFamily:
+    name: str
+    examples: str
+    wavefront_size: int
+    tflops_fp32: float
+    tflops_fp16: float
+    memory_bandwidth_gbs: float
+    fp16_acceleration: bool
+    recommended_precision: QuantizationPrecision
+    candidates: tuple[tuple[str, Scheme], ...]
+
+
+def _candidates(*names: str) -> tuple[tuple[str, Scheme], ...]:
+    table = {
+        "int4_g32": Scheme("int4", symmetric=False, axis=-1, group_size=32),
+        "int4_g128": Scheme("int4", symmetric=False, axis=-1, group_size=128),
+        "int8_channel": Scheme("int8", axis=0),
+        "fp16": Scheme("fp16"),
+        "fp32": Scheme("fp32"),
+    }
+    return tuple((n, table[n]) for n in names)
+
+
+# Public spec-sheet numbers (AMD): RX 580 (Polaris 20), Vega 64, RX 5700 XT (Navi 10).
+GPU_FAMILIES: dict[str, GpuFamily] = {
+    "polaris": GpuFamily(
+        "polaris",
+        "RX 470/480/570/580 (gfx803)",
+        64,
+        6.17,
+        6.17,
+        256.0,
+        False,
+        QuantizationPrecision.INT8,
+        _candidates("int4_g32", "int4_g128", "int8_channel", "fp16", "fp32"),
+    ),
+    "vega": GpuFamily(
+        "vega",
+        "Vega 56/64 (gfx900)",
+        64,
+        12.66,
+        25.3,
+        484.0,
+        True,
+        QuantizationPrecision.FP16,
+        _candidates("int4_g32", "int4_g128", "int8_channel", "fp16", "fp32"),
+    ),
+    "navi": GpuFamily(
+        "navi",
+        "RX 5600/5700 (gfx1010)",
+        32,
+        9.75,
+        19.5,
+        448.0,
+        True,
+        QuantizationPrecision.FP16,
+        _candidates("int4_g32", "int4_g128", "int8_channel", "fp16", "fp32"),
+    ),
+}
+
+
+def gpu_family(name: str) -> GpuFamily:
+    """The family's data; an unknown name falls back to polaris with a warning."""
+    key = str(name).lower()
+    if key not in GPU_FAMILIES:
+        warnings.warn(f"unknown GPU family {name!r}; using polaris", UserWarning, stacklevel=3)
+        key = "polaris"
+    return GPU_FAMILIES[key]

@@ -1,0 +1,346 @@
+"""Mixed-precision planning: choose one candidate format per layer so the model fits a byte
+budget with the least predicted error.
+
+Two modes:
+
+- ``threshold`` (the seed's rule): relative INT8 error below ``t`` gives INT8, below ``2t`` FP16,
+  otherwise FP32; then the least sensitive layers are demoted until the plan fits.
+- ``optimal``: minimize the summed error subject to total bytes <= budget, a multiple-choice
+  knapsack solved exactly by branch and bound with the LP-relaxation bound (the LP of a
+  multiple-choice knapsack is solved greedily on each layer's lower convex hull).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+
+from ._io import PathLike, write_json
+from .gpu import GpuFamily
+from .scheme import Scheme
+from .sensitivity import layer_stats
+from .types import CalibrationMethod, QuantizationPrecision
+
+Evaluate = Callable[[dict[str, np.ndarray]], float]
+Budget = Union[int, float, str]
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_budget(budget: Budget, total_params: int) -> int:
+    """Bytes from ``123456``, ``"60MB"``, ``"5.5GiB"`` or ``"4.5bpw"`` (bits per weight)."""
+    if isinstance(budget, (int, float)) and not isinstance(budget, bool):
+        if not math.isfinite(budget) or budget <= 0:
+            raise ValueError(f"budget must be a positive number of bytes, got {budget}")
+        return int(budget)
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zA-Z]*)\s*", str(budget))
+    unit = m.group(2).lower() if m else ""
+    if not m or (unit not in _UNITS and unit != "bpw"):
+        raise ValueError(f"cannot read budget {budget!r}; use bytes, e.g. '60MB', '5.5GiB' or '4.5bpw'")
+    value = float(m.group(1))
+    if value <= 0:
+        raise ValueError(f"budget must be positive, got {budget!r}")
+    if unit == "bpw":
+        return int(value * total_params / 8)
+    return int(value * _UNITS[unit or "b"])
+
+
+@dataclass
+class Option:
+    """One candidate format for one layer."""
+
+    name: str
+    precision: QuantizationPrecision
+    scheme: Scheme
+    bytes: int
+    error: float
+
+
+@dataclass
+class LayerChoice:
+    layer: str
+    choice: str
+    precision: str
+    bytes: int
+    bytes_fp32: int
+    error: float
+
+
+@dataclass
+class Plan:
+    """A per-layer choice with its predicted bytes and error."""
+
+    mode: str
+    error_measure: str
+    budget_bytes: int
+    layers: list[LayerChoice]
+    lower_bound: float
+    optimal: bool
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(c.bytes for c in self.layers)
+
+    @property
+    def total_error(self) -> float:
+        return float(sum(c.error for c in self.layers))
+
+    @property
+    def precision_map(self) -> dict[str, QuantizationPrecision]:
+        return {c.layer: QuantizationPrecision.parse(c.precision) for c in self.layers}
+
+    def to_dict(self) -> dict[str, Any]:
+        params = sum(c.bytes_fp32 for c in self.layers) // 4
+        return {
+            "schema_version": 1,
+            "mode": self.mode,
+            "error_measure": self.error_measure,
+            "budget_bytes": self.budget_bytes,
+            "total_bytes": self.total_bytes,
+            "total_bytes_fp32": sum(c.bytes_fp32 for c in self.layers),
+            "bits_per_weight": 8 * self.total_bytes / params if params else 0.0,
+            "total_error": self.total_error,
+            "lower_bound": self.lower_bound,
+            "optimal": self.optimal,
+            "notes": self.notes,
+            "layers": [asdict(c) for c in self.layers],
+        }
+
+    def save(self, path: PathLike) -> None:
+        """Writes the plan as JSON, atomically."""
+        write_json(path, self.to_dict())
+
+
+def candidate_options(
+    layer_weights: dict[str, np.ndarray],
+    family: GpuFamily,
+    method: CalibrationMethod,
+    activations: Optional[dict[str, Any]] = None,
+    evaluate: Optional[Evaluate] = None,
+    progress: bool = True,
+) -> tuple[dict[str, list[Option]], str]:
+    """Bytes and predicted error of each family candidate for each layer.
+
+    Error measure: the user's ``evaluate`` (one layer at a time at each candidate, the rest kept
+    at full precision, minus the unquantized value), else the data-aware output error when the
+    layer has activation statistics, else the weight squared error ``MSE * count``.
+    """
+    measure = "measured" if evaluate else "data-aware" if activations else "weight-mse"
+    base = float(evaluate(dict(layer_weights))) if evaluate else 0.0
+    items = [(name, c) for name in layer_weights for c in family.candidates]
+    bar = _progress(len(items), "sensitivity", progress)
+    table: dict[str, list[Option]] = {}
+    for name, (cname, scheme) in items:
+        w = np.asarray(layer_weights[name])
+        s = _fit_scheme(scheme, w.shape)
+        act = (activations or {}).get(name)
+        precision = QuantizationPrecision.parse(s.precision)
+        stats, w_hat = layer_stats(w, name, s, precision, method, activations=act)
+        if evaluate:
+            err = float(evaluate({**layer_weights, name: w_hat.astype(w.dtype, copy=False)})) - base
+        elif stats.data_aware_error is not None:
+            err = stats.data_aware_error
+        else:
+            err = stats.mse * stats.num_params
+        table.setdefault(name, []).append(Option(cname, precision, s, s.stored_bytes(w.shape), max(err, 0.0)))
+        bar.update(1)
+    bar.close()
+    return table, measure
+
+
+def _fit_scheme(scheme: Scheme, shape: tuple[int, ...]) -> Scheme:
+    """Adapts a family candidate to a tensor: per-channel needs 2+ dims; groups need a divisor."""
+    if scheme.axis is None:
+        return scheme
+    if len(shape) < 2:
+        return Scheme(scheme.precision, scheme.symmetric, None, None, scheme.full_range)
+    if scheme.group_size and shape[scheme.axis] % scheme.group_size:
+        return Scheme(scheme.precision, scheme.symmetric, 0, None, scheme.full_range)
+    return scheme
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    try:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, disable=None if enabled else True, leave=False)
+    except ImportError:  # tqdm is a dependency, but stay usable without it
+
+        class _Null:
+            def update(self, n: int) -> None: ...
+            def close(self) -> None: ...
+
+        return _Null()
+
+
+# ---------------------------------------------------------------- multiple-choice knapsack
+
+
+def _pareto(items: list[tuple[int, float]]) -> list[int]:
+    """Indices of non-dominated items, by increasing bytes (and so decreasing error)."""
+    order = sorted(range(len(items)), key=lambda i: (items[i][0], items[i][1]))
+    keep: list[int] = []
+    for i in order:
+        if not keep or items[i][1] < items[keep[-1]][1]:
+            keep.append(i)
+    return keep
+
+
+def _hull_steps(items: list[tuple[int, float]], idx: list[int]) -> list[tuple[float, int, float]]:
+    """Lower-convex-hull increments (error saved per byte, bytes, error saved) from the cheapest item."""
+    hull = [idx[0]]
+    for i in idx[1:]:
+        while len(hull) >= 2:
+            a, b = items[hull[-2]], items[hull[-1]]
+            # Drop b if it lies on or above the segment a -> i.
+            if (b[1] - a[1]) * (items[i][0] - a[0]) >= (items[i][1] - a[1]) * (b[0] - a[0]):
+                hull.pop()
+            else:
+                break
+        hull.append(i)
+    steps = []
+    for a, b in zip(hull, hull[1:]):
+        db, de = items[b][0] - items[a][0], items[a][1] - items[b][1]
+        steps.append((de / db, db, de))
+    return steps
+
+
+def _lp_bound(
+    classes: list[list[tuple[int, float]]], fronts: list[list[int]], start: int, room: int
+) -> float:
+    """LP-relaxation optimum of classes ``start..``: the minimum error, fractional choices allowed."""
+    err = sum(classes[k][fronts[k][0]][1] for k in range(start, len(classes)))
+    room -= sum(classes[k][fronts[k][0]][0] for k in range(start, len(classes)))
+    if room < 0:
+        return math.inf
+    steps = sorted(
+        (s for k in range(start, len(classes)) for s in _hull_steps(classes[k], fronts[k])), reverse=True
+    )
+    for _, db, de in steps:
+        if db <= room:
+            room -= db
+            err -= de
+        else:
+            err -= de * room / db
+            break
+    return err
+
+
+def solve_mckp(
+    classes: list[list[tuple[int, float]]], budget: int, node_limit: int = 2_000_000
+) -> tuple[list[int], float, float, bool]:
+    """Picks one item (bytes, error) per class, total bytes <= budget, least total error.
+
+    Returns (choice per class, total error, proven lower bound, proven optimal). Branch and bound
+    with the LP bound; exact unless ``node_limit`` is reached (then the bound says how far off).
+    """
+    fronts = [_pareto(c) for c in classes]
+    smallest = sum(c[f[0]][0] for c, f in zip(classes, fronts))
+    if smallest > budget:
+        raise ValueError(
+            f"budget of {budget:,} bytes cannot be met: the smallest reachable size is {smallest:,} bytes"
+        )
+    n = len(classes)
+    min_rest = [0] * (n + 1)
+    for k in range(n - 1, -1, -1):
+        min_rest[k] = min_rest[k + 1] + classes[k][fronts[k][0]][0]
+    root = _lp_bound(classes, fronts, 0, budget)
+    best_err, best = math.inf, [f[0] for f in fronts]
+    choice = [0] * n
+    nodes = 0
+
+    def dfs(k: int, used: int, err: float) -> None:
+        nonlocal best_err, best, nodes
+        nodes += 1
+        if nodes > node_limit:
+            return
+        if k == n:
+            if err < best_err:
+                best_err, best = err, choice.copy()
+            return
+        if err + _lp_bound(classes, fronts, k, budget - used) >= best_err - 1e-12 * max(1.0, abs(best_err)):
+            return
+        for i in sorted(fronts[k], key=lambda i: classes[k][i][1]):
+            b = classes[k][i][0]
+            if used + b + min_rest[k + 1] <= budget:
+                choice[k] = i
+                dfs(k + 1, used + b, err + classes[k][i][1])
+
+    dfs(0, 0, 0.0)
+    optimal = nodes <= node_limit
+    return best, best_err, (best_err if optimal else root), optimal
+
+
+def plan(
+    options: dict[str, list[Option]],
+    budget: int,
+    mode: str = "optimal",
+    accuracy_threshold: float = 0.01,
+    sensitivity: Optional[dict[str, float]] = None,
+    error_measure: str = "weight-mse",
+) -> Plan:
+    """Builds a plan from candidate options (see the module docs for the modes)."""
+    names = list(options)
+    classes = [[(o.bytes, o.error) for o in options[n]] for n in names]
+    bytes_fp32 = {
+        n: max(o.bytes for o in options[n] if o.precision == QuantizationPrecision.FP32) for n in names
+    }
+    if mode == "optimal":
+        picks, _, bound, optimal = solve_mckp(classes, budget)
+        notes = [] if optimal else ["branch and bound stopped at its node limit: see lower_bound"]
+    elif mode == "threshold":
+        picks = _threshold_picks(options, budget, accuracy_threshold, sensitivity or {})
+        bound, optimal, notes = math.nan, False, ["seed threshold rule; not optimized"]
+    else:
+        raise ValueError(f"unknown planning mode {mode!r}; expected 'optimal' or 'threshold'")
+    layers = [
+        LayerChoice(
+            n,
+            options[n][i].name,
+            options[n][i].precision.value,
+            options[n][i].bytes,
+            bytes_fp32[n],
+            options[n][i].error,
+        )
+        for n, i in zip(names, picks)
+    ]
+    return Plan(mode, error_measure, budget, layers, bound, optimal, notes)
+
+
+def _threshold_picks(
+    options: dict[str, list[Option]], budget: int, t: float, sensitivity: dict[str, float]
+) -> list[int]:
+    wanted = {QuantizationPrecision.INT8: 0, QuantizationPrecision.FP16: 1, QuantizationPrecision.FP32: 2}
+    picks: dict[str, int] = {}
+    for n, opts in options.items():
+        s = sensitivity.get(n, 0.0)
+        target = (
+            QuantizationPrecision.INT8
+            if s < t
+            else QuantizationPrecision.FP16
+            if s < 2 * t
+            else QuantizationPrecision.FP32
+        )
+        rank = wanted[target]
+        fits = [i for i, o in enumerate(opts) if o.precision in wanted and wanted[o.precision] == rank]
+        picks[n] = fits[0] if fits else max(range(len(opts)), key=lambda i: opts[i].bytes)
+    smallest = sum(min(o.bytes for o in opts) for opts in options.values())
+    if smallest > budget:
+        raise ValueError(
+            f"budget of {budget:,} bytes cannot be met: the smallest reachable size is {smallest:,} bytes"
+        )
+    total = sum(options[n][i].bytes for n, i in picks.items())
+    while total > budget:
+        # Demote the least sensitive layer that still has a smaller option, one step.
+        movable = [n for n, i in picks.items() if any(o.bytes < options[n][i].bytes for o in options[n])]
+        n = min(movable, key=lambda n: sensitivity.get(n, 0.0))
+        cur = options[n][picks[n]].bytes
+        smaller = [i for i, o in enumerate(options[n]) if o.bytes < cur]
+        nxt = max(smaller, key=lambda i: options[n][i].bytes)
+        total += options[n][nxt].bytes - cur
+        picks[n] = nxt
+    return [picks[n] for n in options]

@@ -1,0 +1,368 @@
+"""The seed's API: ``AdaptiveQuantizer`` and its factory functions, over the Rust core."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+
+from . import ops
+from ._arrays import as_float_array
+from ._io import PathLike, write_json
+from .calibration import calibrate
+from .gpu import GpuFamily, gpu_family
+from .planner import Budget, Evaluate, Plan, candidate_options, parse_budget, plan
+from .report import format_report, report_dict
+from .scheme import QParams, Scheme
+from .sensitivity import HessianVectorProduct, layer_stats
+from .types import CalibrationMethod, LayerQuantizationStats, QuantizationConfig, QuantizationPrecision
+
+SCHEMA_VERSION = 1
+DEVICES = ("auto", "cpu")
+Scale = Union[float, np.ndarray]
+
+
+class AdaptiveQuantizer:
+    """Quantizes tensors, analyzes layer sensitivity and plans mixed precision.
+
+    ``device``: ``"auto"`` or ``"cpu"``. This build runs every kernel on the CPU (Rust, rayon).
+    """
+
+    def __init__(
+        self, gpu_family: str = "polaris", config: Optional[QuantizationConfig] = None, device: str = "auto"
+    ) -> None:
+        self.gpu: GpuFamily = _family(gpu_family)
+        self.gpu_family = self.gpu.name
+        self.config = config or QuantizationConfig()
+        if device not in DEVICES:
+            raise ValueError(f"unknown device {device!r}; this build supports {', '.join(DEVICES)}")
+        self.device = "cpu"
+        self.layer_params: dict[str, QParams] = {}
+        self.layer_stats: dict[str, LayerQuantizationStats] = {}
+        self.last_plan: Optional[Plan] = None
+
+    # ------------------------------------------------------------ schemes
+
+    def scheme_for(
+        self, precision: Optional[Any] = None, axis: Optional[int] = None, shape: tuple[int, ...] = ()
+    ) -> Scheme:
+        """The scheme the config implies for ``precision`` (default: the config's)."""
+        p = QuantizationPrecision.parse(precision or self.config.precision)
+        c = self.config
+        if axis is None and c.per_channel and len(shape) >= 2:
+            axis = 0
+        group = c.group_size
+        if group and (not shape or shape[-1] % group):
+            group = None
+        if group:
+            axis = -1
+        return Scheme(p.value, symmetric=c.symmetric, axis=axis, group_size=group)
+
+    def _qparams(self, w: np.ndarray, scheme: Scheme, method: CalibrationMethod) -> QParams:
+        opts = {"percentile": self.config.percentile} if method is CalibrationMethod.PERCENTILE else {}
+        return calibrate(w, method.core_name, scheme, **opts)
+
+    # ------------------------------------------------------------ quantization
+
+    def quantize_tensor(
+        self,
+        tensor: Any,
+        precision: Optional[Any] = None,
+        method: Optional[Any] = None,
+        layer_name: Optional[str] = None,
+    ) -> tuple[np.ndarray, Scale, Union[int, np.ndarray]]:
+        """Returns ``(q, scale, zero_point)``; a float scale and int zero point per tensor.
+
+        With ``layer_name`` the parameters are recorded (for export) or, if a loaded config has
+        that layer, reused: the result is then bit-identical to the exporting quantizer's.
+        FP16/FP32 return the converted array with scale 1.0 and zero point 0.
+        """
+        w = as_float_array(tensor, "tensor")
+        m = CalibrationMethod.parse(method or self.config.calibration_method)
+        if (
+            layer_name is not None
+            and layer_name in self.layer_params
+            and precision is None
+            and method is None
+        ):
+            qp = self.layer_params[layer_name]
+            q, _ = ops.quantize(w, qp.scheme, qp)
+        else:
+            s = self.scheme_for(precision, shape=w.shape)
+            qp = self._qparams(w, s, m) if s.is_integer else None
+            q, qp = ops.quantize(w, s, qp)
+        if layer_name is not None:
+            self.layer_params[layer_name] = qp
+        return q, _scalar(qp.scale, 1.0), _scalar(qp.zero_point, 0)
+
+    def quantize_tensor_per_channel(
+        self, tensor: Any, axis: int = 0, precision: Optional[Any] = None, method: Optional[Any] = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-channel quantization along ``axis``: returns ``(q, scales, zero_points)``."""
+        w = as_float_array(tensor, "tensor")
+        s = self.scheme_for(precision, axis=axis, shape=w.shape)
+        s = Scheme(s.precision, s.symmetric, axis, None, s.full_range)
+        if not s.is_integer:
+            raise ValueError(f"per-channel quantization needs int8 or int4, got {s.precision}")
+        qp = self._qparams(w, s, CalibrationMethod.parse(method or self.config.calibration_method))
+        q, qp = ops.quantize(w, s, qp)
+        return q, qp.scale, qp.zero_point
+
+    def dequantize_tensor(
+        self,
+        q: Any,
+        scale: Any,
+        zero_point: Any = 0,
+        axis: Optional[int] = None,
+        group_size: Optional[int] = None,
+    ) -> np.ndarray:
+        """Float32 ``(q - zero_point) * scale``; ``axis``/``group_size`` say how scales map."""
+        c = np.asarray(q)
+        if c.dtype.kind == "f":
+            return c.astype(np.float32)
+        sc = np.asarray(scale, np.float32)
+        if axis is None and sc.ndim == 1 and sc.size > 1:
+            axis = 0
+        prec = (
+            "int8" if c.dtype in (np.int8, np.uint8) and (np.abs(c.astype(np.int16)) > 15).any() else "int4"
+        )
+        prec = self.scheme_for().precision if self.scheme_for().is_integer and prec == "int4" else prec
+        s = Scheme(prec, symmetric=c.dtype == np.int8, axis=axis, group_size=group_size)
+        zp = np.broadcast_to(np.asarray(zero_point, np.int32), sc.shape)
+        return ops.dequantize(c, QParams(s, sc, zp, c.shape))
+
+    def fake_quantize(
+        self, weights: Any, precision: Optional[Any] = None, method: Optional[Any] = None
+    ) -> np.ndarray:
+        """Quantize-dequantize in one pass (float32 out). Its gradient is the clipped
+        straight-through estimator: see :meth:`fake_quantize_with_mask`."""
+        return self.fake_quantize_with_mask(weights, precision, method)[0]
+
+    def fake_quantize_with_mask(
+        self, weights: Any, precision: Optional[Any] = None, method: Optional[Any] = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Fake-quantized weights and the STE mask: ``grad_w = grad_out * mask``."""
+        w = as_float_array(weights, "weights")
+        s = self.scheme_for(precision, shape=w.shape)
+        qp = (
+            self._qparams(w, s, CalibrationMethod.parse(method or self.config.calibration_method))
+            if s.is_integer
+            else None
+        )
+        y, mask = ops.fake_quantize(w, s, qp, return_mask=True)
+        return y, mask
+
+    def pack_int4(self, values: Any) -> np.ndarray:
+        """Two INT4 codes per byte (element 2i in the low nibble); see :func:`rxquant.pack_int4`."""
+        return ops.pack_int4(values)
+
+    def unpack_int4(self, packed: Any, original_shape: Any, signed: bool = True) -> np.ndarray:
+        return ops.unpack_int4(packed, original_shape, signed)
+
+    # ------------------------------------------------------------ sensitivity and planning
+
+    def analyze_layer_sensitivity(
+        self,
+        weights: Any,
+        layer_name: str,
+        compute_hessian: bool = False,
+        activations: Optional[Any] = None,
+        hessian_vector_product: Optional[HessianVectorProduct] = None,
+        precision: Optional[Any] = None,
+        method: Optional[Any] = None,
+    ) -> LayerQuantizationStats:
+        """Quantizes ``weights`` and measures the error (see :class:`LayerQuantizationStats`).
+
+        The Hessian comes from ``activations`` (inputs ``[n, in_features]`` or ``E[x^2]``) or from
+        Hutchinson's estimator on ``hessian_vector_product``; without either it is not computed.
+        """
+        w = as_float_array(weights, "weights")
+        p = QuantizationPrecision.parse(precision or self.config.precision)
+        m = CalibrationMethod.parse(method or self.config.calibration_method)
+        s = self.scheme_for(p, shape=w.shape)
+        opts = {"percentile": self.config.percentile} if m is CalibrationMethod.PERCENTILE else {}
+        stats, _ = layer_stats(
+            w,
+            layer_name,
+            s,
+            p,
+            m,
+            compute_hessian=compute_hessian,
+            activations=activations,
+            hessian_vector_product=hessian_vector_product,
+            calibrate_opts=opts,
+        )
+        self.layer_stats[layer_name] = stats
+        if s.is_integer:
+            self.layer_params[layer_name] = self._qparams(w, s, m)
+        return stats
+
+    def get_optimal_precision(
+        self, sensitivity: Union[float, LayerQuantizationStats], accuracy_threshold: float = 0.01
+    ) -> QuantizationPrecision:
+        """The seed's rule: sensitivity below the threshold gives INT8, below twice it FP16, else FP32."""
+        s = (
+            sensitivity.sensitivity_score
+            if isinstance(sensitivity, LayerQuantizationStats)
+            else float(sensitivity)
+        )
+        if s < accuracy_threshold:
+            return QuantizationPrecision.INT8
+        return QuantizationPrecision.FP16 if s < 2 * accuracy_threshold else QuantizationPrecision.FP32
+
+    def optimize_mixed_precision(
+        self,
+        layer_weights: dict[str, Any],
+        accuracy_threshold: float = 0.01,
+        memory_budget_gb: float = 8.0,
+        *,
+        budget: Optional[Budget] = None,
+        mode: str = "threshold",
+        activations: Optional[dict[str, Any]] = None,
+        evaluate: Optional[Evaluate] = None,
+        progress: bool = True,
+    ) -> dict[str, QuantizationPrecision]:
+        """Chooses a precision per layer within the memory budget; returns ``{name: precision}``.
+
+        ``memory_budget_gb`` is in GB (10^9 bytes); ``budget`` overrides it and also takes
+        ``"6GB"``, ``"5.5GiB"`` or ``"4.5bpw"``. ``mode="threshold"`` is the seed's rule;
+        ``mode="optimal"`` minimizes the total predicted error exactly. The full plan (bytes,
+        errors, bound) is kept in ``self.last_plan``. An impossible budget raises a ValueError
+        that states the smallest reachable size.
+        """
+        if not layer_weights:
+            self.last_plan = Plan(mode, "none", 0, [], 0.0, True)
+            return {}
+        weights = {k: as_float_array(v, k) for k, v in layer_weights.items()}
+        total = sum(w.size for w in weights.values())
+        nbytes = parse_budget(budget if budget is not None else memory_budget_gb * 1e9, total)
+        method = self.config.calibration_method
+        options, measure = candidate_options(weights, self.gpu, method, activations, evaluate, progress)
+        sens = {}
+        for name, w in weights.items():
+            sens[name] = self.analyze_layer_sensitivity(
+                w, name, activations=(activations or {}).get(name), precision=QuantizationPrecision.INT8
+            ).sensitivity_score
+        self.last_plan = plan(options, nbytes, mode, accuracy_threshold, sens, measure)
+        return self.last_plan.precision_map
+
+    # ------------------------------------------------------------ config files and reports
+
+    def export_quantization_config(self, path: PathLike) -> None:
+        """Writes config, GPU family and every recorded layer's parameters as JSON (atomically)."""
+        layers = {}
+        for name, qp in self.layer_params.items():
+            d = qp.to_dict()
+            st = self.layer_stats.get(name)
+            if st is not None:
+                d["sqnr_db"] = st.sqnr_db if math.isfinite(st.sqnr_db) else None
+                d["memory_reduction"] = st.memory_reduction
+            layers[name] = d
+        write_json(
+            path,
+            {
+                "schema_version": SCHEMA_VERSION,
+                "gpu_family": self.gpu_family,
+                "config": self.config.to_dict(),
+                "layers": layers,
+            },
+        )
+
+    def load_quantization_config(self, path: PathLike) -> None:
+        """Reads a file written by :meth:`export_quantization_config`, validating every field."""
+        with open(path, encoding="utf-8") as f:
+            try:
+                d = json.load(f, parse_constant=_reject_constant)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{os.fspath(path)} is not valid JSON: {e}") from None
+        cfg, family, layers = _validate_config(d)
+        self.config = cfg
+        self.gpu = _family(family)
+        self.gpu_family = self.gpu.name
+        self.layer_params = layers
+
+    def report_dict(self) -> dict[str, Any]:
+        return report_dict(self.layer_stats)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.report_dict()
+
+    def generate_quantization_report(self) -> str:
+        """A text table: one row per analyzed layer, totals at the end."""
+        return format_report(self.layer_stats, self.gpu, self.config)
+
+
+def _family(name: str) -> GpuFamily:
+    return gpu_family(name)
+
+
+def _scalar(a: np.ndarray, default: Any) -> Any:
+    if a.size == 0:
+        return default
+    return a.item() if a.ndim == 0 else a
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"config contains {name}; scales must be finite numbers")
+
+
+def _validate_config(d: Any) -> tuple[QuantizationConfig, str, dict[str, QParams]]:
+    if not isinstance(d, dict):
+        raise ValueError("config must be a JSON object")
+    version = d.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ValueError(
+            f"unknown config schema_version {version!r}; this rxquant reads version {SCHEMA_VERSION}"
+        )
+    for key, typ in (("gpu_family", str), ("config", dict), ("layers", dict)):
+        if key not in d:
+            raise ValueError(f"config is missing the field {key!r}")
+        if not isinstance(d[key], typ):
+            raise ValueError(f"config field {key!r} must be a {typ.__name__}, got {type(d[key]).__name__}")
+    cfg = QuantizationConfig.from_dict(d["config"])
+    layers = {}
+    for name, ld in d["layers"].items():
+        if not isinstance(ld, dict):
+            raise ValueError(f"layer {name!r} must be an object")
+        try:
+            layers[name] = QParams.from_dict(ld)
+        except (TypeError, KeyError) as e:
+            raise ValueError(f"layer {name!r}: {e}") from None
+        except ValueError as e:
+            raise ValueError(f"layer {name!r}: {e}") from None
+    return cfg, d["gpu_family"], layers
+
+
+def create_quantizer_for_gpu(family: str, aggressive: bool = False) -> AdaptiveQuantizer:
+    """A quantizer with the family's recommended precision; ``aggressive`` picks INT4 (groups of 32)."""
+    fam = _family(family)
+    if aggressive:
+        cfg = QuantizationConfig(precision=QuantizationPrecision.INT4, group_size=32, per_channel=True)
+    else:
+        cfg = QuantizationConfig(precision=fam.recommended_precision, per_channel=True)
+    return AdaptiveQuantizer(gpu_family=fam.name, config=cfg)
+
+
+def benchmark_calibration_methods(
+    tensor: Any,
+    precision: Any = QuantizationPrecision.INT8,
+    repeat: int = 3,
+    timer: Callable[[], float] = time.perf_counter,
+) -> dict[str, dict[str, float]]:
+    """Runs each calibration method on ``tensor``: median time (ms), SQNR (dB) and MAE."""
+    w = as_float_array(tensor, "tensor")
+    p = QuantizationPrecision.parse(precision)
+    out = {}
+    for m in CalibrationMethod:
+        times = []
+        for _ in range(repeat):
+            t = timer()
+            qp = calibrate(w, m.core_name, Scheme(p.value))
+            times.append(timer() - t)
+        met = ops.metrics(w, ops.fake_quantize(w, qparams=qp))
+        out[m.value] = {"time_ms": float(np.median(times) * 1e3), "sqnr_db": met.sqnr_db, "mae": met.mae}
+    return out

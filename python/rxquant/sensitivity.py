@@ -1,0 +1,115 @@
+"""Per-layer quantization error and a real Hessian: from activation statistics (the diagonal
+``2 E[x_j^2]`` of a linear layer's reconstruction loss) or Hutchinson's estimator on a
+Hessian-vector product. Never from the weights alone."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from ._arrays import as_float_array
+from .ops import dequantize, metrics, quantize
+from .scheme import Scheme
+from .types import CalibrationMethod, LayerQuantizationStats, QuantizationPrecision
+
+HessianVectorProduct = Callable[[np.ndarray], np.ndarray]
+
+
+def input_energy(activations: Any, in_features: int) -> np.ndarray:
+    """Per-input-channel ``E[x_j^2]`` from inputs ``[n, in_features]`` (or the vector itself)."""
+    a = as_float_array(activations, "activations").astype(np.float64)
+    if a.ndim == 1:
+        e = a
+    elif a.ndim == 2:
+        e = np.mean(a * a, axis=0)
+    else:
+        raise ValueError(
+            f"activations must be [n, in_features] inputs or an E[x^2] vector, got shape {a.shape}"
+        )
+    if e.shape != (in_features,):
+        raise ValueError(
+            f"activation statistics have {e.shape[0]} channels, the weight has {in_features} inputs"
+        )
+    if not np.all(np.isfinite(e)) or np.any(e < 0):
+        raise ValueError("E[x^2] must be finite and non-negative")
+    return e
+
+
+def data_aware_error(w: np.ndarray, w_hat: np.ndarray, energy: np.ndarray) -> float:
+    """Expected output error ``sum_ij E[x_j^2] (W - W')_ij^2`` of a linear layer ``y = W x``."""
+    d = (w.astype(np.float64) - w_hat) ** 2
+    return float(np.sum(d.reshape(-1, energy.size) * energy))
+
+
+def hutchinson_trace(hvp: HessianVectorProduct, n: int, samples: int = 32, seed: int = 0) -> float:
+    """Hutchinson's estimator ``E[v^T H v]`` with Rademacher vectors ``v``."""
+    rng = np.random.default_rng(seed)
+    total = 0.0
+    for _ in range(samples):
+        v = rng.choice(np.array([-1.0, 1.0], np.float32), size=n)
+        hv = np.asarray(hvp(v), dtype=np.float64).ravel()
+        if hv.size != n:
+            raise ValueError(f"hessian_vector_product returned {hv.size} values for a vector of {n}")
+        total += float(v @ hv)
+    return total / samples
+
+
+def layer_stats(
+    weights: Any,
+    layer_name: str,
+    scheme: Scheme,
+    precision: QuantizationPrecision,
+    method: CalibrationMethod,
+    *,
+    compute_hessian: bool = False,
+    activations: Optional[Any] = None,
+    hessian_vector_product: Optional[HessianVectorProduct] = None,
+    hutchinson_samples: int = 32,
+    calibrate_opts: Optional[dict[str, Any]] = None,
+) -> tuple[LayerQuantizationStats, np.ndarray]:
+    """Quantizes ``weights`` with ``scheme`` and measures the error; returns (stats, dequantized)."""
+    from .calibration import calibrate
+
+    w = as_float_array(weights, "weights")
+    if scheme.is_integer:
+        qp = calibrate(w, method.core_name, scheme, **(calibrate_opts or {}))
+        q, qp = quantize(w, scheme, qp)
+        w_hat = dequantize(q, qp)
+    else:
+        q, qp = quantize(w, scheme)
+        w_hat = q.astype(np.float32)
+    m = metrics(w, w_hat)
+    energy_total = float(np.sum(w.astype(np.float64) ** 2))
+    rel = m.mse * m.count / energy_total if energy_total > 0 else 0.0
+    stats = LayerQuantizationStats(
+        layer_name=layer_name,
+        precision=precision,
+        calibration_method=method,
+        num_params=int(w.size),
+        sensitivity_score=rel,
+        sqnr_db=m.sqnr_db,
+        cosine_similarity=m.cosine,
+        quantization_error=m.mae,
+        mse=m.mse,
+        max_error=m.max_abs_error,
+        memory_reduction=1.0 - qp.nbytes / max(1, w.size * 4),
+        bytes_fp32=int(w.size * 4),
+        bytes_quantized=qp.nbytes,
+    )
+    if activations is not None:
+        if w.ndim != 2:
+            raise ValueError(f"activation statistics need a 2-D [out, in] weight, got shape {w.shape}")
+        e = input_energy(activations, w.shape[1])
+        stats.data_aware_error = data_aware_error(w, w_hat, e)
+        ref = float(np.sum(w.astype(np.float64) ** 2 * e))
+        stats.sensitivity_score = stats.data_aware_error / ref if ref > 0 else 0.0
+        # Hessian of E||(W - W')x||^2: for each of the `out` rows, diag 2 E[x_j^2].
+        stats.hessian_trace = float(2.0 * w.shape[0] * np.sum(e))
+        stats.hessian_method = "activations: diag 2E[x_j^2] of the linear layer's reconstruction loss"
+    elif hessian_vector_product is not None:
+        stats.hessian_trace = hutchinson_trace(hessian_vector_product, w.size, hutchinson_samples)
+        stats.hessian_method = f"Hutchinson, {hutchinson_samples} Rademacher vectors"
+    elif compute_hessian:
+        stats.notes.append("Hessian trace not computed: it needs activations or a hessian_vector_product")
+    return stats, w_hat
