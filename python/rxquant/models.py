@@ -20,7 +20,7 @@ def minilm_dir() -> Optional[Path]:
     return d if (d / "model.safetensors").is_file() else None
 
 
-def minilm_linear_weights() -> Optional[dict[str, "object"]]:
+def minilm_linear_weights() -> Optional[dict[str, object]]:
     """The 36 encoder linear weight matrices of MiniLM (float32), or None if not installed."""
     d = minilm_dir()
     if d is None:
