@@ -99,6 +99,10 @@ impl CalibOptions {
     }
 }
 
+/// Most bytes an observer spends on histograms; with many parameter cells (small groups) each
+/// gets fewer bins. Entropy needs more bins than target levels, else it keeps the full range.
+const HIST_MEMORY: usize = 256 << 20;
+
 /// Streaming calibration state: per-parameter running min/max and histograms.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observer {
@@ -153,6 +157,9 @@ impl Observer {
                 self.min = vec![f32::INFINITY; n];
                 self.max = vec![f32::NEG_INFINITY; n];
                 if self.uses_hist() {
+                    // Many small cells (groups): cap histogram memory at HIST_MEMORY bytes.
+                    let cap = (HIST_MEMORY / (8 * n)).max(16);
+                    self.opts.bins = self.opts.bins.min(cap);
                     self.hists = vec![Hist::empty(self.opts.bins); n];
                 }
             }
@@ -475,8 +482,8 @@ pub fn mse_range(h: &Hist, kind: HistKind, qmin: i32, qmax: i32) -> (f64, f64) {
     (edge(a).min(0.0), edge(b).max(0.0))
 }
 
-/// Calibrates `x` in one call. Percentile (small inputs, or `exact`) and MSE with `exact` work on
-/// the data itself; everything else goes through an [`Observer`] fed one batch.
+/// Calibrates `x` in one call. Percentile (small inputs, per group, or `exact`) and MSE (per group,
+/// or `exact`) work on the data itself; everything else goes through an [`Observer`] fed one batch.
 pub fn calibrate<T: Elem>(
     x: &[T],
     shape: &[usize],
@@ -484,9 +491,11 @@ pub fn calibrate<T: Elem>(
     method: Method,
     opts: &CalibOptions,
 ) -> Result<QParams> {
+    // Per group (small cells, many of them) percentile and MSE work on each group's values.
+    let groups = scheme.granularity_is_group();
     let exact = match method {
-        Method::Percentile => opts.exact.unwrap_or(x.len() <= opts.exact_limit),
-        Method::Mse => opts.exact.unwrap_or(false),
+        Method::Percentile => opts.exact.unwrap_or(x.len() <= opts.exact_limit || groups),
+        Method::Mse => opts.exact.unwrap_or(groups),
         _ => false,
     };
     let mut obs = Observer::new(scheme, method, opts.clone())?;
@@ -562,35 +571,54 @@ fn exact_percentile(v: &mut [f32], symmetric: bool, pct: f64) -> (f64, f64) {
 fn sq_error(v: &[f32], lo: f32, hi: f32, qmin: i32, qmax: i32, symmetric: bool) -> f64 {
     let (s, z) = scale_zero_point(lo, hi, qmin, qmax, symmetric);
     let (a, b) = ((qmin - z) as f32, (qmax - z) as f32);
-    v.iter()
-        .map(|&x| {
-            let r = (x / s).round_ties_even().clamp(a, b);
-            let e = (x - r * s) as f64;
-            e * e
-        })
-        .sum()
+    crate::simd::simd!(sq_error_impl(v, s, a, b))
 }
 
-/// Searches the clip on the data: a grid of 100 fractions of the range, refined around the best.
-/// Asymmetric schemes alternate between the lower and the upper bound.
+#[inline(always)]
+fn sq_error_impl(v: &[f32], s: f32, a: f32, b: f32) -> f64 {
+    const L: usize = 8;
+    const MAGIC: f32 = 12_582_912.0;
+    let one = |x: f32| {
+        let r = x / s;
+        let r = if r > a { r } else { a };
+        let r = if r < b { r } else { b };
+        let e = x - ((r + MAGIC) - MAGIC) * s;
+        e * e
+    };
+    let mut acc = [0f32; L];
+    let mut chunks = v.chunks_exact(L);
+    for c in &mut chunks {
+        for j in 0..L {
+            acc[j] += one(c[j]);
+        }
+    }
+    let tail: f64 = chunks.remainder().iter().map(|&x| one(x) as f64).sum();
+    acc.iter().map(|&x| x as f64).sum::<f64>() + tail
+}
+
+/// Best fraction in `fracs` for `f`.
+fn best_of(fracs: impl Iterator<Item = f32>, f: &dyn Fn(f32) -> f64) -> f32 {
+    fracs.map(|a| (a, f(a))).fold((1.0, f64::INFINITY), |b, c| if c.1 < b.1 { c } else { b }).0
+}
+
+/// Searches the clip on the data: 50 fractions of the range (0.02 to 1), then 21 around the best
+/// (steps of 0.002). Asymmetric schemes shrink both ends together first, then refine each bound.
 fn exact_mse(v: &[f32], scheme: Scheme, qmin: i32, qmax: i32) -> (f64, f64) {
     let (mn, mx) = v.iter().fold((0f32, 0f32), |(a, b), &x| (a.min(x), b.max(x)));
-    let sym = scheme.symmetric;
-    let search = |f: &dyn Fn(f32) -> f64| -> f32 {
-        let coarse = (1..=100).map(|k| k as f32 / 100.0);
-        let best = coarse.min_by(|&a, &b| f(a).total_cmp(&f(b))).unwrap_or(1.0);
-        let fine = (0..=50).map(|k| (best - 0.01 + k as f32 * 0.0004).clamp(1e-4, 1.0));
-        fine.min_by(|&a, &b| f(a).total_cmp(&f(b))).unwrap_or(best)
-    };
-    if sym {
+    let coarse = || (1..=50).map(|k| k as f32 * 0.02);
+    let fine = |c: f32| (0..=20).map(move |k| (c - 0.02 + k as f32 * 0.002).clamp(1e-3, 1.0));
+    if scheme.symmetric {
         let amax = mn.abs().max(mx);
-        let t = amax * search(&|a| sq_error(v, -amax * a, amax * a, qmin, qmax, true));
+        let err = |a: f32| sq_error(v, -amax * a, amax * a, qmin, qmax, true);
+        let t = amax * best_of(fine(best_of(coarse(), &err)), &err);
         return (-(t as f64), t as f64);
     }
-    let (mut lo, mut hi) = (mn, mx);
-    for _ in 0..3 {
-        hi = mx * search(&|b| sq_error(v, lo, mx * b, qmin, qmax, false));
-        lo = mn * search(&|a| sq_error(v, mn * a, hi, qmin, qmax, false));
+    let both = |a: f32| sq_error(v, mn * a, mx * a, qmin, qmax, false);
+    let a = best_of(coarse(), &both);
+    let (mut lo, mut hi) = (mn * a, mx * a);
+    for _ in 0..2 {
+        hi = mx * best_of(fine(hi / mx.max(f32::MIN_POSITIVE)), &|b| sq_error(v, lo, mx * b, qmin, qmax, false));
+        lo = mn * best_of(fine(lo / mn.min(-f32::MIN_POSITIVE)), &|c| sq_error(v, mn * c, hi, qmin, qmax, false));
     }
     (lo as f64, hi as f64)
 }

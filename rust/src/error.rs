@@ -30,6 +30,14 @@ pub enum Error {
     /// A parameter that makes no sense (zero scale, unknown name, ...).
     #[error("invalid argument: {0}")]
     Invalid(String),
+
+    /// A file that cannot be opened or read (missing, a directory, no permission).
+    #[error("{0}")]
+    Io(String),
+
+    /// A file whose content is not what its format promises (corrupt or truncated).
+    #[error("{0}")]
+    Format(String),
 }
 
 /// Crate-wide result type.

@@ -19,6 +19,7 @@
 //! ```
 
 pub mod calib;
+pub mod checkpoint;
 pub mod elem;
 pub mod error;
 pub mod fp16;

@@ -110,6 +110,11 @@ impl Scheme {
         }
     }
 
+    /// True for per-group granularity.
+    pub fn granularity_is_group(&self) -> bool {
+        matches!(self.granularity, Granularity::PerGroup { .. })
+    }
+
     /// True when quantized values are stored signed (`i8`), false for unsigned (`u8`).
     pub fn signed(&self) -> bool {
         self.symmetric

@@ -1,6 +1,6 @@
 //! Turns `rxquant::Error` into Python exceptions, and keeps Rust panics from reaching Python.
 
-use pyo3::exceptions::{PyIndexError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyIndexError, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -10,7 +10,8 @@ pub fn to_py(e: rxquant::Error) -> PyErr {
     let msg = e.to_string();
     match e {
         Axis { .. } => PyIndexError::new_err(msg),
-        NonFinite { .. } | GroupSize { .. } | Shape(_) | OutOfRange { .. } | Invalid(_) => {
+        Io(_) => PyOSError::new_err(msg),
+        NonFinite { .. } | GroupSize { .. } | Shape(_) | OutOfRange { .. } | Invalid(_) | Format(_) => {
             PyValueError::new_err(msg)
         }
     }

@@ -2,6 +2,7 @@
 
 mod arrays;
 mod calib;
+mod checkpoint;
 mod errors;
 mod metrics;
 mod pack;
@@ -25,6 +26,7 @@ fn _rxquant(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(threads, m)?)?;
     m.add_function(wrap_pyfunction!(calib::calibrate, m)?)?;
     m.add_class::<calib::Observer>()?;
+    m.add_class::<checkpoint::SafetensorsFile>()?;
     Ok(())
 }
 
