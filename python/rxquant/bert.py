@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
 SENTENCES = [
     "The RX 580 has eight gigabytes of memory.",
     "Quantization stores weights in fewer bits.",
@@ -54,6 +55,8 @@ class Bert:
         self.layers = int(cfg["num_hidden_layers"])
         self.eps = float(cfg.get("layer_norm_eps", 1e-12))
         self.weights = weights
+        # float64 copies, made once (the word-embedding table is gathered per call instead).
+        self._w64 = {k: np.asarray(v, np.float64) for k, v in weights.items() if k != WORD_EMBEDDINGS}
         from tokenizers import Tokenizer
 
         self.tokenizer = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
@@ -66,13 +69,14 @@ class Bert:
     def embed(self, sentences: list[str], weights: Optional[dict[str, Any]] = None) -> np.ndarray:
         """Normalized sentence embeddings ``[len(sentences), hidden]`` (float64)."""
         ids, mask = self.tokenize(sentences)
-        w = {**self.weights, **(weights or {})}
-        g = lambda k: np.asarray(w[k], dtype=np.float64)  # noqa: E731
+        over = weights or {}
+        w = {**self.weights, **over}
+        g = lambda k: np.asarray(over[k], np.float64) if k in over else self._w64[k]  # noqa: E731
         lin = lambda x, k: x @ g(k + ".weight").T + g(k + ".bias")  # noqa: E731
         ln = lambda x, k: _layer_norm(x, g(k + ".weight"), g(k + ".bias"), self.eps)  # noqa: E731
         n, t = ids.shape
         # Gather rows before widening: the word-embedding table is the largest tensor.
-        words = np.asarray(w["embeddings.word_embeddings.weight"])[ids].astype(np.float64)
+        words = np.asarray(w[WORD_EMBEDDINGS])[ids].astype(np.float64)
         x = words + g("embeddings.position_embeddings.weight")[:t]
         x = ln(x + g("embeddings.token_type_embeddings.weight")[0], "embeddings.LayerNorm")
         bias = (1.0 - mask[:, None, None, :]) * -1e9

@@ -190,8 +190,9 @@ def _pareto(items: list[tuple[int, float]]) -> list[int]:
     return keep
 
 
-def _hull_steps(items: list[tuple[int, float]], idx: list[int]) -> list[tuple[float, int, float]]:
-    """Lower-convex-hull increments (error saved per byte, bytes, error saved) from the cheapest item."""
+def _hull_steps(items: list[tuple[int, float]], idx: list[int]) -> list[tuple[float, int, float, int, int]]:
+    """Lower-convex-hull increments from the cheapest item:
+    (error saved per byte, bytes added, error saved, from item, to item)."""
     hull = [idx[0]]
     for i in idx[1:]:
         while len(hull) >= 2:
@@ -205,7 +206,7 @@ def _hull_steps(items: list[tuple[int, float]], idx: list[int]) -> list[tuple[fl
     steps = []
     for a, b in zip(hull, hull[1:]):
         db, de = items[b][0] - items[a][0], items[a][1] - items[b][1]
-        steps.append((de / db, db, de))
+        steps.append((de / db, db, de, a, b))
     return steps
 
 
@@ -220,7 +221,7 @@ def _lp_bound(
     steps = sorted(
         (s for k in range(start, len(classes)) for s in _hull_steps(classes[k], fronts[k])), reverse=True
     )
-    for _, db, de in steps:
+    for _, db, de, _, _ in steps:
         if db <= room:
             room -= db
             err -= de
@@ -230,13 +231,27 @@ def _lp_bound(
     return err
 
 
+def _lp_choice(classes: list[list[tuple[int, float]]], fronts: list[list[int]], budget: int) -> list[int]:
+    """An integral choice from the LP solution: its fractional step rounded down (always feasible)."""
+    pick = [f[0] for f in fronts]
+    room = budget - sum(classes[k][f[0]][0] for k, f in enumerate(fronts))
+    steps = [
+        (gain, k, a, b, db) for k, f in enumerate(fronts) for gain, db, _, a, b in _hull_steps(classes[k], f)
+    ]
+    for _, k, frm, to, db in sorted(steps, key=lambda s: -s[0]):
+        if pick[k] == frm and db <= room:
+            pick[k], room = to, room - db
+    return pick
+
+
 def solve_mckp(
-    classes: list[list[tuple[int, float]]], budget: int, node_limit: int = 2_000_000
+    classes: list[list[tuple[int, float]]], budget: int, node_limit: int = 500_000
 ) -> tuple[list[int], float, float, bool]:
     """Picks one item (bytes, error) per class, total bytes <= budget, least total error.
 
     Returns (choice per class, total error, proven lower bound, proven optimal). Branch and bound
-    with the LP bound; exact unless ``node_limit`` is reached (then the bound says how far off).
+    with the LP bound, largest classes first, the LP's choice tried first, starting from the
+    rounded LP solution; exact unless ``node_limit`` is reached (then the bound says how far off).
     """
     fronts = [_pareto(c) for c in classes]
     smallest = sum(c[f[0]][0] for c, f in zip(classes, fronts))
@@ -244,12 +259,16 @@ def solve_mckp(
         raise ValueError(
             f"budget of {budget:,} bytes cannot be met: the smallest reachable size is {smallest:,} bytes"
         )
-    n = len(classes)
+    order = sorted(range(len(classes)), key=lambda k: -max(b for b, _ in classes[k]))
+    cls = [classes[k] for k in order]
+    fr = [fronts[k] for k in order]
+    n = len(cls)
     min_rest = [0] * (n + 1)
     for k in range(n - 1, -1, -1):
-        min_rest[k] = min_rest[k + 1] + classes[k][fronts[k][0]][0]
-    root = _lp_bound(classes, fronts, 0, budget)
-    best_err, best = math.inf, [f[0] for f in fronts]
+        min_rest[k] = min_rest[k + 1] + cls[k][fr[k][0]][0]
+    root = _lp_bound(cls, fr, 0, budget)
+    best = _lp_choice(cls, fr, budget)
+    best_err = sum(cls[k][i][1] for k, i in enumerate(best))
     choice = [0] * n
     nodes = 0
 
@@ -262,17 +281,21 @@ def solve_mckp(
             if err < best_err:
                 best_err, best = err, choice.copy()
             return
-        if err + _lp_bound(classes, fronts, k, budget - used) >= best_err - 1e-12 * max(1.0, abs(best_err)):
+        if err + _lp_bound(cls, fr, k, budget - used) >= best_err - 1e-12 * max(1.0, abs(best_err)):
             return
-        for i in sorted(fronts[k], key=lambda i: classes[k][i][1]):
-            b = classes[k][i][0]
+        lp = _lp_choice(cls[k:], fr[k:], budget - used)[0]
+        for i in sorted(fr[k], key=lambda i: (i != lp, cls[k][i][1])):
+            b = cls[k][i][0]
             if used + b + min_rest[k + 1] <= budget:
                 choice[k] = i
-                dfs(k + 1, used + b, err + classes[k][i][1])
+                dfs(k + 1, used + b, err + cls[k][i][1])
 
     dfs(0, 0, 0.0)
     optimal = nodes <= node_limit
-    return best, best_err, (best_err if optimal else root), optimal
+    picks = [0] * n
+    for pos, k in enumerate(order):
+        picks[k] = best[pos]
+    return picks, best_err, (best_err if optimal else root), optimal
 
 
 def plan(

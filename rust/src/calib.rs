@@ -99,6 +99,9 @@ impl CalibOptions {
     }
 }
 
+/// Largest cell (values per scale) that one-shot MSE calibration searches on the data by default.
+pub const MSE_EXACT_CELL: usize = 16_384;
+
 /// Most bytes an observer spends on histograms; with many parameter cells (small groups) each
 /// gets fewer bins. Entropy needs more bins than target levels, else it keeps the full range.
 const HIST_MEMORY: usize = 256 << 20;
@@ -482,8 +485,9 @@ pub fn mse_range(h: &Hist, kind: HistKind, qmin: i32, qmax: i32) -> (f64, f64) {
     (edge(a).min(0.0), edge(b).max(0.0))
 }
 
-/// Calibrates `x` in one call. Percentile (small inputs, per group, or `exact`) and MSE (per group,
-/// or `exact`) work on the data itself; everything else goes through an [`Observer`] fed one batch.
+/// Calibrates `x` in one call. Percentile (small inputs, per group, or `exact`) and MSE (cells of
+/// at most [`MSE_EXACT_CELL`] values, or `exact`) work on the data itself; everything else goes
+/// through an [`Observer`] fed one batch.
 pub fn calibrate<T: Elem>(
     x: &[T],
     shape: &[usize],
@@ -491,11 +495,13 @@ pub fn calibrate<T: Elem>(
     method: Method,
     opts: &CalibOptions,
 ) -> Result<QParams> {
-    // Per group (small cells, many of them) percentile and MSE work on each group's values.
+    // Small cells (groups, short channels) are searched on their own values: cheaper than a
+    // 2048-bin histogram per cell, and exact.
     let groups = scheme.granularity_is_group();
+    let cell = x.len() / ParamMap::new(shape, scheme.granularity)?.n_params().max(1);
     let exact = match method {
         Method::Percentile => opts.exact.unwrap_or(x.len() <= opts.exact_limit || groups),
-        Method::Mse => opts.exact.unwrap_or(groups),
+        Method::Mse => opts.exact.unwrap_or(groups || cell <= MSE_EXACT_CELL),
         _ => false,
     };
     let mut obs = Observer::new(scheme, method, opts.clone())?;
