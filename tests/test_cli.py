@@ -1,4 +1,4 @@
-"""The command line: demo output and exit codes."""
+"""The command line: the synthetic fallback demo, the fallback path, and exit codes."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ import sys
 
 import pytest
 
+import rxquant.demo
+import rxquant.models
 from rxquant.cli import main
-from rxquant.demo import run_demo
+from rxquant.demo import run_tensor_demo
 
 
-def test_demo_rows_are_measured():
+def test_tensor_demo_rows_are_measured():
     lines: list[str] = []
-    rows = run_demo(lines.append)
+    rows = run_tensor_demo(lines.append)
     assert len(rows) == 20
     by = {(r["tensor"], r["scheme"]): r for r in rows}
     q = "q_proj 768x768 normal, row scales"
@@ -24,14 +26,21 @@ def test_demo_rows_are_measured():
     assert any("SQNR dB" in line for line in lines)
 
 
+def test_demo_falls_back_to_synthetic_and_says_so(monkeypatch):
+    monkeypatch.setattr(rxquant.models, "minilm_dir", lambda: None)
+    lines: list[str] = []
+    result = rxquant.demo.run_demo(print_fn=lines.append)
+    assert result["model"] == "synthetic" and "falling back to synthetic" in lines[0]
+
+
 def test_cli_usage_error_exit_code(capsys):
     with pytest.raises(SystemExit) as e:
         main(["no-such-command"])
     assert e.value.code == 2
 
 
-def test_module_entry_point_runs_demo():
+def test_module_entry_point():
     out = subprocess.run(
-        [sys.executable, "-m", "rxquant", "demo"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "rxquant", "--version"], capture_output=True, text=True, check=True
     )
-    assert "int4 group 32 asym" in out.stdout
+    assert out.stdout.startswith("rxquant ")

@@ -38,7 +38,7 @@ def parse_budget(budget: Budget, total_params: int) -> int:
         return int(budget)
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zA-Z]*)\s*", str(budget))
     unit = m.group(2).lower() if m else ""
-    if not m or (unit not in _UNITS and unit != "bpw"):
+    if not m or (unit and unit not in _UNITS and unit != "bpw"):
         raise ValueError(f"cannot read budget {budget!r}; use bytes, e.g. '60MB', '5.5GiB' or '4.5bpw'")
     value = float(m.group(1))
     if value <= 0:

@@ -623,8 +623,10 @@ fn exact_mse(v: &[f32], scheme: Scheme, qmin: i32, qmax: i32) -> (f64, f64) {
     let a = best_of(coarse(), &both);
     let (mut lo, mut hi) = (mn * a, mx * a);
     for _ in 0..2 {
-        hi = mx * best_of(fine(hi / mx.max(f32::MIN_POSITIVE)), &|b| sq_error(v, lo, mx * b, qmin, qmax, false));
-        lo = mn * best_of(fine(lo / mn.min(-f32::MIN_POSITIVE)), &|c| sq_error(v, mn * c, hi, qmin, qmax, false));
+        hi = mx
+            * best_of(fine(hi / mx.max(f32::MIN_POSITIVE)), &|b| sq_error(v, lo, mx * b, qmin, qmax, false));
+        lo = mn
+            * best_of(fine(lo / mn.min(-f32::MIN_POSITIVE)), &|c| sq_error(v, mn * c, hi, qmin, qmax, false));
     }
     (lo as f64, hi as f64)
 }

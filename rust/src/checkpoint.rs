@@ -30,8 +30,9 @@ impl SafetensorsFile {
         // SAFETY: the map is read-only; like every mmap reader we rely on the file not being
         // truncated by another process while it is open.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::Io(format!("cannot map {shown}: {e}")))?;
-        let (header_len, meta) = SafeTensors::read_metadata(&mmap)
-            .map_err(|e| Error::Format(format!("{shown} is not a valid safetensors file: {}", describe(&e))))?;
+        let (header_len, meta) = SafeTensors::read_metadata(&mmap).map_err(|e| {
+            Error::Format(format!("{shown} is not a valid safetensors file: {}", describe(&e)))
+        })?;
         Ok(SafetensorsFile { path, mmap, header_len, meta })
     }
 
@@ -64,8 +65,29 @@ impl SafetensorsFile {
         Ok(&self.mmap[start + i.data_offsets.0..start + i.data_offsets.1])
     }
 
+    /// Drops the tensor's pages from this process's mapping once it has been copied, so that
+    /// streaming through a large file does not keep it all resident (the kernel reloads the pages
+    /// from the file if they are read again).
+    pub fn release(&self, name: &str) {
+        if let Ok(i) = self.info(name) {
+            let start = 8 + self.header_len + i.data_offsets.0;
+            let len = i.data_offsets.1 - i.data_offsets.0;
+            // SAFETY: a read-only file mapping: DONTNEED only discards clean pages, which read
+            // back unchanged from the file; no reference into them outlives this call's callers.
+            #[cfg(unix)]
+            let _ =
+                unsafe { self.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len) };
+        }
+    }
+
     /// A floating tensor (F32, F16, BF16, F64) converted to f32; other dtypes are an error.
     pub fn to_f32(&self, name: &str) -> Result<Vec<f32>> {
+        let out = self.convert(name);
+        self.release(name);
+        out
+    }
+
+    fn convert(&self, name: &str) -> Result<Vec<f32>> {
         let dtype = self.info(name)?.dtype;
         let b = self.raw(name)?;
         let words = |w: usize| b.chunks_exact(w);
@@ -73,7 +95,9 @@ impl SafetensorsFile {
             Dtype::F32 => words(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
             Dtype::F16 => words(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
             Dtype::BF16 => words(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            Dtype::F64 => words(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect(),
+            Dtype::F64 => {
+                words(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect()
+            }
             other => {
                 return Err(Error::Invalid(format!("tensor {name:?} has dtype {other}, not a floating type")))
             }
@@ -91,7 +115,9 @@ fn describe(e: &safetensors::SafeTensorError) -> String {
     match e {
         HeaderTooSmall => "the file is shorter than the 8-byte header length".into(),
         HeaderTooLarge | InvalidHeaderLength => "the header length points beyond the end of the file".into(),
-        MetadataIncompleteBuffer => "the data is truncated or has extra bytes (size does not match the header)".into(),
+        MetadataIncompleteBuffer => {
+            "the data is truncated or has extra bytes (size does not match the header)".into()
+        }
         other => format!("{other}"),
     }
 }
@@ -146,12 +172,16 @@ mod tests {
         assert_eq!(f.to_f32("b").unwrap(), vec![3.0]);
         assert_eq!(f.dtype_shape("b").unwrap(), ("BF16".to_string(), vec![1]));
         let truncated = write(&file(h, &data[..6]));
-        assert!(matches!(SafetensorsFile::open(&truncated.0), Err(Error::Format(m)) if m.contains("truncated")));
+        assert!(
+            matches!(SafetensorsFile::open(&truncated.0), Err(Error::Format(m)) if m.contains("truncated"))
+        );
         let mut beyond = file(h, &data);
         beyond[..8].copy_from_slice(&1_000_000u64.to_le_bytes());
         let beyond = write(&beyond);
         assert!(matches!(SafetensorsFile::open(&beyond.0), Err(Error::Format(m)) if m.contains("beyond")));
-        assert!(matches!(SafetensorsFile::open(std::env::temp_dir()), Err(Error::Io(m)) if m.contains("directory")));
+        assert!(
+            matches!(SafetensorsFile::open(std::env::temp_dir()), Err(Error::Io(m)) if m.contains("directory"))
+        );
         assert!(matches!(SafetensorsFile::open("/no/such/file"), Err(Error::Io(_))));
     }
 }

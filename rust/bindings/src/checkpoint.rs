@@ -48,6 +48,7 @@ impl SafetensorsFile {
     /// A tensor's stored bytes (a copy), for tensors that pass through unchanged.
     fn read_raw<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
         let b = self.inner.raw(name).map_err(to_py)?.to_vec();
+        self.inner.release(name);
         let n = b.len();
         to_numpy(py, b, &[n])
     }

