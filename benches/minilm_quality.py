@@ -82,9 +82,8 @@ def main() -> None:
         print("\nmixed plan at 4.5 bits a weight with measured sensitivity (rxquant demo):")
         res = run_demo(quiet=True, print_fn=lambda s: None)["results"]
         for r in res:
-            print(
-                f"  {r['variant']:<28} {r['bits_per_weight']:.3f} bits/weight, embedding cosine {r['embedding_cosine']:.6f}"
-            )
+            bits, cos = r["bits_per_weight"], r["embedding_cosine"]
+            print(f"  {r['variant']:<28} {bits:.3f} bits/weight, embedding cosine {cos:.6f}")
 
 
 if __name__ == "__main__":

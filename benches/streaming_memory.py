@@ -54,9 +54,8 @@ def main() -> None:
         n = max(1, round(args.gib * 2**30 / (4096 * 4096 * 4)))
         t = time.perf_counter()
         size = generate(src, n)
-        print(
-            f"generated {size / 2**30:.2f} GiB ({n} tensors of 4096x4096 float32) in {time.perf_counter() - t:.1f} s"
-        )
+        took = time.perf_counter() - t
+        print(f"generated {size / 2**30:.2f} GiB ({n} tensors of 4096x4096 float32) in {took:.1f} s")
         cmd = [
             sys.executable,
             "-m",
@@ -85,9 +84,8 @@ def main() -> None:
         elapsed = time.perf_counter() - t
         if r.returncode != 0:
             sys.exit(f"rxquant quantize failed: {r.stderr.strip().splitlines()[-1]}")
-        print(
-            f"rxquant quantize --precision {args.precision}: {elapsed:.1f} s, output {os.path.getsize(out) / 2**30:.2f} GiB"
-        )
+        out_gib = os.path.getsize(out) / 2**30
+        print(f"rxquant quantize --precision {args.precision}: {elapsed:.1f} s, output {out_gib:.2f} GiB")
         print(f"peak resident memory ({how}): {peak_kib / 2**20:.3f} GiB (target < 1 GiB)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
