@@ -74,6 +74,27 @@ macro_rules! with_slice {
     };
 }
 
+/// A new zeroed numpy array: large outputs are allocated by numpy (which asks the kernel for huge
+/// pages) and filled in place by the kernels, instead of copying or faulting in a Rust buffer.
+pub fn zeros<'py, T: numpy::Element>(py: Python<'py>, shape: &[usize]) -> Bound<'py, PyArrayDyn<T>> {
+    PyArrayDyn::zeros(py, numpy::IxDyn(shape), false)
+}
+
+/// Fills a new array of `shape` with `f(slice)` run with the GIL released.
+pub fn fill<'py, T: numpy::Element + Send>(
+    py: Python<'py>,
+    shape: &[usize],
+    f: impl FnOnce(&mut [T]) -> rxquant::Result<()> + Send,
+) -> PyResult<Bound<'py, PyAny>> {
+    let out = zeros::<T>(py, shape);
+    {
+        let mut rw = out.readwrite();
+        let slice = rw.as_slice_mut()?;
+        crate::errors::detach(py, || f(slice))?;
+    }
+    Ok(out.into_any())
+}
+
 /// Moves a Rust vector into a numpy array of `shape` (no copy).
 pub fn to_numpy<'py, T: numpy::Element>(
     py: Python<'py>,

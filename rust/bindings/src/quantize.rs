@@ -1,6 +1,6 @@
 //! quantize / dequantize / fake_quantize / fp16 bindings.
 
-use crate::arrays::{to_numpy, FloatArray};
+use crate::arrays::{fill, to_numpy, zeros, FloatArray};
 use crate::errors::detach;
 use crate::scheme::{parse, SchemeSpec};
 use crate::with_slice;
@@ -66,25 +66,14 @@ pub fn quantize<'py>(
     let qp = qparams(&spec, &shape, scale, zero_point)?;
     let n = shape.iter().product::<usize>();
     if pack {
-        let out = with_slice!(x, s => detach(py, || {
-            let mut out = vec![0u8; n.div_ceil(2)];
-            rxquant::quantize_packed(s, &shape, &qp, ignore_nonfinite, &mut out).map(|_| out)
-        }))?;
-        let len = out.len();
-        return to_numpy(py, out, &[len]);
+        return with_slice!(x, s => fill::<u8>(py, &[n.div_ceil(2)], |o| {
+            rxquant::quantize_packed(s, &shape, &qp, ignore_nonfinite, o)
+        }));
     }
     if qp.scheme.signed() {
-        let out = with_slice!(x, s => detach(py, || {
-            let mut out = vec![0i8; n];
-            rxquant::quantize(s, &shape, &qp, ignore_nonfinite, &mut out).map(|_| out)
-        }))?;
-        to_numpy(py, out, &shape)
+        with_slice!(x, s => fill::<i8>(py, &shape, |o| rxquant::quantize(s, &shape, &qp, ignore_nonfinite, o)))
     } else {
-        let out = with_slice!(x, s => detach(py, || {
-            let mut out = vec![0u8; n];
-            rxquant::quantize(s, &shape, &qp, ignore_nonfinite, &mut out).map(|_| out)
-        }))?;
-        to_numpy(py, out, &shape)
+        with_slice!(x, s => fill::<u8>(py, &shape, |o| rxquant::quantize(s, &shape, &qp, ignore_nonfinite, o)))
     }
 }
 
@@ -102,36 +91,28 @@ pub fn dequantize<'py>(
     let qp = qparams(&spec, &shape, scale, zero_point)?;
     let n = shape.iter().product::<usize>();
     let signed = qp.scheme.signed();
-    let out = if let Ok(a) = q.cast::<numpy::PyArrayDyn<i8>>() {
+    if let Ok(a) = q.cast::<numpy::PyArrayDyn<i8>>() {
         let a = a.readonly();
         let codes = a.as_slice()?;
-        detach(py, || {
-            let mut out = vec![0f32; n];
-            rxquant::dequantize(codes, &shape, &qp, &mut out).map(|_| out)
-        })?
+        fill::<f32>(py, &shape, |o| rxquant::dequantize(codes, &shape, &qp, o))
     } else if let Ok(a) = q.cast::<numpy::PyArrayDyn<u8>>() {
         let a = a.readonly();
         let codes = a.as_slice()?;
-        detach(py, || {
-            let mut out = vec![0f32; n];
+        fill::<f32>(py, &shape, |o| {
             if packed && signed {
-                let c = rxquant::unpack_int4_signed(codes, n)?;
-                rxquant::dequantize(&c, &shape, &qp, &mut out)?;
+                rxquant::dequantize(&rxquant::unpack_int4_signed(codes, n)?, &shape, &qp, o)
             } else if packed {
-                let c = rxquant::unpack_int4_unsigned(codes, n)?;
-                rxquant::dequantize(&c, &shape, &qp, &mut out)?;
+                rxquant::dequantize(&rxquant::unpack_int4_unsigned(codes, n)?, &shape, &qp, o)
             } else {
-                rxquant::dequantize(codes, &shape, &qp, &mut out)?;
+                rxquant::dequantize(codes, &shape, &qp, o)
             }
-            Ok(out)
-        })?
+        })
     } else {
         let dtype = q.getattr("dtype").map(|d| d.to_string()).unwrap_or_else(|_| "unknown".into());
-        return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+        Err(pyo3::exceptions::PyTypeError::new_err(format!(
             "quantized codes must be int8 or uint8, got dtype {dtype}"
-        )));
-    };
-    to_numpy(py, out, &shape)
+        )))
+    }
 }
 
 /// Fake-quantizes to float32; with `return_mask` also returns the straight-through-estimator mask.
@@ -148,15 +129,15 @@ pub fn fake_quantize<'py>(
     let x = FloatArray::extract(x)?;
     let shape = x.shape();
     let qp = qparams(&spec, &shape, scale, zero_point)?;
-    let n = shape.iter().product::<usize>();
-    let (out, mask) = with_slice!(x, s => detach(py, || {
-        let mut out = vec![0f32; n];
-        let mut mask = if return_mask { vec![false; n] } else { Vec::new() };
-        let m = return_mask.then_some(mask.as_mut_slice());
-        rxquant::fake_quantize(s, &shape, &qp, ignore_nonfinite, &mut out, m).map(|_| (out, mask))
-    }))?;
-    let mask = if return_mask { Some(to_numpy(py, mask, &shape)?) } else { None };
-    Ok((to_numpy(py, out, &shape)?, mask))
+    let out = zeros::<f32>(py, &shape);
+    let mask = return_mask.then(|| zeros::<bool>(py, &shape));
+    {
+        let mut o = out.readwrite();
+        let mut m = mask.as_ref().map(|m| m.readwrite());
+        let (o, m) = (o.as_slice_mut()?, m.as_mut().map(|m| m.as_slice_mut()).transpose()?);
+        with_slice!(x, s => detach(py, || rxquant::fake_quantize(s, &shape, &qp, ignore_nonfinite, o, m)))?;
+    }
+    Ok((out.into_any(), mask.map(|m| m.into_any())))
 }
 
 /// Converts to float16 with saturation; returns `(array, overflow_count)`.
@@ -168,10 +149,10 @@ pub fn to_fp16<'py>(
 ) -> PyResult<(Bound<'py, PyAny>, usize)> {
     let x = FloatArray::extract(x)?;
     let shape = x.shape();
-    let n = shape.iter().product::<usize>();
-    let (out, over) = with_slice!(x, s => detach(py, || {
-        let mut out = vec![half::f16::ZERO; n];
-        rxquant::to_fp16(s, ignore_nonfinite, &mut out).map(|o| (out, o))
+    let mut over = 0;
+    let out = with_slice!(x, s => fill::<half::f16>(py, &shape, |o| {
+        over = rxquant::to_fp16(s, ignore_nonfinite, o)?;
+        Ok(())
     }))?;
-    Ok((to_numpy(py, out, &shape)?, over))
+    Ok((out, over))
 }
