@@ -81,34 +81,61 @@ impl ParamMap {
         self.grid.iter().product()
     }
 
-    /// Calls `f(offset, len, run)` for the maximal runs covering `start..end`.
+    /// Calls `f(offset, len, run)` for the maximal runs covering `start..end`. Divisions happen
+    /// once per call; the walk itself only adds and compares (runs can be as short as a group).
+    #[inline(always)]
     pub fn for_runs(&self, start: usize, end: usize, mut f: impl FnMut(usize, usize, Run)) {
+        if start >= end {
+            return;
+        }
+        let (dim, inner, group) = (self.dim, self.inner, self.group);
         let mut i = start;
-        while i < end {
-            let rem = end - i;
-            let (len, run) = if self.inner == 1 {
-                let d = i % self.dim;
-                if self.per_group {
-                    let o = i / self.dim;
-                    let p = o * (self.dim / self.group) + d / self.group;
-                    ((self.group - d % self.group).min(rem), Run::Const(p))
-                } else {
-                    ((self.dim - d).min(rem), Run::Seq(d))
+        if inner == 1 {
+            let d = i % dim;
+            if self.per_group {
+                // Groups tile each row, so the parameter index just counts groups.
+                let (mut p, mut r) = ((i / dim) * (dim / group) + d / group, d % group);
+                while i < end {
+                    let len = (group - r).min(end - i);
+                    f(i, len, Run::Const(p));
+                    i += len;
+                    r += len;
+                    if r == group {
+                        r = 0;
+                        p += 1;
+                    }
                 }
             } else {
-                let ii = i % self.inner;
-                let od = i / self.inner;
-                let d = od % self.dim;
-                let len = (self.inner - ii).min(rem);
-                if self.per_group {
-                    let o = od / self.dim;
-                    (len, Run::Seq((o * (self.dim / self.group) + d / self.group) * self.inner + ii))
-                } else {
-                    (len, Run::Const(d))
+                let mut d = d;
+                while i < end {
+                    let len = (dim - d).min(end - i);
+                    f(i, len, Run::Seq(d));
+                    i += len;
+                    d = 0;
                 }
-            };
-            f(i, len, run);
+            }
+            return;
+        }
+        let mut ii = i % inner;
+        let od = i / inner;
+        let mut d = od % dim;
+        // Per group: `pg` is the group row's first parameter over `inner`, `dd` the row within it.
+        let (mut pg, mut dd) = ((od / dim) * (dim / group) + d / group, d % group);
+        while i < end {
+            let len = (inner - ii).min(end - i);
+            if self.per_group {
+                f(i, len, Run::Seq(pg * inner + ii));
+            } else {
+                f(i, len, Run::Const(d));
+            }
             i += len;
+            ii = 0;
+            d = if d + 1 == dim { 0 } else { d + 1 };
+            dd += 1;
+            if dd == group {
+                dd = 0;
+                pg += 1;
+            }
         }
     }
 }

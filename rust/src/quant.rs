@@ -70,16 +70,26 @@ fn for_each_run<T: Sync, O: Send>(
     out.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .enumerate()
-        .map(|(ci, (oc, xc))| {
-            let base = ci * CHUNK;
-            let mut bad = 0;
-            map.for_runs(base, base + xc.len(), |off, len, run| {
-                let a = off - base;
-                bad += f(&xc[a..a + len], &mut oc[a..a + len], off, run);
-            });
-            bad
-        })
+        .map(|(ci, (oc, xc))| crate::simd::simd!(chunk_runs(map, ci * CHUNK, xc, oc, &f)))
         .sum()
+}
+
+/// One chunk's runs. Dispatched to SIMD once per chunk (not per run), so that short runs (groups
+/// of 32) cost no per-run dispatch and the kernels inline into the loop.
+#[inline(always)]
+fn chunk_runs<T, O>(
+    map: &ParamMap,
+    base: usize,
+    xc: &[T],
+    oc: &mut [O],
+    f: &impl Fn(&[T], &mut [O], usize, Run) -> usize,
+) -> usize {
+    let mut bad = 0;
+    map.for_runs(base, base + xc.len(), |off, len, run| {
+        let a = off - base;
+        bad += f(&xc[a..a + len], &mut oc[a..a + len], off, run);
+    });
+    bad
 }
 
 /// Applies `f(element, params)` over one run, writing `out`; returns how many calls flagged
@@ -118,11 +128,12 @@ fn map_run<T: Copy, O>(
 }
 
 /// Quantizes one run; returns its non-finite count.
+#[inline(always)]
 fn quant_run<T: Elem, Q: QInt>(x: &[T], out: &mut [Q], run: Run, qp: &QParams, q: (i32, i32)) -> usize {
-    crate::simd::simd!(map_run(x, out, run, qp, q, |v, k| {
+    map_run(x, out, run, qp, q, |v, k| {
         let v = v.to_f32();
         (Q::from_i32(code(v, k.s, k.lo, k.hi) + k.z), !is_finite(v))
-    }))
+    })
 }
 
 /// Checks lengths and parameters, returning the map.
@@ -226,11 +237,8 @@ pub fn quantize_packed<T: Elem>(
         .map(|(ci, (oc, xc))| {
             let base = ci * CHUNK;
             let mut codes = vec![0i8; xc.len()];
-            let mut bad = 0;
-            map.for_runs(base, base + xc.len(), |off, len, run| {
-                let a = off - base;
-                bad += quant_run(&xc[a..a + len], &mut codes[a..a + len], run, qp, q);
-            });
+            let quant = |xs: &[T], cs: &mut [i8], _: usize, run: Run| quant_run(xs, cs, run, qp, q);
+            let bad = crate::simd::simd!(chunk_runs(&map, base, xc, &mut codes, &quant));
             pack_nibbles(&codes, oc);
             bad
         })
@@ -249,7 +257,7 @@ pub fn dequantize<Q: QInt>(q: &[Q], shape: &[usize], qp: &QParams, out: &mut [f3
     let map = prepare(q.len(), shape, qp, out.len())?;
     let r = qp.scheme.qrange();
     for_each_run(q, out, &map, |qs, os, _, run| {
-        crate::simd::simd!(map_run(qs, os, run, qp, r, |v, k| ((v.to_i32() - k.z) as f32 * k.s, false)))
+        map_run(qs, os, run, qp, r, |v, k| ((v.to_i32() - k.z) as f32 * k.s, false))
     });
     Ok(())
 }
@@ -267,10 +275,10 @@ pub fn fake_quantize<T: Elem>(
     let map = prepare(x.len(), shape, qp, out.len())?;
     let r = qp.scheme.qrange();
     let bad = for_each_run(x, out, &map, |xs, os, _, run| {
-        crate::simd::simd!(map_run(xs, os, run, qp, r, |v, k| {
+        map_run(xs, os, run, qp, r, |v, k| {
             let v = v.to_f32();
             (step(v, k.s, k.lo, k.hi).0 * k.s, !is_finite(v))
-        }))
+        })
     });
     if bad > 0 {
         if !ignore_nonfinite {
@@ -284,10 +292,7 @@ pub fn fake_quantize<T: Elem>(
             return Err(Error::Shape(format!("mask has {} elements, input has {}", m.len(), x.len())));
         }
         for_each_run(x, m, &map, |xs, ms, _, run| {
-            crate::simd::simd!(map_run(xs, ms, run, qp, r, |v, k| (
-                step(v.to_f32(), k.s, k.lo, k.hi).1,
-                false
-            )))
+            map_run(xs, ms, run, qp, r, |v, k| (step(v.to_f32(), k.s, k.lo, k.hi).1, false))
         });
     }
     Ok(())

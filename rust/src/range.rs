@@ -120,25 +120,32 @@ pub fn ranges<T: Elem>(x: &[T], map: &ParamMap, ignore_nonfinite: bool) -> Resul
     Ok(r)
 }
 
-/// Per group: each block of `group * inner` elements owns `inner` consecutive parameters.
+/// Per group: each block of `group * inner` elements owns `inner` consecutive parameters. Tasks
+/// take many blocks at once and dispatch to SIMD once, so small groups cost no per-block overhead.
 fn per_group<T: Elem>(x: &[T], map: &ParamMap, r: &mut Ranges) -> usize {
     let inner = map.inner;
     let block = map.group * inner;
-    let min_len = (CHUNK / block.max(1)).max(1);
-    x.par_chunks(block)
-        .zip(r.min.par_chunks_mut(inner).zip(r.max.par_chunks_mut(inner)))
-        .with_min_len(min_len)
-        .map(|(xb, (mn, mx))| {
-            if inner == 1 {
-                let s = scan(xb);
-                mn[0] = s.min;
-                mx[0] = s.max;
-                s.bad
-            } else {
-                xb.chunks(inner).map(|row| scan_into(row, mn, mx)).sum()
-            }
-        })
+    let blocks = (CHUNK / block.max(1)).max(1);
+    x.par_chunks(block * blocks)
+        .zip(r.min.par_chunks_mut(inner * blocks).zip(r.max.par_chunks_mut(inner * blocks)))
+        .map(|(xs, (mn, mx))| crate::simd::simd!(group_blocks(xs, block, inner, mn, mx)))
         .sum()
+}
+
+#[inline(always)]
+fn group_blocks<T: Elem>(xs: &[T], block: usize, inner: usize, mn: &mut [f32], mx: &mut [f32]) -> usize {
+    let mut bad = 0;
+    for ((xb, mn), mx) in xs.chunks(block).zip(mn.chunks_mut(inner)).zip(mx.chunks_mut(inner)) {
+        if inner == 1 {
+            let s = scan_impl(xb);
+            mn[0] = s.min;
+            mx[0] = s.max;
+            bad += s.bad;
+        } else {
+            bad += xb.chunks(inner).map(|row| scan_into_impl(row, mn, mx)).sum::<usize>();
+        }
+    }
+    bad
 }
 
 /// Per channel: channel `c` owns parameter `c`; slabs of `dim * inner` elements repeat the pattern.
