@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: demo test develop lint test-rust test-python bench bench-rust bench-quantize bench-calibration clean
+.PHONY: demo test develop lint test-rust test-python bench bench-rust accuracy clean
 
 $(VENV)/.installed: requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -35,16 +35,19 @@ test-rust:
 test-python: develop
 	$(PY) -m pytest -q
 
+## Criterion benches of the Rust kernels and the calibration searches.
 bench-rust:
 	cargo bench --bench kernels --bench calibration
 
-bench-quantize: develop
-	$(PY) benches/quantize_ratios.py
+## rxquant against the installed peers, one run: writes docs/performance.md and docs/performance.png.
+bench: develop
+	$(PY) -m pip install -q matplotlib gguf
+	$(PY) benches/compare.py
 
-bench-calibration: develop
-	$(PY) benches/calibration_ratios.py
-
-bench: bench-rust bench-quantize bench-calibration
+## Accuracy of every scheme and method (MiniLM and synthetic): writes docs/accuracy.md.
+accuracy: develop
+	$(PY) -m pip install -q gguf
+	$(PY) benches/accuracy.py
 
 clean:
 	cargo clean

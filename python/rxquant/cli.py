@@ -317,6 +317,13 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run
+
+    run(repeat=args.repeat, write_docs=args.write_docs)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -376,6 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_verify)
     s = sub.add_parser("devices", parents=[common], help="CPU threads and GPU backends")
     s.set_defaults(func=cmd_devices)
+    s = sub.add_parser("bench", parents=[common], help="time rxquant against the installed peers")
+    s.add_argument("--repeat", type=int, default=7)
+    s.add_argument(
+        "--write-docs", action="store_true", help="also write docs/performance.md (source checkout)"
+    )
+    s.set_defaults(func=cmd_bench)
     s = sub.add_parser("demo", parents=[common], help="quantize all-MiniLM-L6-v2 and report fidelity")
     s.set_defaults(func=cmd_demo)
     return p
