@@ -342,63 +342,93 @@ pub fn percentile_range(h: &Hist, kind: HistKind, pct: f64) -> (f64, f64) {
 /// returns the upper edge `i * width` of the candidate with the least `KL(P || Q)`.
 pub fn entropy_threshold(h: &Hist, levels: usize) -> f64 {
     let bins = h.counts.len();
-    if h.width == 0.0 || h.binned() == 0 || bins <= levels {
+    if h.width == 0.0 || h.binned() == 0 || bins <= levels || levels > MAX_LEVELS {
         return h.hi().max(h.lo);
     }
-    let c: Vec<f64> = h.counts.iter().map(|&v| v as f64).collect();
-    let mut tail: Vec<f64> = vec![0.0; bins + 1];
-    for i in (0..bins).rev() {
-        tail[i] = tail[i + 1] + c[i];
-    }
-    let kl = |i: usize| -> f64 {
-        let mut p = c[..i].to_vec();
-        p[i - 1] += tail[i];
-        let mut q = vec![0.0; i];
-        let group = i / levels;
-        for j in 0..levels {
-            let start = j * group;
-            let stop = if j == levels - 1 { i } else { start + group };
-            let sum: f64 = c[start..stop].iter().sum();
-            let nonzero = p[start..stop].iter().filter(|&&v| v > 0.0).count();
-            if nonzero > 0 {
-                let each = sum / nonzero as f64;
-                for k in start..stop {
-                    if p[k] > 0.0 {
-                        q[k] = each;
-                    }
-                }
-            }
-        }
-        kl_divergence(&mut p, &mut q)
-    };
+    let e = Entropy::new(&h.counts);
     let (best, _) = (levels..=bins)
         .into_par_iter()
-        .map(|i| (i, kl(i)))
+        .map(|i| (i, e.kl(i, levels)))
         .reduce(|| (bins, f64::INFINITY), |a, b| if b.1 < a.1 || (b.1 == a.1 && b.0 < a.0) { b } else { a });
     h.lo + best as f64 * h.width
 }
 
-/// Smooths both count vectors (zero bins get `eps = 1e-4` counts, taken evenly from the nonzero
-/// bins, as in MXNet/TensorRT: only to keep logarithms finite) and returns `KL(p || q)` of the
-/// normalized results.
-fn kl_divergence(p: &mut [f64], q: &mut [f64]) -> f64 {
-    const EPS: f64 = 1e-4;
-    fn smooth(d: &mut [f64]) -> bool {
-        let zeros = d.iter().filter(|&&v| v == 0.0).count();
-        let nonzero = d.len() - zeros;
-        if nonzero == 0 {
-            return false;
+/// Prefix sums that make each candidate's `KL(P || Q)` cost O(levels + nonzero bins), with no
+/// allocation: the smoothed distributions are never materialized.
+struct Entropy {
+    c: Vec<f64>,
+    /// `sum[k]`: counts of bins `0..k`; `nz[k]`: nonzero bins among them.
+    sum: Vec<f64>,
+    nz: Vec<usize>,
+    nonzero: Vec<usize>,
+    total: f64,
+}
+
+/// Smoothing: zero bins get `1e-4` counts, taken evenly from the nonzero bins (as in MXNet and
+/// TensorRT: only to keep logarithms finite).
+const KL_EPS: f64 = 1e-4;
+/// Most target levels (INT8's 128).
+const MAX_LEVELS: usize = 128;
+
+impl Entropy {
+    fn new(counts: &[u64]) -> Self {
+        let c: Vec<f64> = counts.iter().map(|&v| v as f64).collect();
+        let (mut sum, mut nz) = (vec![0.0; c.len() + 1], vec![0usize; c.len() + 1]);
+        for (k, &v) in c.iter().enumerate() {
+            sum[k + 1] = sum[k] + v;
+            nz[k + 1] = nz[k] + (v > 0.0) as usize;
         }
-        let take = EPS * zeros as f64 / nonzero as f64;
-        d.iter_mut().for_each(|v| *v = if *v == 0.0 { EPS } else { *v - take });
-        let total: f64 = d.iter().sum();
-        d.iter_mut().for_each(|v| *v /= total);
-        true
+        let nonzero = (0..c.len()).filter(|&k| c[k] > 0.0).collect();
+        let total = sum[c.len()];
+        Entropy { c, sum, nz, nonzero, total }
     }
-    if !smooth(p) || !smooth(q) {
-        return f64::INFINITY;
+
+    /// `KL(P || Q)` for candidate `i` (see [`entropy_threshold`]): `P` = bins `0..i` with the tail
+    /// folded into bin `i - 1`, `Q` = those bins merged into `levels` groups and spread over `P`'s
+    /// nonzero bins; both smoothed as counts, then normalized.
+    fn kl(&self, i: usize, levels: usize) -> f64 {
+        let g = i / levels;
+        let tail = self.total - self.sum[i];
+        // Bin i - 1 is nonzero in P if it has counts or receives the tail.
+        let extra = (self.c[i - 1] == 0.0 && tail > 0.0) as usize;
+        // Per group: Q's value on P's nonzero bins, and the count of those bins.
+        let mut qv = [0f64; MAX_LEVELS];
+        let mut nzq = 0usize;
+        for (j, q) in qv.iter_mut().enumerate().take(levels) {
+            let (a, b) = (j * g, if j == levels - 1 { i } else { (j + 1) * g });
+            let n = self.nz[b] - self.nz[a] + if j == levels - 1 { extra } else { 0 };
+            let sum = self.sum[b] - self.sum[a];
+            if n > 0 && sum > 0.0 {
+                *q = sum / n as f64;
+                nzq += n;
+            }
+        }
+        let nzp = self.nz[i] + extra;
+        if nzp == 0 || nzq == 0 {
+            return f64::INFINITY;
+        }
+        let (p_tot, q_tot) = (self.total, self.sum[i]);
+        let take_p = KL_EPS * (i - nzp) as f64 / nzp as f64;
+        let take_q = KL_EPS * (i - nzq) as f64 / nzq as f64;
+        let term = |p: f64, q: f64| (p / p_tot) * ((p / p_tot) / (q / q_tot)).ln();
+        let q_at = |j: usize| if qv[j] > 0.0 { qv[j] - take_q } else { KL_EPS };
+        // Zero bins of P: p' = eps and q' = eps (Q is zero wherever P is).
+        let mut kl = (i - nzp) as f64 * term(KL_EPS, KL_EPS);
+        let (mut j, mut group_end) = (0usize, g);
+        let end = self.nonzero.partition_point(|&k| k < i);
+        for &k in &self.nonzero[..end] {
+            while k >= group_end && j < levels - 1 {
+                j += 1;
+                group_end = if j == levels - 1 { i } else { group_end + g };
+            }
+            let p = self.c[k] + if k == i - 1 { tail } else { 0.0 };
+            kl += term(p - take_p, q_at(j));
+        }
+        if extra == 1 {
+            kl += term(tail - take_p, q_at(levels - 1));
+        }
+        kl
     }
-    p.iter().zip(q.iter()).filter(|(a, _)| **a > 0.0).map(|(a, b)| a * (a / b.max(1e-300)).ln()).sum()
 }
 
 /// Mean squared error of values spread evenly over `[a, b]` under a quantizer with step `s` whose
