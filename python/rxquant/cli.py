@@ -10,7 +10,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 from typing import Any, Optional
 
@@ -297,23 +296,33 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    from . import threads
+    from .devices import describe
 
-    info = {
-        "cpu": {
-            "model": platform.processor() or platform.machine(),
-            "logical_cpus": os.cpu_count(),
-            "rxquant_threads": threads(),
-        },
-        "opencl": "not available in this build: the OpenCL path is not implemented yet",
-        "rocm_hip": "not available in this build: HIP detection is not implemented yet",
-    }
-    text = (
-        f"CPU: {info['cpu']['model']}, {info['cpu']['logical_cpus']} logical CPUs, "
-        f"rxquant uses {info['cpu']['rxquant_threads']} threads\nOpenCL: {info['opencl']}\n"
-        f"ROCm/HIP: {info['rocm_hip']}"
-    )
-    _emit(args, info, text)
+    d = describe()
+    c, cl, ro = d["cpu"], d["opencl"], d["rocm"]
+    lines = [
+        f"CPU: {c['model']}, {c['logical_cpus']} logical CPUs; rxquant uses {c['rxquant_threads']} threads"
+    ]
+    lines.append("OpenCL:" + ("" if cl["devices"] else f" none ({cl['reason']})"))
+    for dv in cl["devices"]:
+        lines.append(
+            f"  opencl:{dv['index']}  {dv['name']} [{dv['type']}] on {dv['platform']}, "
+            f"{dv['compute_units']} compute units, {dv['opencl_c_version']}"
+        )
+    hip = f"HIP {ro['hip_version']} ({ro['library']})" if ro["hip_available"] else "HIP runtime not loaded"
+    lines.append(f"ROCm/HIP: {hip}")
+    for dv in ro["devices"]:
+        lines.append(
+            f"  hip:{dv['index']}  {dv['name']} {dv['gfx_target'] or ''} {dv['compute_units'] or '?'} CUs"
+        )
+    for g in ro["kfd_gpus"]:
+        lines.append(
+            f"  kfd node {g['node']}: {g['name']} {g['gfx_target']}, {g['compute_units']} compute units"
+        )
+    if ro["reason"]:
+        lines.append(f"  {ro['reason']}")
+    lines.append(f"compute: {d['compute']}")
+    _emit(args, d, "\n".join(lines))
     return 0
 
 

@@ -291,6 +291,10 @@ class AdaptiveQuantizer:
     def to_dict(self) -> dict[str, Any]:
         return self.report_dict()
 
+    def report_json(self) -> str:
+        """The report's data as JSON (the same as :meth:`to_dict`)."""
+        return json.dumps(self.report_dict(), indent=2, allow_nan=False, default=lambda o: None)
+
     def generate_quantization_report(self) -> str:
         """A text table: one row per analyzed layer, totals at the end."""
         return format_report(self.layer_stats, self.gpu, self.config)

@@ -23,6 +23,7 @@ pub mod checkpoint;
 pub mod elem;
 pub mod error;
 pub mod fp16;
+pub mod gpu;
 pub mod hist;
 pub mod layout;
 pub mod metrics;

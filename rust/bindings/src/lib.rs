@@ -4,6 +4,7 @@ mod arrays;
 mod calib;
 mod checkpoint;
 mod errors;
+mod gpu;
 mod metrics;
 mod pack;
 mod quantize;
@@ -27,6 +28,8 @@ fn _rxquant(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(calib::calibrate, m)?)?;
     m.add_class::<calib::Observer>()?;
     m.add_class::<checkpoint::SafetensorsFile>()?;
+    m.add_function(wrap_pyfunction!(gpu::rocm_status, m)?)?;
+    m.add_function(wrap_pyfunction!(gpu::opencl_devices, m)?)?;
     Ok(())
 }
 

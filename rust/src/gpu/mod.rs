@@ -1,0 +1,9 @@
+//! GPU discovery, loaded at run time so that nothing GPU-related is needed to build or import:
+//! the AMD KFD topology in sysfs, the HIP runtime (`libamdhip64`, via `dlopen`), and OpenCL
+//! platforms (via `opencl3`, which loads `libOpenCL.so.1` at run time).
+//!
+//! This module reports what is there; it runs no kernels.
+
+pub mod hip;
+pub mod kfd;
+pub mod opencl;

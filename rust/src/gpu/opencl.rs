@@ -1,0 +1,42 @@
+//! OpenCL platforms and devices through `opencl3`, whose `dynamic` feature loads
+//! `libOpenCL.so.1` at run time: a machine without an OpenCL loader gets an explanation, not a
+//! failed import.
+
+use opencl3::device::{Device, CL_DEVICE_TYPE_ALL, CL_DEVICE_TYPE_GPU};
+use opencl3::platform::get_platforms;
+
+/// One OpenCL device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClDevice {
+    /// `opencl:N` index, in platform then device order.
+    pub index: usize,
+    pub platform: String,
+    pub name: String,
+    pub is_gpu: bool,
+    pub compute_units: u32,
+    pub opencl_c_version: String,
+    pub global_memory: u64,
+}
+
+/// The devices, or why there are none.
+pub fn devices() -> Result<Vec<ClDevice>, String> {
+    let platforms = get_platforms().map_err(|e| format!("no OpenCL platform: {e}"))?;
+    let mut out = Vec::new();
+    for p in platforms {
+        let pname = p.name().unwrap_or_default();
+        let ids = p.get_devices(CL_DEVICE_TYPE_ALL).unwrap_or_default();
+        for id in ids {
+            let d = Device::new(id);
+            out.push(ClDevice {
+                index: out.len(),
+                platform: pname.clone(),
+                name: d.name().unwrap_or_default(),
+                is_gpu: d.dev_type().map(|t| t & CL_DEVICE_TYPE_GPU != 0).unwrap_or(false),
+                compute_units: d.max_compute_units().unwrap_or(0),
+                opencl_c_version: d.opencl_c_version().unwrap_or_default(),
+                global_memory: d.global_mem_size().unwrap_or(0),
+            });
+        }
+    }
+    Ok(out)
+}

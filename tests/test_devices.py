@@ -1,0 +1,41 @@
+"""Hardware discovery: ROCm/HIP status (runtime loaded at run time, KFD topology) and OpenCL."""
+
+from __future__ import annotations
+
+import json
+
+import rxquant as rq
+from rxquant.cli import main
+from rxquant.devices import opencl_devices
+
+
+def test_rocm_status_reports_a_reason_without_an_amd_gpu():
+    st = rq.get_rocm_status()
+    assert set(st) >= {"hip_available", "hip_version", "devices", "kfd_gpus", "reason"}
+    if not st["devices"]:
+        # Either no runtime, or the runtime answers hipErrorNoDevice (100).
+        assert (
+            "not installed" in st["reason"] or "returned 100" in st["reason"] or "0 devices" in st["reason"]
+        )
+
+
+def test_kfd_topology_is_read(tmp_path):
+    node = tmp_path / "1"
+    node.mkdir()
+    (node / "properties").write_text("simd_count 144\nsimd_per_cu 4\ngfx_target_version 80003\n")
+    (node / "name").write_text("ellesmere\n")
+    st = rq.get_rocm_status(str(tmp_path))
+    assert st["kfd_gpus"] == [{"node": 1, "name": "ellesmere", "gfx_target": "gfx803", "compute_units": 36}]
+
+
+def test_opencl_devices_or_reason():
+    devs, why = opencl_devices()
+    assert devs or why
+    for d in devs:
+        assert d["compute_units"] >= 1 and d["opencl_c_version"].startswith("OpenCL C")
+
+
+def test_devices_command_json(capsys):
+    assert main(["devices", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["cpu"]["rxquant_threads"] >= 1 and "rocm" in d and "opencl" in d
