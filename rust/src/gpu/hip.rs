@@ -55,7 +55,8 @@ pub fn status() -> HipStatus {
 }
 
 fn query(lib: &Library, name: &str) -> HipStatus {
-    let mut st = HipStatus { library: Some(name.to_string()), runtime_version: None, devices: vec![], reason: None };
+    let mut st =
+        HipStatus { library: Some(name.to_string()), runtime_version: None, devices: vec![], reason: None };
     // SAFETY: the symbols have these C signatures in every HIP release (hip_runtime_api.h).
     unsafe {
         let count: Symbol<GetInt> = match lib.get(b"hipGetDeviceCount\0") {
@@ -118,7 +119,10 @@ mod tests {
         // Here there is no AMD GPU: either no runtime, or the runtime says no device (error 100).
         if st.devices.is_empty() {
             let r = st.reason.unwrap();
-            assert!(r.contains("not installed") || r.contains("returned 100") || r.contains("0 devices"), "{r}");
+            assert!(
+                r.contains("not installed") || r.contains("returned 100") || r.contains("0 devices"),
+                "{r}"
+            );
         }
         assert_eq!(version_string(50221153), "5.2.21153");
     }

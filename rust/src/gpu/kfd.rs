@@ -70,7 +70,11 @@ mod tests {
         let root = std::env::temp_dir().join(format!("rxq-kfd-{}", std::process::id()));
         for (node, props, name) in [
             ("0", "cpu_cores_count 8\nsimd_count 0\n", "cpu"),
-            ("1", "simd_count 144\nsimd_per_cu 4\ngfx_target_version 80003\nvendor_id 4098\ndevice_id 26591\n", "ellesmere"),
+            (
+                "1",
+                "simd_count 144\nsimd_per_cu 4\ngfx_target_version 80003\nvendor_id 4098\ndevice_id 26591\n",
+                "ellesmere",
+            ),
         ] {
             let d = root.join(node);
             std::fs::create_dir_all(&d).unwrap();
@@ -80,7 +84,10 @@ mod tests {
         let g = gpus(&root);
         std::fs::remove_dir_all(&root).unwrap();
         assert_eq!(g.len(), 1);
-        assert_eq!((g[0].gfx_target.as_str(), g[0].compute_units, g[0].name.as_str()), ("gfx803", 36, "ellesmere"));
+        assert_eq!(
+            (g[0].gfx_target.as_str(), g[0].compute_units, g[0].name.as_str()),
+            ("gfx803", 36, "ellesmere")
+        );
         assert_eq!(gfx_name(90010), "gfx90a");
         assert!(gpus("/no/such/dir").is_empty());
     }
