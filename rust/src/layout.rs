@@ -81,62 +81,92 @@ impl ParamMap {
         self.grid.iter().product()
     }
 
-    /// Calls `f(offset, len, run)` for the maximal runs covering `start..end`. Divisions happen
-    /// once per call; the walk itself only adds and compares (runs can be as short as a group).
+    /// Calls `f(offset, len, run)` for the maximal runs covering `start..end`.
     #[inline(always)]
     pub fn for_runs(&self, start: usize, end: usize, mut f: impl FnMut(usize, usize, Run)) {
-        if start >= end {
-            return;
+        for (off, len, run) in self.runs(start, end) {
+            f(off, len, run);
         }
+    }
+
+    /// The maximal runs covering `start..end`, as `(offset, len, run)`. An iterator rather than a
+    /// callback so that kernels loop over it inline (and inside their SIMD-dispatched function).
+    #[inline(always)]
+    pub fn runs(&self, start: usize, end: usize) -> Runs<'_> {
         let (dim, inner, group) = (self.dim, self.inner, self.group);
-        let mut i = start;
-        if inner == 1 {
-            let d = i % dim;
-            if self.per_group {
-                // Groups tile each row, so the parameter index just counts groups.
-                let (mut p, mut r) = ((i / dim) * (dim / group) + d / group, d % group);
-                while i < end {
-                    let len = (group - r).min(end - i);
-                    f(i, len, Run::Const(p));
-                    i += len;
-                    r += len;
-                    if r == group {
-                        r = 0;
-                        p += 1;
-                    }
-                }
-            } else {
-                let mut d = d;
-                while i < end {
-                    let len = (dim - d).min(end - i);
-                    f(i, len, Run::Seq(d));
-                    i += len;
-                    d = 0;
-                }
-            }
-            return;
+        let (d, ii, od) = if inner == 1 {
+            (start % dim, 0, 0)
+        } else {
+            ((start / inner) % dim, start % inner, start / inner)
+        };
+        let (p, r) = if inner == 1 {
+            ((start / dim) * (dim / group) + d / group, d % group)
+        } else {
+            ((od / dim) * (dim / group) + d / group, d % group)
+        };
+        Runs { map: self, i: start, end, d, ii, p, r }
+    }
+}
+
+/// Iterator over the runs of a [`ParamMap`]: divisions happen once at the start; the walk only
+/// adds and compares (runs can be as short as a group).
+pub struct Runs<'a> {
+    map: &'a ParamMap,
+    i: usize,
+    end: usize,
+    /// Index along `dim`, and the position within `inner`.
+    d: usize,
+    ii: usize,
+    /// Per group: the current group's parameter (inner == 1) or group row (inner > 1), and the
+    /// position inside the group.
+    p: usize,
+    r: usize,
+}
+
+impl Iterator for Runs<'_> {
+    type Item = (usize, usize, Run);
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.i >= self.end {
+            return None;
         }
-        let mut ii = i % inner;
-        let od = i / inner;
-        let mut d = od % dim;
-        // Per group: `pg` is the group row's first parameter over `inner`, `dd` the row within it.
-        let (mut pg, mut dd) = ((od / dim) * (dim / group) + d / group, d % group);
-        while i < end {
-            let len = (inner - ii).min(end - i);
-            if self.per_group {
-                f(i, len, Run::Seq(pg * inner + ii));
+        let m = self.map;
+        let (i, rem) = (self.i, self.end - self.i);
+        let item = if m.inner == 1 {
+            if m.per_group {
+                let len = (m.group - self.r).min(rem);
+                let out = (i, len, Run::Const(self.p));
+                self.r += len;
+                if self.r == m.group {
+                    self.r = 0;
+                    self.p += 1;
+                }
+                out
             } else {
-                f(i, len, Run::Const(d));
+                let len = (m.dim - self.d).min(rem);
+                let out = (i, len, Run::Seq(self.d));
+                self.d = 0;
+                out
             }
-            i += len;
-            ii = 0;
-            d = if d + 1 == dim { 0 } else { d + 1 };
-            dd += 1;
-            if dd == group {
-                dd = 0;
-                pg += 1;
+        } else {
+            let len = (m.inner - self.ii).min(rem);
+            let out = if m.per_group {
+                (i, len, Run::Seq(self.p * m.inner + self.ii))
+            } else {
+                (i, len, Run::Const(self.d))
+            };
+            self.ii = 0;
+            self.d = if self.d + 1 == m.dim { 0 } else { self.d + 1 };
+            self.r += 1;
+            if self.r == m.group {
+                self.r = 0;
+                self.p += 1;
             }
-        }
+            out
+        };
+        self.i += item.1;
+        Some(item)
     }
 }
 

@@ -29,6 +29,7 @@ pub fn round_even(v: f64) -> f64 {
 /// `s = 1, z = 0`. One addition: a degenerate range `rmin == rmax != 0` is a constant, and gets
 /// `s = |c|` so that the constant reconstructs exactly (as `q - z = ±1`).
 /// A range with no values (`rmin > rmax`, e.g. all elements were NaN and ignored) gives `s = 1, z = 0`.
+#[inline(always)]
 pub fn scale_zero_point(rmin: f32, rmax: f32, qmin: i32, qmax: i32, symmetric: bool) -> (f32, i32) {
     if rmin > rmax || !rmin.is_finite() || !rmax.is_finite() {
         return (1.0, 0);
@@ -56,6 +57,12 @@ pub fn scale_zero_point(rmin: f32, rmax: f32, qmin: i32, qmax: i32, symmetric: b
 impl QParams {
     /// Parameters for every cell of `map` from its ranges.
     pub fn from_ranges(scheme: Scheme, map: &ParamMap, r: &Ranges) -> Self {
+        // Per group there is one pair per 32 values: compile the rounding inline (SSE4.1/AVX2).
+        crate::simd::simd!(Self::from_ranges_impl(scheme, map, r))
+    }
+
+    #[inline(always)]
+    fn from_ranges_impl(scheme: Scheme, map: &ParamMap, r: &Ranges) -> Self {
         let (qmin, qmax) = scheme.qrange();
         let (scale, zero_point) = r
             .min

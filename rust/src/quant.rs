@@ -85,10 +85,10 @@ fn chunk_runs<T, O>(
     f: &impl Fn(&[T], &mut [O], usize, Run) -> usize,
 ) -> usize {
     let mut bad = 0;
-    map.for_runs(base, base + xc.len(), |off, len, run| {
+    for (off, len, run) in map.runs(base, base + xc.len()) {
         let a = off - base;
         bad += f(&xc[a..a + len], &mut oc[a..a + len], off, run);
-    });
+    }
     bad
 }
 
