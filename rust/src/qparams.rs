@@ -15,10 +15,16 @@ pub struct QParams {
     pub zero_point: Vec<i32>,
 }
 
-/// Rounds half to even, like `numpy.rint` and `nearbyint`.
+/// Rounds half to even, like `numpy.rint` and `nearbyint`. Adding and subtracting 1.5 * 2^52
+/// rounds in the FPU's default mode (no libm call on baseline x86-64); larger values are integers.
 #[inline(always)]
 pub fn round_even(v: f64) -> f64 {
-    v.round_ties_even()
+    const MAGIC: f64 = 6_755_399_441_055_744.0;
+    if v.abs() < 4_503_599_627_370_496.0 {
+        (v + MAGIC) - MAGIC
+    } else {
+        v
+    }
 }
 
 /// Scale and zero point for the range `[rmin, rmax]` on the grid `qmin..=qmax`.
