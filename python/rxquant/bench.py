@@ -378,6 +378,8 @@ Targets: every memory-bound kernel at >= 50% of the copy bandwidth on 2 threads,
   half of `np.copyto`'s speed on the same array (the calibration target): `bash benches/profile.sh
   histogram` shows ~60% of the time in `count_into`, a scatter of one counter increment per value;
   the index computation is vectorized, the increments cannot be.
+- **Metrics** sits right at half the copy bandwidth (46-51% across runs on this shared machine): it
+  reads two arrays and keeps six float64 sums per lane (x^2, y^2, xy, error^2, |error|, max).
 - **MSE calibration** has no installed peer here (PyTorch is not installed), so its speed-up is not
   measured.
 """
