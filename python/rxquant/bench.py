@@ -394,7 +394,8 @@ def write(docs: Path, text: str, r: dict[str, Any]) -> None:
         "Every number below comes from one run of that script on the machine it names; rerun it to "
         "get yours. The roofline column is (bytes read + bytes written) / time / the copy bandwidth.\n\n"
         + text
-        + "\n\n![speed-ups](performance.png)\n"
+        + "\n\n![speed-ups](performance.png)\n\n"
+        + ANALYSIS
     )
     with atomic_open(docs / "performance.md") as f:
         f.write(body)
