@@ -2,8 +2,9 @@
 //! the AMD KFD topology in sysfs, the HIP runtime (`libamdhip64`, via `dlopen`), and OpenCL
 //! platforms (via `opencl3`, which loads `libOpenCL.so.1` at run time).
 //!
-//! This module reports what is there; it runs no kernels.
+//! `cl` runs the heavy kernels on an OpenCL device; the rest reports what is there.
 
+pub mod cl;
 pub mod hip;
 pub mod kfd;
 pub mod opencl;
