@@ -39,13 +39,15 @@ def quantize(
     *,
     ignore_nonfinite: bool = False,
     pack: bool = False,
+    device: Optional[str] = None,
 ) -> tuple[np.ndarray, QParams]:
     """Quantizes ``x``; returns ``(codes, qparams)``.
 
     Codes are int8 for symmetric schemes and uint8 for asymmetric ones. With ``pack=True`` (INT4
     only) they are packed two to a byte (see :func:`pack_int4`). FP16 returns a float16 array and
     counts values saturated at ±65504 in ``qparams.overflow`` (with a RuntimeWarning); FP32 copies.
-    Without ``qparams`` the range is calibrated with min-max.
+    Without ``qparams`` the range is calibrated with min-max. ``device``: ``"cpu"`` (default),
+    ``"auto"``, ``"opencl"`` or ``"opencl:N"`` (see :mod:`rxquant.devices`).
     """
     a = as_float_array(x)
     s = qparams.scheme if (qparams is not None and scheme is None) else Scheme.coerce(scheme)
@@ -53,11 +55,30 @@ def quantize(
         raise ValueError(f"pack=True needs int4, the scheme is {s.precision}")
     if not s.is_integer:
         return _quantize_float(a, s, ignore_nonfinite)
+    be = _device(device, a)
+    if be is not None:
+        if qparams is None:
+            scale, zp = be.minmax_qparams(a, s.spec())
+            qparams = QParams(s, scale, zp, a.shape)
+        _check_qparams(qparams, a.shape, s)
+        q = be.quantize(a, s.spec(), qparams.scale, qparams.zero_point)
+        return (_rxquant.pack_int4(q.reshape(-1)) if pack else q), qparams
     if qparams is None:
         qparams = calibrate(a, "minmax", s, ignore_nonfinite=ignore_nonfinite)
     _check_qparams(qparams, a.shape, s)
     q = _rxquant.quantize(a, s.spec(), qparams.scale, qparams.zero_point, ignore_nonfinite, pack)
     return q, qparams
+
+
+def _device(device: Optional[str], a: np.ndarray) -> Any:
+    """The OpenCL backend for ``device``; None for the CPU. Inputs with NaN/Inf take the CPU path,
+    which reports them (or handles them under ``ignore_nonfinite``) by the documented rules."""
+    if device is None or device == "cpu":
+        return None
+    from .devices import backend
+
+    be = backend(device)
+    return be if be is not None and bool(np.isfinite(a).all()) else None
 
 
 def _quantize_float(a: np.ndarray, s: Scheme, ignore_nonfinite: bool) -> tuple[np.ndarray, QParams]:
@@ -76,7 +97,7 @@ def _quantize_float(a: np.ndarray, s: Scheme, ignore_nonfinite: bool) -> tuple[n
     return out, QParams(s, empty, empty.astype(np.int32), a.shape, overflow=overflow)
 
 
-def dequantize(q: Any, qparams: QParams, *, packed: bool = False) -> np.ndarray:
+def dequantize(q: Any, qparams: QParams, *, packed: bool = False, device: Optional[str] = None) -> np.ndarray:
     """Reconstructs float32 values ``(q - zero_point) * scale`` in ``qparams.shape``.
 
     ``packed=True`` reads INT4 codes packed two to a byte.
@@ -106,6 +127,9 @@ def dequantize(q: Any, qparams: QParams, *, packed: bool = False) -> np.ndarray:
                 f"codes of a {'symmetric' if s.symmetric else 'asymmetric'} scheme must be "
                 f"{np.dtype(want).name}, got dtype {c.dtype}"
             )
+    be = None if packed else _device(device, np.zeros(0, np.float32))
+    if be is not None:
+        return be.dequantize(c, s.spec(), qparams.scale, qparams.zero_point)
     return _rxquant.dequantize(c, list(qparams.shape), s.spec(), qparams.scale, qparams.zero_point, packed)
 
 
@@ -116,6 +140,7 @@ def fake_quantize(
     *,
     ignore_nonfinite: bool = False,
     return_mask: bool = False,
+    device: Optional[str] = None,
 ) -> Union[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """Quantizes and dequantizes in one pass, returning float32 in the shape of ``x``.
 

@@ -22,14 +22,16 @@ from .sensitivity import HessianVectorProduct, layer_stats
 from .types import CalibrationMethod, LayerQuantizationStats, QuantizationConfig, QuantizationPrecision
 
 SCHEMA_VERSION = 1
-DEVICES = ("auto", "cpu")
+DEVICE_HELP = "auto, cpu, opencl or opencl:N"
 Scale = Union[float, np.ndarray]
 
 
 class AdaptiveQuantizer:
     """Quantizes tensors, analyzes layer sensitivity and plans mixed precision.
 
-    ``device``: ``"auto"`` or ``"cpu"``. This build runs every kernel on the CPU (Rust, rayon).
+    ``device``: ``"auto"`` (an OpenCL GPU if there is one, else the CPU), ``"cpu"``, ``"opencl"``
+    or ``"opencl:N"``; quantization, dequantization and fake quantization run there, calibration
+    other than min-max on the CPU.
     """
 
     def __init__(
@@ -38,9 +40,11 @@ class AdaptiveQuantizer:
         self.gpu: GpuFamily = _family(gpu_family)
         self.gpu_family = self.gpu.name
         self.config = config or QuantizationConfig()
-        if device not in DEVICES:
-            raise ValueError(f"unknown device {device!r}; this build supports {', '.join(DEVICES)}")
-        self.device = "cpu"
+        from .devices import backend, device_name
+
+        backend(device)  # resolve now: an explicit OpenCL device that cannot open raises here
+        self.device = device
+        self.device_name = device_name(device)
         self.layer_params: dict[str, QParams] = {}
         self.layer_stats: dict[str, LayerQuantizationStats] = {}
         self.last_plan: Optional[Plan] = None
@@ -90,11 +94,11 @@ class AdaptiveQuantizer:
             and method is None
         ):
             qp = self.layer_params[layer_name]
-            q, _ = ops.quantize(w, qp.scheme, qp)
+            q, _ = ops.quantize(w, qp.scheme, qp, device=self.device)
         else:
             s = self.scheme_for(precision, shape=w.shape)
             qp = self._qparams(w, s, m) if s.is_integer else None
-            q, qp = ops.quantize(w, s, qp)
+            q, qp = ops.quantize(w, s, qp, device=self.device)
         if layer_name is not None:
             self.layer_params[layer_name] = qp
         return q, _scalar(qp.scale, 1.0), _scalar(qp.zero_point, 0)
@@ -109,7 +113,7 @@ class AdaptiveQuantizer:
         if not s.is_integer:
             raise ValueError(f"per-channel quantization needs int8 or int4, got {s.precision}")
         qp = self._qparams(w, s, CalibrationMethod.parse(method or self.config.calibration_method))
-        q, qp = ops.quantize(w, s, qp)
+        q, qp = ops.quantize(w, s, qp, device=self.device)
         return q, qp.scale, qp.zero_point
 
     def dequantize_tensor(
@@ -153,7 +157,7 @@ class AdaptiveQuantizer:
             if s.is_integer
             else None
         )
-        y, mask = ops.fake_quantize(w, s, qp, return_mask=True)
+        y, mask = ops.fake_quantize(w, s, qp, return_mask=True, device=self.device)
         return y, mask
 
     def pack_int4(self, values: Any) -> np.ndarray:

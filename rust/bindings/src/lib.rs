@@ -6,6 +6,7 @@ mod checkpoint;
 mod errors;
 mod gpu;
 mod metrics;
+mod opencl;
 mod pack;
 mod quantize;
 mod scheme;
@@ -30,6 +31,7 @@ fn _rxquant(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<checkpoint::SafetensorsFile>()?;
     m.add_function(wrap_pyfunction!(gpu::rocm_status, m)?)?;
     m.add_function(wrap_pyfunction!(gpu::opencl_devices, m)?)?;
+    m.add_class::<opencl::OpenClDevice>()?;
     Ok(())
 }
 
