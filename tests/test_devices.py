@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import rxquant as rq
 from rxquant.cli import main
 from rxquant.devices import opencl_devices
@@ -39,3 +41,12 @@ def test_devices_command_json(capsys):
     assert main(["devices", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["cpu"]["rxquant_threads"] >= 1 and "rocm" in d and "opencl" in d
+
+
+def test_rocm_quantizer_says_which_backend_it_chose():
+    q = rq.ROCmQuantizer("polaris", device_id=0)
+    gpus = [d for d in opencl_devices()[0] if d["type"] == "gpu"]
+    if not gpus:
+        assert q.device == "cpu" and q.backend.startswith("CPU: no OpenCL GPU")
+    codes, scale, _ = q.quantize_tensor(np.linspace(-1, 1, 64, dtype=np.float32))
+    assert codes.dtype == np.int8 and scale > 0

@@ -21,7 +21,12 @@ from .ops import (
     unpack_int4,
 )
 from .planner import Plan, parse_budget
-from .quantizer import AdaptiveQuantizer, benchmark_calibration_methods, create_quantizer_for_gpu
+from .quantizer import (
+    AdaptiveQuantizer,
+    ROCmQuantizer,
+    benchmark_calibration_methods,
+    create_quantizer_for_gpu,
+)
 from .scheme import QParams, Scheme
 from .types import CalibrationMethod, LayerQuantizationStats, QuantizationConfig, QuantizationPrecision
 
@@ -32,6 +37,7 @@ __all__ = [
     "GPU_FAMILIES",
     "LayerQuantizationStats",
     "Plan",
+    "ROCmQuantizer",
     "QuantizationConfig",
     "QuantizationPrecision",
     "benchmark_calibration_methods",

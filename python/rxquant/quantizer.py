@@ -374,3 +374,26 @@ def benchmark_calibration_methods(
         met = ops.metrics(w, ops.fake_quantize(w, qparams=qp))
         out[m.value] = {"time_ms": float(np.median(times) * 1e3), "sqnr_db": met.sqnr_db, "mae": met.mae}
     return out
+
+
+class ROCmQuantizer(AdaptiveQuantizer):
+    """The seed's GPU quantizer: an AdaptiveQuantizer on the best GPU backend available.
+
+    No HIP kernels exist; on an AMD card the OpenCL device of that card is used (OpenCL GPU number
+    ``device_id``), and without one the CPU. ``backend`` says which was chosen, and why.
+    """
+
+    def __init__(
+        self, gpu_family: str = "polaris", device_id: int = 0, config: Optional[QuantizationConfig] = None
+    ):
+        from .devices import get_rocm_status, opencl_devices
+
+        gpus = [d for d in opencl_devices()[0] if d["type"] == "gpu"]
+        if device_id < len(gpus):
+            device, why = f"opencl:{gpus[device_id]['index']}", f"OpenCL GPU {gpus[device_id]['name']}"
+        else:
+            rocm = get_rocm_status()
+            device = "cpu"
+            why = f"CPU: no OpenCL GPU number {device_id} ({len(gpus)} found); ROCm: {rocm['reason'] or 'ok'}"
+        super().__init__(gpu_family=gpu_family, config=config, device=device)
+        self.backend = why
