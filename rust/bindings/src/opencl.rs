@@ -22,20 +22,15 @@ fn f32_input(x: &Bound<'_, PyAny>) -> PyResult<(Vec<f32>, Vec<usize>)> {
     Ok((v, shape))
 }
 
+/// Core parameters (shape-checked, as on the CPU path) and the element map.
 fn qparams(
     spec: &SchemeSpec,
     shape: &[usize],
     scale: PyReadonlyArrayDyn<'_, f32>,
     zp: PyReadonlyArrayDyn<'_, i32>,
 ) -> PyResult<(ParamMap, QParams)> {
-    let scheme = parse(spec)?;
-    let map = ParamMap::new(shape, scheme.granularity).map_err(to_py)?;
-    let qp = QParams {
-        scheme,
-        grid: map.grid.clone(),
-        scale: scale.as_array().iter().copied().collect(),
-        zero_point: zp.as_array().iter().copied().collect(),
-    };
+    let qp = crate::quantize::qparams(spec, shape, scale, zp)?;
+    let map = ParamMap::new(shape, qp.scheme.granularity).map_err(to_py)?;
     Ok((map, qp))
 }
 

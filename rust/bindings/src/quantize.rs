@@ -8,8 +8,8 @@ use numpy::{PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use rxquant::{ParamMap, QParams};
 
-/// Builds core parameters from numpy scale and zero-point arrays.
-fn qparams(
+/// Builds core parameters from numpy scale and zero-point arrays, checking their grid shape.
+pub(crate) fn qparams(
     spec: &SchemeSpec,
     shape: &[usize],
     scale: PyReadonlyArrayDyn<'_, f32>,
