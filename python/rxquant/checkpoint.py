@@ -7,7 +7,6 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -365,8 +364,3 @@ def load_quantized(path: PathLike, dequantize: bool = True) -> dict[str, Any]:
         qt = QuantizedTensor(q, QParams(s, scale, zp, shape), packed)
         out[name] = qt.dequantize() if dequantize else qt
     return out
-
-
-def iter_float_tensors(ckpt: Checkpoint, names: list[str]) -> Iterator[tuple[str, np.ndarray]]:
-    for n in names:
-        yield n, ckpt.read_f32(n)

@@ -70,15 +70,15 @@ def quantize(
     return q, qparams
 
 
-def _device(device: Optional[str], a: np.ndarray) -> Any:
-    """The OpenCL backend for ``device``; None for the CPU. Inputs with NaN/Inf take the CPU path,
-    which reports them (or handles them under ``ignore_nonfinite``) by the documented rules."""
+def _device(device: Optional[str], a: Optional[np.ndarray] = None) -> Any:
+    """The OpenCL backend for ``device``; None for the CPU. Float inputs ``a`` with NaN/Inf take
+    the CPU path, which reports them (or handles them under ``ignore_nonfinite``) by its rules."""
     if device is None or device == "cpu":
         return None
     from .devices import backend
 
     be = backend(device)
-    return be if be is not None and bool(np.isfinite(a).all()) else None
+    return be if be is not None and (a is None or bool(np.isfinite(a).all())) else None
 
 
 def _quantize_float(a: np.ndarray, s: Scheme, ignore_nonfinite: bool) -> tuple[np.ndarray, QParams]:
@@ -127,7 +127,7 @@ def dequantize(q: Any, qparams: QParams, *, packed: bool = False, device: Option
                 f"codes of a {'symmetric' if s.symmetric else 'asymmetric'} scheme must be "
                 f"{np.dtype(want).name}, got dtype {c.dtype}"
             )
-    be = None if packed else _device(device, np.zeros(0, np.float32))
+    be = None if packed else _device(device)
     if be is not None:
         return be.dequantize(c, s.spec(), qparams.scale, qparams.zero_point)
     return _rxquant.dequantize(c, list(qparams.shape), s.spec(), qparams.scale, qparams.zero_point, packed)

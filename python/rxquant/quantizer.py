@@ -14,7 +14,8 @@ from . import ops
 from ._arrays import as_float_array
 from ._io import PathLike, write_json
 from .calibration import calibrate
-from .gpu import GpuFamily, gpu_family
+from .gpu import GpuFamily
+from .gpu import gpu_family as _family  # `gpu_family` is also a parameter name below
 from .planner import Budget, Evaluate, Plan, candidate_options, parse_budget, plan
 from .report import format_report, report_dict
 from .scheme import QParams, Scheme
@@ -302,10 +303,6 @@ class AdaptiveQuantizer:
     def generate_quantization_report(self) -> str:
         """A text table: one row per analyzed layer, totals at the end."""
         return format_report(self.layer_stats, self.gpu, self.config)
-
-
-def _family(name: str) -> GpuFamily:
-    return gpu_family(name)
 
 
 def _scalar(a: np.ndarray, default: Any) -> Any:

@@ -169,6 +169,18 @@ fn count_into_impl<T: Elem>(x: &[T], kind: HistKind, lo: f64, inv: f64, h: &mut 
         }
     };
     let mut zeros = 0u64;
+    if x.len() < 1024 {
+        // Short slices (single values from per-channel runs, small groups): count directly,
+        // without allocating and flushing a block buffer per call.
+        for v in x {
+            match idx(v.to_f32()) {
+                i if i < bins => h[i] += 1,
+                i if i == zero_slot => zeros += 1,
+                _ => {}
+            }
+        }
+        return zeros;
+    }
     // u32 counts with the two spare slots, flushed into `h` per block.
     let mut sub = vec![0u32; bins + 2];
     for block in x.chunks(BLOCK) {
