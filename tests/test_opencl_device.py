@@ -58,7 +58,7 @@ def test_auto_never_picks_a_cpu_opencl_device_and_bad_devices_raise():
     devs, _ = opencl_devices()
     if not any(d["type"] == "gpu" for d in devs):
         assert rq.devices.backend("auto") is None  # PoCL is slower than rayon: auto stays on the CPU
-    with pytest.raises(ValueError, match="no OpenCL device opencl:99"):
+    with pytest.raises(rq.DeviceError, match="no OpenCL device opencl:99"):
         rq.quantize(np.ones(3, np.float32), device="opencl:99")
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         rq.quantize(np.ones(3, np.float32), device="tpu")
@@ -72,3 +72,93 @@ def test_adaptive_quantizer_on_opencl_matches_cpu():
     got = ocl.quantize_tensor_per_channel(w)
     for a, b in zip(cpu, got):
         np.testing.assert_array_equal(a, b)
+
+
+def _heavy_tailed(shape, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_t(3, size=shape).astype(np.float32)
+    x.reshape(-1)[::17] = 0.0  # exact zeros are counted apart from the bins
+    return x
+
+
+@pytest.mark.parametrize("method", ["minmax", "percentile", "entropy", "mse"])
+@pytest.mark.parametrize(
+    "scheme", [rq.Scheme("int8"), rq.Scheme("int8", symmetric=False), rq.Scheme("int8", axis=1)], ids=str
+)
+def test_calibration_on_the_device_gives_the_cpu_parameters(method, scheme):
+    x = _heavy_tailed((300, 70), 3)
+    opts = {"exact": False} if method in ("percentile", "mse") else {}
+    want = rq.calibrate(x, method, scheme, **opts)
+    got = rq.calibrate(x, method, scheme, device=DEVICE, **opts)
+    np.testing.assert_array_equal(want.scale, got.scale)
+    np.testing.assert_array_equal(want.zero_point, got.zero_point)
+
+
+def test_observer_on_the_device_streams_like_the_cpu_and_a_bad_batch_changes_nothing():
+    cpu, dev = rq.Observer("entropy", "int8"), rq.Observer("entropy", "int8", device=DEVICE)
+    for k in range(3):
+        b = _heavy_tailed((50_000,), 10 + k) * (k + 1)  # later batches widen the range
+        cpu.update(b)
+        dev.update(b)
+    before = dev.to_dict()
+    bad = _heavy_tailed((100,), 1)
+    bad[7] = np.inf
+    with pytest.raises(ValueError, match="non-finite"):
+        dev.update(bad)
+    assert dev.to_dict() == before
+    assert before == cpu.to_dict()
+    np.testing.assert_array_equal(cpu.qparams().scale, dev.qparams().scale)
+
+
+def test_metrics_on_the_device_within_1e6_relative():
+    x = _heavy_tailed((1000, 257), 4)
+    y = rq.fake_quantize(x, rq.Scheme("int4", axis=0))
+    want, got = rq.metrics(x, y), rq.metrics(x, y, device=DEVICE)
+    assert got.count == want.count
+    for f in ("mse", "mae", "max_abs_error", "cosine"):
+        assert getattr(got, f) == pytest.approx(getattr(want, f), rel=1e-6), f
+    assert got.sqnr_db == pytest.approx(want.sqnr_db, abs=1e-5)
+    with pytest.raises(ValueError, match="non-finite"):
+        rq.metrics(np.array([1.0, np.nan], np.float32), np.ones(2, np.float32), device=DEVICE)
+
+
+class _FailingDevice:
+    """Stands in for an OpenCL GPU whose kernels fail at run time (out of memory, lost device)."""
+
+    name = "failing GPU"
+
+    def __getattr__(self, _name):
+        def fail(*_args, **_kwargs):
+            raise rq.DeviceError("OpenCL kernel launch failed: CL_OUT_OF_RESOURCES")
+
+        return fail
+
+
+def test_auto_falls_back_to_the_cpu_when_a_kernel_fails_and_opencl_raises(monkeypatch):
+    failing = _FailingDevice()
+    monkeypatch.setattr(rxquant.devices, "backend", lambda d: None if d in (None, "cpu") else failing)
+    x = _heavy_tailed((64, 32), 5)
+    s = rq.Scheme("int8", axis=0)
+    q_cpu, qp = rq.quantize(x, s, device="cpu")
+    with pytest.warns(RuntimeWarning, match="failing GPU failed .*CL_OUT_OF_RESOURCES.*using the CPU"):
+        q, qp2 = rq.quantize(x, s, device="auto")
+    np.testing.assert_array_equal(q, q_cpu)
+    with pytest.warns(RuntimeWarning, match="using the CPU"):
+        assert rq.metrics(x, x, device="auto").sqnr_db == np.inf
+    with pytest.warns(RuntimeWarning, match="using the CPU"):
+        obs = rq.Observer("mse", s, device="auto").update(x)
+    np.testing.assert_array_equal(obs.qparams().scale, rq.Observer("mse", s).update(x).qparams().scale)
+    with pytest.raises(rq.DeviceError, match="CL_OUT_OF_RESOURCES"):
+        rq.quantize(x, s, device="opencl")
+    with pytest.raises(rq.DeviceError, match="CL_OUT_OF_RESOURCES"):
+        rq.calibrate(x, "entropy", s, device="opencl:0")
+
+
+def test_work_group_comes_from_the_gpu_family_table():
+    from rxquant.gpu import GPU_FAMILIES, work_group_size
+
+    assert work_group_size("gfx803") == GPU_FAMILIES["polaris"].work_group_size == 64
+    assert work_group_size("AMD Radeon RX 580 Series (polaris10, LLVM 15.0.7)") == 64
+    assert work_group_size("Ellesmere") == 64
+    dev = rxquant.devices.backend(DEVICE)
+    assert dev.work_group > 0 and dev.work_group & (dev.work_group - 1) == 0

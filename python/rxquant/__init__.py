@@ -9,7 +9,7 @@ True
 
 from ._rxquant import __version__, threads
 from .calibration import Observer, calibrate
-from .devices import get_rocm_status
+from .devices import DeviceError, get_rocm_status
 from .gpu import GPU_FAMILIES
 from .ops import (
     Metrics,
@@ -34,6 +34,7 @@ __all__ = [
     "__version__",
     "AdaptiveQuantizer",
     "CalibrationMethod",
+    "DeviceError",
     "GPU_FAMILIES",
     "LayerQuantizationStats",
     "Plan",

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import _rxquant
 from ._arrays import as_float_array
+from .devices import run
 from .scheme import QParams, Scheme
 
 METHODS = ("minmax", "percentile", "entropy", "mse")
@@ -39,7 +40,9 @@ def _integer_scheme(scheme: SchemeLike) -> Scheme:
     return s
 
 
-def calibrate(x: Any, method: str = "minmax", scheme: SchemeLike = None, **options: Any) -> QParams:
+def calibrate(
+    x: Any, method: str = "minmax", scheme: SchemeLike = None, *, device: Optional[str] = None, **options: Any
+) -> QParams:
     """Chooses scale and zero point for ``x`` under ``scheme`` (default INT8 symmetric per tensor).
 
     Methods (each per tensor, channel or group; see docs/calibration.md):
@@ -55,12 +58,15 @@ def calibrate(x: Any, method: str = "minmax", scheme: SchemeLike = None, **optio
 
     Options: ``bins``, ``percentile``, ``exact``, ``exact_limit``, ``ignore_nonfinite``.
     NaN/Inf raise a ValueError with their count and first index unless ``ignore_nonfinite``.
+    ``device`` (``auto``, ``cpu``, ``opencl``, ``opencl:N``) runs the min/max and histogram passes
+    there, with the same results; the searches on the data of small cells stay on the CPU.
     """
     s = _integer_scheme(scheme)
     a = as_float_array(x)
     if "averaging" in options:
         raise TypeError("averaging applies to streamed batches: use Observer(..., averaging=c)")
-    scale, zp = _rxquant.calibrate(a, str(method), s.spec(), _options(**options))
+    args = (a, str(method), s.spec(), _options(**options))
+    scale, zp = run(device, lambda be: be.calibrate(*args), lambda: _rxquant.calibrate(*args))
     cell = a.size // max(1, scale.size)
     if str(method) in ("entropy", "kl") and 0 < cell < SPARSE_CELL:
         warnings.warn(
@@ -81,10 +87,19 @@ class Observer:
 
     Batches may have any size; per channel they must keep the channel count. ``merge`` combines
     observers filled in parallel. State survives ``pickle`` and ``to_dict``/``from_dict``.
-    Options as for :func:`calibrate`, plus ``averaging=c`` for a min-max moving average.
+    Options as for :func:`calibrate`, plus ``averaging=c`` for a min-max moving average, and
+    ``device`` for where each batch's passes run. A batch that fails changes nothing.
     """
 
-    def __init__(self, method: str = "minmax", scheme: SchemeLike = None, **options: Any) -> None:
+    def __init__(
+        self,
+        method: str = "minmax",
+        scheme: SchemeLike = None,
+        *,
+        device: Optional[str] = None,
+        **options: Any,
+    ) -> None:
+        self.device = device
         self.method = str(method)
         self.scheme = _integer_scheme(scheme)
         self.options = dict(options)
@@ -94,7 +109,7 @@ class Observer:
     def update(self, batch: Any) -> Observer:
         """Folds one batch in; returns self."""
         a = as_float_array(batch, "batch")
-        self._obs.update(a)
+        run(self.device, lambda be: be.observe(self._obs, a), lambda: self._obs.update(a))
         if self._shape is None:
             self._shape = a.shape
         return self

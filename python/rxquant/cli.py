@@ -307,7 +307,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
     for dv in cl["devices"]:
         lines.append(
             f"  opencl:{dv['index']}  {dv['name']} [{dv['type']}] on {dv['platform']}, "
-            f"{dv['compute_units']} compute units, {dv['opencl_c_version']}"
+            f"{dv['compute_units']} compute units, {dv['opencl_c_version']}, work-group {dv['work_group']}"
         )
     hip = f"HIP {ro['hip_version']} ({ro['library']})" if ro["hip_available"] else "HIP runtime not loaded"
     lines.append(f"ROCm/HIP: {hip}")

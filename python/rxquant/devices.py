@@ -3,8 +3,11 @@
 
 `backend(device)` resolves ``device="auto" | "cpu" | "opencl" | "opencl:N"`` for the functional
 API and AdaptiveQuantizer: ``auto`` takes an OpenCL *GPU* when there is one (never a CPU OpenCL
-device such as PoCL, which is slower than rayon) and falls back to the CPU with a warning if it
-fails; an explicit ``opencl`` (the first OpenCL device, PoCL included) raises instead.
+device such as PoCL, which is slower than rayon); an explicit ``opencl`` takes the first OpenCL
+device, PoCL included. `run` executes on the chosen device: any :class:`DeviceError` (the device
+cannot open, a build or launch fails, it runs out of memory) falls back to the CPU with a warning
+under ``auto`` and is raised under an explicit ``opencl``. Kernels use the work-group size of
+the device's family in :data:`rxquant.gpu.GPU_FAMILIES`.
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 from . import _rxquant
+
+DeviceError = _rxquant.DeviceError
+T = TypeVar("T")
 
 
 def get_rocm_status(kfd_root: Optional[str] = None) -> dict[str, Any]:
@@ -35,23 +41,30 @@ def opencl_devices() -> tuple[list[dict[str, Any]], Optional[str]]:
 def describe() -> dict[str, Any]:
     from . import threads
     from .bench import cpu_model
+    from .gpu import work_group_size
 
     cl, why = opencl_devices()
+    for dv in cl:
+        dv["work_group"] = work_group_size(dv["name"])
+    gpus = [x for x in cl if x["type"] == "gpu"]
+    auto = f"opencl:{gpus[0]['index']} ({gpus[0]['name']})" if gpus else "cpu (no OpenCL GPU)"
     return {
         "cpu": {"model": cpu_model(), "logical_cpus": os.cpu_count(), "rxquant_threads": threads()},
         "opencl": {"devices": cl, "reason": why},
         "rocm": get_rocm_status(),
-        "compute": "cpu (this build runs no GPU kernels)",
+        "compute": f"device='auto' runs on {auto}",
     }
 
 
 _OPEN: dict[int, Any] = {}
 
 
-def _open(index: int) -> Any:
-    if index not in _OPEN:
-        _OPEN[index] = _rxquant.OpenClDevice(index)
-    return _OPEN[index]
+def _open(dev: dict[str, Any]) -> Any:
+    from .gpu import work_group_size
+
+    if dev["index"] not in _OPEN:
+        _OPEN[dev["index"]] = _rxquant.OpenClDevice(dev["index"], work_group_size(dev["name"]))
+    return _OPEN[dev["index"]]
 
 
 def backend(device: Optional[str]) -> Optional[Any]:
@@ -59,28 +72,46 @@ def backend(device: Optional[str]) -> Optional[Any]:
     d = (device or "cpu").lower()
     if d == "cpu":
         return None
+    m = re.fullmatch(r"opencl(?::(\d+))?", d)
+    if d != "auto" and not m:
+        raise ValueError(f"unknown device {device!r}; expected auto, cpu, opencl or opencl:N")
+    devs, why = opencl_devices()
+    gpus = [x for x in devs if x["type"] == "gpu"]
     if d == "auto":
-        devs, _ = opencl_devices()
-        gpus = [x for x in devs if x["type"] == "gpu"]
         if not gpus:
             return None
         try:
-            return _open(gpus[0]["index"])
-        except (ValueError, RuntimeError) as e:
-            warnings.warn(
-                f"OpenCL GPU {gpus[0]['name']} failed ({e}); using the CPU", RuntimeWarning, stacklevel=3
-            )
+            return _open(gpus[0])
+        except DeviceError as e:
+            _fallback(gpus[0]["name"], e)
             return None
-    m = re.fullmatch(r"opencl(?::(\d+))?", d)
-    if not m:
-        raise ValueError(f"unknown device {device!r}; expected auto, cpu, opencl or opencl:N")
-    if m.group(1) is not None:
-        return _open(int(m.group(1)))
-    devs, why = opencl_devices()
+    if m and m.group(1) is not None:
+        i = int(m.group(1))
+        if i >= len(devs):
+            raise DeviceError(f"no OpenCL device opencl:{i} ({len(devs)} found{': ' + why if why else ''})")
+        return _open(devs[i])
     if not devs:
-        raise RuntimeError(f"device='opencl' but there is no OpenCL device: {why}")
-    gpus = [x for x in devs if x["type"] == "gpu"]
-    return _open((gpus or devs)[0]["index"])
+        raise DeviceError(f"device='opencl' but there is no OpenCL device: {why}")
+    return _open((gpus or devs)[0])
+
+
+def _fallback(name: str, e: Exception) -> None:
+    warnings.warn(f"OpenCL device {name} failed ({e}); using the CPU", RuntimeWarning, stacklevel=4)
+
+
+def run(device: Optional[str], on_device: Callable[[Any], T], on_cpu: Callable[[], T]) -> T:
+    """``on_device(backend)`` on the device ``device`` resolves to, else ``on_cpu()``; under
+    ``auto`` a DeviceError falls back to ``on_cpu()`` with a RuntimeWarning."""
+    be = backend(device)
+    if be is None:
+        return on_cpu()
+    try:
+        return on_device(be)
+    except DeviceError as e:
+        if (device or "").lower() != "auto":
+            raise
+        _fallback(be.name, e)
+        return on_cpu()
 
 
 def device_name(device: Optional[str]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Optional
 
 from .scheme import Scheme
 from .types import QuantizationPrecision
@@ -20,6 +21,11 @@ class GpuFamily:
     fp16_acceleration: bool
     recommended_precision: QuantizationPrecision
     candidates: tuple[tuple[str, Scheme], ...]
+    # OpenCL work-group size for rxquant's kernels: a multiple of the wavefront.
+    work_group_size: int = 64
+    # Lower-case fragments of the OpenCL device names of this family (ROCm reports the gfx
+    # target, Mesa and AMD's legacy driver the chip name).
+    device_names: tuple[str, ...] = ()
 
 
 def _candidates(*names: str) -> tuple[tuple[str, Scheme], ...]:
@@ -45,6 +51,8 @@ GPU_FAMILIES: dict[str, GpuFamily] = {
         False,
         QuantizationPrecision.INT8,
         _candidates("int4_g32", "int4_g128", "int8_channel", "fp16", "fp32"),
+        64,
+        ("gfx803", "polaris", "ellesmere", "baffin", "lexa"),
     ),
     "vega": GpuFamily(
         "vega",
@@ -56,6 +64,8 @@ GPU_FAMILIES: dict[str, GpuFamily] = {
         True,
         QuantizationPrecision.FP16,
         _candidates("int4_g32", "int4_g128", "int8_channel", "fp16", "fp32"),
+        64,
+        ("gfx900", "gfx906", "vega"),
     ),
     "navi": GpuFamily(
         "navi",
@@ -67,8 +77,25 @@ GPU_FAMILIES: dict[str, GpuFamily] = {
         True,
         QuantizationPrecision.FP16,
         _candidates("int4_g32", "int4_g128", "int8_channel", "fp16", "fp32"),
+        64,
+        ("gfx1010", "gfx1011", "gfx1012", "navi"),
     ),
 }
+
+# Work-group size for OpenCL devices of no listed family (a multiple of 32 and 64 wavefronts).
+DEFAULT_WORK_GROUP = 64
+
+
+def family_of_device(device_name: str) -> Optional[GpuFamily]:
+    """The family whose OpenCL device names match ``device_name``, if any."""
+    name = device_name.lower()
+    return next((f for f in GPU_FAMILIES.values() if any(k in name for k in f.device_names)), None)
+
+
+def work_group_size(device_name: str) -> int:
+    """The OpenCL work-group size for a device, from its family in the table."""
+    fam = family_of_device(device_name)
+    return fam.work_group_size if fam else DEFAULT_WORK_GROUP
 
 
 def gpu_family(name: str) -> GpuFamily:

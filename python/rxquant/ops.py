@@ -16,6 +16,7 @@ import numpy as np
 from . import _rxquant
 from ._arrays import as_code_array, as_float_array
 from .calibration import calibrate
+from .devices import run
 from .scheme import QParams, Scheme
 
 SchemeLike = Union[Scheme, str, None]
@@ -55,30 +56,27 @@ def quantize(
         raise ValueError(f"pack=True needs int4, the scheme is {s.precision}")
     if not s.is_integer:
         return _quantize_float(a, s, ignore_nonfinite)
-    be = _device(device, a)
-    if be is not None:
-        if qparams is None:
-            scale, zp = be.minmax_qparams(a, s.spec())
-            qparams = QParams(s, scale, zp, a.shape)
-        _check_qparams(qparams, a.shape, s)
-        q = be.quantize(a, s.spec(), qparams.scale, qparams.zero_point)
-        return (_rxquant.pack_int4(q.reshape(-1)) if pack else q), qparams
     if qparams is None:
-        qparams = calibrate(a, "minmax", s, ignore_nonfinite=ignore_nonfinite)
+        qparams = calibrate(a, "minmax", s, ignore_nonfinite=ignore_nonfinite, device=device)
     _check_qparams(qparams, a.shape, s)
-    q = _rxquant.quantize(a, s.spec(), qparams.scale, qparams.zero_point, ignore_nonfinite, pack)
-    return q, qparams
+    qp, spec = qparams, s.spec()
+
+    def on_device(be: Any) -> np.ndarray:
+        q = be.quantize(a, spec, qp.scale, qp.zero_point)
+        return _rxquant.pack_int4(q.reshape(-1)) if pack else q
+
+    def on_cpu() -> np.ndarray:
+        return _rxquant.quantize(a, spec, qp.scale, qp.zero_point, ignore_nonfinite, pack)
+
+    return run(_finite_on(device, a), on_device, on_cpu), qparams
 
 
-def _device(device: Optional[str], a: Optional[np.ndarray] = None) -> Any:
-    """The OpenCL backend for ``device``; None for the CPU. Float inputs ``a`` with NaN/Inf take
-    the CPU path, which reports them (or handles them under ``ignore_nonfinite``) by its rules."""
-    if device is None or device == "cpu":
-        return None
-    from .devices import backend
-
-    be = backend(device)
-    return be if be is not None and (a is None or bool(np.isfinite(a).all())) else None
+def _finite_on(device: Optional[str], a: np.ndarray) -> Optional[str]:
+    """``device``, or the CPU when ``a`` has NaN/Inf: the CPU path reports them (or handles them
+    under ``ignore_nonfinite``) by its rules, which the element-wise kernels do not check."""
+    if device is None or device == "cpu" or bool(np.isfinite(a).all()):
+        return device
+    return "cpu"
 
 
 def _quantize_float(a: np.ndarray, s: Scheme, ignore_nonfinite: bool) -> tuple[np.ndarray, QParams]:
@@ -127,10 +125,12 @@ def dequantize(q: Any, qparams: QParams, *, packed: bool = False, device: Option
                 f"codes of a {'symmetric' if s.symmetric else 'asymmetric'} scheme must be "
                 f"{np.dtype(want).name}, got dtype {c.dtype}"
             )
-    be = None if packed else _device(device)
-    if be is not None:
-        return be.dequantize(c, s.spec(), qparams.scale, qparams.zero_point)
-    return _rxquant.dequantize(c, list(qparams.shape), s.spec(), qparams.scale, qparams.zero_point, packed)
+    args = (s.spec(), qparams.scale, qparams.zero_point)
+    return run(
+        "cpu" if packed else device,
+        lambda be: be.dequantize(c, *args),
+        lambda: _rxquant.dequantize(c, list(qparams.shape), *args, packed),
+    )
 
 
 def fake_quantize(
@@ -154,10 +154,13 @@ def fake_quantize(
         y = q.astype(np.float32)
         return (y, np.ones(a.shape, bool)) if return_mask else y
     if qparams is None:
-        qparams = calibrate(a, "minmax", s, ignore_nonfinite=ignore_nonfinite)
+        qparams = calibrate(a, "minmax", s, ignore_nonfinite=ignore_nonfinite, device=device)
     _check_qparams(qparams, a.shape, s)
-    y, mask = _rxquant.fake_quantize(
-        a, s.spec(), qparams.scale, qparams.zero_point, ignore_nonfinite, return_mask
+    args = (s.spec(), qparams.scale, qparams.zero_point)
+    y, mask = run(
+        _finite_on(device, a),
+        lambda be: be.fake_quantize(a, *args),
+        lambda: _rxquant.fake_quantize(a, *args, ignore_nonfinite, return_mask),
     )
     return (y, mask) if return_mask else y
 
@@ -202,6 +205,11 @@ class Metrics:
         return asdict(self)
 
 
-def metrics(x: Any, y: Any) -> Metrics:
-    """SQNR (dB, ``inf`` for an exact match), cosine, MSE, MAE and max error of ``y`` against ``x``."""
-    return Metrics(**_rxquant.metrics(as_float_array(x, "x"), as_float_array(y, "y")))
+def metrics(x: Any, y: Any, *, device: Optional[str] = None) -> Metrics:
+    """SQNR (dB, ``inf`` for an exact match), cosine, MSE, MAE and max error of ``y`` against ``x``.
+
+    On an OpenCL ``device`` the sums are float32 per work-group and float64 across them: within
+    1e-6 relative of the CPU's float64 sums.
+    """
+    a, b = as_float_array(x, "x"), as_float_array(y, "y")
+    return Metrics(**run(device, lambda be: be.metrics(a, b), lambda: _rxquant.metrics(a, b)))

@@ -31,8 +31,8 @@ class AdaptiveQuantizer:
     """Quantizes tensors, analyzes layer sensitivity and plans mixed precision.
 
     ``device``: ``"auto"`` (an OpenCL GPU if there is one, else the CPU), ``"cpu"``, ``"opencl"``
-    or ``"opencl:N"``; quantization, dequantization and fake quantization run there, calibration
-    other than min-max on the CPU.
+    or ``"opencl:N"``; calibration's min/max and histogram passes, quantization, dequantization
+    and fake quantization run there (see :mod:`rxquant.devices` for the fallback rules).
     """
 
     def __init__(
@@ -69,7 +69,7 @@ class AdaptiveQuantizer:
 
     def _qparams(self, w: np.ndarray, scheme: Scheme, method: CalibrationMethod) -> QParams:
         opts = {"percentile": self.config.percentile} if method is CalibrationMethod.PERCENTILE else {}
-        return calibrate(w, method.core_name, scheme, **opts)
+        return calibrate(w, method.core_name, scheme, device=self.device, **opts)
 
     # ------------------------------------------------------------ quantization
 

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::hist::{Hist, HistKind};
 use crate::layout::{ParamMap, Run};
 use crate::qparams::{scale_zero_point, QParams};
-use crate::range::ranges;
+use crate::range::{ranges, Ranges};
 use crate::scheme::Scheme;
 use rayon::prelude::*;
 
@@ -106,6 +106,30 @@ pub const MSE_EXACT_CELL: usize = 16_384;
 /// gets fewer bins. Entropy needs more bins than target levels, else it keeps the full range.
 const HIST_MEMORY: usize = 256 << 20;
 
+/// Where calibration's passes over the data run: [`Cpu`] (rayon), or a device such as
+/// [`crate::gpu::cl::ClBackend`]. Every implementation gives the same ranges and counts.
+pub trait Reducer<T: Elem> {
+    /// Per-parameter ranges of the finite values; NaN/Inf are an error unless `ignore_nonfinite`.
+    fn ranges(&self, x: &[T], map: &ParamMap, ignore_nonfinite: bool) -> Result<Ranges>;
+    /// Adds the finite values of `x` to per-parameter histograms whose ranges already cover them:
+    /// all of the counts, or none when it fails.
+    fn histograms(&self, x: &[T], map: &ParamMap, hists: &mut [Hist], kind: HistKind) -> Result<()>;
+}
+
+/// The CPU: SIMD kernels on rayon threads.
+pub struct Cpu;
+
+impl<T: Elem> Reducer<T> for Cpu {
+    fn ranges(&self, x: &[T], map: &ParamMap, ignore_nonfinite: bool) -> Result<Ranges> {
+        ranges(x, map, ignore_nonfinite)
+    }
+
+    fn histograms(&self, x: &[T], map: &ParamMap, hists: &mut [Hist], kind: HistKind) -> Result<()> {
+        add_to_hists(x, map, hists, kind);
+        Ok(())
+    }
+}
+
 /// Streaming calibration state: per-parameter running min/max and histograms.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observer {
@@ -145,34 +169,46 @@ impl Observer {
 
     /// Folds one batch in. Its parameter grid (the channel count, per channel) must match earlier batches.
     pub fn update<T: Elem>(&mut self, x: &[T], shape: &[usize]) -> Result<()> {
+        self.update_on(&Cpu, x, shape)
+    }
+
+    /// [`Observer::update`] with the passes over the data run by `dev`.
+    pub fn update_on<T: Elem>(&mut self, dev: &impl Reducer<T>, x: &[T], shape: &[usize]) -> Result<()> {
         let map = ParamMap::new(shape, self.scheme.granularity)?;
         let n = map.n_params();
-        match &self.grid {
-            Some(g) if *g != map.grid => {
-                return Err(Error::Shape(format!(
-                    "batch needs a parameter grid {:?} but the observer has {:?} (channel count or group layout differs)",
-                    map.grid, g
-                )))
-            }
-            Some(_) => {}
-            None => {
-                self.grid = Some(map.grid.clone());
-                self.min = vec![f32::INFINITY; n];
-                self.max = vec![f32::NEG_INFINITY; n];
-                if self.uses_hist() {
-                    // Many small cells (groups): cap histogram memory at HIST_MEMORY bytes.
-                    let cap = (HIST_MEMORY / (8 * n)).max(16);
-                    self.opts.bins = self.opts.bins.min(cap);
-                    self.hists = vec![Hist::empty(self.opts.bins); n];
-                }
+        if let Some(g) = self.grid.as_ref().filter(|g| **g != map.grid) {
+            return Err(Error::Shape(format!(
+                "batch needs a parameter grid {:?} but the observer has {:?} (channel count or group layout differs)",
+                map.grid, g
+            )));
+        }
+        // State changes only after each fallible pass succeeded, so a failed batch (bad values,
+        // a device error) can be retried or run elsewhere without counting twice.
+        let r = dev.ranges(x, &map, self.opts.ignore_nonfinite)?;
+        if self.grid.is_none() {
+            self.grid = Some(map.grid.clone());
+            self.min = vec![f32::INFINITY; n];
+            self.max = vec![f32::NEG_INFINITY; n];
+            if self.uses_hist() {
+                // Many small cells (groups): cap histogram memory at HIST_MEMORY bytes.
+                let cap = (HIST_MEMORY / (8 * n)).max(16);
+                self.opts.bins = self.opts.bins.min(cap);
+                self.hists = vec![Hist::empty(self.opts.bins); n];
             }
         }
-        let r = ranges(x, &map, self.opts.ignore_nonfinite)?;
-        for p in 0..n {
-            let (lo, hi) = (r.min[p], r.max[p]);
-            if lo > hi {
-                continue; // no finite value for this parameter in this batch
+        if self.uses_hist() {
+            let kind = self.kind();
+            for (p, h) in self.hists.iter_mut().enumerate().filter(|(p, _)| r.min[*p] <= r.max[*p]) {
+                // Widening re-bins exactly and is idempotent, so it may precede the counting.
+                match kind {
+                    HistKind::Abs => h.cover(0.0, r.min[p].abs().max(r.max[p].abs()) as f64),
+                    HistKind::Signed => h.cover(r.min[p] as f64, r.max[p] as f64),
+                }
             }
+            dev.histograms(x, &map, &mut self.hists, kind)?;
+        }
+        for p in (0..n).filter(|&p| r.min[p] <= r.max[p]) {
+            let (lo, hi) = (r.min[p], r.max[p]);
             match self.opts.averaging {
                 Some(c) if self.min[p] <= self.max[p] => {
                     self.min[p] += (c * (lo - self.min[p]) as f64) as f32;
@@ -183,17 +219,6 @@ impl Observer {
                     self.max[p] = self.max[p].max(hi);
                 }
             }
-            if self.uses_hist() {
-                let (a, b) = match self.kind() {
-                    HistKind::Abs => (0.0, (lo.abs().max(hi.abs())) as f64),
-                    HistKind::Signed => (lo as f64, hi as f64),
-                };
-                self.hists[p].cover(a, b);
-            }
-        }
-        if self.uses_hist() {
-            let kind = self.kind();
-            add_to_hists(x, &map, &mut self.hists, kind);
         }
         self.batches += 1;
         Ok(())
@@ -525,6 +550,19 @@ pub fn calibrate<T: Elem>(
     method: Method,
     opts: &CalibOptions,
 ) -> Result<QParams> {
+    calibrate_on(&Cpu, x, shape, scheme, method, opts)
+}
+
+/// [`calibrate`] with the range and histogram passes run by `dev` (the searches on the data of
+/// small cells stay on the CPU: they sort or scan a few thousand values per cell).
+pub fn calibrate_on<T: Elem>(
+    dev: &impl Reducer<T>,
+    x: &[T],
+    shape: &[usize],
+    scheme: Scheme,
+    method: Method,
+    opts: &CalibOptions,
+) -> Result<QParams> {
     // Small cells (groups, short channels) are searched on their own values: cheaper than a
     // 2048-bin histogram per cell, and exact.
     let groups = scheme.granularity_is_group();
@@ -536,7 +574,7 @@ pub fn calibrate<T: Elem>(
     };
     let mut obs = Observer::new(scheme, method, opts.clone())?;
     if !exact {
-        obs.update(x, shape)?;
+        obs.update_on(dev, x, shape)?;
         return obs.qparams();
     }
     let map = ParamMap::new(shape, scheme.granularity)?;

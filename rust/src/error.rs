@@ -38,6 +38,11 @@ pub enum Error {
     /// A file whose content is not what its format promises (corrupt or truncated).
     #[error("{0}")]
     Format(String),
+
+    /// A GPU runtime failed: no platform or device, a build failure, out of device memory, a
+    /// failed launch. Callers that chose the device automatically fall back to the CPU on it.
+    #[error("{0}")]
+    Device(String),
 }
 
 /// Crate-wide result type.

@@ -50,8 +50,16 @@ impl Hist {
 
     /// The bin holding `v` (clamped to the ends).
     pub fn bin_of(&self, v: f64) -> usize {
-        let inv = if self.width > 0.0 { 1.0 / self.width } else { 0.0 };
-        self.index(v, inv)
+        self.index(v, self.inv())
+    }
+
+    /// Bins per unit: `1 / width`, or 0 for a point mass (everything lands in bin 0).
+    pub fn inv(&self) -> f64 {
+        if self.width > 0.0 {
+            1.0 / self.width
+        } else {
+            0.0
+        }
     }
 
     /// Upper end of the range.
@@ -90,7 +98,7 @@ impl Hist {
         };
         let fresh = Hist { lo: new_lo, width: new_w, counts: vec![0; self.counts.len()], zeros: self.zeros };
         let old = std::mem::replace(self, fresh);
-        let inv = if new_w > 0.0 { 1.0 / new_w } else { 0.0 };
+        let inv = self.inv();
         for (i, &c) in old.counts.iter().enumerate().filter(|(_, &c)| c > 0) {
             let center = old.lo + (i as f64 + 0.5) * old.width;
             let b = self.index(center, inv);
@@ -105,7 +113,7 @@ impl Hist {
             return;
         }
         self.cover(other.lo, other.hi());
-        let inv = if self.width > 0.0 { 1.0 / self.width } else { 0.0 };
+        let inv = self.inv();
         for (i, &c) in other.counts.iter().enumerate().filter(|(_, &c)| c > 0) {
             let b = self.index(other.lo + (i as f64 + 0.5) * other.width, inv);
             self.counts[b] += c;
@@ -115,7 +123,7 @@ impl Hist {
     /// Counts the finite values of `x` (range already covering them), in parallel chunks.
     pub fn add<T: Elem>(&mut self, x: &[T], kind: HistKind) {
         let bins = self.counts.len();
-        let (lo, inv) = (self.lo, if self.width > 0.0 { 1.0 / self.width } else { 0.0 });
+        let (lo, inv) = (self.lo, self.inv());
         if x.len() <= HIST_CHUNK {
             self.zeros += count_into(x, kind, lo, inv, &mut self.counts);
             return;

@@ -34,7 +34,7 @@ pub mod range;
 pub mod scheme;
 mod simd;
 
-pub use calib::{calibrate, CalibOptions, Method, Observer};
+pub use calib::{calibrate, calibrate_on, CalibOptions, Cpu, Method, Observer, Reducer};
 pub use elem::{Elem, QInt};
 pub use error::{Error, Result};
 pub use fp16::to_fp16;

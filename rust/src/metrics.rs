@@ -20,19 +20,19 @@ pub struct Metrics {
     pub count: usize,
 }
 
-/// Running sums: x², y², xy, (x−y)², |x−y| and max |x−y|.
+/// Running sums: x², y², xy, (x−y)², |x−y| and max |x−y| (also filled by the OpenCL kernel).
 #[derive(Clone, Copy, Default)]
-struct Sums {
-    xx: f64,
-    yy: f64,
-    xy: f64,
-    ee: f64,
-    ae: f64,
-    max: f64,
+pub(crate) struct Sums {
+    pub xx: f64,
+    pub yy: f64,
+    pub xy: f64,
+    pub ee: f64,
+    pub ae: f64,
+    pub max: f64,
 }
 
 impl Sums {
-    fn merge(self, o: Sums) -> Sums {
+    pub(crate) fn merge(self, o: Sums) -> Sums {
         Sums {
             xx: self.xx + o.xx,
             yy: self.yy + o.yy,
@@ -91,23 +91,38 @@ pub fn metrics<A: Elem, B: Elem>(x: &[A], y: &[B]) -> Result<Metrics> {
         .zip(y.par_chunks(CHUNK))
         .map(|(a, b)| chunk_sums(a, b))
         .reduce(Sums::default, Sums::merge);
-    let all = [s.xx, s.yy, s.xy, s.ee, s.ae, s.max];
-    if all.iter().any(|v| !v.is_finite()) {
-        let first_index =
-            crate::elem::first_nonfinite(x).or_else(|| crate::elem::first_nonfinite(y)).unwrap_or(0);
-        let count = x.iter().filter(|v| !v.to_f32().is_finite()).count()
-            + y.iter().filter(|v| !v.to_f32().is_finite()).count();
-        return Err(Error::NonFinite { count, first_index });
+    if !s.is_finite() {
+        return Err(nonfinite_error(x, y));
     }
-    let n = x.len();
-    let cosine = match (s.xx > 0.0, s.yy > 0.0) {
-        (true, true) => (s.xy / (s.xx.sqrt() * s.yy.sqrt())).clamp(-1.0, 1.0),
-        (false, false) => 1.0,
-        _ => 0.0,
-    };
-    let sqnr_db = if s.ee == 0.0 { f64::INFINITY } else { 10.0 * (s.xx / s.ee).log10() };
-    let per = |v: f64| if n == 0 { 0.0 } else { v / n as f64 };
-    Ok(Metrics { sqnr_db, cosine, mse: per(s.ee), mae: per(s.ae), max_abs_error: s.max, count: n })
+    Ok(s.finish(x.len()))
+}
+
+/// Where the NaN/Inf are, for the error (a cold path: only after the sums came out non-finite).
+pub(crate) fn nonfinite_error<A: Elem, B: Elem>(x: &[A], y: &[B]) -> Error {
+    let first_index =
+        crate::elem::first_nonfinite(x).or_else(|| crate::elem::first_nonfinite(y)).unwrap_or(0);
+    let count = x.iter().filter(|v| !v.to_f32().is_finite()).count()
+        + y.iter().filter(|v| !v.to_f32().is_finite()).count();
+    Error::NonFinite { count, first_index }
+}
+
+impl Sums {
+    pub(crate) fn is_finite(&self) -> bool {
+        [self.xx, self.yy, self.xy, self.ee, self.ae, self.max].iter().all(|v| v.is_finite())
+    }
+
+    /// The metrics of `n` elements from their sums.
+    pub(crate) fn finish(&self, n: usize) -> Metrics {
+        let s = self;
+        let cosine = match (s.xx > 0.0, s.yy > 0.0) {
+            (true, true) => (s.xy / (s.xx.sqrt() * s.yy.sqrt())).clamp(-1.0, 1.0),
+            (false, false) => 1.0,
+            _ => 0.0,
+        };
+        let sqnr_db = if s.ee == 0.0 { f64::INFINITY } else { 10.0 * (s.xx / s.ee).log10() };
+        let per = |v: f64| if n == 0 { 0.0 } else { v / n as f64 };
+        Metrics { sqnr_db, cosine, mse: per(s.ee), mae: per(s.ae), max_abs_error: s.max, count: n }
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@
 //! unless `RXQUANT_REQUIRE_OPENCL=1` (as in CI) makes that a failure.
 
 use rxquant::gpu::cl::ClBackend;
-use rxquant::hist::{Hist, HistKind};
 use rxquant::*;
 
 fn backend() -> Option<ClBackend> {
@@ -62,7 +61,7 @@ fn quantize_dequantize_fake_and_ranges_match_cpu() {
                 let s = Scheme::new(p).asymmetric(!sym).with_granularity(g);
                 let map = ParamMap::new(shape, g).unwrap();
                 let r_cpu = range::ranges(&x, &map, false).unwrap();
-                let r_cl = cl.ranges(&x, &map).unwrap();
+                let r_cl = Reducer::ranges(&cl, &x, &map, false).unwrap();
                 assert_eq!(r_cpu, r_cl, "{shape:?} {g:?}");
                 let qp = QParams::from_ranges(s, &map, &r_cpu);
                 let mut q_cpu = vec![0u8; n];
@@ -98,7 +97,7 @@ fn quantize_dequantize_fake_and_ranges_match_cpu() {
 }
 
 #[test]
-fn pack_histogram_and_sums_match_cpu() {
+fn pack_matches_cpu() {
     let Some(cl) = backend() else { return };
     for n in [0usize, 1, 2, 7, 1000, 100_001] {
         let codes: Vec<i8> = (0..n).map(|i| ((i * 7) % 16) as i8 - 8).collect();
@@ -106,30 +105,88 @@ fn pack_histogram_and_sums_match_cpu() {
         let mut packed = vec![0u8; n.div_ceil(2)];
         cl.pack_int4(&raw, &mut packed).unwrap();
         assert_eq!(packed, pack_int4_signed(&codes).unwrap(), "n={n}");
+    }
+}
 
-        let mut x = data(n, 99 + n as u64);
-        if n > 10 {
-            x[3] = 0.0;
-            x[5] = f32::NAN;
-        }
-        let mut h = Hist::empty(2048);
-        h.cover(0.0, 3.0);
-        let finite: Vec<f32> = x.iter().copied().filter(|v| v.is_finite()).collect();
-        h.add(&finite, HistKind::Abs);
-        let inv = (1.0 / h.width) as f32;
-        let (counts, zeros, bad) = cl.histogram(&x, 0.0, inv, 2048, true).unwrap();
-        assert_eq!(counts, h.counts, "histogram n={n}");
-        assert_eq!((zeros, bad), (h.zeros, (x.len() - finite.len()) as u64));
+#[test]
+fn two_stage_minmax_counts_nonfinite_and_matches_cpu_on_large_cells() {
+    let Some(cl) = backend() else { return };
+    // One cell of 1M+3 values (4096 work-groups, each striding over it) and 3 channels of ~350K.
+    for (shape, g) in [
+        (vec![1 << 20 | 3], Granularity::PerTensor),
+        (vec![3, 349_526], Granularity::PerChannel { axis: 0 }),
+        (vec![349_526, 3], Granularity::PerChannel { axis: 1 }),
+    ] {
+        let n: usize = shape.iter().product();
+        let mut x = data(n, 5);
+        x[n / 2] = 40.0;
+        x[n - 1] = -41.0;
+        x[17] = f32::NAN;
+        x[n / 3] = f32::INFINITY;
+        let map = ParamMap::new(&shape, g).unwrap();
+        let (r, bad) = cl.minmax(&x, &map).unwrap();
+        assert_eq!(r, range::ranges(&x, &map, true).unwrap(), "{shape:?}");
+        assert_eq!(bad, 2);
+        let e = Reducer::ranges(&cl, &x, &map, false).unwrap_err();
+        assert_eq!(e, Error::NonFinite { count: 2, first_index: 17 });
+    }
+}
 
-        let y: Vec<f32> = x.iter().map(|v| if v.is_finite() { v * 0.9 + 0.01 } else { 0.0 }).collect();
-        let xs: Vec<f32> = x.iter().map(|v| if v.is_finite() { *v } else { 0.0 }).collect();
-        let s = cl.error_sums(&xs, &y).unwrap();
-        let m = metrics(&xs, &y).unwrap();
-        let sx: f64 = xs.iter().map(|&v| (v as f64) * (v as f64)).sum();
-        let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.abs().max(1e-30) + 1e-12;
-        assert!(close(s[0], sx), "{} vs {}", s[0], sx);
-        if n > 0 {
-            assert!(close(s[3], m.mse * n as f64));
+#[test]
+fn device_histograms_give_the_cpu_observers_and_calibration() {
+    let Some(cl) = backend() else { return };
+    let shapes: [(&[usize], Granularity); 4] = [
+        (&[300_001], Granularity::PerTensor),
+        (&[7], Granularity::PerTensor),
+        (&[24, 4099], Granularity::PerChannel { axis: 0 }),
+        (&[513, 6], Granularity::PerChannel { axis: 1 }),
+    ];
+    for (k, (shape, g)) in shapes.into_iter().enumerate() {
+        let n: usize = shape.iter().product();
+        let mut x = data(n, 11 + k as u64);
+        x.iter_mut().step_by(13).for_each(|v| *v = 0.0); // exact zeros are counted apart
+        x.iter_mut().step_by(1001).for_each(|v| *v *= 30.0); // outliers
+        for method in [Method::Percentile, Method::Entropy, Method::Mse] {
+            for sym in [true, false] {
+                let s = Scheme::new(Precision::Int8).asymmetric(!sym).with_granularity(g);
+                let opts = CalibOptions { exact: Some(false), ..CalibOptions::default() };
+                let (mut cpu, mut dev) = (
+                    Observer::new(s, method, opts.clone()).unwrap(),
+                    Observer::new(s, method, opts.clone()).unwrap(),
+                );
+                // Two batches: the second widens the range, so re-binning runs between them.
+                let small: Vec<f32> = x.iter().map(|v| v * 0.5).collect();
+                for b in [&small, &x] {
+                    cpu.update(b, shape).unwrap();
+                    dev.update_on(&cl, b, shape).unwrap();
+                }
+                assert_eq!(cpu.hists, dev.hists, "{shape:?} {g:?} {method:?} sym={sym}");
+                assert_eq!(cpu.qparams().unwrap(), dev.qparams().unwrap());
+                let q_cpu = calibrate(&x, shape, s, method, &opts).unwrap();
+                let q_dev = calibrate_on(&cl, &x, shape, s, method, &opts).unwrap();
+                assert_eq!(q_cpu, q_dev, "calibrate {shape:?} {g:?} {method:?} sym={sym}");
+            }
         }
     }
+}
+
+#[test]
+fn metrics_match_cpu() {
+    let Some(cl) = backend() else { return };
+    for n in [0usize, 1, 7, 1000, 100_001, (1 << 24) + 77] {
+        let x = data(n, 99 + n as u64);
+        let y: Vec<f32> = x.iter().map(|v| v * 0.9 + 0.01).collect();
+        let (m, c) = (cl.metrics(&x, &y).unwrap(), metrics(&x, &y).unwrap());
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.abs();
+        assert_eq!(m.count, c.count);
+        for (a, b) in
+            [(m.mse, c.mse), (m.mae, c.mae), (m.max_abs_error, c.max_abs_error), (m.cosine, c.cosine)]
+        {
+            assert!(close(a, b), "n={n}: {a} vs {b}");
+        }
+        assert!(m.sqnr_db == c.sqnr_db || (m.sqnr_db - c.sqnr_db).abs() < 1e-5, "n={n}");
+    }
+    let nan = [1.0f32, f32::NAN, 2.0];
+    assert_eq!(cl.metrics(&nan, &[1.0; 3]).unwrap_err(), Error::NonFinite { count: 1, first_index: 1 });
+    assert!(matches!(cl.metrics(&[1.0], &[1.0, 2.0]), Err(Error::Shape(_))));
 }

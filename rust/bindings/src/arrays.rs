@@ -43,6 +43,20 @@ impl<'py> FloatArray<'py> {
         }
     }
 
+    /// The data as f32: borrowed for float32 arrays, converted otherwise (device kernels take f32).
+    pub fn f32_data(&self) -> std::borrow::Cow<'_, [f32]> {
+        use rxquant::Elem;
+        match self {
+            FloatArray::F32(a) => std::borrow::Cow::Borrowed(a.as_slice().expect("checked contiguous")),
+            FloatArray::F16(a) => {
+                a.as_slice().expect("checked contiguous").iter().map(|v| v.to_f32()).collect()
+            }
+            FloatArray::F64(a) => {
+                a.as_slice().expect("checked contiguous").iter().map(|v| v.to_f32()).collect()
+            }
+        }
+    }
+
     /// The array's shape.
     pub fn shape(&self) -> Vec<usize> {
         match self {

@@ -2,6 +2,7 @@
 
 use crate::arrays::{to_numpy, FloatArray};
 use crate::errors::{detach, to_py};
+use crate::opencl::OpenClDevice;
 use crate::scheme::{parse, SchemeSpec};
 use crate::with_slice;
 use numpy::{PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
@@ -24,19 +25,28 @@ fn qparams_arrays<'py>(py: Python<'py>, qp: QParams) -> PyResult<Arrays<'py>> {
     Ok((to_numpy(py, qp.scale, &qp.grid)?, to_numpy(py, qp.zero_point, &qp.grid)?))
 }
 
-/// Calibrates `x`; returns `(scale, zero_point)` shaped like the parameter grid.
+/// Calibrates `x`; returns `(scale, zero_point)` shaped like the parameter grid. With `device`,
+/// the range and histogram passes run on that OpenCL device.
 #[pyfunction]
+#[pyo3(signature = (x, method, spec, opts, device=None))]
 pub fn calibrate<'py>(
     py: Python<'py>,
     x: &Bound<'py, PyAny>,
     method: &str,
     spec: SchemeSpec,
     opts: OptsSpec,
+    device: Option<PyRef<'py, OpenClDevice>>,
 ) -> PyResult<Arrays<'py>> {
     let x = FloatArray::extract(x)?;
     let (scheme, method, opts, shape) =
         (parse(&spec)?, Method::parse(method).map_err(to_py)?, options(opts), x.shape());
-    let qp = with_slice!(x, s => detach(py, || rxquant::calibrate(s, &shape, scheme, method, &opts)))?;
+    let qp = match &device {
+        Some(d) => {
+            let (v, be) = (x.f32_data(), d.backend());
+            detach(py, || rxquant::calibrate_on(be, &v, &shape, scheme, method, &opts))?
+        }
+        None => with_slice!(x, s => detach(py, || rxquant::calibrate(s, &shape, scheme, method, &opts)))?,
+    };
     qparams_arrays(py, qp)
 }
 
@@ -54,12 +64,24 @@ impl Observer {
         Ok(Observer { inner: rxquant::Observer::new(parse(&spec)?, m, options(opts)).map_err(to_py)? })
     }
 
-    /// Folds one batch in (GIL released).
-    fn update(&mut self, py: Python<'_>, x: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// Folds one batch in (GIL released), its passes on `device` when given.
+    #[pyo3(signature = (x, device=None))]
+    pub fn update(
+        &mut self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        device: Option<PyRef<'_, OpenClDevice>>,
+    ) -> PyResult<()> {
         let x = FloatArray::extract(x)?;
         let shape = x.shape();
         let inner = &mut self.inner;
-        with_slice!(x, s => detach(py, || inner.update(s, &shape)))
+        match &device {
+            Some(d) => {
+                let (v, be) = (x.f32_data(), d.backend());
+                detach(py, || inner.update_on(be, &v, &shape))
+            }
+            None => with_slice!(x, s => detach(py, || inner.update(s, &shape))),
+        }
     }
 
     fn merge(&mut self, other: PyRef<'_, Observer>) -> PyResult<()> {

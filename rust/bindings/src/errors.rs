@@ -4,6 +4,13 @@ use pyo3::exceptions::{PyIndexError, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+pyo3::create_exception!(
+    _rxquant,
+    DeviceError,
+    pyo3::exceptions::PyRuntimeError,
+    "A GPU runtime failed (no platform or device, build failure, out of memory, failed launch)."
+);
+
 /// Maps each error variant to one Python exception type.
 pub fn to_py(e: rxquant::Error) -> PyErr {
     use rxquant::Error::*;
@@ -11,6 +18,7 @@ pub fn to_py(e: rxquant::Error) -> PyErr {
     match e {
         Axis { .. } => PyIndexError::new_err(msg),
         Io(_) => PyOSError::new_err(msg),
+        Device(_) => DeviceError::new_err(msg),
         NonFinite { .. } | GroupSize { .. } | Shape(_) | OutOfRange { .. } | Invalid(_) | Format(_) => {
             PyValueError::new_err(msg)
         }

@@ -32,6 +32,7 @@ fn _rxquant(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(gpu::rocm_status, m)?)?;
     m.add_function(wrap_pyfunction!(gpu::opencl_devices, m)?)?;
     m.add_class::<opencl::OpenClDevice>()?;
+    m.add("DeviceError", m.py().get_type::<errors::DeviceError>())?;
     Ok(())
 }
 

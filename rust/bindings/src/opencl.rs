@@ -1,25 +1,24 @@
 //! The OpenCL backend as a Python object (`rxquant.devices` picks it for `device="opencl..."`).
-//! OpenCL handles are not thread-safe to move, so this class stays on its creating thread and
-//! runs with the GIL held.
+//! Kernels run with the GIL released; calibration and metrics take it as their `device=`.
 
-use crate::arrays::{to_numpy, FloatArray};
-use crate::errors::to_py;
-use crate::scheme::{parse, SchemeSpec};
+use crate::arrays::{fill, FloatArray};
+use crate::calib::{Observer, OptsSpec};
+use crate::errors::{detach, to_py};
+use crate::scheme::SchemeSpec;
 use numpy::{PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use rxquant::gpu::cl::ClBackend;
 use rxquant::{ParamMap, QParams};
 
-#[pyclass(module = "rxquant._rxquant", unsendable)]
+#[pyclass(module = "rxquant._rxquant", frozen)]
 pub struct OpenClDevice {
     inner: ClBackend,
 }
 
-fn f32_input(x: &Bound<'_, PyAny>) -> PyResult<(Vec<f32>, Vec<usize>)> {
-    let a = FloatArray::extract(x)?;
-    let shape = a.shape();
-    let v = crate::with_slice!(a, s => s.iter().map(|v| rxquant::Elem::to_f32(*v)).collect::<Vec<f32>>());
-    Ok((v, shape))
+impl OpenClDevice {
+    pub fn backend(&self) -> &ClBackend {
+        &self.inner
+    }
 }
 
 /// Core parameters (shape-checked, as on the CPU path) and the element map.
@@ -36,11 +35,12 @@ fn qparams(
 
 #[pymethods]
 impl OpenClDevice {
-    /// Opens `opencl:index`, or the first GPU when `index` is None.
+    /// Opens `opencl:index`, or the first GPU when `index` is None. `work_group`: a multiple of
+    /// the wavefront (64 on GCN), rounded down to a power of two and the device's limit.
     #[new]
     #[pyo3(signature = (index=None, work_group=64))]
-    fn new(index: Option<usize>, work_group: usize) -> PyResult<Self> {
-        Ok(OpenClDevice { inner: ClBackend::open(index, work_group).map_err(to_py)? })
+    fn new(py: Python<'_>, index: Option<usize>, work_group: usize) -> PyResult<Self> {
+        Ok(OpenClDevice { inner: detach(py, || ClBackend::open(index, work_group))? })
     }
 
     #[getter]
@@ -49,23 +49,38 @@ impl OpenClDevice {
     }
 
     #[getter]
+    fn work_group(&self) -> usize {
+        self.inner.work_group
+    }
+
+    #[getter]
     fn exact_division(&self) -> bool {
         self.inner.exact_division
     }
 
-    /// Min-max scale and zero point, the ranges computed on the device.
-    fn minmax_qparams<'py>(
-        &self,
-        py: Python<'py>,
+    /// `calibrate(x, method, spec, opts, device=self)`: ranges and histograms on this device.
+    fn calibrate<'py>(
+        slf: PyRef<'py, Self>,
         x: &Bound<'py, PyAny>,
+        method: &str,
         spec: SchemeSpec,
+        opts: OptsSpec,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-        let (v, shape) = f32_input(x)?;
-        let scheme = parse(&spec)?;
-        let map = ParamMap::new(&shape, scheme.granularity).map_err(to_py)?;
-        let r = self.inner.ranges(&v, &map).map_err(to_py)?;
-        let qp = QParams::from_ranges(scheme, &map, &r);
-        Ok((to_numpy(py, qp.scale, &qp.grid)?, to_numpy(py, qp.zero_point, &qp.grid)?))
+        crate::calib::calibrate(slf.py(), x, method, spec, opts, Some(slf))
+    }
+
+    /// `observer.update(x, device=self)`.
+    fn observe(slf: PyRef<'_, Self>, observer: &Bound<'_, Observer>, x: &Bound<'_, PyAny>) -> PyResult<()> {
+        observer.borrow_mut().update(slf.py(), x, Some(slf))
+    }
+
+    /// `metrics(x, y, device=self)`.
+    fn metrics<'py>(
+        slf: PyRef<'py, Self>,
+        x: &Bound<'py, PyAny>,
+        y: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        crate::metrics::metrics(slf.py(), x, y, Some(slf))
     }
 
     /// One code per element (int8 for symmetric schemes, uint8 otherwise).
@@ -77,14 +92,16 @@ impl OpenClDevice {
         scale: PyReadonlyArrayDyn<'py, f32>,
         zero_point: PyReadonlyArrayDyn<'py, i32>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (v, shape) = f32_input(x)?;
+        let a = FloatArray::extract(x)?;
+        let shape = a.shape();
         let (map, qp) = qparams(&spec, &shape, scale, zero_point)?;
-        let mut out = vec![0u8; v.len()];
-        self.inner.quantize(&v, &map, &qp, &mut out).map_err(to_py)?;
+        let (v, be) = (a.f32_data(), &self.inner);
+        let q = fill::<u8>(py, &shape, |out| be.quantize(&v, &map, &qp, out))?;
+        // Two's complement bytes: a signed grid reads them as int8 (a view, no copy).
         if qp.scheme.signed() {
-            to_numpy(py, out.into_iter().map(|b| b as i8).collect::<Vec<i8>>(), &shape)
+            q.call_method1("view", (numpy::dtype::<i8>(py),))
         } else {
-            to_numpy(py, out, &shape)
+            Ok(q)
         }
     }
 
@@ -97,17 +114,17 @@ impl OpenClDevice {
         scale: PyReadonlyArrayDyn<'py, f32>,
         zero_point: PyReadonlyArrayDyn<'py, i32>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (codes, shape): (Vec<u8>, Vec<usize>) = if let Ok(a) = q.cast::<numpy::PyArrayDyn<i8>>() {
-            let a = a.readonly();
-            (a.as_slice()?.iter().map(|&c| c as u8).collect(), a.shape().to_vec())
+        // int8 codes are read as their bytes (the kernel sign-extends for signed grids).
+        let q = if q.cast::<numpy::PyArrayDyn<i8>>().is_ok() {
+            q.call_method1("view", (numpy::dtype::<u8>(py),))?
         } else {
-            let a = q.cast::<numpy::PyArrayDyn<u8>>()?.readonly();
-            (a.as_slice()?.to_vec(), a.shape().to_vec())
+            q.clone()
         };
+        let codes = q.cast::<numpy::PyArrayDyn<u8>>()?.readonly();
+        let shape = codes.shape().to_vec();
         let (map, qp) = qparams(&spec, &shape, scale, zero_point)?;
-        let mut out = vec![0f32; codes.len()];
-        self.inner.dequantize(&codes, &map, &qp, &mut out).map_err(to_py)?;
-        to_numpy(py, out, &shape)
+        let (c, be) = (codes.as_slice()?, &self.inner);
+        fill::<f32>(py, &shape, |out| be.dequantize(c, &map, &qp, out))
     }
 
     /// Fake-quantized float32 and the STE mask.
@@ -119,11 +136,17 @@ impl OpenClDevice {
         scale: PyReadonlyArrayDyn<'py, f32>,
         zero_point: PyReadonlyArrayDyn<'py, i32>,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-        let (v, shape) = f32_input(x)?;
+        let a = FloatArray::extract(x)?;
+        let shape = a.shape();
         let (map, qp) = qparams(&spec, &shape, scale, zero_point)?;
-        let (mut out, mut mask) = (vec![0f32; v.len()], vec![0u8; v.len()]);
-        self.inner.fake_quantize(&v, &map, &qp, &mut out, &mut mask).map_err(to_py)?;
-        let mask: Vec<bool> = mask.into_iter().map(|m| m == 1).collect();
-        Ok((to_numpy(py, out, &shape)?, to_numpy(py, mask, &shape)?))
+        let (v, be) = (a.f32_data(), &self.inner);
+        let mask = crate::arrays::zeros::<u8>(py, &shape);
+        let y = {
+            let mut m = mask.readwrite();
+            let ms = m.as_slice_mut()?;
+            fill::<f32>(py, &shape, |out| be.fake_quantize(&v, &map, &qp, out, ms))?
+        };
+        // The kernel writes 0 or 1, so the bytes are valid booleans.
+        Ok((y, mask.call_method1("view", (numpy::dtype::<bool>(py),))?))
     }
 }

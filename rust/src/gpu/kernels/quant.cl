@@ -80,75 +80,113 @@ __kernel void pack_int4(__global const uchar* codes, __global uchar* out, ulong 
     out[j] = lo | (uchar)(hi << 4);
 }
 
-// Min and max of one parameter cell per work-item (finite values only).
-__kernel void cell_minmax(__global const float* x, __global float* mn, __global float* mx,
-                          ulong n_params, ulong outer, ulong dim, ulong inner, ulong group,
-                          int per_group) {
-    ulong p = get_global_id(0);
-    if (p >= n_params) return;
-    float lo = INFINITY, hi = -INFINITY;
-    if (!per_group) {
-        for (ulong o = 0; o < outer; o++)
-            for (ulong ii = 0; ii < inner; ii++) {
-                float v = x[(o * dim + p) * inner + ii];
-                if (isfinite(v)) { lo = fmin(lo, v); hi = fmax(hi, v); }
-            }
-    } else {
-        ulong ng = dim / group;
-        ulong ii = p % inner, og = p / inner, g = og % ng, o = og / ng;
-        for (ulong k = 0; k < group; k++) {
-            float v = x[(o * dim + g * group + k) * inner + ii];
-            if (isfinite(v)) { lo = fmin(lo, v); hi = fmax(hi, v); }
-        }
-    }
-    mn[p] = lo;
-    mx[p] = hi;
+// Flat index of the k-th element of parameter cell p (per channel: outer x inner elements; per
+// group and per tensor: `group` consecutive elements of dim).
+inline ulong cell_elem(ulong p, ulong k, ulong dim, ulong inner, ulong group, int per_group) {
+    if (!per_group) return ((k / inner) * dim + p) * inner + k % inner;
+    ulong ng = dim / group;
+    ulong ii = p % inner, og = p / inner, g = og % ng, o = og / ng;
+    return (o * dim + g * group + k) * inner + ii;
 }
 
-// Histogram of |x| (abs != 0) or x over [lo, lo + bins / inv): local int32 atomics per work-group,
-// then one global atomic add per bin. Exact zeros and NaN/Inf are counted apart (slots bins, bins+1).
+// Two-stage min/max: work-group (p, s) reduces part s of cell p (its m elements strided by
+// splits * local size) in local memory; the host reduces each cell's `splits` partials. Only
+// finite values enter a range; non-finite ones are counted. Local size must be a power of two.
+__kernel void cell_minmax(__global const float* x, __global float* mn, __global float* mx,
+                          __global uint* bad, __local float* lmn, __local float* lmx,
+                          __local uint* lbad, ulong group_base, ulong n_params, uint splits,
+                          ulong m, ulong dim, ulong inner, ulong group, int per_group) {
+    ulong wg = group_base + get_group_id(0);
+    ulong p = wg / splits;
+    ulong s = wg % splits;
+    uint l = get_local_id(0), w = get_local_size(0);
+    float lo = INFINITY, hi = -INFINITY;
+    uint nb = 0;
+    if (p < n_params)
+        for (ulong k = s * w + l; k < m; k += (ulong)splits * w) {
+            float v = x[cell_elem(p, k, dim, inner, group, per_group)];
+            if (isfinite(v)) { lo = fmin(lo, v); hi = fmax(hi, v); }
+            else nb++;
+        }
+    lmn[l] = lo;
+    lmx[l] = hi;
+    lbad[l] = nb;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint t = w / 2; t > 0; t >>= 1) {
+        if (l < t) {
+            lmn[l] = fmin(lmn[l], lmn[l + t]);
+            lmx[l] = fmax(lmx[l], lmx[l + t]);
+            lbad[l] += lbad[l + t];
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (l == 0 && p < n_params) {
+        mn[wg] = lmn[0];
+        mx[wg] = lmx[0];
+        bad[wg] = lbad[0];
+    }
+}
+
+// Histogram slot of v, the CPU rule (rust/src/hist.rs): bin floor((v - lo) * inv) clamped to the
+// bins; exact zeros in slot `bins`, NaN/Inf in slot `bins + 1`.
+inline uint bin_slot(float v, float lo, float inv, uint bins, int abs_values) {
+    if (abs_values) v = fabs(v);
+    if (!isfinite(v)) return bins + 1;
+    if (v == 0.0f) return bins;
+    float f = (v - lo) * inv;
+    f = f > 0.0f ? f : 0.0f;
+    f = f < (float)(bins - 1) ? f : (float)(bins - 1);
+    return (uint)f;
+}
+
+// One histogram of the whole input: local int32 atomics per work-group, then one global atomic
+// add per nonzero bin.
 __kernel void histogram(__global const float* x, __global uint* counts, __local uint* local_counts,
                         ulong base, ulong n, float lo, float inv, uint bins, int abs_values) {
     for (uint b = get_local_id(0); b < bins + 2; b += get_local_size(0)) local_counts[b] = 0;
     barrier(CLK_LOCAL_MEM_FENCE);
     ulong i = base + get_global_id(0);
-    if (i < n) {
-        float v = x[i];
-        if (abs_values) v = fabs(v);
-        uint slot;
-        if (!isfinite(v)) slot = bins + 1;
-        else if (v == 0.0f) slot = bins;
-        else {
-            float f = (v - lo) * inv;
-            f = f > 0.0f ? f : 0.0f;
-            f = f < (float)(bins - 1) ? f : (float)(bins - 1);
-            slot = (uint)f;
-        }
-        atomic_inc(&local_counts[slot]);
-    }
+    if (i < n) atomic_inc(&local_counts[bin_slot(x[i], lo, inv, bins, abs_values)]);
     barrier(CLK_LOCAL_MEM_FENCE);
     for (uint b = get_local_id(0); b < bins + 2; b += get_local_size(0))
         if (local_counts[b]) atomic_add(&counts[b], local_counts[b]);
 }
 
-// Per-work-group partial sums for SQNR and cosine: x^2, y^2, xy, (x-y)^2 (host adds them in f64).
+// One histogram per parameter cell (its own lo and inv), `bins + 2` slots each, global atomics:
+// per-cell histograms rarely fit local memory.
+__kernel void cell_histogram(__global const float* x, __global uint* counts, __global const float* lo,
+                             __global const float* inv, ulong base, ulong n, uint bins,
+                             int abs_values, ulong dim, ulong inner, ulong group, int per_group) {
+    ulong i = base + get_global_id(0);
+    if (i >= n) return;
+    ulong p = param_index(i, dim, inner, group, per_group);
+    atomic_inc(&counts[p * (bins + 2) + bin_slot(x[i], lo[p], inv[p], bins, abs_values)]);
+}
+
+// Per-work-group partials for the error metrics: x^2, y^2, xy, (x-y)^2 and |x-y| summed, and
+// max |x-y| (the host adds the partials in f64). Local size must be a power of two.
 __kernel void error_sums(__global const float* x, __global const float* y, __global float* partial,
-                         __local float* scratch, ulong base, ulong n) {
+                         __local float* scratch, ulong base, ulong n, ulong group_base) {
     ulong i = base + get_global_id(0);
     uint l = get_local_id(0), w = get_local_size(0);
     float a = 0.0f, b = 0.0f;
     if (i < n) { a = x[i]; b = y[i]; }
     float e = a - b;
-    scratch[4 * l + 0] = a * a;
-    scratch[4 * l + 1] = b * b;
-    scratch[4 * l + 2] = a * b;
-    scratch[4 * l + 3] = e * e;
+    __local float* v = scratch + 6 * l;
+    v[0] = a * a;
+    v[1] = b * b;
+    v[2] = a * b;
+    v[3] = e * e;
+    v[4] = fabs(e);
+    v[5] = fabs(e);
     barrier(CLK_LOCAL_MEM_FENCE);
     for (uint s = w / 2; s > 0; s >>= 1) {
-        if (l < s)
-            for (int k = 0; k < 4; k++) scratch[4 * l + k] += scratch[4 * (l + s) + k];
+        if (l < s) {
+            for (int k = 0; k < 5; k++) v[k] += scratch[6 * (l + s) + k];
+            v[5] = fmax(v[5], scratch[6 * (l + s) + 5]);
+        }
         barrier(CLK_LOCAL_MEM_FENCE);
     }
     if (l == 0)
-        for (int k = 0; k < 4; k++) partial[4 * get_group_id(0) + k] = scratch[k];
+        for (int k = 0; k < 6; k++) partial[6 * (group_base + get_group_id(0)) + k] = scratch[k];
 }
