@@ -20,7 +20,6 @@ use opencl3::context::Context;
 use opencl3::device::Device;
 use opencl3::kernel::{ExecuteKernel, Kernel};
 use opencl3::memory::{Buffer, CL_MEM_READ_WRITE};
-use opencl3::platform::get_platforms;
 use opencl3::program::Program;
 use opencl3::types::{cl_float, cl_int, cl_uchar, cl_uint, cl_ulong, CL_BLOCKING};
 use std::ptr;
@@ -56,7 +55,7 @@ impl ClBackend {
         // Some ICDs (PoCL) are not safe to enumerate from two threads at once on first use.
         static OPEN: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _guard = OPEN.lock().unwrap_or_else(|e| e.into_inner());
-        let platforms = get_platforms().map_err(|e| Error::Device(format!("no OpenCL platform: {e}")))?;
+        let platforms = super::opencl::platforms().map_err(Error::Device)?;
         let mut all = Vec::new();
         for p in platforms {
             all.extend(p.get_devices(opencl3::device::CL_DEVICE_TYPE_ALL).unwrap_or_default());

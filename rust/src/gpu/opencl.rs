@@ -3,7 +3,8 @@
 //! failed import.
 
 use opencl3::device::{Device, CL_DEVICE_TYPE_ALL, CL_DEVICE_TYPE_GPU};
-use opencl3::platform::get_platforms;
+use opencl3::error_codes::DLOPEN_RUNTIME_LOAD_FAILED;
+use opencl3::platform::{get_platforms, Platform};
 
 /// One OpenCL device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,9 +19,21 @@ pub struct ClDevice {
     pub global_memory: u64,
 }
 
+/// The OpenCL platforms, or why there are none (no loader library, no driver registered).
+pub fn platforms() -> Result<Vec<Platform>, String> {
+    get_platforms().map_err(|e| {
+        if e.0 == DLOPEN_RUNTIME_LOAD_FAILED {
+            "no OpenCL loader: libOpenCL.so.1 cannot be loaded (install ocl-icd-libopencl1 and a driver)"
+                .into()
+        } else {
+            format!("no OpenCL platform: {e}")
+        }
+    })
+}
+
 /// The devices, or why there are none.
 pub fn devices() -> Result<Vec<ClDevice>, String> {
-    let platforms = get_platforms().map_err(|e| format!("no OpenCL platform: {e}"))?;
+    let platforms = platforms()?;
     let mut out = Vec::new();
     for p in platforms {
         let pname = p.name().unwrap_or_default();
