@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: demo test develop lint test-rust test-python bench bench-rust accuracy clean
+.PHONY: demo test develop lint test-rust test-hip test-python bench bench-rust accuracy clean
 
 $(VENV)/.installed: requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -21,8 +21,8 @@ develop: $(VENV)/.installed
 demo: develop
 	$(VENV)/bin/rxquant demo
 
-## All tests: formatting, lints, Rust unit/property tests, pytest.
-test: develop lint test-rust test-python
+## All tests: formatting, lints, Rust unit/property tests, the `hip` feature, pytest.
+test: develop lint test-rust test-hip test-python
 
 lint: $(VENV)/.installed
 	cargo fmt --all --check
@@ -31,6 +31,17 @@ lint: $(VENV)/.installed
 
 test-rust:
 	cargo test
+
+## The `hip` cargo feature (hip-sys), built against the HIP headers and runtime under HIP_PATH
+## (Debian's libamdhip64-dev: /usr). Skipped without them, unless RXQUANT_REQUIRE_HIP=1 (CI).
+HIP_PATH ?= /usr
+test-hip:
+	@if [ -f "$(HIP_PATH)/include/hip/hip_runtime_api.h" ]; then \
+	  HIP_PATH=$(HIP_PATH) cargo clippy --all-targets --features hip -- -D warnings && \
+	  HIP_PATH=$(HIP_PATH) cargo test --features hip --lib --test hip; \
+	elif [ "$$RXQUANT_REQUIRE_HIP" = 1 ]; then \
+	  echo "RXQUANT_REQUIRE_HIP=1 but $(HIP_PATH)/include/hip/hip_runtime_api.h is missing"; exit 1; \
+	else echo "skipping the hip feature: no HIP headers under $(HIP_PATH)"; fi
 
 test-python: develop
 	$(PY) -m pytest -q

@@ -82,8 +82,7 @@ fn query(lib: &Library, name: &str) -> HipStatus {
                 .filter(|p| !p.is_null())
                 .map(|p| CStr::from_ptr(p).to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let what = if rc == HIP_ERROR_NO_DEVICE { "no device" } else { "error" };
-            st.reason = Some(format!("hipGetDeviceCount returned {rc} ({what}: {text})"));
+            st.reason = Some(describe_error("hipGetDeviceCount", rc, &text));
             return st;
         }
         let get_name = lib.get::<GetName>(b"hipDeviceGetName\0").ok();
@@ -102,6 +101,12 @@ fn query(lib: &Library, name: &str) -> HipStatus {
         }
     }
     st
+}
+
+/// How a failed HIP call is reported, with error 100 spelled out as "no device".
+pub fn describe_error(call: &str, code: c_int, text: &str) -> String {
+    let what = if code == HIP_ERROR_NO_DEVICE { "no device" } else { "error" };
+    format!("{call} returned {code} ({what}: {text})")
 }
 
 /// `hipRuntimeGetVersion`'s number as `major.minor.patch`.
