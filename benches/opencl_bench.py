@@ -1,6 +1,7 @@
 """Each OpenCL kernel against the CPU path, transfers included, on the chosen OpenCL device
-(`--device opencl:N`, default the first). On PoCL (a CPU OpenCL platform) these numbers only show
-that the path works: PoCL shares the CPU with rayon and adds copies. Run it on a real card.
+(`--device opencl:N`, default `$RXQUANT_DEVICE` or the first). On PoCL (a CPU OpenCL platform)
+these numbers only show that the path works: PoCL shares the CPU with rayon and adds copies.
+Run it on a real card.
 
 Run: python benches/opencl_bench.py [--device opencl:0]
 """
@@ -8,6 +9,7 @@ Run: python benches/opencl_bench.py [--device opencl:0]
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Callable
 
 import numpy as np
@@ -19,7 +21,7 @@ from rxquant.devices import backend, opencl_devices
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--device", default="opencl")
+    ap.add_argument("--device", default=os.environ.get("RXQUANT_DEVICE", "opencl"))
     ap.add_argument("--repeat", type=int, default=5)
     a = ap.parse_args()
     devs, why = opencl_devices()

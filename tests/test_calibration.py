@@ -248,3 +248,26 @@ def test_entropy_on_small_cells_warns():
     w = np.random.default_rng(9).standard_normal((8, 384)).astype(np.float32)
     with pytest.warns(RuntimeWarning, match="cells of 384 values is unreliable"):
         rq.calibrate(w, "entropy", rq.Scheme("int8", axis=0))
+
+
+@pytest.mark.parametrize("method", ["minmax", "percentile", "entropy", "mse"])
+@pytest.mark.parametrize(
+    "shape, scheme",
+    [
+        ((0, 5), rq.Scheme("int8", axis=0)),
+        ((5, 0), rq.Scheme("int8", symmetric=False, axis=0)),
+        ((0,), rq.Scheme("int8")),
+        ((0, 64), rq.Scheme("int4", symmetric=False, axis=-1, group_size=32)),
+    ],
+    ids=str,
+)
+def test_zero_size_tensors_calibrate_and_round_trip(method, shape, scheme):
+    """A zero-size dimension (an empty batch, a pruned-away axis) is not an error and never reaches
+    a division in the kernels: parameters get the grid's shape and a unit scale."""
+    x = np.zeros(shape, np.float32)
+    for opts in ({}, {"exact": False}, {"exact": True}) if method in ("percentile", "mse") else ({},):
+        qp = rq.calibrate(x, method, scheme, **opts)
+        assert np.all(qp.scale == 1.0)
+        q, _ = rq.quantize(x, scheme, qp)
+        assert q.shape == shape and rq.dequantize(q, qp).shape == shape
+    assert rq.Observer(method, scheme).update(x).qparams().scale.shape == qp.scale.shape

@@ -191,7 +191,7 @@ impl Observer {
             self.max = vec![f32::NEG_INFINITY; n];
             if self.uses_hist() {
                 // Many small cells (groups): cap histogram memory at HIST_MEMORY bytes.
-                let cap = (HIST_MEMORY / (8 * n)).max(16);
+                let cap = (HIST_MEMORY / (8 * n).max(1)).max(16);
                 self.opts.bins = self.opts.bins.min(cap);
                 self.hists = vec![Hist::empty(self.opts.bins); n];
             }
@@ -306,6 +306,9 @@ fn from_param_ranges(scheme: Scheme, grid: Vec<usize>, r: &[(f32, f32)]) -> QPar
 /// Adds `x` to per-parameter histograms. One parameter: parallel chunks. Several: parameters are
 /// split into disjoint parts, one task each, so no histogram is shared or copied.
 fn add_to_hists<T: Elem>(x: &[T], map: &ParamMap, hists: &mut [Hist], kind: HistKind) {
+    if hists.is_empty() {
+        return; // no parameters: a zero-size quantized axis
+    }
     if hists.len() == 1 {
         hists[0].add(x, kind);
         return;

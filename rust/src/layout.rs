@@ -93,6 +93,10 @@ impl ParamMap {
     /// callback so that kernels loop over it inline (and inside their SIMD-dispatched function).
     #[inline(always)]
     pub fn runs(&self, start: usize, end: usize) -> Runs<'_> {
+        if start >= end {
+            // Nothing to walk; a zero-size dimension must not reach the divisions below.
+            return Runs { map: self, i: end, end, d: 0, ii: 0, p: 0, r: 0 };
+        }
         let (dim, inner, group) = (self.dim, self.inner, self.group);
         let (d, ii, od) = if inner == 1 {
             (start % dim, 0, 0)

@@ -3,8 +3,10 @@
 //! counts exact, sums within 1e-6 relative. Without an OpenCL platform the test is skipped,
 //! unless `RXQUANT_REQUIRE_OPENCL=1` (as in CI) makes that a failure.
 
+use proptest::prelude::*;
 use rxquant::gpu::cl::ClBackend;
 use rxquant::*;
+use std::sync::OnceLock;
 
 fn backend() -> Option<ClBackend> {
     let index = std::env::var("RXQUANT_DEVICE")
@@ -189,4 +191,74 @@ fn metrics_match_cpu() {
     let nan = [1.0f32, f32::NAN, 2.0];
     assert_eq!(cl.metrics(&nan, &[1.0; 3]).unwrap_err(), Error::NonFinite { count: 1, first_index: 1 });
     assert!(matches!(cl.metrics(&[1.0], &[1.0, 2.0]), Err(Error::Shape(_))));
+}
+
+/// One device for the property test's cases (building the program takes a while on PoCL).
+fn shared() -> Option<&'static ClBackend> {
+    static CL: OnceLock<Option<ClBackend>> = OnceLock::new();
+    CL.get_or_init(backend).as_ref()
+}
+
+fn granularity(shape: &[usize], pick: usize) -> Granularity {
+    let last = *shape.last().unwrap();
+    match pick % 3 {
+        1 => Granularity::PerChannel { axis: (pick / 3 % shape.len()) as isize },
+        2 if last % 4 == 0 && last > 0 => Granularity::PerGroup { axis: -1, size: 4 },
+        _ => Granularity::PerTensor,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    /// Random shapes (empty and odd sizes included) and layouts: ranges, histogram counts and
+    /// codes equal the CPU's, metrics agree to 1e-6 relative.
+    #[test]
+    fn random_shapes_match_cpu(
+        shape in prop::collection::vec(0usize..37, 1..4),
+        pick in 0usize..12,
+        seed in 1u64..1_000_000,
+        asym in any::<bool>(),
+    ) {
+        let Some(cl) = shared() else { return Ok(()) };
+        let n: usize = shape.iter().product();
+        let mut x = data(n, seed);
+        x.iter_mut().step_by(5).for_each(|v| *v = 0.0);
+        let g = granularity(&shape, pick);
+        let map = ParamMap::new(&shape, g).unwrap();
+        prop_assert_eq!(Reducer::ranges(cl, &x, &map, false).unwrap(), range::ranges(&x, &map, false).unwrap());
+
+        let s = Scheme::new(Precision::Int8).asymmetric(asym).with_granularity(g);
+        let opts = CalibOptions { exact: Some(false), bins: 64, ..CalibOptions::default() };
+        let (mut cpu, mut dev) = (Observer::new(s, Method::Mse, opts.clone()).unwrap(), Observer::new(s, Method::Mse, opts).unwrap());
+        cpu.update(&x, &shape).unwrap();
+        dev.update_on(cl, &x, &shape).unwrap();
+        prop_assert_eq!(&cpu.hists, &dev.hists);
+
+        let qp = QParams::from_ranges(s, &map, &range::ranges(&x, &map, false).unwrap());
+        let mut q_cpu = vec![0u8; n];
+        if asym {
+            quantize(&x, &shape, &qp, false, &mut q_cpu).unwrap();
+        } else {
+            let mut q = vec![0i8; n];
+            quantize(&x, &shape, &qp, false, &mut q).unwrap();
+            q_cpu.iter_mut().zip(&q).for_each(|(a, &b)| *a = b as u8);
+        }
+        let mut q_cl = vec![0u8; n];
+        cl.quantize(&x, &map, &qp, &mut q_cl).unwrap();
+        prop_assert_eq!(q_cpu, q_cl);
+
+        let y: Vec<f32> = x.iter().map(|v| v * 0.75 - 0.125).collect();
+        let (a, b) = (cl.metrics(&x, &y).unwrap(), metrics(&x, &y).unwrap());
+        prop_assert!((a.mse - b.mse).abs() <= 1e-6 * b.mse && (a.cosine - b.cosine).abs() <= 1e-6);
+    }
+}
+
+#[test]
+fn too_many_bins_for_local_memory_is_a_device_error() {
+    let Some(cl) = backend() else { return };
+    let bins = (cl.local_memory / 4) as usize;
+    let map = ParamMap::new(&[4], Granularity::PerTensor).unwrap();
+    let e = cl.histogram_counts(&[1.0; 4], &map, &[0.0], &[1.0], bins, true).unwrap_err();
+    assert!(matches!(e, Error::Device(ref m) if m.contains("local memory")), "{e}");
 }

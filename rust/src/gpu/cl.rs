@@ -40,6 +40,8 @@ pub struct ClBackend {
     pub work_group: usize,
     /// Whether the program was built with `-cl-fp32-correctly-rounded-divide-sqrt`.
     pub exact_division: bool,
+    /// Local memory per work-group, in bytes (bounds the histogram bins).
+    pub local_memory: u64,
     context: Context,
     queue: CommandQueue,
     program: Program,
@@ -96,6 +98,7 @@ impl ClBackend {
             device_name: device.name().unwrap_or_default(),
             work_group,
             exact_division,
+            local_memory: device.local_mem_size().unwrap_or(32 << 10),
             context,
             queue,
             program,
@@ -282,7 +285,7 @@ impl ClBackend {
         }
         let wg = self.work_group;
         let m = x.len() / np; // every cell has the same size
-        let splits = REDUCE_GROUPS.div_ceil(np).min(m.div_ceil(wg)).max(1);
+        let splits = self.splits(np, m);
         let groups = np * splits;
         let bx = self.upload(x)?;
         let (bmn, bmx) = (self.output::<cl_float>(groups)?, self.output::<cl_float>(groups)?);
@@ -290,15 +293,12 @@ impl ClBackend {
         let k = self.kernel("cell_minmax")?;
         let (dim, inner, group, per_group) = Self::layout(map);
         let (npu, sp, mu) = (np as cl_ulong, splits as cl_uint, m as cl_ulong);
-        for g0 in (0..groups).step_by(LAUNCH / wg) {
-            let gb = g0 as cl_ulong;
-            self.enqueue(&k, (groups - g0).min(LAUNCH / wg) * wg, |e| unsafe {
-                e.set_arg(&bx).set_arg(&bmn).set_arg(&bmx).set_arg(&bbad);
-                e.set_arg_local_buffer(4 * wg).set_arg_local_buffer(4 * wg).set_arg_local_buffer(4 * wg);
-                e.set_arg(&gb).set_arg(&npu).set_arg(&sp).set_arg(&mu).set_arg(&dim);
-                e.set_arg(&inner).set_arg(&group).set_arg(&per_group);
-            })?;
-        }
+        self.enqueue_groups(&k, groups, |e, gb| unsafe {
+            e.set_arg(&bx).set_arg(&bmn).set_arg(&bmx).set_arg(&bbad);
+            e.set_arg_local_buffer(4 * wg).set_arg_local_buffer(4 * wg).set_arg_local_buffer(4 * wg);
+            e.set_arg(&gb).set_arg(&npu).set_arg(&sp).set_arg(&mu).set_arg(&dim);
+            e.set_arg(&inner).set_arg(&group).set_arg(&per_group);
+        })?;
         self.queue.finish().map_err(cl_err("finish"))?;
         let (mut mn, mut mx, mut bad) = (vec![0f32; groups], vec![0f32; groups], vec![0u32; groups]);
         self.download(&bmn, &mut mn)?;
@@ -312,10 +312,31 @@ impl ClBackend {
         Ok((r, bad.iter().map(|&b| b as u64).sum()))
     }
 
+    /// Work-groups per cell for the strided reductions: [`REDUCE_GROUPS`] in all, at most one
+    /// per `work_group` elements of a cell.
+    fn splits(&self, n_params: usize, cell: usize) -> usize {
+        REDUCE_GROUPS.div_ceil(n_params).min(cell.div_ceil(self.work_group)).max(1)
+    }
+
+    /// Enqueues `groups` work-groups in launches of at most [`LAUNCH`] work-items; `set` sets
+    /// every argument given the launch's first group.
+    fn enqueue_groups(
+        &self,
+        k: &Kernel,
+        groups: usize,
+        set: impl Fn(&mut ExecuteKernel, cl_ulong),
+    ) -> Result<()> {
+        let per = LAUNCH / self.work_group;
+        for g0 in (0..groups).step_by(per) {
+            self.enqueue(k, (groups - g0).min(per) * self.work_group, |e| set(e, g0 as cl_ulong))?;
+        }
+        Ok(())
+    }
+
     /// Histogram counts, `bins + 2` slots per parameter cell (the bins, then exact zeros, then
-    /// NaN/Inf), binned as `(v - lo[p]) * inv[p]` clamped to the bins: the CPU rule. One cell uses
-    /// the local-atomics kernel, several the per-cell one. Device counts are u32, so each launch
-    /// of at most 2^24 values is read back and summed here in u64.
+    /// NaN/Inf), binned as `(v - lo[p]) * inv[p]` clamped to the bins: the CPU rule. Device
+    /// counts are u32, so cells are counted in slices of at most 2^30 values, each read back and
+    /// summed here in u64.
     pub fn histogram_counts(
         &self,
         x: &[f32],
@@ -326,36 +347,40 @@ impl ClBackend {
         abs: bool,
     ) -> Result<Vec<u64>> {
         let (np, slots) = (lo.len(), lo.len() * (bins + 2));
-        if np != map.n_params() || inv.len() != np || bins == 0 {
-            return Err(Error::Shape(format!("{np} ranges for {} parameters, {bins} bins", map.n_params())));
+        if np != map.n_params() || inv.len() != np || bins == 0 || x.len() != map.len {
+            return Err(Error::Shape(format!(
+                "{np} ranges and {} values for {} parameters and {} values, {bins} bins",
+                inv.len(),
+                map.n_params(),
+                map.len
+            )));
+        }
+        if ((bins + 2) * 4) as u64 > self.local_memory {
+            return Err(Error::Device(format!(
+                "{bins} histogram bins do not fit the device's {} bytes of local memory",
+                self.local_memory
+            )));
         }
         let mut total = vec![0u64; slots];
-        if x.is_empty() {
+        if x.is_empty() || np == 0 {
             return Ok(total);
         }
-        let single = np == 1;
-        let k = self.kernel(if single { "histogram" } else { "cell_histogram" })?;
+        const SLICE: usize = 1 << 30;
+        let m = x.len() / np;
+        let splits = self.splits(np, m);
+        let k = self.kernel("cell_histogram")?;
         let (bx, blo, binv) = (self.upload(x)?, self.upload(lo)?, self.upload(inv)?);
         let mut bc = self.output::<cl_uint>(slots)?;
         let (zeros, mut counts) = (vec![0 as cl_uint; slots], vec![0 as cl_uint; slots]);
-        let (n, b, a) = (x.len() as cl_ulong, bins as cl_uint, abs as cl_int);
+        let (npu, sp, b, a) = (np as cl_ulong, splits as cl_uint, bins as cl_uint, abs as cl_int);
         let (dim, inner, group, per_group) = Self::layout(map);
-        for base in (0..x.len()).step_by(LAUNCH) {
+        for k0 in (0..m).step_by(SLICE) {
+            let (kb, ke) = (k0 as cl_ulong, (k0 + SLICE).min(m) as cl_ulong);
             self.write(&mut bc, &zeros)?;
-            let off = base as cl_ulong;
-            self.enqueue(&k, (x.len() - base).min(LAUNCH), |e| unsafe {
-                if single {
-                    e.set_arg(&bx).set_arg(&bc).set_arg_local_buffer((bins + 2) * 4).set_arg(&off);
-                    e.set_arg(&n).set_arg(&lo[0]).set_arg(&inv[0]).set_arg(&b).set_arg(&a);
-                } else {
-                    e.set_arg(&bx).set_arg(&bc).set_arg(&blo).set_arg(&binv).set_arg(&off).set_arg(&n);
-                    e.set_arg(&b)
-                        .set_arg(&a)
-                        .set_arg(&dim)
-                        .set_arg(&inner)
-                        .set_arg(&group)
-                        .set_arg(&per_group);
-                }
+            self.enqueue_groups(&k, np * splits, |e, gb| unsafe {
+                e.set_arg(&bx).set_arg(&bc).set_arg_local_buffer((bins + 2) * 4).set_arg(&blo).set_arg(&binv);
+                e.set_arg(&gb).set_arg(&npu).set_arg(&sp).set_arg(&kb).set_arg(&ke).set_arg(&b).set_arg(&a);
+                e.set_arg(&dim).set_arg(&inner).set_arg(&group).set_arg(&per_group);
             })?;
             self.download(&bc, &mut counts)?;
             total.iter_mut().zip(&counts).for_each(|(t, &c)| *t += c as u64);

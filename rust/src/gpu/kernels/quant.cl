@@ -139,28 +139,31 @@ inline uint bin_slot(float v, float lo, float inv, uint bins, int abs_values) {
     return (uint)f;
 }
 
-// One histogram of the whole input: local int32 atomics per work-group, then one global atomic
-// add per nonzero bin.
-__kernel void histogram(__global const float* x, __global uint* counts, __local uint* local_counts,
-                        ulong base, ulong n, float lo, float inv, uint bins, int abs_values) {
-    for (uint b = get_local_id(0); b < bins + 2; b += get_local_size(0)) local_counts[b] = 0;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    ulong i = base + get_global_id(0);
-    if (i < n) atomic_inc(&local_counts[bin_slot(x[i], lo, inv, bins, abs_values)]);
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint b = get_local_id(0); b < bins + 2; b += get_local_size(0))
-        if (local_counts[b]) atomic_add(&counts[b], local_counts[b]);
-}
-
-// One histogram per parameter cell (its own lo and inv), `bins + 2` slots each, global atomics:
-// per-cell histograms rarely fit local memory.
-__kernel void cell_histogram(__global const float* x, __global uint* counts, __global const float* lo,
-                             __global const float* inv, ulong base, ulong n, uint bins,
+// Per-cell histograms, `bins + 2` slots each (the bins, exact zeros, NaN/Inf), with the cell's
+// own lo and inv. Work-group (p, s) counts part s of cell p (elements k_begin..k_end, strided by
+// splits * local size, as in cell_minmax) with local-memory int32 atomics, then merges its local
+// histogram into the cell's global one with one atomic add per nonzero slot. The host bounds
+// k_end - k_begin so that no u32 count can overflow within a launch.
+__kernel void cell_histogram(__global const float* x, __global uint* counts, __local uint* local_counts,
+                             __global const float* lo, __global const float* inv, ulong group_base,
+                             ulong n_params, uint splits, ulong k_begin, ulong k_end, uint bins,
                              int abs_values, ulong dim, ulong inner, ulong group, int per_group) {
-    ulong i = base + get_global_id(0);
-    if (i >= n) return;
-    ulong p = param_index(i, dim, inner, group, per_group);
-    atomic_inc(&counts[p * (bins + 2) + bin_slot(x[i], lo[p], inv[p], bins, abs_values)]);
+    ulong wg = group_base + get_group_id(0);
+    ulong p = wg / splits;
+    ulong s = wg % splits;
+    uint l = get_local_id(0), w = get_local_size(0);
+    for (uint b = l; b < bins + 2; b += w) local_counts[b] = 0;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (p < n_params) {
+        float cl = lo[p], ci = inv[p];
+        for (ulong k = k_begin + s * w + l; k < k_end; k += (ulong)splits * w)
+            atomic_inc(&local_counts[bin_slot(x[cell_elem(p, k, dim, inner, group, per_group)], cl, ci,
+                                              bins, abs_values)]);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (p < n_params)
+        for (uint b = l; b < bins + 2; b += w)
+            if (local_counts[b]) atomic_add(&counts[p * (bins + 2) + b], local_counts[b]);
 }
 
 // Per-work-group partials for the error metrics: x^2, y^2, xy, (x-y)^2 and |x-y| summed, and
