@@ -162,3 +162,14 @@ def test_work_group_comes_from_the_gpu_family_table():
     assert work_group_size("Ellesmere") == 64
     dev = rxquant.devices.backend(DEVICE)
     assert dev.work_group > 0 and dev.work_group & (dev.work_group - 1) == 0
+
+
+def test_sensitivity_and_plan_on_the_device_match_the_cpu():
+    rng = np.random.default_rng(6)
+    weights = {f"l{i}": (rng.standard_normal((64, 128)) * (i + 1)).astype(np.float32) for i in range(3)}
+    cpu, dev = rq.AdaptiveQuantizer(device="cpu"), rq.AdaptiveQuantizer(device=DEVICE)
+    a = cpu.analyze_layer_sensitivity(weights["l0"], "l0")
+    b = dev.analyze_layer_sensitivity(weights["l0"], "l0")
+    assert a.sqnr_db == pytest.approx(b.sqnr_db, abs=1e-5) and a.num_params == b.num_params
+    kw = {"budget": "5bpw", "mode": "optimal", "progress": False}
+    assert cpu.optimize_mixed_precision(weights, **kw) == dev.optimize_mixed_precision(weights, **kw)

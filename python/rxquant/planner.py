@@ -122,8 +122,9 @@ def candidate_options(
     activations: Optional[dict[str, Any]] = None,
     evaluate: Optional[Evaluate] = None,
     progress: bool = True,
+    device: Optional[str] = None,
 ) -> tuple[dict[str, list[Option]], str]:
-    """Bytes and predicted error of each family candidate for each layer.
+    """Bytes and predicted error of each family candidate for each layer (quantized on ``device``).
 
     Error measure: the user's ``evaluate`` (one layer at a time at each candidate, the rest kept
     at full precision, minus the unquantized value), else the data-aware output error when the
@@ -139,7 +140,7 @@ def candidate_options(
         s = _fit_scheme(scheme, w.shape)
         act = (activations or {}).get(name)
         precision = QuantizationPrecision.parse(s.precision)
-        stats, w_hat = layer_stats(w, name, s, precision, method, activations=act)
+        stats, w_hat = layer_stats(w, name, s, precision, method, activations=act, device=device)
         if evaluate:
             err = float(evaluate({**layer_weights, name: w_hat.astype(w.dtype, copy=False)})) - base
         elif stats.data_aware_error is not None:

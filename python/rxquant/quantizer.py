@@ -200,6 +200,7 @@ class AdaptiveQuantizer:
             activations=activations,
             hessian_vector_product=hessian_vector_product,
             calibrate_opts=opts,
+            device=self.device,
         )
         self.layer_stats[layer_name] = stats
         if s.is_integer:
@@ -246,7 +247,9 @@ class AdaptiveQuantizer:
         total = sum(w.size for w in weights.values())
         nbytes = parse_budget(budget if budget is not None else memory_budget_gb * 1e9, total)
         method = self.config.calibration_method
-        options, measure = candidate_options(weights, self.gpu, method, activations, evaluate, progress)
+        options, measure = candidate_options(
+            weights, self.gpu, method, activations, evaluate, progress, device=self.device
+        )
         sens = {}
         for name, w in weights.items():
             sens[name] = self.analyze_layer_sensitivity(

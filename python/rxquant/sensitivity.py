@@ -67,19 +67,21 @@ def layer_stats(
     hessian_vector_product: Optional[HessianVectorProduct] = None,
     hutchinson_samples: int = 32,
     calibrate_opts: Optional[dict[str, Any]] = None,
+    device: Optional[str] = None,
 ) -> tuple[LayerQuantizationStats, np.ndarray]:
-    """Quantizes ``weights`` with ``scheme`` and measures the error; returns (stats, dequantized)."""
+    """Quantizes ``weights`` with ``scheme`` and measures the error; returns (stats, dequantized).
+    Calibration, quantization and the metrics run on ``device`` (see :mod:`rxquant.devices`)."""
     from .calibration import calibrate
 
     w = as_float_array(weights, "weights")
     if scheme.is_integer:
-        qp = calibrate(w, method.core_name, scheme, **(calibrate_opts or {}))
-        q, qp = quantize(w, scheme, qp)
-        w_hat = dequantize(q, qp)
+        qp = calibrate(w, method.core_name, scheme, device=device, **(calibrate_opts or {}))
+        q, qp = quantize(w, scheme, qp, device=device)
+        w_hat = dequantize(q, qp, device=device)
     else:
         q, qp = quantize(w, scheme)
         w_hat = q.astype(np.float32)
-    m = metrics(w, w_hat)
+    m = metrics(w, w_hat, device=device)
     energy_total = float(np.sum(w.astype(np.float64) ** 2))
     rel = m.mse * m.count / energy_total if energy_total > 0 else 0.0
     stats = LayerQuantizationStats(
