@@ -173,3 +173,26 @@ def test_sensitivity_and_plan_on_the_device_match_the_cpu():
     assert a.sqnr_db == pytest.approx(b.sqnr_db, abs=1e-5) and a.num_params == b.num_params
     kw = {"budget": "5bpw", "mode": "optimal", "progress": False}
     assert cpu.optimize_mixed_precision(weights, **kw) == dev.optimize_mixed_precision(weights, **kw)
+
+
+def test_cli_quantizes_a_checkpoint_on_the_device_byte_for_byte(tmp_path, capsys):
+    from safetensors.numpy import save_file
+
+    from rxquant.cli import main
+
+    rng = np.random.default_rng(8)
+    model = tmp_path / "m.safetensors"
+    save_file(
+        {"a.weight": rng.standard_normal((96, 64)).astype(np.float32), "a.bias": np.zeros(96, np.float32)},
+        str(model),
+    )
+    outs = []
+    for dev, precision in [("cpu", "int8"), (DEVICE, "int8"), ("cpu", "int4"), (DEVICE, "int4")]:
+        out = tmp_path / f"{dev}-{precision}.safetensors"
+        args = ["quantize", str(model), "-o", str(out), "--precision", precision, "--device", dev, "--quiet"]
+        assert main(args) == 0
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1] and outs[2] == outs[3]
+    q8 = str(tmp_path / "cpu-int8.safetensors")
+    assert main(["verify", str(model), q8, "--device", DEVICE, "--json"]) == 0
+    assert '"total_sqnr_db"' in capsys.readouterr().out

@@ -271,15 +271,17 @@ def _store_scale(qp: QParams) -> QParams:
     return QParams(qp.scheme, s16, qp.zero_point, qp.shape)
 
 
-def quantize_entry(e: Entry, x: np.ndarray, calib: Optional[dict[str, Any]] = None) -> list[np.ndarray]:
-    """The stored arrays of one tensor, in ``Entry.outputs()`` order."""
+def quantize_entry(
+    e: Entry, x: np.ndarray, calib: Optional[dict[str, Any]] = None, device: Optional[str] = None
+) -> list[np.ndarray]:
+    """The stored arrays of one tensor, in ``Entry.outputs()`` order (computed on ``device``)."""
     s = e.scheme
     assert s is not None and s.precision not in ("fp32",)
     if s.precision == "fp16":
         return [quantize(x, s)[0]]
-    qp = _store_scale(calibrate(x, e.method, s, **(calib or {})))
+    qp = _store_scale(calibrate(x, e.method, s, device=device, **(calib or {})))
     packed = s.precision == "int4"
-    q, _ = quantize(x, s, qp, pack=packed)
+    q, _ = quantize(x, s, qp, pack=packed, device=device)
     out = [q, qp.scale.astype(np.float16 if s.scale_dtype == "float16" else np.float32)]
     if not s.symmetric:
         zp = qp.zero_point.astype(np.uint8)
@@ -292,8 +294,10 @@ def write_quantized(
     out_path: PathLike,
     entries: list[Entry],
     progress: Optional[Callable[[Entry], None]] = None,
+    device: Optional[str] = None,
 ) -> int:
-    """Streams the quantized file: header first, then one tensor at a time (atomic). Returns bytes."""
+    """Streams the quantized file: header first, then one tensor at a time (atomic). Returns bytes.
+    Calibration and quantization run on ``device`` (see :mod:`rxquant.devices`)."""
     header = _header(entries)
     written = len(header)
     with atomic_open(out_path, "wb") as f:
@@ -304,7 +308,7 @@ def write_quantized(
             elif e.scheme.precision == "fp32":
                 arrays = [ckpt.read_f32(e.name)]
             else:
-                arrays = quantize_entry(e, ckpt.read_f32(e.name))
+                arrays = quantize_entry(e, ckpt.read_f32(e.name), device=device)
             for (name, dt, shape), a in zip(e.outputs(), arrays):
                 b = a if isinstance(a, bytes) else np.ascontiguousarray(a).tobytes()
                 want = math.prod(shape) * _itemsize(dt)

@@ -104,7 +104,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     for name, w in weights.items():
         for cname, scheme in family.candidates:
             s = _fit_scheme(scheme, w.shape)
-            st, _ = layer_stats(w, name, s, QuantizationPrecision.parse(s.precision), method)
+            precision = QuantizationPrecision.parse(s.precision)
+            st, _ = layer_stats(w, name, s, precision, method, device=args.device)
             rows.append(
                 {
                     "tensor": name,
@@ -157,8 +158,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     stats = _load_stats(args.calibration, weights)
     total = sum(w.size for w in weights.values())
     budget = parse_budget(args.budget, total)
+    method = CalibrationMethod.parse(args.method)
     options, measure = candidate_options(
-        weights, family, CalibrationMethod.parse(args.method), stats, progress=not args.quiet
+        weights, family, method, stats, progress=not args.quiet, device=args.device
     )
     p = plan(options, budget, args.mode, error_measure=measure)
     p.notes.append(f"method={args.method}")
@@ -242,7 +244,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         raise IsADirectoryError(f"output {out} is a directory; give a file name")
     expected = predicted_size(entries)
     bar = _progress(args, sum(1 for _ in entries), "quantizing")
-    written = write_quantized(ck, out, entries, progress=lambda e: bar.update(1))
+    written = write_quantized(ck, out, entries, progress=lambda e: bar.update(1), device=args.device)
     bar.close()
     src = sum(ck.nbytes(n) for n in ck.names())
     q = sum(1 for e in entries if e.scheme is not None)
@@ -279,7 +281,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if dt not in ("F32", "F16", "BF16", "F64"):
             continue
         x = ref.read_f32(n)
-        m = metrics(x, np.asarray(y, np.float32).reshape(x.shape))
+        m = metrics(x, np.asarray(y, np.float32).reshape(x.shape), device=args.device)
         sx += float(np.sum(x.astype(np.float64) ** 2))
         se += m.mse * m.count
         rows.append(
@@ -347,7 +349,13 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine-readable output")
     common.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
-    sel = argparse.ArgumentParser(add_help=False)
+    dev = argparse.ArgumentParser(add_help=False)
+    dev.add_argument(
+        "--device",
+        default="auto",
+        help="auto (an OpenCL GPU if there is one, else the CPU), cpu, opencl or opencl:N",
+    )
+    sel = argparse.ArgumentParser(add_help=False, parents=[dev])
     sel.add_argument("--include", help="regex: only tensors whose name matches")
     sel.add_argument("--exclude", help="regex: skip tensors whose name matches")
     sel.add_argument(
@@ -386,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--granularity", default="channel", help="tensor, channel or group:N (default channel)")
     s.add_argument("--asymmetric", action="store_true", help="unsigned grid with a zero point")
     s.set_defaults(func=cmd_quantize)
-    s = sub.add_parser("verify", parents=[common], help="per-tensor SQNR and cosine of a quantized file")
+    s = sub.add_parser("verify", parents=[common, dev], help="per-tensor SQNR and cosine of a quantized file")
     s.add_argument("original")
     s.add_argument("quantized")
     s.set_defaults(func=cmd_verify)
