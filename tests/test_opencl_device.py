@@ -43,6 +43,16 @@ def test_opencl_matches_cpu(scheme, shape):
     np.testing.assert_array_equal(m, m2)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float64])
+def test_float16_and_float64_inputs_match_the_cpu(dtype):
+    x = (np.random.default_rng(9).standard_normal((40, 64)) * 3).astype(dtype)
+    for s in (rq.Scheme("int8", axis=0), rq.Scheme("int4", symmetric=False, axis=-1, group_size=32)):
+        q, qp = rq.quantize(x, s)
+        q2, qp2 = rq.quantize(x, s, device=DEVICE)
+        np.testing.assert_array_equal(qp.scale, qp2.scale)
+        np.testing.assert_array_equal(q, q2)
+
+
 def test_packed_and_nonfinite_inputs_keep_the_cpu_rules():
     s = rq.Scheme("int4", symmetric=False, axis=-1, group_size=32)
     x = np.random.default_rng(1).standard_normal((4, 64)).astype(np.float32)

@@ -62,8 +62,7 @@ def quantize(
     qp, spec = qparams, s.spec()
 
     def on_device(be: Any) -> np.ndarray:
-        q = be.quantize(a, spec, qp.scale, qp.zero_point)
-        return _rxquant.pack_int4(q.reshape(-1)) if pack else q
+        return be.quantize(a, spec, qp.scale, qp.zero_point, pack)
 
     def on_cpu() -> np.ndarray:
         return _rxquant.quantize(a, spec, qp.scale, qp.zero_point, ignore_nonfinite, pack)

@@ -77,6 +77,13 @@ fn quantize_dequantize_fake_and_ranges_match_cpu() {
                 let mut q_cl = vec![0u8; n];
                 cl.quantize(&x, &map, &qp, &mut q_cl).unwrap();
                 assert_eq!(q_cpu, q_cl, "quantize {shape:?} {g:?} {p:?} sym={sym}");
+                if p == Precision::Int4 {
+                    let mut packed = vec![0u8; n.div_ceil(2)];
+                    cl.quantize_packed(&x, &map, &qp, &mut packed).unwrap();
+                    let mut want = vec![0u8; n.div_ceil(2)];
+                    quantize_packed(&x, shape, &qp, false, &mut want).unwrap();
+                    assert_eq!(packed, want, "quantize_packed {shape:?} {g:?}");
+                }
                 let mut y_cl = vec![0f32; n];
                 cl.dequantize(&q_cl, &map, &qp, &mut y_cl).unwrap();
                 let mut y_cpu = vec![0f32; n];
@@ -261,4 +268,25 @@ fn too_many_bins_for_local_memory_is_a_device_error() {
     let map = ParamMap::new(&[4], Granularity::PerTensor).unwrap();
     let e = cl.histogram_counts(&[1.0; 4], &map, &[0.0], &[1.0], bins, true).unwrap_err();
     assert!(matches!(e, Error::Device(ref m) if m.contains("local memory")), "{e}");
+}
+
+#[test]
+fn f16_input_is_read_with_vload_half_and_matches_cpu() {
+    let Some(cl) = backend() else { return };
+    for shape in [&[0usize][..], &[7], &[33, 96]] {
+        let n: usize = shape.iter().product();
+        let mut x: Vec<half::f16> = data(n, 3).into_iter().map(half::f16::from_f32).collect();
+        if n > 40 {
+            x[40] = half::f16::from_f32(65504.0);
+        }
+        for g in [Granularity::PerTensor, Granularity::PerChannel { axis: 0 }] {
+            let s = Scheme::new(Precision::Int8).asymmetric(true).with_granularity(g);
+            let qp = minmax_qparams(&x, shape, s, false).unwrap();
+            let map = ParamMap::new(shape, g).unwrap();
+            let (mut q_cpu, mut q_cl) = (vec![0u8; n], vec![0u8; n]);
+            quantize(&x, shape, &qp, false, &mut q_cpu).unwrap();
+            cl.quantize(&x, &map, &qp, &mut q_cl).unwrap();
+            assert_eq!(q_cpu, q_cl, "{shape:?} {g:?}");
+        }
+    }
 }

@@ -7,7 +7,7 @@ use crate::errors::{detach, to_py};
 use crate::scheme::SchemeSpec;
 use numpy::{PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::prelude::*;
-use rxquant::gpu::cl::ClBackend;
+use rxquant::gpu::cl::{ClBackend, ClFloat};
 use rxquant::{ParamMap, QParams};
 
 #[pyclass(module = "rxquant._rxquant", frozen)]
@@ -31,6 +31,22 @@ fn qparams(
     let qp = crate::quantize::qparams(spec, shape, scale, zp)?;
     let map = ParamMap::new(shape, qp.scheme.granularity).map_err(to_py)?;
     Ok((map, qp))
+}
+
+/// Codes of `x` on the device into `out`, packed two to a byte when `pack`.
+fn codes_into<T: ClFloat>(
+    be: &ClBackend,
+    x: &[T],
+    map: &ParamMap,
+    qp: &QParams,
+    pack: bool,
+    out: &mut [u8],
+) -> rxquant::Result<()> {
+    if pack {
+        be.quantize_packed(x, map, qp, out)
+    } else {
+        be.quantize(x, map, qp, out)
+    }
 }
 
 #[pymethods]
@@ -83,7 +99,9 @@ impl OpenClDevice {
         crate::metrics::metrics(slf.py(), x, y, Some(slf))
     }
 
-    /// One code per element (int8 for symmetric schemes, uint8 otherwise).
+    /// One code per element (int8 for symmetric schemes, uint8 otherwise); with `pack`, INT4
+    /// codes packed two to a byte on the device (flat uint8).
+    #[pyo3(signature = (x, spec, scale, zero_point, pack=false))]
     fn quantize<'py>(
         &self,
         py: Python<'py>,
@@ -91,14 +109,26 @@ impl OpenClDevice {
         spec: SchemeSpec,
         scale: PyReadonlyArrayDyn<'py, f32>,
         zero_point: PyReadonlyArrayDyn<'py, i32>,
+        pack: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let a = FloatArray::extract(x)?;
         let shape = a.shape();
         let (map, qp) = qparams(&spec, &shape, scale, zero_point)?;
-        let (v, be) = (a.f32_data(), &self.inner);
-        let q = fill::<u8>(py, &shape, |out| be.quantize(&v, &map, &qp, out))?;
+        let be = &self.inner;
+        let out_shape = if pack { vec![map.len.div_ceil(2)] } else { shape.clone() };
+        let q = match &a {
+            // float16 goes up as is and is widened on the device (vload_half).
+            FloatArray::F16(h) => {
+                let v = h.as_slice()?;
+                fill::<u8>(py, &out_shape, |out| codes_into(be, v, &map, &qp, pack, out))?
+            }
+            _ => {
+                let v = a.f32_data();
+                fill::<u8>(py, &out_shape, |out| codes_into(be, &v[..], &map, &qp, pack, out))?
+            }
+        };
         // Two's complement bytes: a signed grid reads them as int8 (a view, no copy).
-        if qp.scheme.signed() {
+        if qp.scheme.signed() && !pack {
             q.call_method1("view", (numpy::dtype::<i8>(py),))
         } else {
             Ok(q)

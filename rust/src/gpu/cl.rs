@@ -32,6 +32,20 @@ const LAUNCH: usize = 1 << 24;
 /// Work-groups the min/max reduction aims for (enough to fill a GPU), split across the cells.
 const REDUCE_GROUPS: usize = 4096;
 
+/// Input types of the quantize kernels: f32, and f16 read with `vload_half` (fp16 weights upload
+/// at two bytes a value and are widened on the device, as on the CPU).
+pub trait ClFloat: Copy {
+    const QUANTIZE: &'static str;
+}
+
+impl ClFloat for f32 {
+    const QUANTIZE: &'static str = "quantize_f32";
+}
+
+impl ClFloat for half::f16 {
+    const QUANTIZE: &'static str = "quantize_f16";
+}
+
 /// An OpenCL device with the rxquant program built for it.
 pub struct ClBackend {
     pub device_name: String,
@@ -175,17 +189,46 @@ impl ClBackend {
     }
 
     /// Quantizes `x` into one byte per element (two's complement for signed grids).
-    pub fn quantize(&self, x: &[f32], map: &ParamMap, qp: &QParams, out: &mut [u8]) -> Result<()> {
+    pub fn quantize<T: ClFloat>(&self, x: &[T], map: &ParamMap, qp: &QParams, out: &mut [u8]) -> Result<()> {
+        if x.len() != out.len() {
+            return Err(Error::Shape(format!("input {}, output {}", x.len(), out.len())));
+        }
+        match self.codes(x, map, qp)? {
+            Some(bq) => self.download(&bq, out),
+            None => Ok(()),
+        }
+    }
+
+    /// Quantizes `x` to INT4 and packs the codes two to a byte on the device, so only the packed
+    /// bytes come back (the layout of [`crate::pack`]).
+    pub fn quantize_packed<T: ClFloat>(
+        &self,
+        x: &[T],
+        map: &ParamMap,
+        qp: &QParams,
+        out: &mut [u8],
+    ) -> Result<()> {
+        if qp.scheme.precision.bits() != 4 || out.len() != x.len().div_ceil(2) {
+            return Err(Error::Shape(format!("packing needs INT4 and {} bytes", x.len().div_ceil(2))));
+        }
+        match self.codes(x, map, qp)? {
+            Some(bq) => self.pack_buffer(&bq, x.len(), out),
+            None => Ok(()),
+        }
+    }
+
+    /// The codes of `x` in a device buffer (None for an empty input).
+    fn codes<T: ClFloat>(&self, x: &[T], map: &ParamMap, qp: &QParams) -> Result<Option<Buffer<cl_uchar>>> {
         qp.validate(map)?;
-        if x.len() != out.len() || x.len() != map.len {
-            return Err(Error::Shape(format!("input {}, output {}, shape {}", x.len(), out.len(), map.len)));
+        if x.len() != map.len {
+            return Err(Error::Shape(format!("input {}, shape {}", x.len(), map.len)));
         }
         if x.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let (bx, bs, bz) = (self.upload(x)?, self.upload(&qp.scale)?, self.upload(&qp.zero_point)?);
         let bo = self.output::<cl_uchar>(x.len())?;
-        let k = self.kernel("quantize_f32")?;
+        let k = self.kernel(T::QUANTIZE)?;
         let (dim, inner, group, per_group) = Self::layout(map);
         let (qmin, qmax) = qp.scheme.qrange();
         let n = x.len() as cl_ulong;
@@ -197,7 +240,7 @@ impl ClBackend {
                 .set_arg(&(qmin as cl_int))
                 .set_arg(&(qmax as cl_int));
         })?;
-        self.download(&bo, out)
+        Ok(Some(bo))
     }
 
     /// `(q - z) * s` from one byte per element.
@@ -265,11 +308,16 @@ impl ClBackend {
         if codes.is_empty() {
             return Ok(());
         }
-        let (bc, bo) = (self.upload(codes)?, self.output::<cl_uchar>(out.len())?);
+        self.pack_buffer(&self.upload(codes)?, codes.len(), out)
+    }
+
+    /// Packs `n` codes of a device buffer and downloads the `ceil(n / 2)` bytes into `out`.
+    fn pack_buffer(&self, codes: &Buffer<cl_uchar>, n: usize, out: &mut [u8]) -> Result<()> {
+        let bo = self.output::<cl_uchar>(out.len())?;
         let k = self.kernel("pack_int4")?;
-        let n = codes.len() as cl_ulong;
+        let n = n as cl_ulong;
         self.launch(&k, out.len(), |e, base| unsafe {
-            e.set_arg(&bc).set_arg(&bo).set_arg(&base).set_arg(&n);
+            e.set_arg(codes).set_arg(&bo).set_arg(&base).set_arg(&n);
         })?;
         self.download(&bo, out)
     }
