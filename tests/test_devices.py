@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 import rxquant as rq
 from rxquant.cli import main
@@ -50,3 +51,23 @@ def test_rocm_quantizer_says_which_backend_it_chose():
         assert q.device == "cpu" and q.backend.startswith("CPU: no OpenCL GPU")
     codes, scale, _ = q.quantize_tensor(np.linspace(-1, 1, 64, dtype=np.float32))
     assert codes.dtype == np.int8 and scale > 0
+
+
+def test_auto_warns_once_about_a_broken_opencl_setup_but_not_about_no_opencl(monkeypatch):
+    import warnings
+
+    import rxquant.devices as dv
+
+    monkeypatch.setattr(dv, "_WARNED", set())
+    monkeypatch.setattr(dv, "opencl_devices", lambda: ([], "no OpenCL platform: CL_PLATFORM_NOT_FOUND_KHR"))
+    with pytest.warns(RuntimeWarning, match="OpenCL is installed but unusable .*PLATFORM_NOT_FOUND"):
+        assert dv.backend("auto") is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert dv.backend("auto") is None  # once per process
+        no_loader = "no OpenCL loader: libOpenCL.so.1 cannot be loaded"
+        monkeypatch.setattr(dv, "opencl_devices", lambda: ([], no_loader))
+        assert dv.backend("auto") is None
+        cpu_only = [{"index": 0, "type": "other", "name": "pthread-x86", "platform": "PoCL"}]
+        monkeypatch.setattr(dv, "opencl_devices", lambda: (cpu_only, None))
+        assert dv.backend("auto") is None

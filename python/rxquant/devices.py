@@ -79,6 +79,7 @@ def backend(device: Optional[str]) -> Optional[Any]:
     gpus = [x for x in devs if x["type"] == "gpu"]
     if d == "auto":
         if not gpus:
+            _warn_broken_opencl(why)
             return None
         try:
             return _open(gpus[0])
@@ -93,6 +94,18 @@ def backend(device: Optional[str]) -> Optional[Any]:
     if not devs:
         raise DeviceError(f"device='opencl' but there is no OpenCL device: {why}")
     return _open((gpus or devs)[0])
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_broken_opencl(why: Optional[str]) -> None:
+    """Under ``auto``, an OpenCL loader that finds no platform is a broken driver setup, worth one
+    warning per process; no loader at all, or platforms with only CPU devices, is just no GPU."""
+    if why and not why.startswith("no OpenCL loader") and why not in _WARNED and "platform" in why:
+        _WARNED.add(why)
+        msg = f"OpenCL is installed but unusable ({why}); using the CPU"
+        warnings.warn(msg, RuntimeWarning, stacklevel=4)
 
 
 def _fallback(name: str, e: Exception) -> None:
