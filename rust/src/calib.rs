@@ -576,6 +576,11 @@ pub fn calibrate_on<T: Elem>(
         _ => false,
     };
     let mut obs = Observer::new(scheme, method, opts.clone())?;
+    if method == Method::MinMax {
+        // The observer's min-max result without its bookkeeping: ranges, then parameters.
+        let map = ParamMap::new(shape, scheme.granularity)?;
+        return Ok(QParams::from_ranges(scheme, &map, &dev.ranges(x, &map, opts.ignore_nonfinite)?));
+    }
     if !exact {
         obs.update_on(dev, x, shape)?;
         return obs.qparams();

@@ -63,20 +63,29 @@ pub fn scale_zero_point(rmin: f32, rmax: f32, qmin: i32, qmax: i32, symmetric: b
 impl QParams {
     /// Parameters for every cell of `map` from its ranges.
     pub fn from_ranges(scheme: Scheme, map: &ParamMap, r: &Ranges) -> Self {
-        // Per group there is one pair per 32 values: compile the rounding inline (SSE4.1/AVX2).
-        crate::simd::simd!(Self::from_ranges_impl(scheme, map, r))
+        use rayon::prelude::*;
+        // Per group there is one pair per 32 values (512K for a 4096 x 4096 matrix): parallel
+        // chunks, each with the rounding compiled inline (SSE4.1/AVX2).
+        const CHUNK: usize = 1 << 14;
+        let n = r.min.len();
+        let (mut scale, mut zero_point) = (vec![0f32; n], vec![0i32; n]);
+        scale
+            .par_chunks_mut(CHUNK)
+            .zip(zero_point.par_chunks_mut(CHUNK))
+            .enumerate()
+            .for_each(|(i, (s, z))| {
+                let (lo, hi) = (&r.min[i * CHUNK..i * CHUNK + s.len()], &r.max[i * CHUNK..i * CHUNK + s.len()]);
+                crate::simd::simd!(Self::pairs_into(scheme, lo, hi, s, z))
+            });
+        QParams { scheme, grid: map.grid.clone(), scale, zero_point }
     }
 
     #[inline(always)]
-    fn from_ranges_impl(scheme: Scheme, map: &ParamMap, r: &Ranges) -> Self {
+    fn pairs_into(scheme: Scheme, lo: &[f32], hi: &[f32], scale: &mut [f32], zp: &mut [i32]) {
         let (qmin, qmax) = scheme.qrange();
-        let (scale, zero_point) = r
-            .min
-            .iter()
-            .zip(&r.max)
-            .map(|(&lo, &hi)| scale_zero_point(lo, hi, qmin, qmax, scheme.symmetric))
-            .unzip();
-        QParams { scheme, grid: map.grid.clone(), scale, zero_point }
+        for (((&a, &b), s), z) in lo.iter().zip(hi).zip(scale.iter_mut()).zip(zp.iter_mut()) {
+            (*s, *z) = scale_zero_point(a, b, qmin, qmax, scheme.symmetric);
+        }
     }
 
     /// Checks that these parameters fit `map` and are usable: positive finite scales, zero points on the grid.

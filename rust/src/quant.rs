@@ -85,6 +85,15 @@ fn chunk_runs<T, O>(
     f: &impl Fn(&[T], &mut [O], usize, Run) -> usize,
 ) -> usize {
     let mut bad = 0;
+    let g = map.group;
+    if map.per_group && map.inner == 1 && base % g == 0 && xc.len() % g == 0 {
+        // Groups along the last axis, whole groups in this chunk: group j is parameter
+        // `(base + j * g) / g`, with no run bookkeeping between groups.
+        for (j, (xs, os)) in xc.chunks_exact(g).zip(oc.chunks_exact_mut(g)).enumerate() {
+            bad += f(xs, os, base + j * g, Run::Const(base / g + j));
+        }
+        return bad;
+    }
     for (off, len, run) in map.runs(base, base + xc.len()) {
         let a = off - base;
         bad += f(&xc[a..a + len], &mut oc[a..a + len], off, run);
