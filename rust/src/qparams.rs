@@ -69,14 +69,13 @@ impl QParams {
         const CHUNK: usize = 1 << 14;
         let n = r.min.len();
         let (mut scale, mut zero_point) = (vec![0f32; n], vec![0i32; n]);
-        scale
-            .par_chunks_mut(CHUNK)
-            .zip(zero_point.par_chunks_mut(CHUNK))
-            .enumerate()
-            .for_each(|(i, (s, z))| {
-                let (lo, hi) = (&r.min[i * CHUNK..i * CHUNK + s.len()], &r.max[i * CHUNK..i * CHUNK + s.len()]);
+        scale.par_chunks_mut(CHUNK).zip(zero_point.par_chunks_mut(CHUNK)).enumerate().for_each(
+            |(i, (s, z))| {
+                let (lo, hi) =
+                    (&r.min[i * CHUNK..i * CHUNK + s.len()], &r.max[i * CHUNK..i * CHUNK + s.len()]);
                 crate::simd::simd!(Self::pairs_into(scheme, lo, hi, s, z))
-            });
+            },
+        );
         QParams { scheme, grid: map.grid.clone(), scale, zero_point }
     }
 

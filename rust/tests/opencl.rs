@@ -218,8 +218,9 @@ fn granularity(shape: &[usize], pick: usize) -> Granularity {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(40))]
 
-    /// Random shapes (empty and odd sizes included) and layouts: ranges, histogram counts and
-    /// codes equal the CPU's, metrics agree to 1e-6 relative.
+    /// Random shapes (empty and odd sizes included) and layouts: ranges, histogram counts, codes
+    /// (INT8, and INT4 packed), dequantized and fake-quantized values and the STE mask equal the
+    /// CPU's; metrics agree to 1e-6 relative.
     #[test]
     fn random_shapes_match_cpu(
         shape in prop::collection::vec(0usize..37, 1..4),
@@ -253,7 +254,33 @@ proptest! {
         }
         let mut q_cl = vec![0u8; n];
         cl.quantize(&x, &map, &qp, &mut q_cl).unwrap();
-        prop_assert_eq!(q_cpu, q_cl);
+        prop_assert_eq!(&q_cpu, &q_cl);
+
+        // Dequantize from the asymmetric codes (the byte layout is the same for both grids).
+        let mut y_cl = vec![0f32; n];
+        cl.dequantize(&q_cl, &map, &qp, &mut y_cl).unwrap();
+        let mut y_cpu = vec![0f32; n];
+        if asym {
+            dequantize(&q_cpu, &shape, &qp, &mut y_cpu).unwrap();
+        } else {
+            let q: Vec<i8> = q_cpu.iter().map(|&b| b as i8).collect();
+            dequantize(&q, &shape, &qp, &mut y_cpu).unwrap();
+        }
+        prop_assert_eq!(y_cpu, y_cl);
+        let (mut f_cl, mut m_cl) = (vec![0f32; n], vec![0u8; n]);
+        cl.fake_quantize(&x, &map, &qp, &mut f_cl, &mut m_cl).unwrap();
+        let (mut f_cpu, mut m_cpu) = (vec![0f32; n], vec![false; n]);
+        fake_quantize(&x, &shape, &qp, false, &mut f_cpu, Some(&mut m_cpu)).unwrap();
+        prop_assert_eq!(f_cpu, f_cl);
+        prop_assert_eq!(m_cpu.iter().map(|&b| b as u8).collect::<Vec<u8>>(), m_cl);
+
+        // INT4, packed on the device.
+        let s4 = Scheme::new(Precision::Int4).asymmetric(asym).with_granularity(g);
+        let qp4 = QParams::from_ranges(s4, &map, &range::ranges(&x, &map, false).unwrap());
+        let (mut p_cl, mut p_cpu) = (vec![0u8; n.div_ceil(2)], vec![0u8; n.div_ceil(2)]);
+        cl.quantize_packed(&x, &map, &qp4, &mut p_cl).unwrap();
+        quantize_packed(&x, &shape, &qp4, false, &mut p_cpu).unwrap();
+        prop_assert_eq!(p_cpu, p_cl);
 
         let y: Vec<f32> = x.iter().map(|v| v * 0.75 - 0.125).collect();
         let (a, b) = (cl.metrics(&x, &y).unwrap(), metrics(&x, &y).unwrap());
