@@ -91,6 +91,9 @@ class OpenClDevice:
     def quantize(
         self, x: np.ndarray, spec: SchemeSpec, scale: np.ndarray, zero_point: np.ndarray, pack: bool = False
     ) -> np.ndarray: ...
+    def quantize_minmax(
+        self, x: np.ndarray, spec: SchemeSpec, pack: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
     def dequantize(
         self, q: np.ndarray, spec: SchemeSpec, scale: np.ndarray, zero_point: np.ndarray
     ) -> np.ndarray: ...

@@ -56,6 +56,9 @@ def quantize(
         raise ValueError(f"pack=True needs int4, the scheme is {s.precision}")
     if not s.is_integer:
         return _quantize_float(a, s, ignore_nonfinite)
+    on = _finite_on(device, a)
+    if qparams is None and a.dtype == np.float32 and on not in (None, "cpu"):
+        return _quantize_minmax(a, s, pack, ignore_nonfinite, on)
     if qparams is None:
         qparams = calibrate(a, "minmax", s, ignore_nonfinite=ignore_nonfinite, device=device)
     _check_qparams(qparams, a.shape, s)
@@ -67,7 +70,22 @@ def quantize(
     def on_cpu() -> np.ndarray:
         return _rxquant.quantize(a, spec, qp.scale, qp.zero_point, ignore_nonfinite, pack)
 
-    return run(_finite_on(device, a), on_device, on_cpu), qparams
+    return run(on, on_device, on_cpu), qparams
+
+
+def _quantize_minmax(
+    a: np.ndarray, s: Scheme, pack: bool, ignore_nonfinite: bool, device: str
+) -> tuple[np.ndarray, QParams]:
+    """Min-max parameters and codes on a device from one upload of ``a`` (else the CPU)."""
+
+    def on_device(be: Any) -> tuple[np.ndarray, QParams]:
+        q, scale, zp = be.quantize_minmax(a, s.spec(), pack)
+        return q, QParams(s, scale, zp, a.shape, extra={"method": "minmax"})
+
+    def on_cpu() -> tuple[np.ndarray, QParams]:
+        return quantize(a, s, pack=pack, ignore_nonfinite=ignore_nonfinite)
+
+    return run(device, on_device, on_cpu)
 
 
 def _finite_on(device: Optional[str], a: np.ndarray) -> Optional[str]:

@@ -138,6 +138,9 @@ fn two_stage_minmax_counts_nonfinite_and_matches_cpu_on_large_cells() {
         assert_eq!(bad, 2);
         let e = Reducer::ranges(&cl, &x, &map, false).unwrap_err();
         assert_eq!(e, Error::NonFinite { count: 2, first_index: 17 });
+        let s = Scheme::new(Precision::Int8).with_granularity(g);
+        let e = cl.quantize_minmax(&x, &map, s, false, &mut vec![0u8; n]).unwrap_err();
+        assert_eq!(e, Error::NonFinite { count: 2, first_index: 17 });
     }
 }
 
@@ -280,7 +283,15 @@ proptest! {
         let (mut p_cl, mut p_cpu) = (vec![0u8; n.div_ceil(2)], vec![0u8; n.div_ceil(2)]);
         cl.quantize_packed(&x, &map, &qp4, &mut p_cl).unwrap();
         quantize_packed(&x, &shape, &qp4, false, &mut p_cpu).unwrap();
-        prop_assert_eq!(p_cpu, p_cl);
+        prop_assert_eq!(&p_cpu, &p_cl);
+
+        // Parameters and codes from one upload.
+        let mut f_codes = vec![0u8; n];
+        prop_assert_eq!(cl.quantize_minmax(&x, &map, s, false, &mut f_codes).unwrap(), qp.clone());
+        prop_assert_eq!(&f_codes, &q_cl);
+        let mut f_packed = vec![0u8; n.div_ceil(2)];
+        prop_assert_eq!(cl.quantize_minmax(&x, &map, s4, true, &mut f_packed).unwrap(), qp4);
+        prop_assert_eq!(f_packed, p_cl);
 
         let y: Vec<f32> = x.iter().map(|v| v * 0.75 - 0.125).collect();
         let (a, b) = (cl.metrics(&x, &y).unwrap(), metrics(&x, &y).unwrap());

@@ -1,7 +1,7 @@
 //! The OpenCL backend as a Python object (`rxquant.devices` picks it for `device="opencl..."`).
 //! Kernels run with the GIL released; calibration and metrics take it as their `device=`.
 
-use crate::arrays::{fill, FloatArray};
+use crate::arrays::{fill, to_numpy, FloatArray};
 use crate::calib::{Observer, OptsSpec};
 use crate::errors::{detach, to_py};
 use crate::scheme::SchemeSpec;
@@ -133,6 +133,32 @@ impl OpenClDevice {
         } else {
             Ok(q)
         }
+    }
+
+    /// Min-max parameters and codes (packed when `pack`) from one upload of float32 `x`:
+    /// `(codes, scale, zero_point)`.
+    #[pyo3(signature = (x, spec, pack=false))]
+    fn quantize_minmax<'py>(
+        &self,
+        py: Python<'py>,
+        x: PyReadonlyArrayDyn<'py, f32>,
+        spec: SchemeSpec,
+        pack: bool,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        let shape = x.shape().to_vec();
+        let scheme = crate::scheme::parse(&spec)?;
+        let map = ParamMap::new(&shape, scheme.granularity).map_err(to_py)?;
+        let (v, be) = (x.as_slice()?, &self.inner);
+        let out_shape = if pack { vec![map.len.div_ceil(2)] } else { shape.clone() };
+        let mut qp = None;
+        let q = fill::<u8>(py, &out_shape, |out| {
+            qp = Some(be.quantize_minmax(v, &map, scheme, pack, out)?);
+            Ok(())
+        })?;
+        let qp = qp.expect("set by a successful fill");
+        let q =
+            if qp.scheme.signed() && !pack { q.call_method1("view", (numpy::dtype::<i8>(py),))? } else { q };
+        Ok((q, to_numpy(py, qp.scale, &qp.grid)?, to_numpy(py, qp.zero_point, &qp.grid)?))
     }
 
     /// Float32 `(q - z) * s` from int8/uint8 codes.

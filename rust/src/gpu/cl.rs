@@ -15,6 +15,7 @@ use crate::layout::ParamMap;
 use crate::metrics::{Metrics, Sums};
 use crate::qparams::QParams;
 use crate::range::Ranges;
+use crate::scheme::Scheme;
 use opencl3::command_queue::CommandQueue;
 use opencl3::context::Context;
 use opencl3::device::Device;
@@ -226,21 +227,70 @@ impl ClBackend {
         if x.is_empty() {
             return Ok(None);
         }
-        let (bx, bs, bz) = (self.upload(x)?, self.upload(&qp.scale)?, self.upload(&qp.zero_point)?);
-        let bo = self.output::<cl_uchar>(x.len())?;
+        self.codes_in::<T>(&self.upload(x)?, x.len(), map, qp).map(Some)
+    }
+
+    /// The codes of `len > 0` values already on the device (parameters checked by the caller).
+    fn codes_in<T: ClFloat>(
+        &self,
+        bx: &Buffer<T>,
+        len: usize,
+        map: &ParamMap,
+        qp: &QParams,
+    ) -> Result<Buffer<cl_uchar>> {
+        let (bs, bz) = (self.upload(&qp.scale)?, self.upload(&qp.zero_point)?);
+        let bo = self.output::<cl_uchar>(len)?;
         let k = self.kernel(T::QUANTIZE)?;
         let (dim, inner, group, per_group) = Self::layout(map);
         let (qmin, qmax) = qp.scheme.qrange();
-        let n = x.len() as cl_ulong;
-        self.launch(&k, x.len(), |e, base| unsafe {
-            e.set_arg(&bx).set_arg(&bo).set_arg(&bs).set_arg(&bz).set_arg(&base).set_arg(&n).set_arg(&dim);
+        let n = len as cl_ulong;
+        self.launch(&k, len, |e, base| unsafe {
+            e.set_arg(bx).set_arg(&bo).set_arg(&bs).set_arg(&bz).set_arg(&base).set_arg(&n).set_arg(&dim);
             e.set_arg(&inner)
                 .set_arg(&group)
                 .set_arg(&per_group)
                 .set_arg(&(qmin as cl_int))
                 .set_arg(&(qmax as cl_int));
         })?;
-        Ok(Some(bo))
+        Ok(bo)
+    }
+
+    /// Min-max parameters and the codes of `x` (packed two to a byte when `pack`) from one
+    /// upload: the common "quantize with fresh parameters" call moves the tensor across the bus
+    /// once. NaN/Inf are an error (reported as on the CPU).
+    pub fn quantize_minmax(
+        &self,
+        x: &[f32],
+        map: &ParamMap,
+        scheme: Scheme,
+        pack: bool,
+        out: &mut [u8],
+    ) -> Result<QParams> {
+        let want = if pack { x.len().div_ceil(2) } else { x.len() };
+        if x.len() != map.len || out.len() != want || (pack && scheme.precision.bits() != 4) {
+            return Err(Error::Shape(format!(
+                "input {}, shape {}, output {} (want {want})",
+                x.len(),
+                map.len,
+                out.len()
+            )));
+        }
+        if x.is_empty() {
+            return Ok(QParams::from_ranges(scheme, map, &crate::range::ranges(x, map, false)?));
+        }
+        let bx = self.upload(x)?;
+        let (r, bad) = self.minmax_in(&bx, x.len(), map)?;
+        if bad > 0 {
+            crate::range::ranges(x, map, false)?; // the CPU scan names the count and first index
+        }
+        let qp = QParams::from_ranges(scheme, map, &r);
+        let bq = self.codes_in(&bx, x.len(), map, &qp)?;
+        if pack {
+            self.pack_buffer(&bq, x.len(), out)?;
+        } else {
+            self.download(&bq, out)?;
+        }
+        Ok(qp)
     }
 
     /// `(q - z) * s` from one byte per element.
@@ -326,23 +376,31 @@ impl ClBackend {
     /// one) and the number of non-finite values, by a two-stage reduction: work-groups reduce
     /// strided parts of each cell in local memory, the host combines each cell's parts.
     pub fn minmax(&self, x: &[f32], map: &ParamMap) -> Result<(Ranges, u64)> {
+        if x.is_empty() {
+            let np = map.n_params();
+            return Ok((Ranges { min: vec![f32::INFINITY; np], max: vec![f32::NEG_INFINITY; np] }, 0));
+        }
+        self.minmax_in(&self.upload(x)?, x.len(), map)
+    }
+
+    /// [`ClBackend::minmax`] of `n > 0` values already on the device.
+    fn minmax_in(&self, bx: &Buffer<cl_float>, n: usize, map: &ParamMap) -> Result<(Ranges, u64)> {
         let np = map.n_params();
         let mut r = Ranges { min: vec![f32::INFINITY; np], max: vec![f32::NEG_INFINITY; np] };
-        if x.is_empty() || np == 0 {
+        if np == 0 {
             return Ok((r, 0));
         }
         let wg = self.work_group;
-        let m = x.len() / np; // every cell has the same size
+        let m = n / np; // every cell has the same size
         let splits = self.splits(np, m);
         let groups = np * splits;
-        let bx = self.upload(x)?;
         let (bmn, bmx) = (self.output::<cl_float>(groups)?, self.output::<cl_float>(groups)?);
         let bbad = self.output::<cl_uint>(groups)?;
         let k = self.kernel("cell_minmax")?;
         let (dim, inner, group, per_group) = Self::layout(map);
         let (npu, sp, mu) = (np as cl_ulong, splits as cl_uint, m as cl_ulong);
         self.enqueue_groups(&k, groups, |e, gb| unsafe {
-            e.set_arg(&bx).set_arg(&bmn).set_arg(&bmx).set_arg(&bbad);
+            e.set_arg(bx).set_arg(&bmn).set_arg(&bmx).set_arg(&bbad);
             e.set_arg_local_buffer(4 * wg).set_arg_local_buffer(4 * wg).set_arg_local_buffer(4 * wg);
             e.set_arg(&gb).set_arg(&npu).set_arg(&sp).set_arg(&mu).set_arg(&dim);
             e.set_arg(&inner).set_arg(&group).set_arg(&per_group);
