@@ -211,8 +211,11 @@ def test_per_channel_equals_per_tensor_on_each_slice(x, symmetric):
     group=st.one_of(st.none(), st.integers(1, 7)),
     pack=st.booleans(),
     ignore=st.booleans(),
+    method=st.sampled_from(["minmax", "percentile", "entropy", "mse"]),
 )
-def test_fuzz_only_documented_exceptions(data, shape, dtype, precision, symmetric, axis, group, pack, ignore):
+def test_fuzz_only_documented_exceptions(
+    data, shape, dtype, precision, symmetric, axis, group, pack, ignore, method
+):
     if np.dtype(dtype).kind == "f":
         elements = st.floats(allow_nan=True, allow_infinity=True, width=np.dtype(dtype).itemsize * 8)
     else:
@@ -228,6 +231,7 @@ def test_fuzz_only_documented_exceptions(data, shape, dtype, precision, symmetri
                 q, qp = rq.quantize(x, s, ignore_nonfinite=ignore, pack=pack)
                 y = rq.dequantize(q, qp, packed=pack)
                 rq.fake_quantize(x, s, ignore_nonfinite=ignore)
-        assert y.shape == x.shape
+                assert y.shape == x.shape
+                rq.calibrate(x, method, s, ignore_nonfinite=ignore)
     except (ValueError, TypeError, IndexError) as e:
         assert str(e)
