@@ -4,9 +4,13 @@ and must give the CPU path's results; device="auto" never picks a CPU OpenCL dev
 from __future__ import annotations
 
 import os
+import warnings
 
+import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import rxquant as rq
 import rxquant.devices
@@ -206,3 +210,52 @@ def test_cli_quantizes_a_checkpoint_on_the_device_byte_for_byte(tmp_path, capsys
     q8 = str(tmp_path / "cpu-int8.safetensors")
     assert main(["verify", str(model), q8, "--device", DEVICE, "--json"]) == 0
     assert '"total_sqnr_db"' in capsys.readouterr().out
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.data(),
+    shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=9),
+    dtype=st.sampled_from([np.float16, np.float32, np.float64]),
+    precision=st.sampled_from(["int8", "int4"]),
+    symmetric=st.booleans(),
+    axis=st.one_of(st.none(), st.integers(-3, 2)),
+    group=st.one_of(st.none(), st.sampled_from([1, 2, 3])),
+    pack=st.booleans(),
+    method=st.sampled_from(["minmax", "percentile", "entropy", "mse"]),
+)
+def test_fuzz_device_gives_the_cpu_result_or_the_cpu_error(
+    data, shape, dtype, precision, symmetric, axis, group, pack, method
+):
+    """Whatever the input, the device path returns what the CPU path returns, or raises the
+    same exception type (NaN/Inf included)."""
+    elements = st.floats(allow_nan=True, allow_infinity=True, width=np.dtype(dtype).itemsize * 8)
+    x = data.draw(hnp.arrays(dtype, shape, elements=elements))
+
+    def both(f):
+        out = []
+        for d in ("cpu", DEVICE):
+            try:
+                with np.errstate(all="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    out.append(("ok", f(d)))
+            except (ValueError, TypeError, IndexError) as e:
+                out.append(("error", type(e)))
+        return out
+
+    s_args = {"symmetric": symmetric, "axis": axis, "group_size": group}
+    (a, ra), (b, rb) = both(lambda d: rq.quantize(x, rq.Scheme(precision, **s_args), pack=pack, device=d))
+    assert a == b and (a == "error" and ra == rb or _same(ra, rb))
+    (a, ra), (b, rb) = both(lambda d: rq.calibrate(x, method, rq.Scheme(precision, **s_args), device=d))
+    assert a == b and (a == "error" and ra == rb or _same(ra, rb))
+    (a, ra), (b, rb) = both(lambda d: rq.metrics(x, x * 0.5, device=d))
+    assert a == b and (a == "error" and ra == rb or ra.count == rb.count)
+
+
+def _same(u, v) -> bool:
+    if isinstance(u, tuple):
+        return all(_same(p, q) for p, q in zip(u, v))
+    if isinstance(u, rq.QParams):
+        return _same(u.scale, v.scale) and _same(u.zero_point, v.zero_point)
+    np.testing.assert_array_equal(u, v)
+    return True
