@@ -98,7 +98,7 @@ pub fn metrics<A: Elem, B: Elem>(x: &[A], y: &[B]) -> Result<Metrics> {
 }
 
 /// Where the NaN/Inf are, for the error (a cold path: only after the sums came out non-finite).
-pub(crate) fn nonfinite_error<A: Elem, B: Elem>(x: &[A], y: &[B]) -> Error {
+fn nonfinite_error<A: Elem, B: Elem>(x: &[A], y: &[B]) -> Error {
     let first_index =
         crate::elem::first_nonfinite(x).or_else(|| crate::elem::first_nonfinite(y)).unwrap_or(0);
     let count = x.iter().filter(|v| !v.to_f32().is_finite()).count()

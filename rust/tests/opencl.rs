@@ -198,6 +198,9 @@ fn metrics_match_cpu() {
         }
         assert!(m.sqnr_db == c.sqnr_db || (m.sqnr_db - c.sqnr_db).abs() < 1e-5, "n={n}");
     }
+    // Squares beyond f32 (|v| > 1.8e19) overflow the device's partial sums: the f64 CPU sums answer.
+    let huge = [3e20f32, -1.0, 2.5e19];
+    assert_eq!(cl.metrics(&huge, &[0.0; 3]).unwrap(), metrics(&huge, &[0.0f32; 3]).unwrap());
     let nan = [1.0f32, f32::NAN, 2.0];
     assert_eq!(cl.metrics(&nan, &[1.0; 3]).unwrap_err(), Error::NonFinite { count: 1, first_index: 1 });
     assert!(matches!(cl.metrics(&[1.0], &[1.0, 2.0]), Err(Error::Shape(_))));

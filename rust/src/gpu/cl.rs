@@ -531,7 +531,9 @@ impl ClBackend {
             }
         }
         if !s.is_finite() {
-            return Err(crate::metrics::nonfinite_error(x, y));
+            // NaN/Inf in the input, or finite values whose squares overflow f32 (|v| > 1.8e19):
+            // the CPU's f64 sums give the result or name the bad values.
+            return crate::metrics::metrics(x, y);
         }
         Ok(s.finish(x.len()))
     }
