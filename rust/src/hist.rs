@@ -150,60 +150,61 @@ impl Hist {
 }
 
 /// Counts the finite nonzero values of one slice into `h`; returns the number of exact zeros.
+/// `kind` becomes a const parameter, so the per-value test folds away.
 fn count_into<T: Elem>(x: &[T], kind: HistKind, lo: f64, inv: f64, h: &mut [u64]) -> u64 {
-    crate::simd::simd!(count_into_impl(x, kind, lo, inv, h))
+    match kind {
+        HistKind::Abs => crate::simd::simd!(count_into_impl::<T, true>(x, lo, inv, h)),
+        HistKind::Signed => crate::simd::simd!(count_into_impl::<T, false>(x, lo, inv, h)),
+    }
+}
+
+/// Slot of `v`: its bin, or the spare slots `bins` for exact zeros and `bins + 1` for NaN/Inf.
+#[inline(always)]
+fn slot<const ABS: bool>(v: f32, lo: f32, inv: f32, last: f32, bins: usize) -> usize {
+    let v = if ABS { v.abs() } else { v };
+    let f = (v - lo) * inv;
+    let f = if f > 0.0 { f } else { 0.0 };
+    let f = if f < last { f } else { last };
+    // SAFETY: `f` was clamped to `[0, last]` above (NaN becomes 0), so it fits an i32.
+    let i = if v == 0.0 { bins } else { (unsafe { f.to_int_unchecked::<i32>() }) as usize };
+    if is_finite(v) {
+        i
+    } else {
+        bins + 1
+    }
 }
 
 #[inline(always)]
-fn count_into_impl<T: Elem>(x: &[T], kind: HistKind, lo: f64, inv: f64, h: &mut [u64]) -> u64 {
-    const L: usize = 16;
+fn count_into_impl<T: Elem, const ABS: bool>(x: &[T], lo: f64, inv: f64, h: &mut [u64]) -> u64 {
+    const BUF: usize = 256;
     const BLOCK: usize = 1 << 30; // u32 sub-counts are flushed before they could overflow
     let bins = h.len();
-    let last = (bins - 1) as f32;
-    let (lo, inv) = (lo as f32, inv as f32);
-    // Bin of `v`, or the spare slots `bins` for exact zeros and `bins + 1` for NaN/Inf.
-    let (zero_slot, bad_slot) = (bins, bins + 1);
-    let idx = |v: f32| -> usize {
-        let v = if kind == HistKind::Abs { v.abs() } else { v };
-        let f = (v - lo) * inv;
-        let f = if f > 0.0 { f } else { 0.0 };
-        let f = if f < last { f } else { last };
-        // SAFETY: `f` was clamped to `[0, last]` above (NaN becomes 0), so it fits an i32.
-        let i = if v == 0.0 { zero_slot } else { (unsafe { f.to_int_unchecked::<i32>() }) as usize };
-        if is_finite(v) {
-            i
-        } else {
-            bad_slot
-        }
-    };
+    let (lo, inv, last) = (lo as f32, inv as f32, (bins - 1) as f32);
     let mut zeros = 0u64;
     if x.len() < 1024 {
         // Short slices (single values from per-channel runs, small groups): count directly,
         // without allocating and flushing a block buffer per call.
         for v in x {
-            match idx(v.to_f32()) {
+            match slot::<ABS>(v.to_f32(), lo, inv, last, bins) {
                 i if i < bins => h[i] += 1,
-                i if i == zero_slot => zeros += 1,
+                i if i == bins => zeros += 1,
                 _ => {}
             }
         }
         return zeros;
     }
-    // u32 counts with the two spare slots, flushed into `h` per block.
+    // Slots of BUF values first (a vector loop), then their increments (a scalar loop of
+    // independent read-modify-writes the CPU overlaps), into u32 counts with the two spare slots.
     let mut sub = vec![0u32; bins + 2];
+    let mut ix = [0u32; BUF];
     for block in x.chunks(BLOCK) {
-        let mut chunks = block.chunks_exact(L);
-        for c in &mut chunks {
-            let mut ix = [0usize; L];
-            for j in 0..L {
-                ix[j] = idx(c[j].to_f32());
+        for c in block.chunks(BUF) {
+            for (s, v) in ix.iter_mut().zip(c) {
+                *s = slot::<ABS>(v.to_f32(), lo, inv, last, bins) as u32;
             }
-            for &i in &ix {
-                sub[i] += 1;
+            for &i in &ix[..c.len()] {
+                sub[i as usize] += 1;
             }
-        }
-        for v in chunks.remainder() {
-            sub[idx(v.to_f32())] += 1;
         }
         zeros += sub[bins] as u64;
         h.iter_mut().zip(&sub).for_each(|(a, &b)| *a += b as u64);
