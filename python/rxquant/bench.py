@@ -367,18 +367,21 @@ ANALYSIS = """## Where targets are missed, and why
 Targets: every memory-bound kernel at >= 50% of the copy bandwidth on 2 threads, and every kernel
 >= 3x faster than the fastest installed peer (see the tables above for this run's numbers).
 
-- **Per-group quantization (groups of 32: INT8 Q8_0-like, INT4 with packing)** stays well under half
-  the copy bandwidth. `bash benches/profile.sh int8_group32 int4_group32_packed` (perf's cpu-clock
-  sampler, one thread) splits the time roughly in four: the quantize pass (~22-25%), the per-group
-  min/max pass (~23%; a 16-lane reduction folded every 32 values), computing one scale/zero point
-  per 32 values (`unzip` in `QParams::from_ranges`, ~10%, plus the validation of 512K pairs) and
-  page faults on the fresh outputs. It is compute-bound on per-group work, not on memory. Fusing
-  the min/max and quantize passes per group (one read of the data) is the next step.
-- **The histogram** reaches about 40% of the copy bandwidth by bytes (it only reads), and more than
-  half of `np.copyto`'s speed on the same array (the calibration target): `bash benches/profile.sh
-  histogram` shows ~60% of the time in `count_into`, a scatter of one counter increment per value;
-  the index computation is vectorized, the increments cannot be.
-- **Metrics** sits right at half the copy bandwidth (46-51% across runs on this shared machine): it
+- **Per-group quantization (groups of 32: INT8 Q8_0-like, INT4 with packing)** stays under half
+  the copy bandwidth (35-44% across three runs). `bash benches/profile.sh int8_group32
+  int4_group32_packed` (perf's cpu-clock sampler, one thread) splits the time between the quantize
+  pass, the per-group min/max pass, one scale/zero point per 32 values, and page faults on the
+  fresh outputs: it is compute-bound on per-group work, not on memory. Groups along the last axis
+  are now walked directly and the scales are computed in parallel; fusing the min/max and quantize
+  passes per group (one read of the data) is the next step.
+- **The histogram** reaches 30-54% of the copy bandwidth by bytes (it only reads) and 0.48-0.80 of
+  `np.copyto`'s speed on the same array across three runs on this shared machine (the calibration
+  target is 0.5). `count_into` computes the slots of 256 values in a vector loop, then increments
+  the counters in a scalar loop.
+- **Dequantize** writes a fresh 64 MiB float32 array on every call. Its time swings between about
+  5 and 13 ms from run to run (27-74% of the copy bandwidth), and the previous build swings the
+  same way. The cost is the page faults on the new output, not the kernel.
+- **Metrics** sits just under half the copy bandwidth (43-51% across runs on this shared machine): it
   reads two arrays and keeps six float64 sums per lane (x^2, y^2, xy, error^2, |error|, max).
 - **MSE calibration** has no installed peer here (PyTorch is not installed), so its speed-up is not
   measured.
