@@ -20,6 +20,9 @@ def quantize(
     ignore_nonfinite: bool,
     pack: bool,
 ) -> np.ndarray: ...
+def quantize_minmax(
+    x: np.ndarray, spec: SchemeSpec, ignore_nonfinite: bool, pack: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 def dequantize(
     q: np.ndarray, shape: list[int], spec: SchemeSpec, scale: np.ndarray, zero_point: np.ndarray, packed: bool
 ) -> np.ndarray: ...

@@ -57,7 +57,7 @@ def quantize(
     if not s.is_integer:
         return _quantize_float(a, s, ignore_nonfinite)
     on = _finite_on(device, a)
-    if qparams is None and a.dtype == np.float32 and on not in (None, "cpu"):
+    if qparams is None and (on in (None, "cpu") or a.dtype == np.float32):
         return _quantize_minmax(a, s, pack, ignore_nonfinite, on)
     if qparams is None:
         qparams = calibrate(a, "minmax", s, ignore_nonfinite=ignore_nonfinite, device=device)
@@ -74,18 +74,19 @@ def quantize(
 
 
 def _quantize_minmax(
-    a: np.ndarray, s: Scheme, pack: bool, ignore_nonfinite: bool, device: str
+    a: np.ndarray, s: Scheme, pack: bool, ignore_nonfinite: bool, device: Optional[str]
 ) -> tuple[np.ndarray, QParams]:
-    """Min-max parameters and codes on a device from one upload of ``a`` (else the CPU)."""
+    """Min-max parameters and codes in one call: on a device from one upload of ``a``; on the
+    CPU in one pass for groups along the last axis."""
 
-    def on_device(be: Any) -> tuple[np.ndarray, QParams]:
-        q, scale, zp = be.quantize_minmax(a, s.spec(), pack)
+    def result(q: np.ndarray, scale: np.ndarray, zp: np.ndarray) -> tuple[np.ndarray, QParams]:
         return q, QParams(s, scale, zp, a.shape, extra={"method": "minmax"})
 
-    def on_cpu() -> tuple[np.ndarray, QParams]:
-        return quantize(a, s, pack=pack, ignore_nonfinite=ignore_nonfinite)
-
-    return run(device, on_device, on_cpu)
+    return run(
+        device,
+        lambda be: result(*be.quantize_minmax(a, s.spec(), pack)),
+        lambda: result(*_rxquant.quantize_minmax(a, s.spec(), ignore_nonfinite, pack)),
+    )
 
 
 def _finite_on(device: Optional[str], a: np.ndarray) -> Optional[str]:

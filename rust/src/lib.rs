@@ -42,7 +42,7 @@ pub use layout::ParamMap;
 pub use metrics::{metrics, Metrics};
 pub use pack::{pack_int4_signed, pack_int4_unsigned, unpack_int4_signed, unpack_int4_unsigned};
 pub use qparams::{scale_zero_point, QParams};
-pub use quant::{dequantize, fake_quantize, minmax_qparams, quantize, quantize_packed};
+pub use quant::{dequantize, fake_quantize, minmax_qparams, quantize, quantize_minmax, quantize_packed};
 pub use scheme::{Granularity, Precision, Scheme};
 
 /// Number of worker threads the kernels use (rayon's pool; `RAYON_NUM_THREADS` sets it).

@@ -8,15 +8,19 @@ const CHUNK_BYTES: usize = 1 << 15;
 
 /// Packs the low nibbles of `codes` into `out` (`codes.len().div_ceil(2)` bytes). No range check.
 pub(crate) fn pack_nibbles<C: Copy + Into<i32> + Sync>(codes: &[C], out: &mut [u8]) {
-    out.par_chunks_mut(CHUNK_BYTES).zip(codes.par_chunks(2 * CHUNK_BYTES)).for_each(|(o, c)| {
-        let mut pairs = c.chunks_exact(2);
-        for (b, p) in o.iter_mut().zip(&mut pairs) {
-            *b = (p[0].into() & 0xF) as u8 | (((p[1].into() & 0xF) as u8) << 4);
-        }
-        if let [last] = pairs.remainder() {
-            o[o.len() - 1] = ((*last).into() & 0xF) as u8;
-        }
-    });
+    out.par_chunks_mut(CHUNK_BYTES).zip(codes.par_chunks(2 * CHUNK_BYTES)).for_each(|(o, c)| pack_into(c, o));
+}
+
+/// [`pack_nibbles`] of one slice, on the calling thread (`out` has `ceil(codes / 2)` bytes).
+#[inline(always)]
+pub(crate) fn pack_into<C: Copy + Into<i32>>(codes: &[C], out: &mut [u8]) {
+    let mut pairs = codes.chunks_exact(2);
+    for (b, p) in out.iter_mut().zip(&mut pairs) {
+        *b = (p[0].into() & 0xF) as u8 | (((p[1].into() & 0xF) as u8) << 4);
+    }
+    if let [last] = pairs.remainder() {
+        out[out.len() - 1] = ((*last).into() & 0xF) as u8;
+    }
 }
 
 /// Finds the first value outside `min..=max`.

@@ -7,9 +7,9 @@
 use crate::elem::{is_finite, Elem, QInt};
 use crate::error::{Error, Result};
 use crate::layout::{ParamMap, Run};
-use crate::pack::pack_nibbles;
-use crate::qparams::QParams;
-use crate::range::{ranges, CHUNK};
+use crate::pack::{pack_into, pack_nibbles};
+use crate::qparams::{scale_zero_point, QParams};
+use crate::range::{ranges, scan_impl, CHUNK};
 use crate::scheme::Scheme;
 use rayon::prelude::*;
 
@@ -259,6 +259,104 @@ pub fn quantize_packed<T: Elem>(
         pack_nibbles(&codes, out);
     }
     Ok(())
+}
+
+/// Min-max parameters and codes in one call: equal to [`minmax_qparams`] then [`quantize`]
+/// (`out` holds the codes' bytes, two's complement for signed grids) or, with `pack`,
+/// [`quantize_packed`]. Groups along the last axis take one pass: each group's range, parameters
+/// and codes while the group is in cache.
+pub fn quantize_minmax<T: Elem>(
+    x: &[T],
+    shape: &[usize],
+    scheme: Scheme,
+    ignore_nonfinite: bool,
+    pack: bool,
+    out: &mut [u8],
+) -> Result<QParams> {
+    let map = ParamMap::new(shape, scheme.granularity)?;
+    let want = if pack { x.len().div_ceil(2) } else { x.len() };
+    if x.len() != map.len || out.len() != want {
+        return Err(Error::Shape(format!(
+            "data has {} elements, shape {shape:?} has {}, output {} (want {want})",
+            x.len(),
+            map.len,
+            out.len()
+        )));
+    }
+    if pack && scheme.precision != crate::scheme::Precision::Int4 {
+        return Err(Error::Invalid("packing needs int4".into()));
+    }
+    // Every parameter must own a whole group of this slice (an empty tensor still has one
+    // per-tensor parameter, which the two-pass path sets).
+    let whole_groups = map.per_group && map.inner == 1 && map.n_params() * map.group == x.len();
+    if scheme.precision.is_integer() && whole_groups && !x.is_empty() && CHUNK % map.group == 0 {
+        if let Some(qp) = fused_groups(x, &map, scheme, pack, out) {
+            return Ok(qp);
+        }
+    }
+    let qp = minmax_qparams(x, shape, scheme, ignore_nonfinite)?;
+    if pack {
+        quantize_packed(x, shape, &qp, ignore_nonfinite, out)?;
+    } else if qp.scheme.signed() {
+        // SAFETY: i8 and u8 have the same size and alignment; every byte is a valid i8.
+        let codes = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<i8>(), out.len()) };
+        quantize(x, shape, &qp, ignore_nonfinite, codes)?;
+    } else {
+        quantize(x, shape, &qp, ignore_nonfinite, out)?;
+    }
+    Ok(qp)
+}
+
+/// The one-pass path of [`quantize_minmax`]; None when some value is NaN/Inf (the two-pass path
+/// then reports them, or handles them under `ignore_nonfinite`).
+fn fused_groups<T: Elem>(
+    x: &[T],
+    map: &ParamMap,
+    scheme: Scheme,
+    pack: bool,
+    out: &mut [u8],
+) -> Option<QParams> {
+    let (g, np) = (map.group, map.n_params());
+    let (mut scale, mut zero_point) = (vec![0f32; np], vec![0i32; np]);
+    let bad: usize = x
+        .par_chunks(CHUNK)
+        .zip(out.par_chunks_mut(if pack { CHUNK / 2 } else { CHUNK }))
+        .zip(scale.par_chunks_mut(CHUNK / g).zip(zero_point.par_chunks_mut(CHUNK / g)))
+        .map(|((xc, oc), (sc, zc))| crate::simd::simd!(fused_chunk(xc, oc, sc, zc, g, scheme, pack)))
+        .sum();
+    (bad == 0).then(|| QParams { scheme, grid: map.grid.clone(), scale, zero_point })
+}
+
+/// One chunk of whole groups: ranges, parameters, codes (packed or as bytes); returns the
+/// non-finite count.
+#[inline(always)]
+fn fused_chunk<T: Elem>(
+    xc: &[T],
+    oc: &mut [u8],
+    sc: &mut [f32],
+    zc: &mut [i32],
+    g: usize,
+    scheme: Scheme,
+    pack: bool,
+) -> usize {
+    let (qmin, qmax) = scheme.qrange();
+    let mut codes = vec![0i8; xc.len()];
+    let mut bad = 0;
+    for (((xs, cs), s), z) in xc.chunks_exact(g).zip(codes.chunks_exact_mut(g)).zip(sc).zip(zc) {
+        let r = scan_impl(xs);
+        bad += r.bad;
+        (*s, *z) = scale_zero_point(r.min, r.max, qmin, qmax, scheme.symmetric);
+        let k = Param { s: *s, z: *z, lo: (qmin - *z) as f32, hi: (qmax - *z) as f32 };
+        for (c, &v) in cs.iter_mut().zip(xs) {
+            *c = i8::from_i32(code(v.to_f32(), k.s, k.lo, k.hi) + k.z);
+        }
+    }
+    if pack {
+        pack_into(&codes, oc);
+    } else {
+        oc.iter_mut().zip(&codes).for_each(|(o, &c)| *o = c as u8);
+    }
+    bad
 }
 
 /// Dequantizes codes: `out = (q - z) * s`.

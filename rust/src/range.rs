@@ -20,10 +20,10 @@ pub struct Ranges {
 
 /// Min, max and non-finite count of one slice.
 #[derive(Debug, Clone, Copy)]
-struct Scan {
-    min: f32,
-    max: f32,
-    bad: usize,
+pub(crate) struct Scan {
+    pub min: f32,
+    pub max: f32,
+    pub bad: usize,
 }
 
 impl Scan {
@@ -40,7 +40,7 @@ fn scan<T: Elem>(x: &[T]) -> Scan {
 }
 
 #[inline(always)]
-fn scan_impl<T: Elem>(x: &[T]) -> Scan {
+pub(crate) fn scan_impl<T: Elem>(x: &[T]) -> Scan {
     let mut mn = [f32::INFINITY; LANES];
     let mut mx = [f32::NEG_INFINITY; LANES];
     let mut bad = [0u32; LANES];

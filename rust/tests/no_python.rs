@@ -108,3 +108,57 @@ fn works_on_large_tensors_in_parallel() {
     let (y, _) = round_trip(&x, &shape, s);
     assert!(metrics(&x, &y).unwrap().sqnr_db > 15.0);
 }
+
+proptest! {
+    // Large cases (up to 4 x 65600 values): fewer of them.
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The one-pass `quantize_minmax` equals `minmax_qparams` then `quantize`/`quantize_packed`,
+    /// with groups of 1 to 64 along the last axis (one pass) and other layouts (two passes);
+    /// rows up to 2^16 + 64 values so groups straddle the 2^16-value chunks.
+    #[test]
+    fn quantize_minmax_equals_two_passes(
+        rows in 0usize..4,
+        cols_per_group in 1usize..40,
+        group in prop::sample::select(vec![1usize, 2, 3, 32, 64]),
+        big in any::<bool>(),
+        sym in any::<bool>(),
+        int4 in any::<bool>(),
+        nan in any::<bool>(),
+        seed in 1u64..1000,
+    ) {
+        let cols = if big { (1 << 16) / group * group + group } else { cols_per_group * group };
+        let shape = [rows, cols];
+        let n = rows * cols;
+        let mut s = seed;
+        let mut x: Vec<f32> = (0..n).map(|_| { s ^= s << 13; s ^= s >> 7; s ^= s << 17; (s % 2001) as f32 / 100.0 - 10.0 }).collect();
+        if nan && n > 3 { x[n / 2] = f32::NAN; }
+        let p = if int4 { Precision::Int4 } else { Precision::Int8 };
+        let layouts = [Granularity::PerGroup { axis: -1, size: group }, Granularity::PerChannel { axis: 0 }, Granularity::PerTensor];
+        for g in layouts {
+            let sc = scheme(p, sym, g);
+            for ignore in [false, true] {
+                let want = minmax_qparams(&x, &shape, sc, ignore);
+                let mut out = vec![0u8; n];
+                let got = quantize_minmax(&x, &shape, sc, ignore, false, &mut out);
+                prop_assert_eq!(&got, &want);
+                let Ok(qp) = want else { continue };
+                let mut codes = vec![0u8; n];
+                if sym {
+                    let mut q = vec![0i8; n];
+                    quantize(&x, &shape, &qp, ignore, &mut q).unwrap();
+                    codes.iter_mut().zip(&q).for_each(|(a, &b)| *a = b as u8);
+                } else {
+                    quantize(&x, &shape, &qp, ignore, &mut codes).unwrap();
+                }
+                prop_assert_eq!(&out, &codes);
+                if int4 {
+                    let (mut packed, mut want_packed) = (vec![0u8; n.div_ceil(2)], vec![0u8; n.div_ceil(2)]);
+                    prop_assert_eq!(quantize_minmax(&x, &shape, sc, ignore, true, &mut packed).unwrap(), qp.clone());
+                    quantize_packed(&x, &shape, &qp, ignore, &mut want_packed).unwrap();
+                    prop_assert_eq!(packed, want_packed);
+                }
+            }
+        }
+    }
+}

@@ -19,6 +19,7 @@ fn _rxquant(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(quantize::minmax_qparams, m)?)?;
     m.add_function(wrap_pyfunction!(quantize::quantize, m)?)?;
+    m.add_function(wrap_pyfunction!(quantize::quantize_minmax, m)?)?;
     m.add_function(wrap_pyfunction!(quantize::dequantize, m)?)?;
     m.add_function(wrap_pyfunction!(quantize::fake_quantize, m)?)?;
     m.add_function(wrap_pyfunction!(quantize::to_fp16, m)?)?;

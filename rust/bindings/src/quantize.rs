@@ -77,6 +77,31 @@ pub fn quantize<'py>(
     }
 }
 
+/// Min-max parameters and codes in one call (one pass for groups along the last axis):
+/// `(codes, scale, zero_point)`, codes int8/uint8 shaped like `x`, or packed INT4 bytes.
+#[pyfunction]
+pub fn quantize_minmax<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    spec: SchemeSpec,
+    ignore_nonfinite: bool,
+    pack: bool,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let x = FloatArray::extract(x)?;
+    let (shape, scheme) = (x.shape(), parse(&spec)?);
+    let n = shape.iter().product::<usize>();
+    let out_shape = if pack { vec![n.div_ceil(2)] } else { shape.clone() };
+    let mut qp = None;
+    let q = with_slice!(x, s => fill::<u8>(py, &out_shape, |o| {
+        qp = Some(rxquant::quantize_minmax(s, &shape, scheme, ignore_nonfinite, pack, o)?);
+        Ok(())
+    }))?;
+    let qp = qp.expect("set by a successful fill");
+    // Two's complement bytes: a signed grid reads them as int8 (a view, no copy).
+    let q = if qp.scheme.signed() && !pack { q.call_method1("view", (numpy::dtype::<i8>(py),))? } else { q };
+    Ok((q, to_numpy(py, qp.scale, &qp.grid)?, to_numpy(py, qp.zero_point, &qp.grid)?))
+}
+
 /// Dequantizes int8/uint8 codes (or packed INT4 bytes when `packed`) to float32 of `shape`.
 #[pyfunction]
 pub fn dequantize<'py>(
