@@ -9,9 +9,6 @@ SchemeSpec = tuple[str, bool, bool, Optional[int], Optional[int]]
 __version__: str
 
 def threads() -> int: ...
-def minmax_qparams(
-    x: np.ndarray, spec: SchemeSpec, ignore_nonfinite: bool
-) -> tuple[np.ndarray, np.ndarray]: ...
 def quantize(
     x: np.ndarray,
     spec: SchemeSpec,

@@ -119,3 +119,13 @@ pub fn to_numpy<'py, T: numpy::Element>(
     // numpy's own reshape (a view, no copy) also handles the 0-d shape `()`.
     flat.call_method1("reshape", (pyo3::types::PyTuple::new(py, shape)?,))
 }
+
+/// Code bytes as numpy hands them out: int8 for a signed grid (a view of the two's complement
+/// bytes, no copy), uint8 otherwise.
+pub fn codes_view<'py>(py: Python<'py>, q: Bound<'py, PyAny>, signed: bool) -> PyResult<Bound<'py, PyAny>> {
+    if signed {
+        q.call_method1("view", (numpy::dtype::<i8>(py),))
+    } else {
+        Ok(q)
+    }
+}

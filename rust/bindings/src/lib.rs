@@ -17,7 +17,6 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _rxquant(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    m.add_function(wrap_pyfunction!(quantize::minmax_qparams, m)?)?;
     m.add_function(wrap_pyfunction!(quantize::quantize, m)?)?;
     m.add_function(wrap_pyfunction!(quantize::quantize_minmax, m)?)?;
     m.add_function(wrap_pyfunction!(quantize::dequantize, m)?)?;

@@ -1,7 +1,7 @@
 //! The OpenCL backend as a Python object (`rxquant.devices` picks it for `device="opencl..."`).
 //! Kernels run with the GIL released; calibration and metrics take it as their `device=`.
 
-use crate::arrays::{fill, to_numpy, FloatArray};
+use crate::arrays::{codes_view, fill, to_numpy, FloatArray};
 use crate::calib::{Observer, OptsSpec};
 use crate::errors::{detach, to_py};
 use crate::scheme::SchemeSpec;
@@ -127,12 +127,7 @@ impl OpenClDevice {
                 fill::<u8>(py, &out_shape, |out| codes_into(be, &v[..], &map, &qp, pack, out))?
             }
         };
-        // Two's complement bytes: a signed grid reads them as int8 (a view, no copy).
-        if qp.scheme.signed() && !pack {
-            q.call_method1("view", (numpy::dtype::<i8>(py),))
-        } else {
-            Ok(q)
-        }
+        codes_view(py, q, qp.scheme.signed() && !pack)
     }
 
     /// Min-max parameters and codes (packed when `pack`) from one upload of float32 `x`:
@@ -156,8 +151,7 @@ impl OpenClDevice {
             Ok(())
         })?;
         let qp = qp.expect("set by a successful fill");
-        let q =
-            if qp.scheme.signed() && !pack { q.call_method1("view", (numpy::dtype::<i8>(py),))? } else { q };
+        let q = codes_view(py, q, qp.scheme.signed() && !pack)?;
         Ok((q, to_numpy(py, qp.scale, &qp.grid)?, to_numpy(py, qp.zero_point, &qp.grid)?))
     }
 

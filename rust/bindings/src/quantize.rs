@@ -1,6 +1,6 @@
 //! quantize / dequantize / fake_quantize / fp16 bindings.
 
-use crate::arrays::{fill, to_numpy, zeros, FloatArray};
+use crate::arrays::{codes_view, fill, to_numpy, zeros, FloatArray};
 use crate::errors::detach;
 use crate::scheme::{parse, SchemeSpec};
 use crate::with_slice;
@@ -32,21 +32,6 @@ pub(crate) fn qparams(
         ))));
     }
     Ok(qp)
-}
-
-/// Min-max scale and zero point: returns `(scale, zero_point)` shaped like the parameter grid.
-#[pyfunction]
-pub fn minmax_qparams<'py>(
-    py: Python<'py>,
-    x: &Bound<'py, PyAny>,
-    spec: SchemeSpec,
-    ignore_nonfinite: bool,
-) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    let x = FloatArray::extract(x)?;
-    let (scheme, shape) = (parse(&spec)?, x.shape());
-    let qp =
-        with_slice!(x, s => detach(py, || rxquant::minmax_qparams(s, &shape, scheme, ignore_nonfinite)))?;
-    Ok((to_numpy(py, qp.scale, &qp.grid)?, to_numpy(py, qp.zero_point, &qp.grid)?))
 }
 
 /// Quantizes with given parameters; returns int8 (symmetric) or uint8 codes, or packed uint8 for INT4.
@@ -97,8 +82,7 @@ pub fn quantize_minmax<'py>(
         Ok(())
     }))?;
     let qp = qp.expect("set by a successful fill");
-    // Two's complement bytes: a signed grid reads them as int8 (a view, no copy).
-    let q = if qp.scheme.signed() && !pack { q.call_method1("view", (numpy::dtype::<i8>(py),))? } else { q };
+    let q = codes_view(py, q, qp.scheme.signed() && !pack)?;
     Ok((q, to_numpy(py, qp.scale, &qp.grid)?, to_numpy(py, qp.zero_point, &qp.grid)?))
 }
 
