@@ -120,6 +120,35 @@ pub fn to_numpy<'py, T: numpy::Element>(
     flat.call_method1("reshape", (pyo3::types::PyTuple::new(py, shape)?,))
 }
 
+/// Scale and zero point as numpy arrays shaped like the parameter grid.
+pub fn qparams_arrays<'py>(
+    py: Python<'py>,
+    qp: rxquant::QParams,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    Ok((to_numpy(py, qp.scale, &qp.grid)?, to_numpy(py, qp.zero_point, &qp.grid)?))
+}
+
+/// `(codes, scale, zero_point)` from `f`, which fills the code bytes of `n` values (packed INT4
+/// when `pack`: a flat uint8 array) with the GIL released and returns their parameters.
+pub fn codes_with_params<'py>(
+    py: Python<'py>,
+    shape: &[usize],
+    pack: bool,
+    f: impl FnOnce(&mut [u8]) -> rxquant::Result<rxquant::QParams> + Send,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let n: usize = shape.iter().product();
+    let out_shape = if pack { vec![n.div_ceil(2)] } else { shape.to_vec() };
+    let mut qp = None;
+    let q = fill::<u8>(py, &out_shape, |out| {
+        qp = Some(f(out)?);
+        Ok(())
+    })?;
+    let qp = qp.expect("set by a successful fill");
+    let q = codes_view(py, q, qp.scheme.signed() && !pack)?;
+    let (scale, zero_point) = qparams_arrays(py, qp)?;
+    Ok((q, scale, zero_point))
+}
+
 /// Code bytes as numpy hands them out: int8 for a signed grid (a view of the two's complement
 /// bytes, no copy), uint8 otherwise.
 pub fn codes_view<'py>(py: Python<'py>, q: Bound<'py, PyAny>, signed: bool) -> PyResult<Bound<'py, PyAny>> {

@@ -1,6 +1,6 @@
 //! Calibration bindings: one-shot `calibrate` and the streaming `Observer`.
 
-use crate::arrays::{to_numpy, FloatArray};
+use crate::arrays::{qparams_arrays, to_numpy, FloatArray};
 use crate::errors::{detach, to_py};
 use crate::opencl::OpenClDevice;
 use crate::scheme::{parse, SchemeSpec};
@@ -9,7 +9,7 @@ use numpy::{PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use rxquant::hist::Hist;
-use rxquant::{CalibOptions, Method, QParams};
+use rxquant::{CalibOptions, Method};
 
 /// `(bins, percentile, averaging, exact, exact_limit, ignore_nonfinite)`.
 pub type OptsSpec = (usize, f64, Option<f64>, Option<bool>, usize, bool);
@@ -20,10 +20,6 @@ fn options(o: OptsSpec) -> CalibOptions {
 }
 
 type Arrays<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>);
-
-fn qparams_arrays<'py>(py: Python<'py>, qp: QParams) -> PyResult<Arrays<'py>> {
-    Ok((to_numpy(py, qp.scale, &qp.grid)?, to_numpy(py, qp.zero_point, &qp.grid)?))
-}
 
 /// Calibrates `x`; returns `(scale, zero_point)` shaped like the parameter grid. With `device`,
 /// the range and histogram passes run on that OpenCL device.

@@ -1,7 +1,7 @@
 //! The OpenCL backend as a Python object (`rxquant.devices` picks it for `device="opencl..."`).
 //! Kernels run with the GIL released; calibration and metrics take it as their `device=`.
 
-use crate::arrays::{codes_view, fill, to_numpy, FloatArray};
+use crate::arrays::{codes_view, codes_with_params, fill, FloatArray};
 use crate::calib::{Observer, OptsSpec};
 use crate::errors::{detach, to_py};
 use crate::scheme::SchemeSpec;
@@ -144,15 +144,7 @@ impl OpenClDevice {
         let scheme = crate::scheme::parse(&spec)?;
         let map = ParamMap::new(&shape, scheme.granularity).map_err(to_py)?;
         let (v, be) = (x.as_slice()?, &self.inner);
-        let out_shape = if pack { vec![map.len.div_ceil(2)] } else { shape.clone() };
-        let mut qp = None;
-        let q = fill::<u8>(py, &out_shape, |out| {
-            qp = Some(be.quantize_minmax(v, &map, scheme, pack, out)?);
-            Ok(())
-        })?;
-        let qp = qp.expect("set by a successful fill");
-        let q = codes_view(py, q, qp.scheme.signed() && !pack)?;
-        Ok((q, to_numpy(py, qp.scale, &qp.grid)?, to_numpy(py, qp.zero_point, &qp.grid)?))
+        codes_with_params(py, &shape, pack, |out| be.quantize_minmax(v, &map, scheme, pack, out))
     }
 
     /// Float32 `(q - z) * s` from int8/uint8 codes.

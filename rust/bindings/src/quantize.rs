@@ -1,6 +1,6 @@
 //! quantize / dequantize / fake_quantize / fp16 bindings.
 
-use crate::arrays::{codes_view, fill, to_numpy, zeros, FloatArray};
+use crate::arrays::{codes_with_params, fill, zeros, FloatArray};
 use crate::errors::detach;
 use crate::scheme::{parse, SchemeSpec};
 use crate::with_slice;
@@ -74,16 +74,9 @@ pub fn quantize_minmax<'py>(
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>)> {
     let x = FloatArray::extract(x)?;
     let (shape, scheme) = (x.shape(), parse(&spec)?);
-    let n = shape.iter().product::<usize>();
-    let out_shape = if pack { vec![n.div_ceil(2)] } else { shape.clone() };
-    let mut qp = None;
-    let q = with_slice!(x, s => fill::<u8>(py, &out_shape, |o| {
-        qp = Some(rxquant::quantize_minmax(s, &shape, scheme, ignore_nonfinite, pack, o)?);
-        Ok(())
-    }))?;
-    let qp = qp.expect("set by a successful fill");
-    let q = codes_view(py, q, qp.scheme.signed() && !pack)?;
-    Ok((q, to_numpy(py, qp.scale, &qp.grid)?, to_numpy(py, qp.zero_point, &qp.grid)?))
+    with_slice!(x, s => codes_with_params(py, &shape, pack, |o| {
+        rxquant::quantize_minmax(s, &shape, scheme, ignore_nonfinite, pack, o)
+    }))
 }
 
 /// Dequantizes int8/uint8 codes (or packed INT4 bytes when `packed`) to float32 of `shape`.
