@@ -16,7 +16,7 @@ import numpy as np
 from . import _rxquant
 from ._arrays import as_code_array, as_float_array
 from .calibration import calibrate
-from .devices import run
+from .devices import backend, run
 from .scheme import QParams, Scheme
 
 SchemeLike = Union[Scheme, str, None]
@@ -91,8 +91,9 @@ def _quantize_minmax(
 
 def _finite_on(device: Optional[str], a: np.ndarray) -> Optional[str]:
     """``device``, or the CPU when ``a`` has NaN/Inf: the CPU path reports them (or handles them
-    under ``ignore_nonfinite``) by its rules, which the element-wise kernels do not check."""
-    if device is None or device == "cpu" or bool(np.isfinite(a).all()):
+    under ``ignore_nonfinite``) by its rules, which the element-wise kernels do not check. The
+    scan only runs when ``device`` resolves to an OpenCL device (``auto`` without a GPU skips it)."""
+    if backend(device) is None or bool(np.isfinite(a).all()):
         return device
     return "cpu"
 
