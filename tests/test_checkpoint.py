@@ -232,6 +232,12 @@ def test_no_progress_bars_without_a_terminal(model, tmp_path):
             ["quantize", "{model}", "-o", "{d}/q", "--granularity", "group:x"],
             "bad granularity",
         ),
+        (lambda d: None, ["quantize", "{model}", "-o", "{d}/q", "--device", "tpu"], "unknown device 'tpu'"),
+        (
+            lambda d: None,
+            ["quantize", "{model}", "-o", "{d}/q", "--device", "opencl:99"],
+            "no OpenCL device opencl:99",
+        ),
     ],
 )
 def test_user_errors_are_one_line(model, tmp_path, make, args, message):

@@ -16,6 +16,7 @@ from typing import Any, Optional
 import numpy as np
 
 from . import __version__
+from .devices import DeviceError
 
 
 def _progress(args: argparse.Namespace, total: int, desc: str) -> Any:
@@ -419,7 +420,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         print("rxquant: interrupted; no partial output was left", file=sys.stderr)
         return 130
-    except (OSError, ValueError, TypeError, KeyError) as e:
+    except (OSError, ValueError, TypeError, KeyError, DeviceError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"rxquant: error: {msg}", file=sys.stderr)
         return 1
