@@ -162,3 +162,20 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn quantize_minmax_rejects_bad_input_with_clear_errors() {
+    let x = [1.0f32, -2.0, f32::NAN, 4.0];
+    let s8 = scheme(Precision::Int8, true, Granularity::PerGroup { axis: -1, size: 2 });
+    let e = quantize_minmax(&x, &[2, 2], s8, false, false, &mut [0u8; 4]).unwrap_err();
+    assert_eq!(e, Error::NonFinite { count: 1, first_index: 2 });
+    let e = quantize_minmax(&x, &[2, 2], s8, false, false, &mut [0u8; 3]).unwrap_err();
+    assert!(e.to_string().contains("output 3 (want 4)"), "{e}");
+    let e = quantize_minmax(&x, &[2, 2], s8, true, true, &mut [0u8; 2]).unwrap_err();
+    assert_eq!(e.to_string(), "invalid argument: packing needs int4");
+    let e = quantize_minmax(&x, &[3, 2], s8, true, false, &mut [0u8; 4]).unwrap_err();
+    assert!(e.to_string().contains("shape [3, 2] has 6"), "{e}");
+    let fp16 = Scheme::new(Precision::Fp16);
+    let e = quantize_minmax(&[1.0f32], &[1], fp16, false, false, &mut [0u8; 1]).unwrap_err();
+    assert!(e.to_string().contains("fp16 has no scale"), "{e}");
+}

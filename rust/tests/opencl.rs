@@ -331,3 +331,14 @@ fn f16_input_is_read_with_vload_half_and_matches_cpu() {
         }
     }
 }
+
+#[test]
+fn device_quantize_minmax_rejects_bad_shapes() {
+    let Some(cl) = backend() else { return };
+    let map = ParamMap::new(&[4], Granularity::PerTensor).unwrap();
+    let s8 = Scheme::new(Precision::Int8);
+    let e = cl.quantize_minmax(&[1.0; 4], &map, s8, false, &mut [0u8; 3]).unwrap_err();
+    assert!(e.to_string().contains("output 3 (want 4)"), "{e}");
+    let e = cl.quantize_minmax(&[1.0; 4], &map, s8, true, &mut [0u8; 2]).unwrap_err();
+    assert!(matches!(e, Error::Shape(_)), "{e}");
+}
