@@ -267,13 +267,16 @@ impl ClBackend {
         out: &mut [u8],
     ) -> Result<QParams> {
         let want = if pack { x.len().div_ceil(2) } else { x.len() };
-        if x.len() != map.len || out.len() != want || (pack && scheme.precision.bits() != 4) {
+        if x.len() != map.len || out.len() != want {
             return Err(Error::Shape(format!(
                 "input {}, shape {}, output {} (want {want})",
                 x.len(),
                 map.len,
                 out.len()
             )));
+        }
+        if pack && scheme.precision.bits() != 4 {
+            return Err(Error::Invalid("packing needs int4".into()));
         }
         if x.is_empty() {
             return Ok(QParams::from_ranges(scheme, map, &crate::range::ranges(x, map, false)?));
