@@ -24,10 +24,14 @@ demo: develop
 ## All tests: formatting, lints, Rust unit/property tests, the `hip` feature, pytest.
 test: develop lint test-rust test-hip test-python
 
-lint: $(VENV)/.installed
+## Formatting and lints; the package's layers and no import cycles (import-linter, .importlinter);
+## the compiled module's stub against the module (mypy's stubtest).
+lint: develop
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(VENV)/bin/ruff check python tests benches examples
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/python -m mypy.stubtest rxquant._rxquant
 
 test-rust:
 	cargo test

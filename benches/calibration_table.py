@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 import rxquant as rq
-from rxquant._io import atomic_open
-from rxquant.models import minilm_linear_weights
+from rxquant.core.atomic import atomic_open
+from rxquant.models.minilm import minilm_linear_weights
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "calibration_table.md"
 

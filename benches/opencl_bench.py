@@ -13,10 +13,10 @@ import os
 from typing import Callable
 
 import numpy as np
+from common import median_time
 
 import rxquant as rq
-from rxquant.bench import median_time
-from rxquant.devices import backend, opencl_devices
+from rxquant.core.devices import backend, opencl_devices
 
 
 def main() -> None:

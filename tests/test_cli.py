@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-import rxquant.demo
-import rxquant.models
-from rxquant.cli import main
-from rxquant.demo import run_tensor_demo
+import rxquant.apps.demo
+import rxquant.models.minilm
+from rxquant.apps.cli import main
+from rxquant.apps.demo import run_tensor_demo
 
 
 def test_tensor_demo_rows_are_measured():
@@ -27,9 +27,9 @@ def test_tensor_demo_rows_are_measured():
 
 
 def test_demo_falls_back_to_synthetic_and_says_so(monkeypatch):
-    monkeypatch.setattr(rxquant.models, "minilm_dir", lambda: None)
+    monkeypatch.setattr(rxquant.models.minilm, "minilm_dir", lambda: None)
     lines: list[str] = []
-    result = rxquant.demo.run_demo(print_fn=lines.append)
+    result = rxquant.apps.demo.run_demo(print_fn=lines.append)
     assert result["model"] == "synthetic" and "falling back to synthetic" in lines[0]
 
 

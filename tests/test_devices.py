@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import rxquant as rq
-from rxquant.cli import main
-from rxquant.devices import opencl_devices
+from rxquant.apps.cli import main
+from rxquant.core.devices import opencl_devices
 
 
 def test_rocm_status_reports_a_reason_without_an_amd_gpu():
@@ -56,7 +56,7 @@ def test_rocm_quantizer_says_which_backend_it_chose():
 def test_auto_warns_once_about_a_broken_opencl_setup_but_not_about_no_opencl(monkeypatch):
     import warnings
 
-    import rxquant.devices as dv
+    import rxquant.core.devices as dv
 
     monkeypatch.setattr(dv, "_WARNED", set())
     monkeypatch.setattr(dv, "opencl_devices", lambda: ([], "no OpenCL platform: CL_PLATFORM_NOT_FOUND_KHR"))

@@ -38,7 +38,7 @@ with warnings.catch_warnings():
     rq.calibrate(x, "percentile", rq.Scheme("int8"), device="auto")
     m = rq.metrics(x, rq.dequantize(q, qp), device="auto")
 assert m.sqnr_db > 35, m
-devs, why = rq.devices.opencl_devices()
+devs, why = rq.core.devices.opencl_devices()
 assert devs == [] and "libOpenCL.so.1 cannot be loaded" in why, why
 try:
     rq.quantize(x, s, device="opencl")

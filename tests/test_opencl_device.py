@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rxquant as rq
-import rxquant.devices
-from rxquant.devices import opencl_devices
+import rxquant.core.devices
+from rxquant.core.devices import opencl_devices
 
 DEVICE = os.environ.get("RXQUANT_DEVICE", "opencl")
 if not opencl_devices()[0]:
@@ -71,7 +71,7 @@ def test_packed_and_nonfinite_inputs_keep_the_cpu_rules():
 def test_auto_never_picks_a_cpu_opencl_device_and_bad_devices_raise():
     devs, _ = opencl_devices()
     if not any(d["type"] == "gpu" for d in devs):
-        assert rq.devices.backend("auto") is None  # PoCL is slower than rayon: auto stays on the CPU
+        assert rq.core.devices.backend("auto") is None  # PoCL is slower than rayon: auto stays on the CPU
     with pytest.raises(rq.DeviceError, match="no OpenCL device opencl:99"):
         rq.quantize(np.ones(3, np.float32), device="opencl:99")
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
@@ -150,7 +150,7 @@ class _FailingDevice:
 
 def test_auto_falls_back_to_the_cpu_when_a_kernel_fails_and_opencl_raises(monkeypatch):
     failing = _FailingDevice()
-    monkeypatch.setattr(rxquant.devices, "backend", lambda d: None if d in (None, "cpu") else failing)
+    monkeypatch.setattr(rxquant.core.devices, "backend", lambda d: None if d in (None, "cpu") else failing)
     x = _heavy_tailed((64, 32), 5)
     s = rq.Scheme("int8", axis=0)
     q_cpu, qp = rq.quantize(x, s, device="cpu")
@@ -169,12 +169,12 @@ def test_auto_falls_back_to_the_cpu_when_a_kernel_fails_and_opencl_raises(monkey
 
 
 def test_work_group_comes_from_the_gpu_family_table():
-    from rxquant.gpu import GPU_FAMILIES, work_group_size
+    from rxquant.core.hardware import GPU_FAMILIES, work_group_size
 
     assert work_group_size("gfx803") == GPU_FAMILIES["polaris"].work_group_size == 64
     assert work_group_size("AMD Radeon RX 580 Series (polaris10, LLVM 15.0.7)") == 64
     assert work_group_size("Ellesmere") == 64
-    dev = rxquant.devices.backend(DEVICE)
+    dev = rxquant.core.devices.backend(DEVICE)
     assert dev.work_group > 0 and dev.work_group & (dev.work_group - 1) == 0
 
 
@@ -192,7 +192,7 @@ def test_sensitivity_and_plan_on_the_device_match_the_cpu():
 def test_cli_quantizes_a_checkpoint_on_the_device_byte_for_byte(tmp_path, capsys):
     from safetensors.numpy import save_file
 
-    from rxquant.cli import main
+    from rxquant.apps.cli import main
 
     rng = np.random.default_rng(8)
     model = tmp_path / "m.safetensors"

@@ -22,8 +22,8 @@ from rxquant import (
     QuantizationPrecision,
     create_quantizer_for_gpu,
 )
-from rxquant._io import atomic_open
-from rxquant.planner import Option, solve_mckp
+from rxquant.analysis.planner import Option, solve_mckp
+from rxquant.core.atomic import atomic_open
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,13 +5,35 @@
 >>> q, qp = rxquant.quantize(w, rxquant.Scheme("int8", axis=0))
 >>> rxquant.metrics(w, rxquant.dequantize(q, qp)).sqnr_db > 35
 True
+
+The package is layered; each layer imports only the ones below it (checked by import-linter,
+see ``.importlinter``):
+
+- ``rxquant.apps``: the command line and the demo;
+- ``rxquant.adaptive``: the seed's API (``AdaptiveQuantizer``, its config files and reports);
+- ``rxquant.analysis``: layer sensitivity and the mixed-precision planner;
+- ``rxquant.formats`` (checkpoints in, quantized files out), ``rxquant.models`` (a numpy BERT
+  forward), ``rxquant.torch`` (PyTorch, optional): side by side, independent of each other;
+- ``rxquant.core``: schemes, the functional ops, calibration, devices, hardware facts; thin over
+  the compiled module ``rxquant._rxquant``.
+
+Everything public is importable from here and listed in ``__all__``.
 """
 
-from ._rxquant import __version__, threads
-from .calibration import Observer, calibrate
-from .devices import DeviceError, get_rocm_status
-from .gpu import GPU_FAMILIES
-from .ops import (
+from .adaptive.config import QuantizationConfig
+from .adaptive.quantizer import (
+    AdaptiveQuantizer,
+    ROCmQuantizer,
+    benchmark_calibration_methods,
+    create_quantizer_for_gpu,
+)
+from .analysis.planner import Plan, parse_budget
+from .analysis.sensitivity import LayerQuantizationStats
+from .core.calibration import Observer, calibrate
+from .core.devices import DeviceError, get_rocm_status
+from .core.hardware import GPU_FAMILIES, GpuFamily
+from .core.native import __version__, threads
+from .core.ops import (
     Metrics,
     dequantize,
     fake_quantize,
@@ -20,40 +42,39 @@ from .ops import (
     quantize,
     unpack_int4,
 )
-from .planner import Plan, parse_budget
-from .quantizer import (
-    AdaptiveQuantizer,
-    ROCmQuantizer,
-    benchmark_calibration_methods,
-    create_quantizer_for_gpu,
-)
-from .scheme import QParams, Scheme
-from .types import CalibrationMethod, LayerQuantizationStats, QuantizationConfig, QuantizationPrecision
+from .core.scheme import QParams, Scheme
+from .core.types import CalibrationMethod, QuantizationPrecision
+from .formats.checkpoint import Checkpoint
+from .formats.quantized import QuantizedTensor, load_quantized
 
 __all__ = [
     "__version__",
     "AdaptiveQuantizer",
     "CalibrationMethod",
+    "Checkpoint",
     "DeviceError",
     "GPU_FAMILIES",
+    "GpuFamily",
     "LayerQuantizationStats",
-    "Plan",
-    "ROCmQuantizer",
-    "QuantizationConfig",
-    "QuantizationPrecision",
-    "benchmark_calibration_methods",
-    "create_quantizer_for_gpu",
-    "get_rocm_status",
-    "parse_budget",
     "Metrics",
     "Observer",
+    "Plan",
     "QParams",
+    "QuantizationConfig",
+    "QuantizationPrecision",
+    "QuantizedTensor",
+    "ROCmQuantizer",
     "Scheme",
+    "benchmark_calibration_methods",
     "calibrate",
+    "create_quantizer_for_gpu",
     "dequantize",
     "fake_quantize",
+    "get_rocm_status",
+    "load_quantized",
     "metrics",
     "pack_int4",
+    "parse_budget",
     "quantize",
     "threads",
     "unpack_int4",

@@ -1,31 +1,56 @@
 """Type stub of the compiled module (private; use the functions in `rxquant`)."""
 
-from typing import Any, Optional
+from typing import Any, Optional, final
 
 import numpy as np
 
-SchemeSpec = tuple[str, bool, bool, Optional[int], Optional[int]]
+__all__ = [
+    "__version__",
+    "quantize",
+    "quantize_minmax",
+    "dequantize",
+    "fake_quantize",
+    "to_fp16",
+    "pack_int4",
+    "unpack_int4",
+    "metrics",
+    "threads",
+    "calibrate",
+    "Observer",
+    "SafetensorsFile",
+    "rocm_status",
+    "opencl_devices",
+    "OpenClDevice",
+    "DeviceError",
+]
+
+_SchemeSpec = tuple[str, bool, bool, Optional[int], Optional[int]]
 
 __version__: str
 
 def threads() -> int: ...
 def quantize(
     x: np.ndarray,
-    spec: SchemeSpec,
+    spec: _SchemeSpec,
     scale: np.ndarray,
     zero_point: np.ndarray,
     ignore_nonfinite: bool,
     pack: bool,
 ) -> np.ndarray: ...
 def quantize_minmax(
-    x: np.ndarray, spec: SchemeSpec, ignore_nonfinite: bool, pack: bool
+    x: np.ndarray, spec: _SchemeSpec, ignore_nonfinite: bool, pack: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 def dequantize(
-    q: np.ndarray, shape: list[int], spec: SchemeSpec, scale: np.ndarray, zero_point: np.ndarray, packed: bool
+    q: np.ndarray,
+    shape: list[int],
+    spec: _SchemeSpec,
+    scale: np.ndarray,
+    zero_point: np.ndarray,
+    packed: bool,
 ) -> np.ndarray: ...
 def fake_quantize(
     x: np.ndarray,
-    spec: SchemeSpec,
+    spec: _SchemeSpec,
     scale: np.ndarray,
     zero_point: np.ndarray,
     ignore_nonfinite: bool,
@@ -36,14 +61,15 @@ def pack_int4(values: np.ndarray) -> np.ndarray: ...
 def unpack_int4(packed: np.ndarray, shape: list[int], signed: bool) -> np.ndarray: ...
 def metrics(x: np.ndarray, y: np.ndarray, device: Optional[OpenClDevice] = None) -> dict[str, float]: ...
 
-OptsSpec = tuple[int, float, Optional[float], Optional[bool], int, bool]
+_OptsSpec = tuple[int, float, Optional[float], Optional[bool], int, bool]
 
 def calibrate(
-    x: np.ndarray, method: str, spec: SchemeSpec, opts: OptsSpec, device: Optional[OpenClDevice] = None
+    x: np.ndarray, method: str, spec: _SchemeSpec, opts: _OptsSpec, device: Optional[OpenClDevice] = None
 ) -> tuple[np.ndarray, np.ndarray]: ...
 
+@final
 class Observer:
-    def __init__(self, method: str, spec: SchemeSpec, opts: OptsSpec) -> None: ...
+    def __new__(cls, method: str, spec: _SchemeSpec, opts: _OptsSpec) -> Observer: ...
     def update(self, x: np.ndarray, device: Optional[OpenClDevice] = None) -> None: ...
     def merge(self, other: Observer) -> None: ...
     def qparams(self) -> tuple[np.ndarray, np.ndarray]: ...
@@ -62,8 +88,9 @@ class Observer:
         batches: int,
     ) -> None: ...
 
+@final
 class SafetensorsFile:
-    def __init__(self, path: str) -> None: ...
+    def __new__(cls, path: str) -> SafetensorsFile: ...
     def names(self) -> list[str]: ...
     def metadata(self) -> dict[str, str]: ...
     def info(self, name: str) -> tuple[str, list[int]]: ...
@@ -75,8 +102,9 @@ def opencl_devices() -> list[dict[str, Any]]: ...
 
 class DeviceError(RuntimeError): ...
 
+@final
 class OpenClDevice:
-    def __init__(self, index: Optional[int] = None, work_group: int = 64) -> None: ...
+    def __new__(cls, index: Optional[int] = None, work_group: int = 64) -> OpenClDevice: ...
     @property
     def name(self) -> str: ...
     @property
@@ -84,19 +112,19 @@ class OpenClDevice:
     @property
     def exact_division(self) -> bool: ...
     def calibrate(
-        self, x: np.ndarray, method: str, spec: SchemeSpec, opts: OptsSpec
+        self, x: np.ndarray, method: str, spec: _SchemeSpec, opts: _OptsSpec
     ) -> tuple[np.ndarray, np.ndarray]: ...
     def observe(self, observer: Observer, x: np.ndarray) -> None: ...
     def metrics(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]: ...
     def quantize(
-        self, x: np.ndarray, spec: SchemeSpec, scale: np.ndarray, zero_point: np.ndarray, pack: bool = False
+        self, x: np.ndarray, spec: _SchemeSpec, scale: np.ndarray, zero_point: np.ndarray, pack: bool = False
     ) -> np.ndarray: ...
     def quantize_minmax(
-        self, x: np.ndarray, spec: SchemeSpec, pack: bool = False
+        self, x: np.ndarray, spec: _SchemeSpec, pack: bool = False
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
     def dequantize(
-        self, q: np.ndarray, spec: SchemeSpec, scale: np.ndarray, zero_point: np.ndarray
+        self, q: np.ndarray, spec: _SchemeSpec, scale: np.ndarray, zero_point: np.ndarray
     ) -> np.ndarray: ...
     def fake_quantize(
-        self, x: np.ndarray, spec: SchemeSpec, scale: np.ndarray, zero_point: np.ndarray
+        self, x: np.ndarray, spec: _SchemeSpec, scale: np.ndarray, zero_point: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]: ...

@@ -12,8 +12,8 @@ from typing import Any, Optional, Union
 import numpy as np
 import torch
 
-from .ops import fake_quantize as _fake_quantize
-from .scheme import QParams, Scheme
+from .core.ops import fake_quantize as _fake_quantize
+from .core.scheme import QParams, Scheme
 
 
 class FakeQuantize(torch.autograd.Function):

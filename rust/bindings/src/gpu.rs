@@ -6,6 +6,7 @@ use rxquant::gpu::{hip, kfd, opencl};
 
 /// HIP runtime status and the KFD topology's GPUs, as a dict.
 #[pyfunction]
+#[pyo3(signature = (kfd_root=None))]
 pub fn rocm_status<'py>(py: Python<'py>, kfd_root: Option<String>) -> PyResult<Bound<'py, PyDict>> {
     let st = py.detach(hip::status);
     let gpus = kfd::gpus(kfd_root.as_deref().unwrap_or(kfd::TOPOLOGY));

@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
-from . import ops
-from ._arrays import as_float_array
-from ._io import PathLike, write_json
-from .calibration import calibrate
-from .gpu import GpuFamily
-from .gpu import gpu_family as _family  # `gpu_family` is also a parameter name below
-from .planner import Budget, Evaluate, Plan, candidate_options, parse_budget, plan
+from ..analysis.planner import Budget, Evaluate, Plan, candidate_options, parse_budget, plan
+from ..analysis.sensitivity import HessianVectorProduct, LayerQuantizationStats, layer_stats
+from ..core import ops
+from ..core.arrays import as_float_array
+from ..core.atomic import PathLike, write_json
+from ..core.calibration import calibrate
+from ..core.devices import backend, device_name, get_rocm_status, opencl_devices
+from ..core.hardware import GpuFamily
+from ..core.hardware import gpu_family as _family  # `gpu_family` is also a parameter name below
+from ..core.scheme import QParams, Scheme
+from ..core.types import CalibrationMethod, QuantizationPrecision
+from .config import SCHEMA_VERSION, QuantizationConfig, read_config_file
 from .report import format_report, report_dict
-from .scheme import QParams, Scheme
-from .sensitivity import HessianVectorProduct, layer_stats
-from .types import CalibrationMethod, LayerQuantizationStats, QuantizationConfig, QuantizationPrecision
 
-SCHEMA_VERSION = 1
 DEVICE_HELP = "auto, cpu, opencl or opencl:N"
 Scale = Union[float, np.ndarray]
 
@@ -41,8 +41,6 @@ class AdaptiveQuantizer:
         self.gpu: GpuFamily = _family(gpu_family)
         self.gpu_family = self.gpu.name
         self.config = config or QuantizationConfig()
-        from .devices import backend, device_name
-
         backend(device)  # resolve now: an explicit OpenCL device that cannot open raises here
         self.device = device
         self.device_name = device_name(device)
@@ -282,19 +280,14 @@ class AdaptiveQuantizer:
 
     def load_quantization_config(self, path: PathLike) -> None:
         """Reads a file written by :meth:`export_quantization_config`, validating every field."""
-        with open(path, encoding="utf-8") as f:
-            try:
-                d = json.load(f, parse_constant=_reject_constant)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{os.fspath(path)} is not valid JSON: {e}") from None
-        cfg, family, layers = _validate_config(d)
+        cfg, family, layers = read_config_file(path)
         self.config = cfg
         self.gpu = _family(family)
         self.gpu_family = self.gpu.name
         self.layer_params = layers
 
     def report_dict(self) -> dict[str, Any]:
-        return report_dict(self.layer_stats)
+        return report_dict(self.layer_stats, self.last_plan)
 
     def to_dict(self) -> dict[str, Any]:
         return self.report_dict()
@@ -304,45 +297,16 @@ class AdaptiveQuantizer:
         return json.dumps(self.report_dict(), indent=2, allow_nan=False, default=lambda o: None)
 
     def generate_quantization_report(self) -> str:
-        """A text table: one row per analyzed layer, totals at the end."""
-        return format_report(self.layer_stats, self.gpu, self.config)
+        """A text table: one row per analyzed layer (at the precision it was analyzed at), totals,
+        and the last mixed-precision plan's choice per layer (what ``optimize_mixed_precision``
+        returned)."""
+        return format_report(self.layer_stats, self.gpu, self.config, self.last_plan)
 
 
 def _scalar(a: np.ndarray, default: Any) -> Any:
     if a.size == 0:
         return default
     return a.item() if a.ndim == 0 else a
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"config contains {name}; scales must be finite numbers")
-
-
-def _validate_config(d: Any) -> tuple[QuantizationConfig, str, dict[str, QParams]]:
-    if not isinstance(d, dict):
-        raise ValueError("config must be a JSON object")
-    version = d.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise ValueError(
-            f"unknown config schema_version {version!r}; this rxquant reads version {SCHEMA_VERSION}"
-        )
-    for key, typ in (("gpu_family", str), ("config", dict), ("layers", dict)):
-        if key not in d:
-            raise ValueError(f"config is missing the field {key!r}")
-        if not isinstance(d[key], typ):
-            raise ValueError(f"config field {key!r} must be a {typ.__name__}, got {type(d[key]).__name__}")
-    cfg = QuantizationConfig.from_dict(d["config"])
-    layers = {}
-    for name, ld in d["layers"].items():
-        if not isinstance(ld, dict):
-            raise ValueError(f"layer {name!r} must be an object")
-        try:
-            layers[name] = QParams.from_dict(ld)
-        except (TypeError, KeyError) as e:
-            raise ValueError(f"layer {name!r}: {e}") from None
-        except ValueError as e:
-            raise ValueError(f"layer {name!r}: {e}") from None
-    return cfg, d["gpu_family"], layers
 
 
 def create_quantizer_for_gpu(family: str, aggressive: bool = False) -> AdaptiveQuantizer:
@@ -386,8 +350,6 @@ class ROCmQuantizer(AdaptiveQuantizer):
     def __init__(
         self, gpu_family: str = "polaris", device_id: int = 0, config: Optional[QuantizationConfig] = None
     ):
-        from .devices import get_rocm_status, opencl_devices
-
         gpus = [d for d in opencl_devices()[0] if d["type"] == "gpu"]
         if device_id < len(gpus):
             device, why = f"opencl:{gpus[device_id]['index']}", f"OpenCL GPU {gpus[device_id]['name']}"

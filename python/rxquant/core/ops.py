@@ -13,8 +13,8 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from . import _rxquant
-from ._arrays import as_code_array, as_float_array
+from . import native
+from .arrays import as_code_array, as_float_array
 from .calibration import calibrate
 from .devices import backend, run
 from .scheme import QParams, Scheme
@@ -68,7 +68,7 @@ def quantize(
         return be.quantize(a, spec, qp.scale, qp.zero_point, pack)
 
     def on_cpu() -> np.ndarray:
-        return _rxquant.quantize(a, spec, qp.scale, qp.zero_point, ignore_nonfinite, pack)
+        return native.quantize(a, spec, qp.scale, qp.zero_point, ignore_nonfinite, pack)
 
     return run(on, on_device, on_cpu), qparams
 
@@ -85,7 +85,7 @@ def _quantize_minmax(
     return run(
         device,
         lambda be: result(*be.quantize_minmax(a, s.spec(), pack)),
-        lambda: result(*_rxquant.quantize_minmax(a, s.spec(), ignore_nonfinite, pack)),
+        lambda: result(*native.quantize_minmax(a, s.spec(), ignore_nonfinite, pack)),
     )
 
 
@@ -102,9 +102,9 @@ def _quantize_float(a: np.ndarray, s: Scheme, ignore_nonfinite: bool) -> tuple[n
     empty = np.zeros((0,), np.float32)
     if s.precision == "fp32":
         if not ignore_nonfinite:
-            _rxquant.metrics(a, a)  # raises on NaN/Inf with count and index
+            native.metrics(a, a)  # raises on NaN/Inf with count and index
         return a.astype(np.float32, copy=True), QParams(s, empty, empty.astype(np.int32), a.shape)
-    out, overflow = _rxquant.to_fp16(a, ignore_nonfinite)
+    out, overflow = native.to_fp16(a, ignore_nonfinite)
     if overflow:
         warnings.warn(
             f"{overflow} value(s) beyond ±65504 were saturated to the largest float16",
@@ -148,7 +148,7 @@ def dequantize(q: Any, qparams: QParams, *, packed: bool = False, device: Option
     return run(
         "cpu" if packed else device,
         lambda be: be.dequantize(c, *args),
-        lambda: _rxquant.dequantize(c, list(qparams.shape), *args, packed),
+        lambda: native.dequantize(c, list(qparams.shape), *args, packed),
     )
 
 
@@ -179,7 +179,7 @@ def fake_quantize(
     y, mask = run(
         _finite_on(device, a),
         lambda be: be.fake_quantize(a, *args),
-        lambda: _rxquant.fake_quantize(a, *args, ignore_nonfinite, return_mask),
+        lambda: native.fake_quantize(a, *args, ignore_nonfinite, return_mask),
     )
     return (y, mask) if return_mask else y
 
@@ -195,7 +195,7 @@ def pack_int4(values: Any) -> np.ndarray:
         raise TypeError(
             f"pack_int4 takes int8 (signed, -8..7) or uint8 (unsigned, 0..15) values, got dtype {a.dtype}"
         )
-    return _rxquant.pack_int4(np.ascontiguousarray(a))
+    return native.pack_int4(np.ascontiguousarray(a))
 
 
 def unpack_int4(packed: Any, shape: Union[int, tuple[int, ...]], signed: bool = True) -> np.ndarray:
@@ -206,7 +206,7 @@ def unpack_int4(packed: Any, shape: Union[int, tuple[int, ...]], signed: bool = 
     p = np.asarray(packed)
     if p.dtype != np.uint8:
         raise TypeError(f"packed INT4 data must be uint8, got dtype {p.dtype}")
-    return _rxquant.unpack_int4(np.ascontiguousarray(p).reshape(-1), [int(d) for d in dims], bool(signed))
+    return native.unpack_int4(np.ascontiguousarray(p).reshape(-1), [int(d) for d in dims], bool(signed))
 
 
 @dataclass(frozen=True)
@@ -231,4 +231,4 @@ def metrics(x: Any, y: Any, *, device: Optional[str] = None) -> Metrics:
     1e-6 relative of the CPU's float64 sums.
     """
     a, b = as_float_array(x, "x"), as_float_array(y, "y")
-    return Metrics(**run(device, lambda be: be.metrics(a, b), lambda: _rxquant.metrics(a, b)))
+    return Metrics(**run(device, lambda be: be.metrics(a, b), lambda: native.metrics(a, b)))

@@ -1,9 +1,13 @@
-"""GPU families as data: the numbers the planner and the factory use."""
+"""Hardware as data: the GPU family table (the numbers device choice, the planner and the
+factory use) and the CPU's name."""
 
 from __future__ import annotations
 
+import contextlib
+import platform
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 from .scheme import Scheme
@@ -105,3 +109,12 @@ def gpu_family(name: str) -> GpuFamily:
         warnings.warn(f"unknown GPU family {name!r}; using polaris", UserWarning, stacklevel=3)
         key = "polaris"
     return GPU_FAMILIES[key]
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()

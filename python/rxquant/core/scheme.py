@@ -130,6 +130,17 @@ class Scheme:
         )
 
 
+def fit_scheme(scheme: Scheme, shape: tuple[int, ...]) -> Scheme:
+    """Adapts a family candidate to a tensor: per-channel needs 2+ dims; groups need a divisor."""
+    if scheme.axis is None:
+        return scheme
+    if len(shape) < 2:
+        return Scheme(scheme.precision, scheme.symmetric, None, None, scheme.full_range)
+    if scheme.group_size and shape[scheme.axis] % scheme.group_size:
+        return Scheme(scheme.precision, scheme.symmetric, 0, None, scheme.full_range)
+    return scheme
+
+
 @dataclass
 class QParams:
     """Quantization parameters of one tensor: ``x ~ (q - zero_point) * scale``.

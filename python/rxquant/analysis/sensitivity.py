@@ -4,16 +4,53 @@ Hessian-vector product. Never from the weights alone."""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ._arrays import as_float_array
-from .ops import dequantize, metrics, quantize
-from .scheme import Scheme
-from .types import CalibrationMethod, LayerQuantizationStats, QuantizationPrecision
+from ..core.arrays import as_float_array
+from ..core.calibration import calibrate
+from ..core.ops import dequantize, metrics, quantize
+from ..core.scheme import Scheme
+from ..core.types import CalibrationMethod, QuantizationPrecision
 
 HessianVectorProduct = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class LayerQuantizationStats:
+    """Quantization error of one layer at one precision.
+
+    ``sensitivity_score`` is a normalized error: the data-aware relative output error
+    ``sum_ij E[x_j^2] (W - W')_ij^2 / sum_ij E[x_j^2] W_ij^2`` when activation statistics are
+    given, else the relative weight error ``sum (w - w')^2 / sum w^2`` (= 10^(-SQNR/10)).
+    ``hessian_trace`` is None unless activations or a Hessian-vector product were given.
+    """
+
+    layer_name: str
+    precision: QuantizationPrecision
+    calibration_method: CalibrationMethod
+    num_params: int
+    sensitivity_score: float
+    sqnr_db: float
+    cosine_similarity: float
+    quantization_error: float  # mean absolute error
+    mse: float
+    max_error: float
+    memory_reduction: float  # 1 - stored bytes / fp32 bytes
+    bytes_fp32: int
+    bytes_quantized: int
+    hessian_trace: Optional[float] = None
+    hessian_method: Optional[str] = None
+    data_aware_error: Optional[float] = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["precision"] = self.precision.value
+        d["calibration_method"] = self.calibration_method.value
+        return d
 
 
 def input_energy(activations: Any, in_features: int) -> np.ndarray:
@@ -36,10 +73,20 @@ def input_energy(activations: Any, in_features: int) -> np.ndarray:
     return e
 
 
-def data_aware_error(w: np.ndarray, w_hat: np.ndarray, energy: np.ndarray) -> float:
-    """Expected output error ``sum_ij E[x_j^2] (W - W')_ij^2`` of a linear layer ``y = W x``."""
-    d = (w.astype(np.float64) - w_hat) ** 2
-    return float(np.sum(d.reshape(-1, energy.size) * energy))
+def data_aware_error(w: np.ndarray, w_hat: Optional[np.ndarray], energy: np.ndarray) -> float:
+    """Expected output error ``sum_ij E[x_j^2] (W - W')_ij^2`` of a linear layer ``y = W x``
+    (with ``w_hat=None``: the output energy ``sum_ij E[x_j^2] W_ij^2``). Float64 sums over blocks
+    of rows, so a large layer needs no float64 copy of itself."""
+    a = w.reshape(-1, energy.size)
+    b = None if w_hat is None else w_hat.reshape(-1, energy.size)
+    rows = max(1, (1 << 20) // max(1, energy.size))
+    total = 0.0
+    for i in range(0, a.shape[0], rows):
+        d = a[i : i + rows].astype(np.float64)
+        if b is not None:
+            d -= b[i : i + rows]
+        total += float(np.sum(d * d @ energy))
+    return total
 
 
 def hutchinson_trace(hvp: HessianVectorProduct, n: int, samples: int = 32, seed: int = 0) -> float:
@@ -71,8 +118,6 @@ def layer_stats(
 ) -> tuple[LayerQuantizationStats, np.ndarray]:
     """Quantizes ``weights`` with ``scheme`` and measures the error; returns (stats, dequantized).
     Calibration, quantization and the metrics run on ``device`` (see :mod:`rxquant.devices`)."""
-    from .calibration import calibrate
-
     w = as_float_array(weights, "weights")
     if scheme.is_integer:
         qp = calibrate(w, method.core_name, scheme, device=device, **(calibrate_opts or {}))
@@ -80,10 +125,9 @@ def layer_stats(
         w_hat = dequantize(q, qp, device=device)
     else:
         q, qp = quantize(w, scheme)
-        w_hat = q.astype(np.float32)
+        w_hat = np.asarray(q, np.float32)
     m = metrics(w, w_hat, device=device)
-    energy_total = float(np.sum(w.astype(np.float64) ** 2))
-    rel = m.mse * m.count / energy_total if energy_total > 0 else 0.0
+    rel = 10.0 ** (-m.sqnr_db / 10.0)  # sum (w - w')^2 / sum w^2; 0 for an exact match
     stats = LayerQuantizationStats(
         layer_name=layer_name,
         precision=precision,
@@ -104,7 +148,7 @@ def layer_stats(
             raise ValueError(f"activation statistics need a 2-D [out, in] weight, got shape {w.shape}")
         e = input_energy(activations, w.shape[1])
         stats.data_aware_error = data_aware_error(w, w_hat, e)
-        ref = float(np.sum(w.astype(np.float64) ** 2 * e))
+        ref = data_aware_error(w, None, e)
         stats.sensitivity_score = stats.data_aware_error / ref if ref > 0 else 0.0
         # Hessian of E||(W - W')x||^2: for each of the `out` rows, diag 2 E[x_j^2].
         stats.hessian_trace = float(2.0 * w.shape[0] * np.sum(e))

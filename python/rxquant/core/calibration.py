@@ -11,8 +11,8 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from . import _rxquant
-from ._arrays import as_float_array
+from . import native
+from .arrays import as_float_array
 from .devices import run
 from .scheme import QParams, Scheme
 
@@ -66,7 +66,7 @@ def calibrate(
     if "averaging" in options:
         raise TypeError("averaging applies to streamed batches: use Observer(..., averaging=c)")
     args = (a, str(method), s.spec(), _options(**options))
-    scale, zp = run(device, lambda be: be.calibrate(*args), lambda: _rxquant.calibrate(*args))
+    scale, zp = run(device, lambda be: be.calibrate(*args), lambda: native.calibrate(*args))
     cell = a.size // max(1, scale.size)
     if str(method) in ("entropy", "kl") and 0 < cell < SPARSE_CELL:
         warnings.warn(
@@ -103,7 +103,7 @@ class Observer:
         self.method = str(method)
         self.scheme = _integer_scheme(scheme)
         self.options = dict(options)
-        self._obs = _rxquant.Observer(self.method, self.scheme.spec(), _options(**self.options))
+        self._obs = native.Observer(self.method, self.scheme.spec(), _options(**self.options))
         self._shape: Optional[tuple[int, ...]] = None
 
     def update(self, batch: Any) -> Observer:

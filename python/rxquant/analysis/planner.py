@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
-from ._io import PathLike, write_json
-from .gpu import GpuFamily
-from .scheme import Scheme
+from ..core.atomic import PathLike, write_json
+from ..core.hardware import GpuFamily
+from ..core.scheme import Scheme, fit_scheme
+from ..core.types import CalibrationMethod, QuantizationPrecision
 from .sensitivity import layer_stats
-from .types import CalibrationMethod, QuantizationPrecision
 
 Evaluate = Callable[[dict[str, np.ndarray]], float]
 Budget = Union[int, float, str]
@@ -116,7 +117,7 @@ class Plan:
 
 
 def candidate_options(
-    layer_weights: dict[str, np.ndarray],
+    layer_weights: Mapping[str, Any],
     family: GpuFamily,
     method: CalibrationMethod,
     activations: Optional[dict[str, Any]] = None,
@@ -126,42 +127,39 @@ def candidate_options(
 ) -> tuple[dict[str, list[Option]], str]:
     """Bytes and predicted error of each family candidate for each layer (quantized on ``device``).
 
+    Layers are taken one at a time: ``layer_weights`` may be a lazy mapping (such as
+    ``Checkpoint.tensors``) that reads each tensor on access, and only one layer's tensor and its
+    quantized copies are alive at once; what is kept is each layer's option table.
+
     Error measure: the user's ``evaluate`` (one layer at a time at each candidate, the rest kept
     at full precision, minus the unquantized value), else the data-aware output error when the
-    layer has activation statistics, else the weight squared error ``MSE * count``.
+    layer has activation statistics, else the weight squared error ``MSE * count``. ``evaluate``
+    runs the whole model, so it holds every layer in memory at once.
     """
     measure = "measured" if evaluate else "data-aware" if activations else "weight-mse"
-    base = float(evaluate(dict(layer_weights))) if evaluate else 0.0
-    items = [(name, c) for name in layer_weights for c in family.candidates]
-    bar = _progress(len(items), "sensitivity", progress)
+    full = {k: np.asarray(v) for k, v in layer_weights.items()} if evaluate else None
+    base = float(evaluate(dict(full or {}))) if evaluate else 0.0
+    bar = _progress(len(layer_weights) * len(family.candidates), "sensitivity", progress)
     table: dict[str, list[Option]] = {}
-    for name, (cname, scheme) in items:
-        w = np.asarray(layer_weights[name])
-        s = _fit_scheme(scheme, w.shape)
+    for name in layer_weights:
+        w = full[name] if full is not None else np.asarray(layer_weights[name])
         act = (activations or {}).get(name)
-        precision = QuantizationPrecision.parse(s.precision)
-        stats, w_hat = layer_stats(w, name, s, precision, method, activations=act, device=device)
-        if evaluate:
-            err = float(evaluate({**layer_weights, name: w_hat.astype(w.dtype, copy=False)})) - base
-        elif stats.data_aware_error is not None:
-            err = stats.data_aware_error
-        else:
-            err = stats.mse * stats.num_params
-        table.setdefault(name, []).append(Option(cname, precision, s, s.stored_bytes(w.shape), max(err, 0.0)))
-        bar.update(1)
+        for cname, scheme in family.candidates:
+            s = fit_scheme(scheme, w.shape)
+            precision = QuantizationPrecision.parse(s.precision)
+            stats, w_hat = layer_stats(w, name, s, precision, method, activations=act, device=device)
+            if evaluate is not None and full is not None:
+                err = float(evaluate({**full, name: w_hat.astype(w.dtype, copy=False)})) - base
+            elif stats.data_aware_error is not None:
+                err = stats.data_aware_error
+            else:
+                err = stats.mse * stats.num_params
+            option = Option(cname, precision, s, s.stored_bytes(w.shape), max(err, 0.0))
+            table.setdefault(name, []).append(option)
+            bar.update(1)
+        del w
     bar.close()
     return table, measure
-
-
-def _fit_scheme(scheme: Scheme, shape: tuple[int, ...]) -> Scheme:
-    """Adapts a family candidate to a tensor: per-channel needs 2+ dims; groups need a divisor."""
-    if scheme.axis is None:
-        return scheme
-    if len(shape) < 2:
-        return Scheme(scheme.precision, scheme.symmetric, None, None, scheme.full_range)
-    if scheme.group_size and shape[scheme.axis] % scheme.group_size:
-        return Scheme(scheme.precision, scheme.symmetric, 0, None, scheme.full_range)
-    return scheme
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:

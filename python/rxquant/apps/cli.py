@@ -11,12 +11,24 @@ import json
 import math
 import os
 import sys
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
-from . import __version__
-from .devices import DeviceError
+from ..analysis.planner import candidate_options, parse_budget, plan
+from ..analysis.sensitivity import layer_stats
+from ..core import native
+from ..core.devices import DeviceError, describe
+from ..core.hardware import gpu_family
+from ..core.ops import metrics
+from ..core.scheme import Scheme, fit_scheme
+from ..core.types import CalibrationMethod, QuantizationPrecision
+from ..formats.checkpoint import Checkpoint, LazyTensors, select
+from ..formats.quantized import Entry, load_quantized, predicted_size, write_quantized
+from .demo import run_demo
+
+__version__ = native.__version__
 
 
 def _progress(args: argparse.Namespace, total: int, desc: str) -> Any:
@@ -51,7 +63,6 @@ def _size(n: float) -> str:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .checkpoint import Checkpoint, select
 
     ck = Checkpoint(args.file)
     chosen = set(select(ck))
@@ -75,36 +86,25 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _family_and_weights(args: argparse.Namespace) -> tuple[Any, Any, dict[str, np.ndarray]]:
-    from .checkpoint import Checkpoint, select
-    from .gpu import gpu_family
-
+def _family_and_weights(args: argparse.Namespace) -> tuple[Any, LazyTensors]:
+    """The GPU family and the selected tensors as a lazy mapping: each is read from the
+    memory-mapped file when used, so analysis holds one tensor at a time."""
     ck = Checkpoint(args.file)
     names = select(ck, args.include, args.exclude)
     if not names:
         raise ValueError(f"no tensor of {args.file} is selected (floating, 2+ dims, include/exclude)")
-    bar = _progress(args, len(names), "reading")
-    weights = {}
-    for n in names:
-        weights[n] = ck.read_f32(n)
-        bar.update(1)
-    bar.close()
-    return gpu_family(args.gpu), ck, weights
+    return gpu_family(args.gpu), ck.tensors(names)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from .sensitivity import layer_stats
-    from .types import CalibrationMethod, QuantizationPrecision
-
-    family, _, weights = _family_and_weights(args)
-    from .planner import _fit_scheme
-
+    family, weights = _family_and_weights(args)
     method = CalibrationMethod.parse(args.method)
     bar = _progress(args, len(weights) * len(family.candidates), "analyzing")
     rows = []
-    for name, w in weights.items():
+    for name in weights:
+        w = weights[name]
         for cname, scheme in family.candidates:
-            s = _fit_scheme(scheme, w.shape)
+            s = fit_scheme(scheme, w.shape)
             precision = QuantizationPrecision.parse(s.precision)
             st, _ = layer_stats(w, name, s, precision, method, device=args.device)
             rows.append(
@@ -118,6 +118,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 }
             )
             bar.update(1)
+        del w
     bar.close()
     lines = [f"{'tensor':<48} {'candidate':<13} {'bytes':>11} {'SQNR dB':>8} {'rel. error':>11}"]
     for r in rows:
@@ -129,20 +130,19 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_stats(path: Optional[str], weights: dict[str, np.ndarray]) -> Optional[dict[str, np.ndarray]]:
+def _load_stats(path: Optional[str], weights: LazyTensors) -> Optional[dict[str, np.ndarray]]:
     """Per-layer E[x^2] vectors keyed by weight name, from .npz or safetensors (docs/format.md)."""
     if path is None:
         return None
-    from .checkpoint import Checkpoint
-
     ck = Checkpoint(path)
     stats = {}
     for n in ck.names():
         if n in weights:
             e = ck.read_f32(n)
-            if e.ndim != 1 or weights[n].ndim != 2 or e.shape[0] != weights[n].shape[1]:
+            shape = weights.shape(n)
+            if e.ndim != 1 or len(shape) != 2 or e.shape[0] != shape[1]:
                 raise ValueError(
-                    f"calibration statistics for {n!r} must be a vector of {weights[n].shape[-1]} "
+                    f"calibration statistics for {n!r} must be a vector of {shape[-1]} "
                     f"E[x^2] values, got shape {e.shape}"
                 )
             stats[n] = e
@@ -152,12 +152,9 @@ def _load_stats(path: Optional[str], weights: dict[str, np.ndarray]) -> Optional
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from .planner import candidate_options, parse_budget, plan
-    from .types import CalibrationMethod
-
-    family, _, weights = _family_and_weights(args)
+    family, weights = _family_and_weights(args)
     stats = _load_stats(args.calibration, weights)
-    total = sum(w.size for w in weights.values())
+    total = sum(math.prod(weights.shape(n)) for n in weights)
     budget = parse_budget(args.budget, total)
     method = CalibrationMethod.parse(args.method)
     options, measure = candidate_options(
@@ -182,10 +179,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _entries(args: argparse.Namespace, ck: Any) -> list[Any]:
-    from .checkpoint import Entry, select
-    from .planner import _fit_scheme
-    from .scheme import Scheme
-
     chosen = select(ck, args.include, args.exclude)
     plan_choice: dict[str, dict[str, Any]] = {}
     method = args.method
@@ -197,8 +190,6 @@ def _entries(args: argparse.Namespace, ck: Any) -> list[Any]:
         plan_choice = {c["layer"]: c for c in d["layers"]}
         chosen = [n for n in chosen if n in plan_choice]
     entries = []
-    from .gpu import gpu_family
-
     table = dict(gpu_family(args.gpu).candidates)
     for n in ck.names():
         dt, shape = ck.info(n)
@@ -208,9 +199,9 @@ def _entries(args: argparse.Namespace, ck: Any) -> list[Any]:
                 cname = plan_choice[n]["choice"]
                 if cname not in table:
                     raise ValueError(f"plan chooses unknown candidate {cname!r} for {n!r}")
-                scheme = _fit_scheme(table[cname], shape)
+                scheme = fit_scheme(table[cname], shape)
             else:
-                scheme = _fit_scheme(_scheme_from_args(args), shape)
+                scheme = fit_scheme(_scheme_from_args(args), shape)
             if scheme.precision == "fp32":
                 scheme = None if dt == "F32" else Scheme("fp32")
         entries.append(Entry(n, scheme, method, dt, shape))
@@ -218,8 +209,6 @@ def _entries(args: argparse.Namespace, ck: Any) -> list[Any]:
 
 
 def _scheme_from_args(args: argparse.Namespace) -> Any:
-    from .scheme import Scheme
-
     g = args.granularity
     sym = not args.asymmetric
     if g == "tensor":
@@ -236,8 +225,6 @@ def _scheme_from_args(args: argparse.Namespace) -> Any:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from .checkpoint import Checkpoint, predicted_size, write_quantized
-
     ck = Checkpoint(args.file)
     entries = _entries(args, ck)
     out = args.output
@@ -268,9 +255,6 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .checkpoint import Checkpoint, load_quantized
-    from .ops import metrics
-
     ref = Checkpoint(args.original)
     got = load_quantized(args.quantized)
     rows = []
@@ -299,8 +283,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    from .devices import describe
-
     d = describe()
     c, cl, ro = d["cpu"], d["opencl"], d["rocm"]
     lines = [
@@ -330,15 +312,26 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run
+    """Runs benches/compare.py of a source checkout (the benchmarks are not part of the package)."""
+    import runpy
 
-    run(repeat=args.repeat, write_docs=args.write_docs)
+    script = Path(__file__).resolve().parents[3] / "benches" / "compare.py"
+    if not script.is_file():
+        raise FileNotFoundError(
+            "rxquant bench runs benches/compare.py from a source checkout of rxquant; "
+            f"none was found beside this installation ({script})"
+        )
+    argv = [str(script), "--repeat", str(args.repeat)] + ([] if args.write_docs else ["--no-docs"])
+    saved = sys.argv
+    try:
+        sys.argv = argv
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = saved
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
     run_demo(quiet=args.quiet, as_json=args.json)
     return 0
 

@@ -7,7 +7,7 @@ device such as PoCL, which is slower than rayon); an explicit ``opencl`` takes t
 device, PoCL included. `run` executes on the chosen device: any :class:`DeviceError` (the device
 cannot open, a build or launch fails, it runs out of memory) falls back to the CPU with a warning
 under ``auto`` and is raised under an explicit ``opencl``. Kernels use the work-group size of
-the device's family in :data:`rxquant.gpu.GPU_FAMILIES`.
+the device's family in :data:`rxquant.core.hardware.GPU_FAMILIES`.
 """
 
 from __future__ import annotations
@@ -17,39 +17,36 @@ import re
 import warnings
 from typing import Any, Callable, Optional, TypeVar
 
-from . import _rxquant
+from . import native
+from .hardware import cpu_model, work_group_size
 
-DeviceError = _rxquant.DeviceError
+DeviceError = native.DeviceError
 T = TypeVar("T")
 
 
 def get_rocm_status(kfd_root: Optional[str] = None) -> dict[str, Any]:
     """HIP runtime (loaded, version), its devices with gfx target and compute units (from the KFD
     topology), the KFD's GPUs, and the reason when nothing is found."""
-    return dict(_rxquant.rocm_status(kfd_root))
+    return dict(native.rocm_status(kfd_root))
 
 
 def opencl_devices() -> tuple[list[dict[str, Any]], Optional[str]]:
     """OpenCL devices (``opencl:N`` order) and, when there are none, why."""
     try:
-        devs = list(_rxquant.opencl_devices())
+        devs = list(native.opencl_devices())
     except RuntimeError as e:
         return [], str(e)
     return devs, None if devs else "no OpenCL device on any platform"
 
 
 def describe() -> dict[str, Any]:
-    from . import threads
-    from .bench import cpu_model
-    from .gpu import work_group_size
-
     cl, why = opencl_devices()
     for dv in cl:
         dv["work_group"] = work_group_size(dv["name"])
     gpus = [x for x in cl if x["type"] == "gpu"]
     auto = f"opencl:{gpus[0]['index']} ({gpus[0]['name']})" if gpus else "cpu (no OpenCL GPU)"
     return {
-        "cpu": {"model": cpu_model(), "logical_cpus": os.cpu_count(), "rxquant_threads": threads()},
+        "cpu": {"model": cpu_model(), "logical_cpus": os.cpu_count(), "rxquant_threads": native.threads()},
         "opencl": {"devices": cl, "reason": why},
         "rocm": get_rocm_status(),
         "compute": f"device='auto' runs on {auto}",
@@ -60,10 +57,8 @@ _OPEN: dict[int, Any] = {}
 
 
 def _open(dev: dict[str, Any]) -> Any:
-    from .gpu import work_group_size
-
     if dev["index"] not in _OPEN:
-        _OPEN[dev["index"]] = _rxquant.OpenClDevice(dev["index"], work_group_size(dev["name"]))
+        _OPEN[dev["index"]] = native.OpenClDevice(dev["index"], work_group_size(dev["name"]))
     return _OPEN[dev["index"]]
 
 

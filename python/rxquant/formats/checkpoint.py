@@ -1,0 +1,207 @@
+"""Reading checkpoints: safetensors (memory-mapped, sharded with an index) and .npz, one tensor at a
+time, plus the dtype names both use."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ..core import native
+from ..core.atomic import PathLike
+
+FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
+NUMPY_TO_ST = {
+    "float32": "F32",
+    "float16": "F16",
+    "float64": "F64",
+    "int64": "I64",
+    "int32": "I32",
+    "int16": "I16",
+    "int8": "I8",
+    "uint8": "U8",
+    "bool": "BOOL",
+    "uint16": "U16",
+    "uint32": "U32",
+    "uint64": "U64",
+}
+ST_TO_NUMPY = {v: k for k, v in NUMPY_TO_ST.items()}
+
+
+class Checkpoint:
+    """Read-only view of a checkpoint: one safetensors file, a sharded set, or an .npz file.
+
+    ``FILE`` may be a ``.safetensors`` file, a shard ``model-0000k-of-0000n.safetensors`` or an
+    ``*.index.json`` (the whole set is opened), or an ``.npz``.
+    """
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise IsADirectoryError(
+                f"{self.path} is a directory; give a .safetensors, .index.json or .npz file"
+            )
+        if not self.path.exists():
+            raise FileNotFoundError(f"{self.path} does not exist")
+        self._files: dict[str, Any] = {}
+        self._where: dict[str, str] = {}
+        self._npz: Optional[Any] = None
+        if self.path.suffix == ".npz":
+            self._open_npz()
+        else:
+            index = self._index_path()
+            if index is not None:
+                self._open_index(index)
+            else:
+                self._add(self.path)
+
+    def _index_path(self) -> Optional[Path]:
+        if self.path.name.endswith(".index.json"):
+            return self.path
+        m = re.fullmatch(r"(.*)-\d{5}-of-\d{5}\.safetensors", self.path.name)
+        if m:
+            cand = self.path.with_name(f"{m.group(1)}.safetensors.index.json")
+            if cand.exists():
+                return cand
+        return None
+
+    def _open_index(self, index: Path) -> None:
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{index} is not a safetensors index (expected a 'weight_map'): {e}") from None
+        for shard in dict.fromkeys(weight_map.values()):
+            self._add(index.parent / shard)
+        missing = set(weight_map) - set(self._where)
+        if missing:
+            raise ValueError(f"{index} lists tensors missing from its shards: {sorted(missing)[:3]}")
+
+    def _add(self, file: Path) -> None:
+        f = native.SafetensorsFile(str(file))
+        key = str(file)
+        self._files[key] = f
+        for name in f.names():
+            self._where[name] = key
+
+    def _open_npz(self) -> None:
+        try:
+            self._npz = np.load(self.path, allow_pickle=False)
+            names = list(self._npz.files)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{self.path} is not a readable .npz file: {e}") from None
+        self._where = {n: "npz" for n in names}
+
+    def names(self) -> list[str]:
+        return list(self._where)
+
+    def metadata(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for f in self._files.values():
+            out.update(f.metadata())
+        return out
+
+    def info(self, name: str) -> tuple[str, tuple[int, ...]]:
+        """``(dtype, shape)`` with safetensors dtype names (``F32``, ``BF16``, ``I64``, ...)."""
+        if self._npz is not None:
+            a = self._npz[name]
+            dt = NUMPY_TO_ST.get(a.dtype.name)
+            if dt is None:
+                raise ValueError(f"tensor {name!r} has unsupported dtype {a.dtype}")
+            return dt, tuple(a.shape)
+        dt, shape = self._files[self._where[name]].info(name)
+        return dt, tuple(shape)
+
+    def read_f32(self, name: str) -> np.ndarray:
+        """A floating tensor as float32 (F16/BF16/F64 converted)."""
+        if self._npz is not None:
+            return np.asarray(self._npz[name], dtype=np.float32)
+        return self._files[self._where[name]].read_f32(name)
+
+    def read_raw(self, name: str) -> bytes:
+        """The tensor's bytes as stored (little-endian), for pass-through."""
+        if self._npz is not None:
+            return np.ascontiguousarray(self._npz[name]).tobytes()
+        return self._files[self._where[name]].read_raw(name).tobytes()
+
+    def read(self, name: str) -> np.ndarray:
+        """A tensor as numpy (BF16 converted to float32)."""
+        dt, shape = self.info(name)
+        if dt in FLOAT_DTYPES and dt != "F64":
+            return (
+                self.read_f32(name)
+                if dt == "BF16"
+                else np.frombuffer(self.read_raw(name), ST_TO_NUMPY[dt]).reshape(shape)
+            )
+        return np.frombuffer(self.read_raw(name), ST_TO_NUMPY.get(dt, "uint8")).reshape(shape)
+
+    def nbytes(self, name: str) -> int:
+        dt, shape = self.info(name)
+        return math.prod(shape) * itemsize(dt)
+
+    def tensors(self, names: list[str]) -> LazyTensors:
+        """``names`` as a read-only mapping to float32 arrays, each read when accessed."""
+        return LazyTensors(self, names)
+
+
+class LazyTensors(Mapping[str, np.ndarray]):
+    """Float32 tensors of a checkpoint, read from the (memory-mapped) file on each access and
+    never cached: a caller that takes one tensor at a time and lets it go holds one in memory,
+    however large the file. ``shape(name)`` costs no read."""
+
+    def __init__(self, ckpt: Checkpoint, names: list[str]) -> None:
+        self._ckpt = ckpt
+        self._names = list(dict.fromkeys(names))
+        have = set(ckpt.names())
+        missing = [n for n in self._names if n not in have]
+        if missing:
+            raise KeyError(f"{ckpt.path} has no tensor named {missing[0]!r}")
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._names:
+            raise KeyError(name)
+        return self._ckpt.read_f32(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._ckpt.info(name)[1]
+
+
+def itemsize(dt: str) -> int:
+    """Bytes per element of a safetensors dtype name."""
+    return {
+        "F64": 8,
+        "I64": 8,
+        "U64": 8,
+        "F32": 4,
+        "I32": 4,
+        "U32": 4,
+        "F16": 2,
+        "BF16": 2,
+        "I16": 2,
+        "U16": 2,
+    }.get(dt, 1)
+
+
+def select(ckpt: Checkpoint, include: Optional[str] = None, exclude: Optional[str] = None) -> list[str]:
+    """Tensors to quantize: floating with 2+ dims (norms and biases stay), filtered by regexes."""
+    inc = re.compile(include) if include else None
+    exc = re.compile(exclude) if exclude else None
+    out = []
+    for n in ckpt.names():
+        dt, shape = ckpt.info(n)
+        if dt not in FLOAT_DTYPES or len(shape) < 2:
+            continue
+        if inc and not inc.search(n) or exc and exc.search(n):
+            continue
+        out.append(n)
+    return out
