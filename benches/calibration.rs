@@ -47,7 +47,26 @@ fn calibration(c: &mut Criterion) {
     let mut g = c.benchmark_group("searches_2048_bins");
     g.bench_function("percentile", |b| b.iter(|| percentile_range(black_box(&h), HistKind::Abs, 99.99)));
     g.bench_function("entropy_int8", |b| b.iter(|| entropy_threshold(black_box(&h), 128)));
-    g.bench_function("mse_int8", |b| b.iter(|| mse_range(black_box(&h), HistKind::Abs, -127, 127)));
+    g.bench_function("mse_int8", |b| {
+        b.iter(|| mse_range(black_box(&h), HistKind::Abs, &Scheme::new(Precision::Int8)))
+    });
+    g.finish();
+
+    // The MSE clip search on the data, per group of 32 (weights): 4M values.
+    let w = &x[..1 << 22];
+    let shape = [w.len() / 4096, 4096];
+    let mut g = c.benchmark_group("mse_search_on_data");
+    g.throughput(Throughput::Bytes((w.len() * 4) as u64));
+    for (name, scheme) in [
+        ("int4_g32_asymmetric", Scheme::new(Precision::Int4).asymmetric(true)),
+        ("int4_g32_signed_scale", Scheme::new(Precision::Int4).with_signed_scale()),
+    ] {
+        let scheme = scheme.with_granularity(Granularity::PerGroup { axis: -1, size: 32 });
+        let opts = CalibOptions::default();
+        g.bench_function(name, |b| {
+            b.iter(|| calibrate(black_box(w), &shape, scheme, Method::Mse, &opts).unwrap())
+        });
+    }
     g.finish();
 }
 

@@ -270,7 +270,14 @@ def run(repeat: int = 7, write_docs: bool = True, docs: Optional[Path] = None) -
     t1, t2 = thread_scaling(repeat)
     flat = x.reshape(-1)  # the same 64 MiB np.copyto moved, for the histogram-speed target
     t_hist64 = median_time(lambda: rq.Observer("percentile", "int8").update(flat), repeat)
-    result = {"rows": rows, "copy_bw": copy_bw, "t_copy": t_copy, "threads": (t1, t2), "t_hist64": t_hist64}
+    result = {
+        "rows": rows,
+        "copy_bw": copy_bw,
+        "t_copy": t_copy,
+        "threads": (t1, t2),
+        "t_hist64": t_hist64,
+        "mse_cost": mse_over_minmax(),
+    }
     text = render(result)
     print(text)
     if write_docs:
@@ -310,6 +317,24 @@ def end_to_end() -> Optional[Row]:
     )
 
 
+def mse_over_minmax(repeat: int = 3) -> Optional[tuple[float, float]]:
+    """Wall time of `rxquant quantize` (a new process, start-up included) on MiniLM, INT4 groups of
+    32, with --method minmax and with --method mse: (minmax s, mse s)."""
+    d = minilm_dir()
+    if d is None:
+        return None
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for method in ("minmax", "mse"):
+            cmd = [sys.executable, "-m", "rxquant", "quantize", str(d / "model.safetensors"), "-o",
+                   str(Path(tmp) / "q.safetensors"), "--precision", "int4", "--granularity", "group:32",
+                   "--method", method, "--quiet"]  # fmt: skip
+            out.append(
+                median_time(lambda cmd=cmd: subprocess.run(cmd, check=True, capture_output=True), repeat)
+            )
+    return out[0], out[1]
+
+
 def render(r: dict[str, Any]) -> str:
     t1, t2 = r["threads"]
     lines = [
@@ -342,6 +367,12 @@ def render(r: dict[str, Any]) -> str:
         f"histogram speed / np.copyto speed (same 64 MiB of float32): {r['t_copy'] / r['t_hist64']:.2f} "
         "(target >= 0.5)",
     ]
+    if r.get("mse_cost"):
+        mm, mse = r["mse_cost"]
+        lines.append(
+            f"rxquant quantize MiniLM --precision int4 --granularity group:32 (process wall time): "
+            f"--method minmax {mm:.2f} s, --method mse {mse:.2f} s ({mse / mm:.2f}x; target <= 3)"
+        )
     return "\n".join(lines)
 
 

@@ -43,10 +43,20 @@ def _blocks(x: np.ndarray, axis, group):
     return g.reshape(-1, group), m.shape[:-1] + (m.shape[-1] // group,)
 
 
+def conv_view(shape, axis, group):
+    """Groups along the last axis of a 3+-dim tensor run over the flattened input dimension:
+    the 2-D shape they are taken in, or None."""
+    if group is not None and axis is not None and len(shape) >= 3 and axis % len(shape) == len(shape) - 1:
+        return (shape[0], int(np.prod(shape[1:])))
+    return None
+
+
 def minmax_qparams(x, precision, symmetric, axis=None, group=None, full_range=False):
     """Returns (scale, zp) arrays in rxquant's grid shape."""
     qmin, qmax = qrange(precision, symmetric, full_range)
     x = np.asarray(x, np.float32)
+    if conv_view(x.shape, axis, group):
+        x = x.reshape(conv_view(x.shape, axis, group))
     rows, grid = _blocks(x, axis, group)
     pairs = [
         scale_zp(r.min() if r.size else np.inf, r.max() if r.size else -np.inf, qmin, qmax, symmetric)
@@ -71,6 +81,9 @@ def broadcast_params(p: np.ndarray, shape, axis, group) -> np.ndarray:
         view = [1] * len(shape)
         view[a] = shape[a]
         return np.broadcast_to(p.reshape(view), shape)
+    flat = conv_view(shape, axis, group)
+    if flat:
+        return np.repeat(p.reshape(flat[0], -1), group, axis=1).reshape(shape)
     return np.repeat(p, group, axis=a)
 
 

@@ -193,7 +193,7 @@ def test_calibration_statistics_for_data_aware_planning(model, tmp_path):
     assert json.loads(out)["error_measure"] == "data-aware"
     np.savez(stats, **{"layer.0.weight": np.ones(3)})
     code, _, err = run("plan", str(model), "--budget", "6bpw", "--calibration", str(stats))
-    assert code == 1 and "must be a vector of 128" in err
+    assert code == 2 and "must be a vector of 128" in err
 
 
 def test_no_progress_bars_without_a_terminal(model, tmp_path):
@@ -227,13 +227,6 @@ def test_no_progress_bars_without_a_terminal(model, tmp_path):
         ),
         (lambda d: None, ["inspect", "{d}"], "is a directory"),
         (lambda d: None, ["quantize", "{model}", "-o", "/proc/nope/q.safetensors"], "does not exist"),
-        (lambda d: None, ["plan", "{model}", "--budget", "10"], "smallest reachable size is"),
-        (
-            lambda d: None,
-            ["quantize", "{model}", "-o", "{d}/q", "--granularity", "group:x"],
-            "bad granularity",
-        ),
-        (lambda d: None, ["quantize", "{model}", "-o", "{d}/q", "--device", "tpu"], "unknown device 'tpu'"),
         (
             lambda d: None,
             ["quantize", "{model}", "-o", "{d}/q", "--device", "opencl:99"],
@@ -246,6 +239,20 @@ def test_user_errors_are_one_line(model, tmp_path, make, args, message):
     argv = [a.format(d=tmp_path, model=model) for a in args]
     code, out, err = run(*argv)
     assert code == 1, (out, err)
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["plan", "{model}", "--budget", "10"], "the smallest file this checkpoint can become is"),
+        (["quantize", "{model}", "-o", "{d}/q", "--granularity", "group:x"], "bad --granularity"),
+        (["quantize", "{model}", "-o", "{d}/q", "--device", "tpu"], "unknown device 'tpu'"),
+    ],
+)
+def test_requests_that_cannot_be_done_exit_2_with_one_line(model, tmp_path, args, message):
+    code, out, err = run(*[a.format(d=tmp_path, model=model) for a in args])
+    assert code == 2, (out, err)
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
 

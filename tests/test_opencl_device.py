@@ -219,13 +219,14 @@ def test_cli_quantizes_a_checkpoint_on_the_device_byte_for_byte(tmp_path, capsys
     dtype=st.sampled_from([np.float16, np.float32, np.float64]),
     precision=st.sampled_from(["int8", "int4"]),
     symmetric=st.booleans(),
+    signed=st.booleans(),
     axis=st.one_of(st.none(), st.integers(-3, 2)),
     group=st.one_of(st.none(), st.sampled_from([1, 2, 3])),
     pack=st.booleans(),
     method=st.sampled_from(["minmax", "percentile", "entropy", "mse"]),
 )
 def test_fuzz_device_gives_the_cpu_result_or_the_cpu_error(
-    data, shape, dtype, precision, symmetric, axis, group, pack, method
+    data, shape, dtype, precision, symmetric, signed, axis, group, pack, method
 ):
     """Whatever the input, the device path returns what the CPU path returns, or raises the
     same exception type (NaN/Inf included)."""
@@ -243,7 +244,7 @@ def test_fuzz_device_gives_the_cpu_result_or_the_cpu_error(
                 out.append(("error", type(e)))
         return out
 
-    s_args = {"symmetric": symmetric, "axis": axis, "group_size": group}
+    s_args = {"symmetric": symmetric, "axis": axis, "group_size": group, "signed_scale": signed and symmetric}
     (a, ra), (b, rb) = both(lambda d: rq.quantize(x, rq.Scheme(precision, **s_args), pack=pack, device=d))
     assert a == b and (a == "error" and ra == rb or _same(ra, rb))
     (a, ra), (b, rb) = both(lambda d: rq.calibrate(x, method, rq.Scheme(precision, **s_args), device=d))

@@ -207,6 +207,7 @@ def test_per_channel_equals_per_tensor_on_each_slice(x, symmetric):
     dtype=st.sampled_from([np.float16, np.float32, np.float64, np.int16, np.bool_]),
     precision=st.sampled_from(["int8", "int4", "fp16", "fp32"]),
     symmetric=st.booleans(),
+    signed=st.booleans(),
     axis=st.one_of(st.none(), st.integers(-5, 5)),
     group=st.one_of(st.none(), st.integers(1, 7)),
     pack=st.booleans(),
@@ -214,7 +215,7 @@ def test_per_channel_equals_per_tensor_on_each_slice(x, symmetric):
     method=st.sampled_from(["minmax", "percentile", "entropy", "mse"]),
 )
 def test_fuzz_only_documented_exceptions(
-    data, shape, dtype, precision, symmetric, axis, group, pack, ignore, method
+    data, shape, dtype, precision, symmetric, signed, axis, group, pack, ignore, method
 ):
     if np.dtype(dtype).kind == "f":
         elements = st.floats(allow_nan=True, allow_infinity=True, width=np.dtype(dtype).itemsize * 8)
@@ -222,7 +223,7 @@ def test_fuzz_only_documented_exceptions(
         elements = None
     x = data.draw(hnp.arrays(dtype, shape, elements=elements))
     try:
-        s = rq.Scheme(precision, symmetric=symmetric, axis=axis, group_size=group)
+        s = rq.Scheme(precision, symmetric=symmetric, axis=axis, group_size=group, signed_scale=signed)
         with np.errstate(all="ignore"):
             import warnings
 
@@ -235,3 +236,25 @@ def test_fuzz_only_documented_exceptions(
                 rq.calibrate(x, method, s, ignore_nonfinite=ignore)
     except (ValueError, TypeError, IndexError) as e:
         assert str(e)
+
+
+def test_signed_scale_puts_the_extreme_value_on_qmin():
+    x = np.array([[0.1, -0.2, 0.8, 0.3], [-0.9, 0.2, 0.1, 0.45]], np.float32)
+    s = rq.Scheme("int4", axis=0, signed_scale=True)
+    assert s.full_range and s.qrange == (-8, 7)
+    q, qp = rq.quantize(x, s)
+    # Row 0's extreme is +0.8: a negative scale maps it to -8; row 1's is -0.9: a positive scale.
+    np.testing.assert_allclose(qp.scale, [0.8 / -8, -0.9 / -8], rtol=1e-7)
+    assert q[0, 2] == -8 and q[1, 0] == -8 and q.min() >= -8 and q.max() <= 7
+    y = rq.dequantize(q, qp)
+    assert y[0, 2] == pytest.approx(0.8) and y[1, 0] == pytest.approx(-0.9)
+    assert np.all(np.abs(x - y) <= np.abs(qp.scale)[:, None] / 2 + 1e-7)
+    lo, hi = qp.clip_range()
+    assert np.all(lo < hi)
+    # Round trip through a dict and validation of sign-carrying scales.
+    assert rq.QParams.from_dict(qp.to_dict()).scale.tolist() == qp.scale.tolist()
+    with pytest.raises(ValueError, match="signed_scale needs a symmetric"):
+        rq.Scheme("int4", symmetric=False, signed_scale=True)
+    bad = rq.QParams(rq.Scheme("int4", symmetric=True), np.float32(-1.0), np.int32(0), (2, 4))
+    with pytest.raises(ValueError, match="not a positive finite number"):
+        rq.quantize(x, qparams=bad)

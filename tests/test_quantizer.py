@@ -44,9 +44,8 @@ def test_gpu_families_and_factory():
     assert create_quantizer_for_gpu("polaris", aggressive=True).config.precision is QuantizationPrecision.INT4
     assert create_quantizer_for_gpu("vega").config.precision is QuantizationPrecision.FP16
     assert create_quantizer_for_gpu("polaris").config.precision is QuantizationPrecision.INT8
-    with pytest.warns(UserWarning, match="unknown GPU family 'fermi'; using polaris"):
-        q = AdaptiveQuantizer("fermi")
-    assert q.gpu_family == "polaris"
+    with pytest.raises(ValueError, match="unknown GPU family 'fermi'; known families: navi, polaris, vega"):
+        AdaptiveQuantizer("fermi")
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         AdaptiveQuantizer(device="tpu")
 
@@ -173,12 +172,22 @@ def test_measured_sensitivity_uses_evaluate():
 
     q = AdaptiveQuantizer()
     q.optimize_mixed_precision(layers, budget="6bpw", mode="optimal", evaluate=evaluate, progress=False)
-    assert len(calls) == 1 + 2 * len(q.gpu.candidates)
+    # Groups of 128 do not fit 32 inputs: that candidate is not offered (nor evaluated).
+    fitting = [c for c, s in q.gpu.candidates if not s.fits((32, 32))]
+    assert "int4_g128" not in fitting and len(calls) == 1 + 2 * len(fitting)
     assert q.last_plan.error_measure == "measured"
 
 
+def test_a_config_group_size_that_does_not_fit_is_refused():
+    q = create_quantizer_for_gpu("polaris", aggressive=True)  # INT4, groups of 32
+    with pytest.raises(
+        ValueError, match=r"int4 group 32 symmetric\) does not fit this tensor: group size 32 "
+    ):
+        q.quantize_tensor(np.ones((32, 48), np.float32))
+
+
 def test_config_round_trip_and_bit_identical_results(tmp_path):
-    w = np.random.default_rng(5).standard_normal((32, 48)).astype(np.float32)
+    w = np.random.default_rng(5).standard_normal((32, 64)).astype(np.float32)
     q = create_quantizer_for_gpu("polaris", aggressive=True)
     codes, scale, zp = q.quantize_tensor(w, layer_name="fc")
     q.analyze_layer_sensitivity(w, "fc2")

@@ -8,7 +8,7 @@ use crate::elem::{is_finite, Elem};
 use crate::error::{Error, Result};
 use crate::hist::{Hist, HistKind};
 use crate::layout::{ParamMap, Run};
-use crate::qparams::{scale_zero_point, QParams};
+use crate::qparams::QParams;
 use crate::range::{ranges, Ranges};
 use crate::scheme::Scheme;
 use rayon::prelude::*;
@@ -254,14 +254,13 @@ impl Observer {
     /// The calibrated quantization parameters.
     pub fn qparams(&self) -> Result<QParams> {
         let grid = self.grid.clone().ok_or_else(|| Error::Invalid("the observer has seen no data".into()))?;
-        let (qmin, qmax) = self.scheme.qrange();
         let ranges: Vec<(f32, f32)> =
-            (0..self.min.len()).into_par_iter().map(|p| self.param_range(p, qmin, qmax)).collect();
+            (0..self.min.len()).into_par_iter().map(|p| self.param_range(p)).collect();
         Ok(from_param_ranges(self.scheme, grid, &ranges))
     }
 
     /// The clipping range of parameter `p`.
-    fn param_range(&self, p: usize, qmin: i32, qmax: i32) -> (f32, f32) {
+    fn param_range(&self, p: usize) -> (f32, f32) {
         let (mn, mx) = (self.min[p], self.max[p]);
         if mn > mx {
             return (mn, mx);
@@ -274,7 +273,7 @@ impl Observer {
                 let t = entropy_threshold(h, levels(&self.scheme));
                 (-t, t)
             }
-            (Method::Mse, Some(h)) => mse_range(h, self.kind(), qmin, qmax),
+            (Method::Mse, Some(h)) => mse_range(h, self.kind(), &self.scheme),
         };
         clip_to_data(lo, hi, mn, mx)
     }
@@ -297,9 +296,7 @@ fn levels(s: &Scheme) -> usize {
 }
 
 fn from_param_ranges(scheme: Scheme, grid: Vec<usize>, r: &[(f32, f32)]) -> QParams {
-    let (qmin, qmax) = scheme.qrange();
-    let (scale, zero_point) =
-        r.iter().map(|&(lo, hi)| scale_zero_point(lo, hi, qmin, qmax, scheme.symmetric)).unzip();
+    let (scale, zero_point) = r.iter().map(|&(lo, hi)| scheme.params(lo, hi)).unzip();
     QParams { scheme, grid, scale, zero_point }
 }
 
@@ -497,7 +494,8 @@ fn coarse(lo: usize, hi: usize) -> Vec<usize> {
 /// nothing). Candidates are bin edges: 256 spread over the range, then every edge around the best.
 /// Symmetric (`|x|` histograms): one search over `T`. Asymmetric: alternating searches over the
 /// lower and the upper bound. Cost: O(nonzero bins x candidates), independent of the value count.
-pub fn mse_range(h: &Hist, kind: HistKind, qmin: i32, qmax: i32) -> (f64, f64) {
+pub fn mse_range(h: &Hist, kind: HistKind, scheme: &Scheme) -> (f64, f64) {
+    let (qmin, qmax) = scheme.qrange();
     let bins = h.counts.len();
     if h.width == 0.0 || h.binned() == 0 {
         return (h.lo.min(0.0), h.lo.max(0.0));
@@ -512,7 +510,7 @@ pub fn mse_range(h: &Hist, kind: HistKind, qmin: i32, qmax: i32) -> (f64, f64) {
     let edge = |i: usize| h.lo + i as f64 * h.width;
     let symmetric = kind == HistKind::Abs;
     let cost = |lo: f64, hi: f64| -> f64 {
-        let (s, z) = scale_zero_point(lo as f32, hi as f32, qmin, qmax, symmetric);
+        let (s, z) = scheme.params(lo as f32, hi as f32);
         let (s, kmin, kmax) = (s as f64, (qmin - z) as f64, (qmax - z) as f64);
         nz.iter().map(|&(a, b, c)| c * bin_sq_error(a, b, s, kmin, kmax)).sum()
     };
@@ -586,21 +584,31 @@ pub fn calibrate_on<T: Elem>(
         return obs.qparams();
     }
     let map = ParamMap::new(shape, scheme.granularity)?;
-    ranges(x, &map, opts.ignore_nonfinite)?; // validates shape and finiteness
-    let (qmin, qmax) = scheme.qrange();
-    let r: Vec<(f32, f32)> = gather(x, &map)
-        .into_par_iter()
-        .map(|mut v| {
-            if v.is_empty() {
-                return (f32::INFINITY, f32::NEG_INFINITY);
+    let data = ranges(x, &map, opts.ignore_nonfinite)?; // validates shape and finiteness
+    let found: Vec<(f64, f64)> = if method == Method::Mse {
+        crate::mse::mse_ranges(x, &map, scheme).into_iter().map(|(a, b)| (a as f64, b as f64)).collect()
+    } else {
+        gather(x, &map)
+            .into_par_iter()
+            .map(|mut v| {
+                if v.is_empty() {
+                    (0.0, 0.0)
+                } else {
+                    exact_percentile(&mut v, scheme.symmetric, opts.percentile)
+                }
+            })
+            .collect()
+    };
+    let r: Vec<(f32, f32)> = found
+        .iter()
+        .enumerate()
+        .map(|(p, &(lo, hi))| {
+            let (mn, mx) = (data.min[p], data.max[p]);
+            if mn > mx {
+                (f32::INFINITY, f32::NEG_INFINITY) // no finite value in this cell
+            } else {
+                clip_to_data(lo, hi, mn, mx)
             }
-            let (mn, mx) =
-                v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
-            let (lo, hi) = match method {
-                Method::Percentile => exact_percentile(&mut v, scheme.symmetric, opts.percentile),
-                _ => exact_mse(&v, scheme, qmin, qmax),
-            };
-            clip_to_data(lo, hi, mn, mx)
         })
         .collect();
     Ok(from_param_ranges(scheme, map.grid.clone(), &r))
@@ -647,64 +655,6 @@ fn exact_percentile(v: &mut [f32], symmetric: bool, pct: f64) -> (f64, f64) {
         let tail = (1.0 - pct / 100.0) / 2.0;
         (order_stat(v, tail), order_stat(v, 1.0 - tail))
     }
-}
-
-/// Squared error of fake-quantizing `v` with the scheme's parameters for `[lo, hi]`.
-fn sq_error(v: &[f32], lo: f32, hi: f32, qmin: i32, qmax: i32, symmetric: bool) -> f64 {
-    let (s, z) = scale_zero_point(lo, hi, qmin, qmax, symmetric);
-    let (a, b) = ((qmin - z) as f32, (qmax - z) as f32);
-    crate::simd::simd!(sq_error_impl(v, s, a, b))
-}
-
-#[inline(always)]
-fn sq_error_impl(v: &[f32], s: f32, a: f32, b: f32) -> f64 {
-    const L: usize = 8;
-    const MAGIC: f32 = 12_582_912.0;
-    let one = |x: f32| {
-        let r = x / s;
-        let r = if r > a { r } else { a };
-        let r = if r < b { r } else { b };
-        let e = x - ((r + MAGIC) - MAGIC) * s;
-        e * e
-    };
-    let mut acc = [0f32; L];
-    let mut chunks = v.chunks_exact(L);
-    for c in &mut chunks {
-        for j in 0..L {
-            acc[j] += one(c[j]);
-        }
-    }
-    let tail: f64 = chunks.remainder().iter().map(|&x| one(x) as f64).sum();
-    acc.iter().map(|&x| x as f64).sum::<f64>() + tail
-}
-
-/// Best fraction in `fracs` for `f`.
-fn best_of(fracs: impl Iterator<Item = f32>, f: &dyn Fn(f32) -> f64) -> f32 {
-    fracs.map(|a| (a, f(a))).fold((1.0, f64::INFINITY), |b, c| if c.1 < b.1 { c } else { b }).0
-}
-
-/// Searches the clip on the data: 50 fractions of the range (0.02 to 1), then 21 around the best
-/// (steps of 0.002). Asymmetric schemes shrink both ends together first, then refine each bound.
-fn exact_mse(v: &[f32], scheme: Scheme, qmin: i32, qmax: i32) -> (f64, f64) {
-    let (mn, mx) = v.iter().fold((0f32, 0f32), |(a, b), &x| (a.min(x), b.max(x)));
-    let coarse = || (1..=50).map(|k| k as f32 * 0.02);
-    let fine = |c: f32| (0..=20).map(move |k| (c - 0.02 + k as f32 * 0.002).clamp(1e-3, 1.0));
-    if scheme.symmetric {
-        let amax = mn.abs().max(mx);
-        let err = |a: f32| sq_error(v, -amax * a, amax * a, qmin, qmax, true);
-        let t = amax * best_of(fine(best_of(coarse(), &err)), &err);
-        return (-(t as f64), t as f64);
-    }
-    let both = |a: f32| sq_error(v, mn * a, mx * a, qmin, qmax, false);
-    let a = best_of(coarse(), &both);
-    let (mut lo, mut hi) = (mn * a, mx * a);
-    for _ in 0..2 {
-        hi = mx
-            * best_of(fine(hi / mx.max(f32::MIN_POSITIVE)), &|b| sq_error(v, lo, mx * b, qmin, qmax, false));
-        lo = mn
-            * best_of(fine(lo / mn.min(-f32::MIN_POSITIVE)), &|c| sq_error(v, mn * c, hi, qmin, qmax, false));
-    }
-    (lo as f64, hi as f64)
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //!
 //! The tensor is viewed as `(outer, dim, inner)` around the quantized axis. Parameters form a grid:
 //! per tensor `()`, per channel `(dim,)`, per group the tensor's shape with `dim` replaced by
-//! `dim / group`. Kernels walk the flat data in *runs*: stretches that share one parameter
+//! `dim / group`. Groups along the last axis of a tensor with 3+ dimensions (a convolution weight
+//! `(out, in, kh, kw)`) run over its flattened input dimension `in * kh * kw`, as runtimes store
+//! conv weights: the grid is `(out, in * kh * kw / group)`. Kernels walk the flat data in *runs*: stretches that share one parameter
 //! ([`Run::Const`]) or step through consecutive parameters ([`Run::Seq`]), so that the inner loops
 //! are plain slices that the compiler vectorizes.
 
@@ -60,6 +62,8 @@ impl ParamMap {
             }
             Granularity::PerGroup { axis, size } => {
                 let a = normalize_axis(axis, shape.len())?;
+                let view = flat_groups_view(shape, a);
+                let (shape, a) = view.as_ref().map(|v| (&v[..], 1)).unwrap_or((shape, a));
                 let (outer, dim, inner) = split(shape, a);
                 if size == 0 || dim % size != 0 {
                     return Err(Error::GroupSize { group: size, axis: a, size: dim });
@@ -174,6 +178,12 @@ impl Iterator for Runs<'_> {
     }
 }
 
+/// The 2-D view `(out, in * kh * kw)` in which last-axis groups of a tensor with 3+ dimensions
+/// are taken (see the module docs); `None` when the tensor is grouped as it is.
+pub fn flat_groups_view(shape: &[usize], axis: usize) -> Option<[usize; 2]> {
+    (shape.len() >= 3 && axis + 1 == shape.len()).then(|| [shape[0], shape[1..].iter().product()])
+}
+
 /// Splits `shape` around axis `a` into `(outer, dim, inner)` element counts.
 fn split(shape: &[usize], a: usize) -> (usize, usize, usize) {
     let outer = shape[..a].iter().product();
@@ -198,6 +208,11 @@ mod tests {
             Granularity::PerChannel { axis } => idx[normalize_axis(axis, shape.len()).unwrap()],
             Granularity::PerGroup { axis, size } => {
                 let a = normalize_axis(axis, shape.len()).unwrap();
+                if flat_groups_view(shape, a).is_some() {
+                    // (out, in * kh * kw): the row, then the group within the flattened row.
+                    let row: usize = shape[1..].iter().product();
+                    return (i / row) * (row / size) + (i % row) / size;
+                }
                 idx[a] /= size;
                 idx.iter().zip(&m.grid).fold(0, |acc, (&v, &n)| acc * n + v)
             }
@@ -233,6 +248,35 @@ mod tests {
                 assert_eq!(seen, end);
             }
         }
+    }
+
+    #[test]
+    fn conv_weights_group_over_the_flattened_input_dimension() {
+        // (out, in, kh, kw) = (4, 8, 3, 3): 72 inputs per output channel, groups of 24.
+        let shape = [4, 8, 3, 3];
+        let g = Granularity::PerGroup { axis: -1, size: 24 };
+        let m = ParamMap::new(&shape, g).unwrap();
+        assert_eq!(m.grid, vec![4, 3]);
+        m.for_runs(0, 288, |off, len, run| {
+            for k in 0..len {
+                let p = match run {
+                    Run::Const(p) => p,
+                    Run::Seq(p) => p + k,
+                };
+                assert_eq!(p, param_of(&m, &shape, g, off + k));
+                assert_eq!(p, (off + k) / 24);
+            }
+        });
+        // 72 is not a multiple of 32: the error names the flattened dimension.
+        assert_eq!(
+            ParamMap::new(&shape, Granularity::PerGroup { axis: -1, size: 32 }),
+            Err(Error::GroupSize { group: 32, axis: 1, size: 72 })
+        );
+        // Other axes of a 4-D tensor are grouped as they are.
+        assert_eq!(
+            ParamMap::new(&shape, Granularity::PerGroup { axis: 1, size: 4 }).unwrap().grid,
+            vec![4, 2, 3, 3]
+        );
     }
 
     #[test]

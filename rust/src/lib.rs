@@ -27,6 +27,7 @@ pub mod gpu;
 pub mod hist;
 pub mod layout;
 pub mod metrics;
+pub mod mse;
 pub mod pack;
 pub mod qparams;
 pub mod quant;

@@ -60,6 +60,24 @@ pub fn scale_zero_point(rmin: f32, rmax: f32, qmin: i32, qmax: i32, symmetric: b
     (scale as f32, (zp as i32).clamp(qmin, qmax))
 }
 
+/// llama.cpp's signed scale (Q4_0, Q5_0): the value of largest magnitude in `[rmin, rmax]`
+/// divided by `qmin`, so that it quantizes exactly to `qmin` and all codes `qmin..=qmax` are used;
+/// the scale is negative when that value is positive. Zero point 0. A range whose ends have equal
+/// magnitude (a symmetric clip) takes the negative end, so the scale is positive. A range with no
+/// values, or a scale below the smallest normal f32, gives `s = 1, z = 0`.
+#[inline(always)]
+pub fn signed_scale(rmin: f32, rmax: f32, qmin: i32) -> (f32, i32) {
+    if rmin > rmax || !rmin.is_finite() || !rmax.is_finite() {
+        return (1.0, 0);
+    }
+    let m = if rmax > -rmin { rmax } else { rmin };
+    let s = m as f64 / qmin as f64;
+    if s.abs() < f32::MIN_POSITIVE as f64 {
+        return (1.0, 0);
+    }
+    (s as f32, 0)
+}
+
 impl QParams {
     /// Parameters for every cell of `map` from its ranges.
     pub fn from_ranges(scheme: Scheme, map: &ParamMap, r: &Ranges) -> Self {
@@ -81,14 +99,15 @@ impl QParams {
 
     #[inline(always)]
     fn pairs_into(scheme: Scheme, lo: &[f32], hi: &[f32], scale: &mut [f32], zp: &mut [i32]) {
-        let (qmin, qmax) = scheme.qrange();
         for (((&a, &b), s), z) in lo.iter().zip(hi).zip(scale.iter_mut()).zip(zp.iter_mut()) {
-            (*s, *z) = scale_zero_point(a, b, qmin, qmax, scheme.symmetric);
+            (*s, *z) = scheme.params(a, b);
         }
     }
 
-    /// Checks that these parameters fit `map` and are usable: positive finite scales, zero points on the grid.
+    /// Checks that these parameters fit `map` and are usable: positive finite scales (nonzero
+    /// finite ones with a signed scale), zero points on the grid.
     pub fn validate(&self, map: &ParamMap) -> Result<()> {
+        self.scheme.check()?;
         if !self.scheme.precision.is_integer() {
             return Err(Error::Invalid(format!(
                 "{} needs no scale; integer quantization needs int8 or int4",
@@ -109,7 +128,15 @@ impl QParams {
                 self.zero_point.len()
             )));
         }
-        if let Some((i, s)) = self.scale.iter().enumerate().find(|(_, s)| !(s.is_finite() && **s > 0.0)) {
+        if self.scheme.signed_scale {
+            if let Some((i, s)) =
+                self.scale.iter().enumerate().find(|(_, s)| !(s.is_finite() && s.abs() >= f32::MIN_POSITIVE))
+            {
+                return Err(Error::Invalid(format!("scale {s} at index {i} is not a nonzero normal number")));
+            }
+        } else if let Some((i, s)) =
+            self.scale.iter().enumerate().find(|(_, s)| !(s.is_finite() && **s > 0.0))
+        {
             return Err(Error::Invalid(format!("scale {s} at index {i} is not a positive finite number")));
         }
         let (qmin, qmax) = self.scheme.qrange();
@@ -119,13 +146,17 @@ impl QParams {
         Ok(())
     }
 
-    /// The real interval each parameter cell represents: `((qmin - z) * s, (qmax - z) * s)`.
+    /// The real interval each parameter cell represents: `(qmin - z) * s` to `(qmax - z) * s`,
+    /// low end first (a negative signed scale swaps them).
     pub fn clip_range(&self) -> Vec<(f32, f32)> {
         let (qmin, qmax) = self.scheme.qrange();
         self.scale
             .iter()
             .zip(&self.zero_point)
-            .map(|(&s, &z)| ((qmin - z) as f32 * s, (qmax - z) as f32 * s))
+            .map(|(&s, &z)| {
+                let (a, b) = ((qmin - z) as f32 * s, (qmax - z) as f32 * s);
+                (a.min(b), a.max(b))
+            })
             .collect()
     }
 }
@@ -156,6 +187,23 @@ mod tests {
         // Zero range.
         assert_eq!(scale_zero_point(0.0, 0.0, -127, 127, true), (1.0, 0));
         assert_eq!(scale_zero_point(1e-40, 1e-40 + 1e-45, 0, 255, false), (1.0, 0));
+    }
+
+    #[test]
+    fn signed_scale_puts_the_extreme_on_qmin() {
+        // Positive extreme: negative scale, the extreme is code -8 exactly.
+        let (s, z) = signed_scale(-1.0, 4.0, -8);
+        assert_eq!((s, z), (-0.5, 0));
+        assert_eq!(round_even((4.0 / s) as f64), -8.0);
+        // Negative extreme: positive scale.
+        assert_eq!(signed_scale(-4.0, 1.0, -8), (0.5, 0));
+        // Equal magnitudes take the negative end; empty and zero ranges give s = 1.
+        assert_eq!(signed_scale(-2.0, 2.0, -8), (0.25, 0));
+        assert_eq!(signed_scale(1.0, -1.0, -8), (1.0, 0));
+        assert_eq!(signed_scale(0.0, 0.0, -128), (1.0, 0));
+        // A constant reconstructs exactly.
+        let (s, _) = signed_scale(3.7, 3.7, -8);
+        assert_eq!(round_even((3.7f32 / s) as f64) as f32 * s, 3.7);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::elem::{is_finite, Elem, QInt};
 use crate::error::{Error, Result};
 use crate::layout::{ParamMap, Run};
 use crate::pack::{pack_into, pack_nibbles};
-use crate::qparams::{scale_zero_point, QParams};
+use crate::qparams::QParams;
 use crate::range::{ranges, scan_impl, CHUNK};
 use crate::scheme::Scheme;
 use rayon::prelude::*;
@@ -345,7 +345,7 @@ fn fused_chunk<T: Elem>(
     for (((xs, cs), s), z) in xc.chunks_exact(g).zip(codes.chunks_exact_mut(g)).zip(sc).zip(zc) {
         let r = scan_impl(xs);
         bad += r.bad;
-        (*s, *z) = scale_zero_point(r.min, r.max, qmin, qmax, scheme.symmetric);
+        (*s, *z) = scheme.params(r.min, r.max);
         let k = Param { s: *s, z: *z, lo: (qmin - *z) as f32, hi: (qmax - *z) as f32 };
         for (c, &v) in cs.iter_mut().zip(xs) {
             *c = i8::from_i32(code(v.to_f32(), k.s, k.lo, k.hi) + k.z);

@@ -69,18 +69,29 @@ pub enum Granularity {
 ///   restricted range used by ONNX Runtime, TensorRT and ModelOpt), or `-128..=127` / `-8..=7`
 ///   with `full_range`;
 /// - asymmetric: unsigned with a zero point, INT8 `0..=255`, INT4 `0..=15`.
+///
+/// `signed_scale` (symmetric, full range): the scale is the signed value of largest magnitude
+/// divided by `qmin`, so that value lands exactly on `qmin` and all `2^bits` codes are used; the
+/// scale is negative when that value is positive. This is llama.cpp's Q4_0/Q5_0 rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Scheme {
     pub precision: Precision,
     pub symmetric: bool,
     pub full_range: bool,
+    pub signed_scale: bool,
     pub granularity: Granularity,
 }
 
 impl Scheme {
     /// Symmetric per-tensor scheme at the given precision.
     pub fn new(precision: Precision) -> Self {
-        Scheme { precision, symmetric: true, full_range: false, granularity: Granularity::PerTensor }
+        Scheme {
+            precision,
+            symmetric: true,
+            full_range: false,
+            signed_scale: false,
+            granularity: Granularity::PerTensor,
+        }
     }
 
     /// Same scheme with another granularity.
@@ -93,6 +104,35 @@ impl Scheme {
     pub fn asymmetric(mut self, asymmetric: bool) -> Self {
         self.symmetric = !asymmetric;
         self
+    }
+
+    /// Same scheme with llama.cpp's signed scale (symmetric, full range; see the type's docs).
+    pub fn with_signed_scale(mut self) -> Self {
+        self.symmetric = true;
+        self.full_range = true;
+        self.signed_scale = true;
+        self
+    }
+
+    /// Checks that the flags fit together: a signed scale needs a symmetric full-range grid.
+    pub fn check(&self) -> Result<()> {
+        if self.signed_scale && !(self.symmetric && self.full_range) {
+            return Err(Error::Invalid("signed_scale needs a symmetric full-range grid".into()));
+        }
+        Ok(())
+    }
+
+    /// Scale and zero point for the clip range `[rmin, rmax]` under this scheme: ONNX Runtime's
+    /// rule ([`crate::qparams::scale_zero_point`]), or with `signed_scale`
+    /// [`crate::qparams::signed_scale`].
+    #[inline(always)]
+    pub fn params(&self, rmin: f32, rmax: f32) -> (f32, i32) {
+        let (qmin, qmax) = self.qrange();
+        if self.signed_scale {
+            crate::qparams::signed_scale(rmin, rmax, qmin)
+        } else {
+            crate::qparams::scale_zero_point(rmin, rmax, qmin, qmax, self.symmetric)
+        }
     }
 
     /// The integer range `(qmin, qmax)`; `(0, 0)` for float precisions.

@@ -53,17 +53,22 @@ class AdaptiveQuantizer:
     def scheme_for(
         self, precision: Optional[Any] = None, axis: Optional[int] = None, shape: tuple[int, ...] = ()
     ) -> Scheme:
-        """The scheme the config implies for ``precision`` (default: the config's)."""
+        """The scheme the config implies for ``precision`` (default: the config's) and a tensor of
+        ``shape``: per channel along axis 0 for 2+ dims when ``per_channel``; groups of
+        ``group_size`` over the input dimension (``in*kh*kw`` for conv weights). A group size the
+        shape cannot hold raises a ValueError naming both, never a silent change of scheme."""
         p = QuantizationPrecision.parse(precision or self.config.precision)
         c = self.config
         if axis is None and c.per_channel and len(shape) >= 2:
             axis = 0
-        group = c.group_size
-        if group and (not shape or shape[-1] % group):
-            group = None
+        group = c.group_size if p.is_integer and len(shape) >= 1 else None
         if group:
             axis = -1
-        return Scheme(p.value, symmetric=c.symmetric, axis=axis, group_size=group)
+        s = Scheme(p.value, symmetric=c.symmetric, axis=axis, group_size=group)
+        why = s.fits(shape) if shape else None
+        if why:
+            raise ValueError(f"the config's scheme ({s.describe()}) does not fit this tensor: {why}")
+        return s
 
     def _qparams(self, w: np.ndarray, scheme: Scheme, method: CalibrationMethod) -> QParams:
         opts = {"percentile": self.config.percentile} if method is CalibrationMethod.PERCENTILE else {}

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..core.atomic import PathLike, write_json
 from ..core.hardware import GpuFamily
-from ..core.scheme import Scheme, fit_scheme
+from ..core.scheme import Scheme
 from ..core.types import CalibrationMethod, QuantizationPrecision
 from .sensitivity import layer_stats
 
@@ -122,7 +122,7 @@ def candidate_options(
     method: CalibrationMethod,
     activations: Optional[dict[str, Any]] = None,
     evaluate: Optional[Evaluate] = None,
-    progress: bool = True,
+    progress: Any = True,
     device: Optional[str] = None,
 ) -> tuple[dict[str, list[Option]], str]:
     """Bytes and predicted error of each family candidate for each layer (quantized on ``device``).
@@ -131,21 +131,32 @@ def candidate_options(
     ``Checkpoint.tensors``) that reads each tensor on access, and only one layer's tensor and its
     quantized copies are alive at once; what is kept is each layer's option table.
 
+    A candidate that cannot hold a layer's shape (a group size that does not divide its input
+    dimension, such as groups of 32 on a depthwise conv's 3x3 = 9 inputs) is not offered for that
+    layer, never replaced by another format under its name; conv weights are grouped over their
+    flattened input dimension ``in*kh*kw`` (see :class:`Scheme`).
+
     Error measure: the user's ``evaluate`` (one layer at a time at each candidate, the rest kept
     at full precision, minus the unquantized value), else the data-aware output error when the
     layer has activation statistics, else the weight squared error ``MSE * count``. ``evaluate``
     runs the whole model, so it holds every layer in memory at once.
+
+    ``progress``: True for a bar on a terminal, False for none, or an object with ``update(n)``
+    that gets one step per (layer, candidate).
     """
     measure = "measured" if evaluate else "data-aware" if activations else "weight-mse"
     full = {k: np.asarray(v) for k, v in layer_weights.items()} if evaluate else None
     base = float(evaluate(dict(full or {}))) if evaluate else 0.0
-    bar = _progress(len(layer_weights) * len(family.candidates), "sensitivity", progress)
+    steps = len(layer_weights) * len(family.candidates)
+    bar = progress if hasattr(progress, "update") else _progress(steps, "sensitivity", bool(progress))
     table: dict[str, list[Option]] = {}
     for name in layer_weights:
         w = full[name] if full is not None else np.asarray(layer_weights[name])
         act = (activations or {}).get(name)
-        for cname, scheme in family.candidates:
-            s = fit_scheme(scheme, w.shape)
+        for cname, s in family.candidates:
+            if s.fits(w.shape):
+                bar.update(1)
+                continue
             precision = QuantizationPrecision.parse(s.precision)
             stats, w_hat = layer_stats(w, name, s, precision, method, activations=act, device=device)
             if evaluate is not None and full is not None:
@@ -158,7 +169,8 @@ def candidate_options(
             table.setdefault(name, []).append(option)
             bar.update(1)
         del w
-    bar.close()
+    if bar is not progress:
+        bar.close()
     return table, measure
 
 

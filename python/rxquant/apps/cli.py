@@ -1,7 +1,12 @@
-"""The ``rxquant`` command line: inspect, analyze, plan, quantize, verify, devices, demo.
+"""The ``rxquant`` command line: inspect, analyze, plan, quantize, verify, devices, bench, demo.
 
-Exit codes: 0 success, 1 failure (one line on stderr, no traceback), 2 usage error.
-Progress bars appear only on a terminal and never with ``--quiet``.
+Exit codes: 0 success; 1 a failure while working (one line on stderr, no traceback); 2 a request
+that cannot be done as asked (a bad option, a regex that does not compile, a group size that does
+not fit a tensor, a file that is not what the option needs). A request is never changed silently:
+it is refused with a message naming the tensor, value or file, or, where an option allows a
+substitute (``--fallback channel``), the substitute is reported per tensor.
+Progress shows as a bar on a terminal, as a line per tenth of the work otherwise, never with
+``--quiet``.
 """
 
 from __future__ import annotations
@@ -10,31 +15,37 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
-from ..analysis.planner import candidate_options, parse_budget, plan
+from ..analysis.planner import Option, candidate_options, parse_budget, plan
 from ..analysis.sensitivity import layer_stats
 from ..core import native
-from ..core.devices import DeviceError, describe
-from ..core.hardware import gpu_family
+from ..core.arrays import sum_squares
+from ..core.atomic import write_json
+from ..core.devices import DeviceError, check_device, describe
+from ..core.hardware import GPU_FAMILIES, gpu_family
 from ..core.ops import metrics
-from ..core.scheme import Scheme, fit_scheme
+from ..core.scheme import Scheme
 from ..core.types import CalibrationMethod, QuantizationPrecision
 from ..formats.checkpoint import Checkpoint, LazyTensors, select
 from ..formats.quantized import Entry, load_quantized, predicted_size, write_quantized
 from .demo import run_demo
+from .progress import Progress
 
 __version__ = native.__version__
 
 
-def _progress(args: argparse.Namespace, total: int, desc: str) -> Any:
-    from tqdm.auto import tqdm
+class UsageError(ValueError):
+    """The request cannot be done as asked (exit code 2)."""
 
-    return tqdm(total=total, desc=desc, disable=True if args.quiet else None, leave=False, file=sys.stderr)
+
+def _progress(args: argparse.Namespace, total: int, desc: str) -> Progress:
+    return Progress(total, desc, quiet=args.quiet or args.json)
 
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
@@ -59,11 +70,48 @@ def _size(n: float) -> str:
     return str(n)
 
 
+# ------------------------------------------------------------------ inputs
+
+
+def _source(path: str) -> Checkpoint:
+    """A checkpoint to analyze or quantize; an rxquant quantized file is refused (its tensors are
+    codes and scales, not weights)."""
+    ck = Checkpoint(path)
+    if ck.metadata().get("format") == "rxquant":
+        raise UsageError(
+            f"{path} is an rxquant quantized file (codes and scales, not weights); "
+            "give the original checkpoint instead"
+        )
+    return ck
+
+
+def _regex(option: str, value: Optional[str]) -> Optional[str]:
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as e:
+            raise UsageError(f"{option} {value!r} is not a valid regular expression: {e}") from None
+    return value
+
+
+def _selected(args: argparse.Namespace, ck: Checkpoint) -> list[str]:
+    names = select(ck, _regex("--include", args.include), _regex("--exclude", args.exclude))
+    if not names:
+        raise UsageError(f"no tensor of {args.file} is selected (floating, 2+ dims, --include/--exclude)")
+    return names
+
+
+def _family_and_weights(args: argparse.Namespace) -> tuple[Any, Checkpoint, LazyTensors]:
+    """The GPU family, the checkpoint, and the selected tensors as a lazy mapping: each is read
+    from the memory-mapped file when used, so analysis holds one tensor at a time."""
+    ck = _source(args.file)
+    return gpu_family(args.gpu), ck, ck.tensors(_selected(args, ck))
+
+
 # ------------------------------------------------------------------ commands
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-
     ck = Checkpoint(args.file)
     chosen = set(select(ck))
     rows = []
@@ -86,25 +134,19 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _family_and_weights(args: argparse.Namespace) -> tuple[Any, LazyTensors]:
-    """The GPU family and the selected tensors as a lazy mapping: each is read from the
-    memory-mapped file when used, so analysis holds one tensor at a time."""
-    ck = Checkpoint(args.file)
-    names = select(ck, args.include, args.exclude)
-    if not names:
-        raise ValueError(f"no tensor of {args.file} is selected (floating, 2+ dims, include/exclude)")
-    return gpu_family(args.gpu), ck.tensors(names)
-
-
 def cmd_analyze(args: argparse.Namespace) -> int:
-    family, weights = _family_and_weights(args)
+    family, _, weights = _family_and_weights(args)
     method = CalibrationMethod.parse(args.method)
     bar = _progress(args, len(weights) * len(family.candidates), "analyzing")
-    rows = []
+    rows, skipped = [], []
     for name in weights:
         w = weights[name]
-        for cname, scheme in family.candidates:
-            s = fit_scheme(scheme, w.shape)
+        for cname, s in family.candidates:
+            why = s.fits(w.shape)
+            if why:
+                skipped.append({"tensor": name, "candidate": cname, "reason": why})
+                bar.update(1)
+                continue
             precision = QuantizationPrecision.parse(s.precision)
             st, _ = layer_stats(w, name, s, precision, method, device=args.device)
             rows.append(
@@ -126,7 +168,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         lines.append(
             f"{r['tensor'][:48]:<48} {r['candidate']:<13} {r['bytes']:>11,} {sq} {r['relative_error']:11.3e}"
         )
-    _emit(args, {"file": str(args.file), "gpu": family.name, "rows": rows}, "\n".join(lines))
+    for r in skipped:
+        lines.append(f"not offered: {r['candidate']} for {r['tensor']}: {r['reason']}")
+    data = {"file": str(args.file), "gpu": family.name, "rows": rows, "not_offered": skipped}
+    _emit(args, data, "\n".join(lines))
     return 0
 
 
@@ -141,116 +186,219 @@ def _load_stats(path: Optional[str], weights: LazyTensors) -> Optional[dict[str,
             e = ck.read_f32(n)
             shape = weights.shape(n)
             if e.ndim != 1 or len(shape) != 2 or e.shape[0] != shape[1]:
-                raise ValueError(
-                    f"calibration statistics for {n!r} must be a vector of {shape[-1]} "
+                raise UsageError(
+                    f"calibration statistics for {n!r} in {path} must be a vector of {shape[-1]} "
                     f"E[x^2] values, got shape {e.shape}"
                 )
             stats[n] = e
     if not stats:
-        raise ValueError(f"{path} has no statistics for the selected tensors (keys must be weight names)")
+        raise UsageError(f"{path} has no statistics for the selected tensors (keys must be weight names)")
     return stats
 
 
+def _entries_for(ck: Checkpoint, schemes: dict[str, Optional[Scheme]], method: str) -> list[Entry]:
+    """One entry per tensor of ``ck``: the scheme given for it, or pass-through (fp32 of an F32
+    tensor is pass-through; of another float dtype, a float32 copy)."""
+    entries = []
+    for n in ck.names():
+        dt, shape = ck.info(n)
+        s = schemes.get(n)
+        if s is not None and s.precision == "fp32" and dt == "F32":
+            s = None
+        entries.append(Entry(n, s, method, dt, shape))
+    return entries
+
+
+def _file_plan(
+    ck: Checkpoint,
+    options: dict[str, list[Option]],
+    budget: int,
+    mode: str,
+    measure: str,
+    method: str,
+) -> tuple[Any, int]:
+    """A plan whose whole output file (kept tensors, codes, scales, zero points, header) is at
+    most ``budget`` bytes. The layers get the budget minus the rest; the header depends a little
+    on the choices, so the plan is redone with a smaller share until the exact predicted size fits.
+    Returns (plan, predicted file bytes)."""
+    kept = sum(ck.nbytes(n) for n in ck.names() if n not in options)
+    smallest = {n: min(opts, key=lambda o: o.bytes) for n, opts in options.items()}
+    floor = predicted_size(_entries_for(ck, {n: o.scheme for n, o in smallest.items()}, method))
+    if floor > budget:
+        raise UsageError(
+            f"budget of {budget:,} bytes cannot be met: the smallest file this checkpoint can become "
+            f"is {floor:,} bytes ({kept:,} of them tensors that are kept as they are)"
+        )
+    overhead = floor - sum(o.bytes for o in smallest.values())
+    room = budget - overhead
+    for _ in range(8):
+        p = plan(options, room, mode, error_measure=measure)
+        schemes = {c.layer: next(o.scheme for o in options[c.layer] if o.name == c.choice) for c in p.layers}
+        size = predicted_size(_entries_for(ck, schemes, method))
+        if size <= budget:
+            return p, size
+        room -= size - budget
+    raise RuntimeError(f"internal error: no plan within {budget:,} bytes after 8 rounds")
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
-    family, weights = _family_and_weights(args)
+    family, ck, weights = _family_and_weights(args)
     stats = _load_stats(args.calibration, weights)
     total = sum(math.prod(weights.shape(n)) for n in weights)
-    budget = parse_budget(args.budget, total)
+    try:
+        budget = parse_budget(args.budget, total)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    per_weight = str(args.budget).strip().lower().endswith("bpw")
     method = CalibrationMethod.parse(args.method)
-    options, measure = candidate_options(
-        weights, family, method, stats, progress=not args.quiet, device=args.device
-    )
-    p = plan(options, budget, args.mode, error_measure=measure)
+    bar = _progress(args, len(weights) * len(family.candidates), "measuring candidates")
+    options, measure = candidate_options(weights, family, method, stats, progress=bar, device=args.device)
+    bar.close()
+    if per_weight:
+        p = plan(options, budget, args.mode, error_measure=measure)
+        schemes = {c.layer: next(o.scheme for o in options[c.layer] if o.name == c.choice) for c in p.layers}
+        file_bytes = predicted_size(_entries_for(ck, schemes, args.method))
+        what = (
+            f"budget {args.budget} over the {len(weights)} quantized tensors ({total:,} weights): "
+            f"{budget:,} bytes for their codes, scales and zero points; the kept tensors and the "
+            "header come on top"
+        )
+    else:
+        p, file_bytes = _file_plan(ck, options, budget, args.mode, measure, args.method)
+        what = f"budget {_size(budget)} for the whole output file (kept tensors and header included)"
     p.notes.append(f"method={args.method}")
-    out = args.output or (os.path.splitext(str(args.file))[0] + ".plan.json")
-    p.save(out)
+    p.notes.append(what)
+    out = args.output or f"{Path(args.file).name.removesuffix('.safetensors').removesuffix('.npz')}.plan.json"
     d = p.to_dict()
+    d["budget_kind"] = "bits_per_weight" if per_weight else "file"
+    d["method"] = args.method
+    d["predicted_file_bytes"] = file_bytes
+    write_json(out, d)
     lines = [f"{'tensor':<52} {'choice':<13} {'bytes':>11} {'pred. error':>12}"]
     for c in p.layers:
         lines.append(f"{c.layer[:52]:<52} {c.choice:<13} {c.bytes:>11,} {c.error:12.4e}")
+    lines.append(what)
     lines.append(
-        f"predicted size {_size(p.total_bytes)} of {_size(d['total_bytes_fp32'])} fp32 "
-        f"({d['bits_per_weight']:.3f} bits a weight; budget {_size(budget)}), "
-        f"predicted error {p.total_error:.4e} ({measure}), optimal: {p.optimal}"
+        f"quantized tensors {_size(p.total_bytes)} ({d['bits_per_weight']:.3f} bits a weight), "
+        f"output file {_size(file_bytes)}; predicted error {p.total_error:.4e} ({measure}), "
+        f"optimal: {p.optimal}"
     )
     lines.append(f"plan written to {out}")
     _emit(args, {**d, "plan_file": out}, "\n".join(lines))
     return 0
 
 
-def _entries(args: argparse.Namespace, ck: Any) -> list[Any]:
-    chosen = select(ck, args.include, args.exclude)
-    plan_choice: dict[str, dict[str, Any]] = {}
-    method = args.method
-    if args.plan:
-        with open(args.plan, encoding="utf-8") as f:
+def _read_plan(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
             d = json.load(f)
-        if d.get("schema_version") != 1 or "layers" not in d:
-            raise ValueError(f"{args.plan} is not an rxquant plan (schema_version 1 with layers)")
-        plan_choice = {c["layer"]: c for c in d["layers"]}
-        chosen = [n for n in chosen if n in plan_choice]
-    entries = []
-    table = dict(gpu_family(args.gpu).candidates)
-    for n in ck.names():
-        dt, shape = ck.info(n)
-        scheme = None
-        if n in chosen:
-            if args.plan:
-                cname = plan_choice[n]["choice"]
-                if cname not in table:
-                    raise ValueError(f"plan chooses unknown candidate {cname!r} for {n!r}")
-                scheme = fit_scheme(table[cname], shape)
-            else:
-                scheme = fit_scheme(_scheme_from_args(args), shape)
-            if scheme.precision == "fp32":
-                scheme = None if dt == "F32" else Scheme("fp32")
-        entries.append(Entry(n, scheme, method, dt, shape))
-    return entries
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{path} is not an rxquant plan: it is not JSON ({e})") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not an rxquant plan: it is not text") from None
+    if not isinstance(d, dict) or d.get("schema_version") != 1 or not isinstance(d.get("layers"), list):
+        raise UsageError(f"{path} is not an rxquant plan (no schema_version 1 with a list of layers)")
+    return d
 
 
-def _scheme_from_args(args: argparse.Namespace) -> Any:
+def _scheme_from_args(args: argparse.Namespace) -> Scheme:
+    """The scheme of --precision, --granularity and --asymmetric. Symmetric INT4 and INT8 use the
+    signed scale (all 2^bits codes, llama.cpp's Q4_0 rule): measured on MiniLM it beats the
+    restricted grid and Q4_0 at the same size (docs/accuracy.md)."""
     g = args.granularity
     sym = not args.asymmetric
+    if args.precision == "fp16":
+        return Scheme("fp16")
+    kw: dict[str, Any] = {"symmetric": sym, "signed_scale": sym}
     if g == "tensor":
-        return Scheme(args.precision, symmetric=sym)
+        return Scheme(args.precision, **kw)
     if g == "channel":
-        return Scheme(args.precision, symmetric=sym, axis=0)
-    if g.startswith("group:"):
-        try:
-            size = int(g.split(":", 1)[1])
-        except ValueError:
-            raise ValueError(f"bad granularity {g!r}; use tensor, channel or group:N") from None
-        return Scheme(args.precision, symmetric=sym, axis=-1, group_size=size)
-    raise ValueError(f"bad granularity {g!r}; use tensor, channel or group:N")
+        return Scheme(args.precision, axis=0, **kw)
+    m = re.fullmatch(r"group:(\d+)", g)
+    if m and int(m.group(1)) > 0:
+        return Scheme(args.precision, axis=-1, group_size=int(m.group(1)), **kw)
+    raise UsageError(f"bad --granularity {g!r}; use tensor, channel or group:N (N > 0)")
+
+
+def _entries(args: argparse.Namespace, ck: Checkpoint) -> tuple[list[Entry], list[dict[str, Any]], Any]:
+    """Entries for `quantize`, the per-tensor fallbacks taken, and the plan (if any)."""
+    chosen = _selected(args, ck)
+    schemes: dict[str, Optional[Scheme]] = {}
+    fallbacks: list[dict[str, Any]] = []
+    plan_d = None
+    if args.plan:
+        plan_d = _read_plan(args.plan)
+        args.method = args.method or plan_d.get("method") or "mse"
+        table = dict(gpu_family(args.gpu).candidates)
+        choice = {c.get("layer"): c.get("choice") for c in plan_d["layers"]}
+        missing = [n for n in choice if n not in ck.names()]
+        if missing:
+            raise UsageError(f"{args.plan} plans tensors that {args.file} does not have: {missing[:3]}")
+        for n in chosen:
+            if n not in choice:
+                continue
+            if choice[n] not in table:
+                raise UsageError(
+                    f"{args.plan} chooses {choice[n]!r} for {n!r}, not a candidate of --gpu {args.gpu}"
+                )
+            schemes[n] = table[choice[n]]
+    else:
+        scheme = _scheme_from_args(args)
+        bad = [(n, ck.info(n)[1], scheme.fits(ck.info(n)[1])) for n in chosen]
+        bad = [b for b in bad if b[2]]
+        if bad and args.fallback == "none":
+            n, shape, why = bad[0]
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise UsageError(
+                f"{scheme.describe()} does not fit tensor {n} {tuple(shape)}{more}: {why}; choose a "
+                "group size that divides it, --exclude it, or pass --fallback channel to quantize such "
+                "tensors per channel"
+            )
+        for n in chosen:
+            schemes[n] = scheme
+        for n, shape, why in bad:
+            sub = Scheme(scheme.precision, scheme.symmetric, 0, None, scheme.full_range, scheme.signed_scale)
+            schemes[n] = sub
+            fallbacks.append({"tensor": n, "shape": list(shape), "reason": why, "used": sub.describe()})
+    entries = _entries_for(ck, schemes, args.method)
+    for e in entries:
+        if e.scheme is not None and e.scheme.is_integer and e.scheme.fits(e.shape):
+            raise UsageError(f"{e.scheme.describe()} does not fit tensor {e.name}: {e.scheme.fits(e.shape)}")
+    return entries, fallbacks, plan_d
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    ck = Checkpoint(args.file)
-    entries = _entries(args, ck)
+    ck = _source(args.file)
+    entries, fallbacks, plan_d = _entries(args, ck)
     out = args.output
     if os.path.isdir(out):
-        raise IsADirectoryError(f"output {out} is a directory; give a file name")
+        raise UsageError(f"output {out} is a directory; give a file name")
     expected = predicted_size(entries)
-    bar = _progress(args, sum(1 for _ in entries), "quantizing")
+    if plan_d and plan_d.get("budget_kind") == "file" and expected > plan_d.get("budget_bytes", expected):
+        raise UsageError(
+            f"{args.plan} budgets {plan_d['budget_bytes']:,} bytes for the file, but with these options the "
+            f"file would be {expected:,} bytes (run `rxquant plan` again with the same --include/--exclude)"
+        )
+    bar = _progress(args, len(entries), "quantizing")
     written = write_quantized(ck, out, entries, progress=lambda e: bar.update(1), device=args.device)
     bar.close()
     src = sum(ck.nbytes(n) for n in ck.names())
     q = sum(1 for e in entries if e.scheme is not None)
-    text = (
+    lines = [
         f"wrote {out}: {_size(written)} (from {_size(src)}, {src / max(written, 1):.2f}x smaller), "
         f"{q} tensors quantized, {len(entries) - q} kept"
-    )
-    _emit(
-        args,
-        {
-            "output": out,
-            "bytes": written,
-            "predicted_bytes": expected,
-            "source_bytes": src,
-            "quantized_tensors": q,
-        },
-        text,
-    )
+    ]
+    for f in fallbacks:
+        lines.append(f"fallback: {f['tensor']} {tuple(f['shape'])} quantized {f['used']}: {f['reason']}")
+    data = {
+        "output": out,
+        "bytes": written,
+        "predicted_bytes": expected,
+        "source_bytes": src,
+        "quantized_tensors": q,
+        "fallbacks": fallbacks,
+    }
+    _emit(args, data, "\n".join(lines))
     return 0
 
 
@@ -267,7 +415,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             continue
         x = ref.read_f32(n)
         m = metrics(x, np.asarray(y, np.float32).reshape(x.shape), device=args.device)
-        sx += float(np.sum(x.astype(np.float64) ** 2))
+        sx += sum_squares(x)
         se += m.mse * m.count
         rows.append(
             {"tensor": n, "sqnr_db": _finite(m.sqnr_db), "cosine": m.cosine, "max_abs_error": m.max_abs_error}
@@ -317,7 +465,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     script = Path(__file__).resolve().parents[3] / "benches" / "compare.py"
     if not script.is_file():
-        raise FileNotFoundError(
+        raise UsageError(
             "rxquant bench runs benches/compare.py from a source checkout of rxquant; "
             f"none was found beside this installation ({script})"
         )
@@ -342,60 +490,110 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine-readable output")
-    common.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    common.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     dev = argparse.ArgumentParser(add_help=False)
     dev.add_argument(
         "--device",
         default="auto",
-        help="auto (an OpenCL GPU if there is one, else the CPU), cpu, opencl or opencl:N",
+        help="where calibration, quantization and metrics run: auto (an OpenCL GPU if there is one, "
+        "else the CPU), cpu, opencl or opencl:N (default auto)",
     )
     sel = argparse.ArgumentParser(add_help=False, parents=[dev])
     sel.add_argument("--include", help="regex: only tensors whose name matches")
     sel.add_argument("--exclude", help="regex: skip tensors whose name matches")
     sel.add_argument(
-        "--gpu", default="polaris", help="GPU family whose candidates to use (polaris, vega, navi)"
+        "--gpu",
+        default="polaris",
+        choices=sorted(GPU_FAMILIES),
+        help="GPU family whose candidate formats to use (default polaris)",
     )
     sel.add_argument(
         "--method",
-        default="mse",
         choices=["minmax", "percentile", "entropy", "mse"],
-        help="calibration method (default mse)",
+        help="calibration method (default mse: the clip with the least squared error; with --plan, the "
+        "plan's method)",
     )
 
     p = argparse.ArgumentParser(prog="rxquant", description="Quantize tensors and checkpoints.")
     p.add_argument("--version", action="version", version=f"rxquant {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    file_help = "a .safetensors file, a shard or *.index.json of a sharded checkpoint, or an .npz"
     s = sub.add_parser("inspect", parents=[common], help="tensors, dtypes and sizes of a checkpoint")
-    s.add_argument("file")
+    s.add_argument("file", help=file_help + " (also an rxquant quantized file)")
     s.set_defaults(func=cmd_inspect)
     s = sub.add_parser(
         "analyze", parents=[common, sel], help="sensitivity per tensor and candidate precision"
     )
-    s.add_argument("file")
+    s.add_argument("file", help=file_help)
     s.set_defaults(func=cmd_analyze)
-    s = sub.add_parser("plan", parents=[common, sel], help="mixed-precision plan within a budget")
-    s.add_argument("file")
-    s.add_argument("--budget", required=True, help="bytes or e.g. 60MB, 5.5GiB, 4.5bpw")
-    s.add_argument("--calibration", help="per-layer E[x^2] statistics (.npz or .safetensors)")
-    s.add_argument("--mode", default="optimal", choices=["optimal", "threshold"])
-    s.add_argument("-o", "--output", help="plan JSON (default: FILE.plan.json)")
+    s = sub.add_parser(
+        "plan",
+        parents=[common, sel],
+        help="mixed-precision plan within a budget",
+        description="Choose a candidate format per tensor so the model fits the budget with the least "
+        "predicted error. Reads one tensor at a time. A byte budget (60MB, 5.5GiB) caps the whole output "
+        "file; a bits-per-weight budget (4.5bpw) counts the quantized tensors' codes, scales and zero "
+        "points.",
+    )
+    s.add_argument("file", help=file_help)
+    s.add_argument(
+        "--budget",
+        required=True,
+        help="bytes or 60MB, 5.5GiB (the whole output file), or 4.5bpw (bits a quantized weight)",
+    )
+    s.add_argument(
+        "--calibration",
+        help="per-layer E[x^2] statistics (.npz or .safetensors) for the data-aware error",
+    )
+    s.add_argument(
+        "--mode",
+        default="optimal",
+        choices=["optimal", "threshold"],
+        help="optimal: least total predicted error (exact knapsack); threshold: the seed's rule",
+    )
+    s.add_argument(
+        "-o", "--output", help="plan JSON to write (default: FILE's name with .plan.json, in this folder)"
+    )
     s.set_defaults(func=cmd_plan)
     s = sub.add_parser("quantize", parents=[common, sel], help="write a quantized safetensors file")
-    s.add_argument("file")
-    s.add_argument("-o", "--output", required=True)
-    s.add_argument("--plan", help="a plan JSON from `rxquant plan`")
-    s.add_argument("--precision", default="int8", choices=["int8", "int4", "fp16"])
-    s.add_argument("--granularity", default="channel", help="tensor, channel or group:N (default channel)")
-    s.add_argument("--asymmetric", action="store_true", help="unsigned grid with a zero point")
+    s.add_argument("file", help=file_help)
+    s.add_argument("-o", "--output", required=True, help="the quantized .safetensors file to write")
+    s.add_argument("--plan", help="a plan JSON from `rxquant plan` (overrides --precision/--granularity)")
+    s.add_argument(
+        "--precision",
+        default="int8",
+        choices=["int8", "int4", "fp16"],
+        help="storage format of the selected tensors (default int8)",
+    )
+    s.add_argument(
+        "--granularity",
+        default="channel",
+        help="tensor, channel (one scale per output row) or group:N (N consecutive inputs; conv weights "
+        "group their flattened in*kh*kw); default channel",
+    )
+    s.add_argument(
+        "--asymmetric",
+        action="store_true",
+        help="unsigned grid with a zero point (default: symmetric, signed scale using all codes)",
+    )
+    s.add_argument(
+        "--fallback",
+        default="none",
+        choices=["none", "channel"],
+        help="when the group size does not fit a tensor: refuse (none, default) or quantize that tensor "
+        "per channel and report it (channel)",
+    )
     s.set_defaults(func=cmd_quantize)
     s = sub.add_parser("verify", parents=[common, dev], help="per-tensor SQNR and cosine of a quantized file")
-    s.add_argument("original")
-    s.add_argument("quantized")
+    s.add_argument("original", help="the checkpoint that was quantized")
+    s.add_argument("quantized", help="the rxquant quantized file")
     s.set_defaults(func=cmd_verify)
     s = sub.add_parser("devices", parents=[common], help="CPU threads and GPU backends")
     s.set_defaults(func=cmd_devices)
-    s = sub.add_parser("bench", parents=[common], help="time rxquant against the installed peers")
-    s.add_argument("--repeat", type=int, default=7)
+    s = sub.add_parser(
+        "bench", parents=[common], help="time rxquant against the installed peers (source checkout)"
+    )
+    s.add_argument("--repeat", type=int, default=7, help="timed runs per row, median shown (default 7)")
     s.add_argument(
         "--write-docs", action="store_true", help="also write docs/performance.md (source checkout)"
     )
@@ -406,13 +604,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point; returns 0 on success, 1 on failures, 2 on usage errors (argparse)."""
+    """Entry point; returns 0 on success, 1 on failures, 2 on requests that cannot be done as asked."""
     args = build_parser().parse_args(argv)
+    if hasattr(args, "method") and args.method is None and not getattr(args, "plan", None):
+        args.method = "mse"
     try:
+        if hasattr(args, "device"):
+            try:
+                check_device(args.device)
+            except ValueError as e:
+                raise UsageError(f"--device: {e}") from None
         return int(args.func(args))
     except KeyboardInterrupt:
         print("rxquant: interrupted; no partial output was left", file=sys.stderr)
         return 130
+    except UsageError as e:
+        print(f"rxquant: error: {e}", file=sys.stderr)
+        return 2
     except (OSError, ValueError, TypeError, KeyError, DeviceError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"rxquant: error: {msg}", file=sys.stderr)

@@ -15,12 +15,13 @@ import numpy as np
 from ..analysis.planner import candidate_options, parse_budget, plan
 from ..core.hardware import gpu_family
 from ..core.ops import dequantize, metrics, quantize
-from ..core.scheme import Scheme, fit_scheme
+from ..core.scheme import Scheme
 from ..core.types import CalibrationMethod
 from ..formats.checkpoint import Checkpoint, select
 from ..formats.quantized import Entry, load_quantized, predicted_size, write_quantized
 from ..models import minilm
 from ..models.bert import SENTENCES, Bert, embedding_cosine
+from .progress import Progress
 
 BUDGET = "4.5bpw"
 
@@ -66,9 +67,11 @@ def run_minilm_demo(model_dir: Path, quiet: bool, print_fn: Callable[[str], None
         f"all-MiniLM-L6-v2: {len(ck.names())} tensors, {len(names)} to quantize ({total:,} weights); "
         f"measuring each candidate's effect on sentence embeddings ..."
     )
+    bar = Progress(len(chosen) * len(family.candidates), "measuring candidates", quiet=quiet, lines=True)
     options, measure = candidate_options(
-        chosen, family, CalibrationMethod.MSE, evaluate=evaluate, progress=not quiet
+        chosen, family, CalibrationMethod.MSE, evaluate=evaluate, progress=bar
     )
+    bar.close()
     p = plan(options, parse_budget(BUDGET, total), "optimal", error_measure=measure)
     by_choice: dict[str, int] = {}
     for c in p.layers:
@@ -82,6 +85,9 @@ def run_minilm_demo(model_dir: Path, quiet: bool, print_fn: Callable[[str], None
         print_fn(f"{c.layer[:48]:<48} {c.choice:<13} {c.bytes:>11,} {c.error:11.3e}")
 
     table = dict(family.candidates)
+    print_fn(
+        "\nwriting, reloading and running three quantized files (mixed plan, uniform int4, uniform int8) ..."
+    )
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         variants = {
@@ -93,7 +99,7 @@ def run_minilm_demo(model_dir: Path, quiet: bool, print_fn: Callable[[str], None
             entries = []
             for n in ck.names():
                 dt, shape = ck.info(n)
-                s = fit_scheme(schemes[n], shape) if n in schemes else None
+                s = schemes.get(n)
                 entries.append(
                     Entry(n, None if s is not None and s.precision == "fp32" else s, "mse", dt, shape)
                 )

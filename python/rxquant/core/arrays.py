@@ -23,3 +23,13 @@ def as_code_array(q: Any, name: str = "q") -> np.ndarray:
     if a.dtype not in (np.dtype(np.int8), np.dtype(np.uint8)):
         raise TypeError(f"{name} must be an int8 or uint8 array, got dtype {a.dtype}")
     return np.asarray(a, order="C")
+
+
+def sum_squares(x: np.ndarray) -> float:
+    """``sum(x**2)`` in float64, over blocks of 1M values (no float64 copy of a large array)."""
+    flat = np.asarray(x).reshape(-1)
+    total = 0.0
+    for i in range(0, flat.size, 1 << 20):
+        b = flat[i : i + (1 << 20)].astype(np.float64)
+        total += float(np.dot(b, b))
+    return total

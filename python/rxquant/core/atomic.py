@@ -1,5 +1,6 @@
 """Atomic file writing: a temp file in the same folder, fsync, then rename. A failure or Ctrl-C
-leaves the old file (or nothing) in place, never a partial one."""
+leaves the old file (or nothing) in place, never a partial one. The file gets the permissions any
+new file gets (0666 less the umask), not the temp file's 0600."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ def atomic_open(path: PathLike, mode: str = "w") -> Iterator[IO[Any]]:
         raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=".rxquant-", suffix=".tmp", dir=folder)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -39,3 +41,17 @@ def write_json(path: PathLike, data: Any) -> None:
     with atomic_open(path, "w") as f:
         f.write(text)
         f.write("\n")
+
+
+def _umask() -> int:
+    """The process's umask (Linux reports it in /proc; elsewhere it is read by setting it back)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -14,7 +14,7 @@ import numpy as np
 from . import native
 from .arrays import as_float_array
 from .devices import run
-from .scheme import QParams, Scheme
+from .scheme import QParams, Scheme, check_fits
 
 METHODS = ("minmax", "percentile", "entropy", "mse")
 # Below this many values per scale, the KL search sees a sparse histogram (see docs/calibration.md).
@@ -63,6 +63,7 @@ def calibrate(
     """
     s = _integer_scheme(scheme)
     a = as_float_array(x)
+    check_fits(s, a.shape)
     if "averaging" in options:
         raise TypeError("averaging applies to streamed batches: use Observer(..., averaging=c)")
     args = (a, str(method), s.spec(), _options(**options))

@@ -62,14 +62,20 @@ def _open(dev: dict[str, Any]) -> Any:
     return _OPEN[dev["index"]]
 
 
+def check_device(device: Optional[str]) -> str:
+    """``device`` in lower case, if it is one of auto, cpu, opencl, opencl:N; else a ValueError."""
+    d = (device or "cpu").lower()
+    if d not in ("auto", "cpu") and not re.fullmatch(r"opencl(?::\d+)?", d):
+        raise ValueError(f"unknown device {device!r}; expected auto, cpu, opencl or opencl:N")
+    return d
+
+
 def backend(device: Optional[str]) -> Optional[Any]:
     """The OpenCL device for ``device``, or None for the CPU (see the module docs)."""
-    d = (device or "cpu").lower()
+    d = check_device(device)
     if d == "cpu":
         return None
     m = re.fullmatch(r"opencl(?::(\d+))?", d)
-    if d != "auto" and not m:
-        raise ValueError(f"unknown device {device!r}; expected auto, cpu, opencl or opencl:N")
     devs, why = opencl_devices()
     gpus = [x for x in devs if x["type"] == "gpu"]
     if d == "auto":

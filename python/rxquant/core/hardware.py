@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import platform
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -36,7 +35,7 @@ def _candidates(*names: str) -> tuple[tuple[str, Scheme], ...]:
     table = {
         "int4_g32": Scheme("int4", symmetric=False, axis=-1, group_size=32),
         "int4_g128": Scheme("int4", symmetric=False, axis=-1, group_size=128),
-        "int8_channel": Scheme("int8", axis=0),
+        "int8_channel": Scheme("int8", axis=0, signed_scale=True),
         "fp16": Scheme("fp16"),
         "fp32": Scheme("fp32"),
     }
@@ -103,11 +102,10 @@ def work_group_size(device_name: str) -> int:
 
 
 def gpu_family(name: str) -> GpuFamily:
-    """The family's data; an unknown name falls back to polaris with a warning."""
+    """The family's data; an unknown name raises a ValueError listing the known ones."""
     key = str(name).lower()
     if key not in GPU_FAMILIES:
-        warnings.warn(f"unknown GPU family {name!r}; using polaris", UserWarning, stacklevel=3)
-        key = "polaris"
+        raise ValueError(f"unknown GPU family {name!r}; known families: {', '.join(sorted(GPU_FAMILIES))}")
     return GPU_FAMILIES[key]
 
 

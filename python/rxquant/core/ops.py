@@ -17,7 +17,7 @@ from . import native
 from .arrays import as_code_array, as_float_array
 from .calibration import calibrate
 from .devices import backend, run
-from .scheme import QParams, Scheme
+from .scheme import QParams, Scheme, check_fits
 
 SchemeLike = Union[Scheme, str, None]
 
@@ -56,6 +56,7 @@ def quantize(
         raise ValueError(f"pack=True needs int4, the scheme is {s.precision}")
     if not s.is_integer:
         return _quantize_float(a, s, ignore_nonfinite)
+    check_fits(s, a.shape)
     on = _finite_on(device, a)
     if qparams is None and (on in (None, "cpu") or a.dtype == np.float32):
         return _quantize_minmax(a, s, pack, ignore_nonfinite, on)
@@ -172,6 +173,7 @@ def fake_quantize(
         q, _ = _quantize_float(a, s, ignore_nonfinite)
         y = q.astype(np.float32)
         return (y, np.ones(a.shape, bool)) if return_mask else y
+    check_fits(s, a.shape)
     if qparams is None:
         qparams = calibrate(a, "minmax", s, ignore_nonfinite=ignore_nonfinite, device=device)
     _check_qparams(qparams, a.shape, s)

@@ -19,8 +19,13 @@ class Scheme:
     - ``symmetric``: signed grid with zero point 0 (INT8 ``-127..127``, INT4 ``-7..7``; with
       ``full_range`` ``-128..127`` / ``-8..7``). Asymmetric: unsigned grid with a zero point
       (INT8 ``0..255``, INT4 ``0..15``).
+    - ``signed_scale`` (symmetric; implies ``full_range``): llama.cpp's Q4_0 rule. The scale is the
+      signed value of largest magnitude divided by ``qmin``, so that value is the code ``qmin``
+      exactly and all ``2^bits`` codes are used; the scale is negative when that value is positive.
     - ``axis=None``: per tensor. ``axis=k``: per channel along axis ``k`` (negative allowed).
-      ``axis=k, group_size=G``: per group of ``G`` consecutive elements along ``k``.
+      ``axis=k, group_size=G``: per group of ``G`` consecutive elements along ``k``. Groups along
+      the last axis of a tensor with 3+ dimensions (a conv weight ``(out, in, kh, kw)``) run over
+      its flattened input dimension ``in*kh*kw``, as runtimes store conv weights.
     """
 
     precision: str = "int8"
@@ -28,6 +33,7 @@ class Scheme:
     axis: Optional[int] = None
     group_size: Optional[int] = None
     full_range: bool = False
+    signed_scale: bool = False
 
     def __post_init__(self) -> None:
         p = str(self.precision).lower()
@@ -39,6 +45,10 @@ class Scheme:
                 raise ValueError(f"group_size must be a positive integer, got {self.group_size}")
             if self.axis is None:
                 object.__setattr__(self, "axis", -1)
+        if self.signed_scale:
+            if not self.symmetric or p not in ("int8", "int4"):
+                raise ValueError("signed_scale needs a symmetric int8 or int4 scheme")
+            object.__setattr__(self, "full_range", True)
 
     @classmethod
     def coerce(cls, scheme: Union[Scheme, str, None]) -> Scheme:
@@ -82,17 +92,55 @@ class Scheme:
         zero points), float32 for INT8."""
         return "float16" if self.precision == "int4" else "float32"
 
+    def fits(self, shape: tuple[int, ...]) -> Optional[str]:
+        """Why this scheme cannot quantize a tensor of ``shape``, or None when it can."""
+        if not self.is_integer or self.axis is None:
+            return None
+        nd = len(shape)
+        if not -nd <= self.axis < max(nd, 1) or nd == 0:
+            return f"axis {self.axis} is out of range for shape {tuple(shape)}"
+        if self.group_size is None:
+            return None
+        a = self.axis % nd
+        if nd >= 3 and a == nd - 1:
+            flat = math.prod(shape[1:])
+            if flat % self.group_size:
+                dims = "*".join(map(str, shape[1:]))
+                return (
+                    f"group size {self.group_size} does not divide the flattened input dimension "
+                    f"{dims} = {flat} of shape {tuple(shape)}"
+                )
+        elif shape[a] % self.group_size:
+            return (
+                f"group size {self.group_size} does not divide dimension {a} of size {shape[a]} "
+                f"(shape {tuple(shape)})"
+            )
+        return None
+
+    def grid(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of the parameter grid for a tensor of ``shape``: ``()`` per tensor, ``(C,)`` per
+        channel, per group the shape with the grouped axis divided by the group size (a 3+-dim
+        tensor grouped along its last axis: ``(out, in*kh*kw / G)``). Raises a ValueError saying
+        why when the scheme does not fit the shape."""
+        why = self.fits(shape)
+        if why:
+            raise ValueError(why)
+        if not self.is_integer:
+            return ()
+        if self.axis is None:
+            return ()
+        a = self.axis % len(shape)
+        if self.group_size is None:
+            return (shape[a],)
+        if len(shape) >= 3 and a == len(shape) - 1:
+            return (shape[0], math.prod(shape[1:]) // self.group_size)
+        g = list(shape)
+        g[a] //= self.group_size
+        return tuple(g)
+
     def n_params(self, shape: tuple[int, ...]) -> int:
         """Number of scale/zero-point pairs for a tensor of ``shape``."""
-        if not self.is_integer:
-            return 0
-        if self.axis is None:
-            return 1
-        n = math.prod(shape)
-        dim = shape[self.axis]
-        if self.group_size is None:
-            return dim
-        return n // self.group_size if dim % self.group_size == 0 else -1
+        return math.prod(self.grid(tuple(shape))) if self.is_integer else 0
 
     def stored_bytes(self, shape: tuple[int, ...]) -> int:
         """Exact bytes of the stored form: codes (INT4 packed two to a byte), scales in
@@ -102,43 +150,49 @@ class Scheme:
         if not self.is_integer:
             return data
         p = self.n_params(tuple(shape))
-        if p < 0:
-            raise ValueError(
-                f"group size {self.group_size} does not divide dimension {self.axis} of {tuple(shape)}"
-            )
         scales = p * (2 if self.scale_dtype == "float16" else 4)
         zeros = 0 if self.symmetric else (p + 1) // 2 if self.precision == "int4" else p
         return data + scales + zeros
 
-    def spec(self) -> tuple[str, bool, bool, Optional[int], Optional[int]]:
+    def spec(self) -> tuple[str, bool, bool, bool, Optional[int], Optional[int]]:
         """The tuple form the compiled module takes."""
-        return (self.precision, self.symmetric, self.full_range, self.axis, self.group_size)
+        s = self
+        return (s.precision, s.symmetric, s.full_range, s.signed_scale, s.axis, s.group_size)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "precision": self.precision,
             "symmetric": self.symmetric,
             "axis": self.axis,
             "group_size": self.group_size,
             "full_range": self.full_range,
         }
+        if self.signed_scale:
+            d["signed_scale"] = True
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Scheme:
-        return cls(
-            **{k: d[k] for k in ("precision", "symmetric", "axis", "group_size", "full_range") if k in d}
-        )
+        keys = ("precision", "symmetric", "axis", "group_size", "full_range", "signed_scale")
+        return cls(**{k: d[k] for k in keys if k in d})
+
+    def describe(self) -> str:
+        """Short text: ``int4 group 32 asymmetric``, ``int8 channel``, ``fp16``."""
+        if not self.is_integer:
+            return self.precision
+        g = {"tensor": "tensor", "channel": "channel"}.get(self.granularity, f"group {self.group_size}")
+        kind = "asymmetric" if not self.symmetric else "signed scale" if self.signed_scale else "symmetric"
+        return f"{self.precision} {g} {kind}"
 
 
-def fit_scheme(scheme: Scheme, shape: tuple[int, ...]) -> Scheme:
-    """Adapts a family candidate to a tensor: per-channel needs 2+ dims; groups need a divisor."""
-    if scheme.axis is None:
-        return scheme
-    if len(shape) < 2:
-        return Scheme(scheme.precision, scheme.symmetric, None, None, scheme.full_range)
-    if scheme.group_size and shape[scheme.axis] % scheme.group_size:
-        return Scheme(scheme.precision, scheme.symmetric, 0, None, scheme.full_range)
-    return scheme
+def check_fits(s: Scheme, shape: tuple[int, ...]) -> None:
+    """A ValueError saying why ``s``'s groups cannot split a tensor of ``shape`` (an axis out of
+    range is left to the core, which raises IndexError)."""
+    nd = len(shape)
+    if s.axis is not None and nd and -nd <= s.axis < nd:
+        why = s.fits(tuple(shape))
+        if why:
+            raise ValueError(why)
 
 
 @dataclass
@@ -163,10 +217,12 @@ class QParams:
         self.shape = tuple(int(s) for s in self.shape)
 
     def clip_range(self) -> tuple[np.ndarray, np.ndarray]:
-        """The real interval each parameter covers: ``((qmin - z) * s, (qmax - z) * s)``."""
+        """The real interval each parameter covers, low end first: ``(qmin - z) * s`` to
+        ``(qmax - z) * s`` (swapped for negative signed scales)."""
         qmin, qmax = self.scheme.qrange
         z = self.zero_point.astype(np.float32)
-        return ((qmin - z) * self.scale, (qmax - z) * self.scale)
+        a, b = (qmin - z) * self.scale, (qmax - z) * self.scale
+        return (np.minimum(a, b), np.maximum(a, b))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; floats keep full precision (float32 -> Python float is exact)."""
@@ -184,12 +240,15 @@ class QParams:
         for key in ("scheme", "shape", "scale", "zero_point"):
             if key not in d:
                 raise ValueError(f"quantization parameters are missing the field {key!r}")
+        scheme = Scheme.from_dict(d["scheme"])
         scale = np.asarray(d["scale"], dtype=np.float64)
-        if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
-            bad = scale[~(np.isfinite(scale) & (scale > 0))].ravel()[:3].tolist()
-            raise ValueError(f"scales must be positive finite numbers, got {bad}")
+        ok = np.isfinite(scale) & ((scale != 0) if scheme.signed_scale else (scale > 0))
+        if not np.all(ok):
+            bad = scale[~ok].ravel()[:3].tolist()
+            kind = "nonzero" if scheme.signed_scale else "positive"
+            raise ValueError(f"scales must be {kind} finite numbers, got {bad}")
         return cls(
-            scheme=Scheme.from_dict(d["scheme"]),
+            scheme=scheme,
             scale=scale.astype(np.float32),
             zero_point=np.asarray(d["zero_point"], dtype=np.int32),
             shape=tuple(d["shape"]),

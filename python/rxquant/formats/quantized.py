@@ -38,8 +38,8 @@ class Entry:
             return [(self.name, "F32", self.shape)]
         if s.precision == "fp16":
             return [(self.name, "F16", self.shape)]
-        p = s.n_params(self.shape)
-        grid = _grid(s, self.shape)
+        grid = s.grid(self.shape)
+        p = math.prod(grid)
         packed = s.precision == "int4"
         out = [
             (
@@ -52,16 +52,6 @@ class Entry:
         if not s.symmetric:
             out.append((f"{self.name}.zero_point", "U8", ((p + 1) // 2,) if packed else grid))
         return out
-
-
-def _grid(s: Scheme, shape: tuple[int, ...]) -> tuple[int, ...]:
-    if s.axis is None:
-        return ()
-    if s.group_size is None:
-        return (shape[s.axis],)
-    g = list(shape)
-    g[s.axis] //= s.group_size
-    return tuple(g)
 
 
 def _header(entries: list[Entry]) -> bytes:
@@ -97,11 +87,12 @@ def predicted_size(entries: list[Entry]) -> int:
 
 
 def _store_scale(qp: QParams) -> QParams:
-    """INT4 scales are stored as float16: round them first (kept positive and finite), so that
-    the codes are computed with exactly the scale the file holds."""
+    """INT4 scales are stored as float16: round them first (magnitudes kept in float16's normal
+    range, signs kept), so that the codes are computed with exactly the scale the file holds."""
     if qp.scheme.scale_dtype != "float16":
         return qp
-    s16 = np.clip(qp.scale, 2.0**-14, 65504.0).astype(np.float16).astype(np.float32)
+    mag = np.clip(np.abs(qp.scale), 2.0**-14, 65504.0)
+    s16 = np.copysign(mag, qp.scale).astype(np.float16).astype(np.float32)
     return QParams(qp.scheme, s16, qp.zero_point, qp.shape)
 
 

