@@ -189,7 +189,7 @@ def defaults_rows() -> list[str]:
 
 
 def mixed_plan_rows() -> list[str]:
-    """The `rxquant demo` comparison: measured-sensitivity plan at 4.5 bpw against uniform formats."""
+    """The `rxquant demo` comparison: nearest against GPTQ, uniform formats and the mixed plan."""
     import importlib.util
 
     d = minilm_dir()
@@ -199,18 +199,23 @@ def mixed_plan_rows() -> list[str]:
 
     res = run_minilm_demo(d, True, lambda s: None)
     lines = [
-        f"## Mixed precision on all-MiniLM-L6-v2 at {BUDGET}",
+        f"## Data-aware rounding (GPTQ) and mixed precision on all-MiniLM-L6-v2 at {BUDGET}",
         "",
-        "`rxquant demo`: every floating tensor with 2+ dimensions (embeddings included) gets the",
-        "candidate format that minimizes the summed measured embedding error within the budget (exact",
-        "multiple-choice knapsack). Bits per weight count scales and zero points.",
+        "`rxquant demo`: the 36 encoder linear layers quantized, each variant written to a file,",
+        "reloaded and run; fidelity is the mean cosine of sentence embeddings on 96 held-out",
+        "sentences. Input statistics (`2 XᵀX / N`) come from 128 other sentences. GPTQ compensates",
+        "each column's rounding error on the columns not yet quantized; nearest rounds each weight",
+        "with the MSE clip search. The mixed plan picks one candidate per layer (exact knapsack) from",
+        "GPTQ-rounded candidates, each layer's errors from its statistics, scaled by one measured",
+        f"change of the embeddings of 32 calibration sentences. {res['seconds']:.0f} s in all.",
         "",
-        "| variant | file bytes | bits/weight | embedding cosine |",
-        "|---|---:|---:|---:|",
-        f"| original (fp32) | {res['source_bytes']:,} | 32.000 | 1.000000 |",
+        "| variant | bits/weight | file bytes | cosine, nearest | cosine, GPTQ |",
+        "|---|---:|---:|---:|---:|",
+        f"| original (fp32) | 32.000 | {res['source_bytes']:,} | 1.000000 | 1.000000 |",
     ]
     for r in res["results"]:
-        cells = f"{r['file_bytes']:,} | {r['bits_per_weight']:.3f} | {r['embedding_cosine']:.6f}"
+        cos = f"{r['cosine_nearest']:.6f} | {r['cosine_gptq']:.6f}"
+        cells = f"{r['bits_per_weight']:.3f} | {r['file_bytes']:,} | {cos}"
         lines.append(f"| {r['variant']} | {cells} |")
     return lines + [""]
 

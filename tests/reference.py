@@ -193,3 +193,124 @@ def mse_threshold_hist(x: np.ndarray, qmax: int = 127, bins: int = 2048) -> floa
 def fake_quant_sym(x: np.ndarray, t: float, qmax: int = 127) -> np.ndarray:
     s = np.float32(t / qmax)
     return (np.clip(np.rint(x / s), -qmax, qmax) * s).astype(np.float32)
+
+
+def params_minmax(v: np.ndarray, qmin: int, qmax: int, symmetric: bool, signed_scale: bool = False):
+    """(scale, zero point) of each row of ``v`` by min-max: ONNX Runtime's rule, or llama.cpp's
+    signed scale (the value of largest magnitude over qmin)."""
+    lo, hi = v.min(axis=1), v.max(axis=1)
+    if signed_scale:
+        m = np.where(hi > -lo, hi, lo)
+        s = (m / qmin).astype(np.float32)
+        s = np.where(np.abs(s) < np.finfo(np.float32).tiny, np.float32(1), s)
+        return s, np.zeros(len(v), np.int64)
+    pairs = [scale_zp(float(a), float(b), qmin, qmax, symmetric) for a, b in zip(lo, hi)]
+    return np.array([p[0] for p in pairs], np.float32), np.array([p[1] for p in pairs], np.int64)
+
+
+def _fq_error(v, lo, hi, qmin, qmax, symmetric, signed_scale):
+    """Squared error per row of fake-quantizing rows of v with per-row clip ranges [lo, hi]."""
+    lo, hi = np.minimum(lo, 0), np.maximum(hi, 0)
+    if signed_scale:
+        s = np.where(hi > -lo, hi, lo) / qmin
+        z = np.zeros_like(s)
+    elif symmetric:
+        s = 2 * np.maximum(hi, -lo) / (qmax - qmin)
+        z = np.zeros_like(s)
+    else:
+        s = (hi - lo) / (qmax - qmin)
+        z = np.clip(np.rint(qmin - lo / np.where(s == 0, 1, s)), qmin, qmax)
+    s = np.where(np.abs(s) < TINY, 1.0, s)
+    q = np.clip(np.rint(v / s[:, None]) + z[:, None], qmin, qmax)
+    return np.sum((v - (q - z[:, None]) * s[:, None]) ** 2, axis=1)
+
+
+def params_mse(v: np.ndarray, qmin: int, qmax: int, symmetric: bool, signed_scale: bool = False):
+    """The MSE clip search of rxquant in numpy, rows at once: 50 fractions of the range, 21 around
+    the best; asymmetric grids shrink both ends, then refine each end twice. Returns per-row
+    (scale, zero point) of the chosen ranges by the same rules as params_minmax."""
+    v = np.asarray(v, np.float32)
+    mn, mx = np.minimum(v.min(axis=1), 0), np.maximum(v.max(axis=1), 0)
+    rows = np.arange(len(v))
+
+    def best(cands, rng):
+        errs = np.stack([_fq_error(v, *rng(c), qmin, qmax, symmetric, signed_scale) for c in cands])
+        return (
+            np.stack(cands)[np.argmin(errs, axis=0), rows]
+            if np.ndim(cands[0])
+            else np.asarray(cands)[np.argmin(errs, axis=0)]
+        )
+
+    coarse = [np.full(len(v), k * 0.02, np.float32) for k in range(1, 51)]
+
+    def fine(c):
+        return [np.clip(c - 0.02 + j * 0.002, 1e-3, 1.0).astype(np.float32) for j in range(21)]
+
+    if symmetric and not signed_scale:
+        amax = np.maximum(-mn, mx)
+        rng = lambda a: (-amax * a, amax * a)  # noqa: E731
+        a = best(fine(best(coarse, rng)), rng)
+        lo, hi = -amax * a, amax * a
+    elif signed_scale:
+        rng = lambda a: (mn * a, mx * a)  # noqa: E731
+        a = best(fine(best(coarse, rng)), rng)
+        lo, hi = mn * a, mx * a
+    else:
+        a = best(coarse, lambda a: (mn * a, mx * a))
+        lo, hi = mn * a, mx * a
+        for _ in range(2):
+            b = best(fine(hi / np.maximum(mx, TINY)), lambda b, lo=lo: (lo, mx * b))
+            hi = mx * b
+            c = best(fine(lo / np.minimum(mn, -TINY)), lambda c, hi=hi: (mn * c, hi))
+            lo = mn * c
+    lo, hi = np.maximum(lo, v.min(axis=1)), np.minimum(hi, v.max(axis=1))
+    lo, hi = np.minimum(lo, hi), np.maximum(hi, lo)
+    return params_minmax(np.stack([lo, hi], axis=1), qmin, qmax, symmetric, signed_scale)
+
+
+def gptq(w, h, qmin, qmax, symmetric, signed_scale=False, group=None, damp=0.01, block=128, mse=False):
+    """GPTQ in float64 numpy (Frantar et al., 2022, as rxquant runs it): dead inputs zeroed, H
+    dampened, U = upper Cholesky factor of H^-1, columns in blocks; per-row parameters from the
+    original weight, or per group on the updated columns when the group's first column is reached
+    (min-max, or with ``mse`` the clip search of params_mse). Returns (codes, scale, zero_point)
+    in rxquant's layout."""
+    params = params_mse if mse else params_minmax
+    W = np.asarray(w, np.float64).copy()
+    H = np.asarray(h, np.float64).copy()
+    rows, cols = W.shape
+    dead = np.diag(H) == 0
+    H[dead, :] = 0
+    H[:, dead] = 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    H[np.diag_indices(cols)] += damp * np.mean(np.diag(H))
+    U = np.linalg.cholesky(np.linalg.inv(H)).T
+    if group:
+        block = -(-block // group) * group
+        scale = np.zeros((rows, cols // group), np.float32)
+        zp = np.zeros((rows, cols // group), np.int64)
+    else:
+        s_row, z_row = params(np.asarray(w, np.float32), qmin, qmax, symmetric, signed_scale)
+    Q = np.zeros((rows, cols), np.int64)
+    for i1 in range(0, cols, block):
+        i2 = min(i1 + block, cols)
+        W1 = W[:, i1:i2].copy()
+        Err = np.zeros((rows, i2 - i1))
+        for i in range(i2 - i1):
+            c = i1 + i
+            if group and c % group == 0:
+                sg, zg = params_minmax(
+                    W1[:, i : i + group].astype(np.float32), qmin, qmax, symmetric, signed_scale
+                )
+                scale[:, c // group], zp[:, c // group] = sg, zg
+            s, z = (scale[:, c // group], zp[:, c // group]) if group else (s_row, z_row)
+            s64 = s.astype(np.float64)
+            q = np.clip(np.rint((W1[:, i].astype(np.float32) / s).astype(np.float64)) + z, qmin, qmax)
+            Q[:, c] = q
+            e = (W1[:, i] - (q - z) * s64) / U[c, c]
+            W1[:, i:] -= np.outer(e, U[c, c:i2])
+            Err[:, i] = e
+        W[:, i2:] -= Err @ U[i1:i2, i2:]
+    if group:
+        return Q, scale, zp
+    return Q, s_row, z_row

@@ -11,11 +11,12 @@ see ``.importlinter``):
 
 - ``rxquant.apps``: the command line and the demo;
 - ``rxquant.adaptive``: the seed's API (``AdaptiveQuantizer``, its config files and reports);
-- ``rxquant.analysis``: layer sensitivity and the mixed-precision planner;
-- ``rxquant.formats`` (checkpoints in, quantized files out), ``rxquant.models`` (a numpy BERT
-  forward), ``rxquant.torch`` (PyTorch, optional): side by side, independent of each other;
-- ``rxquant.core``: schemes, the functional ops, calibration, devices, hardware facts; thin over
-  the compiled module ``rxquant._rxquant``.
+- ``rxquant.analysis`` (layer sensitivity, the mixed-precision planner), ``rxquant.models`` (a
+  numpy BERT forward and its input statistics), ``rxquant.torch`` (PyTorch, optional): side by
+  side, independent of each other;
+- ``rxquant.formats``: checkpoints in, quantized and statistics files out;
+- ``rxquant.core``: schemes, the functional ops, calibration, GPTQ and input statistics, devices,
+  hardware facts; thin over the compiled module ``rxquant._rxquant``.
 
 Everything public is importable from here and listed in ``__all__``.
 """
@@ -31,7 +32,9 @@ from .analysis.planner import Plan, parse_budget
 from .analysis.sensitivity import LayerQuantizationStats
 from .core.calibration import Observer, calibrate
 from .core.devices import DeviceError, get_rocm_status
+from .core.gptq import gptq
 from .core.hardware import GPU_FAMILIES, GpuFamily
+from .core.hessian import HessianObserver
 from .core.native import __version__, threads
 from .core.ops import (
     Metrics,
@@ -55,6 +58,7 @@ __all__ = [
     "DeviceError",
     "GPU_FAMILIES",
     "GpuFamily",
+    "HessianObserver",
     "LayerQuantizationStats",
     "Metrics",
     "Observer",
@@ -71,6 +75,7 @@ __all__ = [
     "dequantize",
     "fake_quantize",
     "get_rocm_status",
+    "gptq",
     "load_quantized",
     "metrics",
     "pack_int4",

@@ -22,9 +22,12 @@ __all__ = [
     "opencl_devices",
     "OpenClDevice",
     "DeviceError",
+    "HessianObserver",
+    "gptq",
+    "calibrate_weighted",
 ]
 
-_SchemeSpec = tuple[str, bool, bool, Optional[int], Optional[int]]
+_SchemeSpec = tuple[str, bool, bool, bool, Optional[int], Optional[int]]
 
 __version__: str
 
@@ -128,3 +131,33 @@ class OpenClDevice:
     def fake_quantize(
         self, x: np.ndarray, spec: _SchemeSpec, scale: np.ndarray, zero_point: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]: ...
+
+def gptq(
+    w: np.ndarray,
+    spec: _SchemeSpec,
+    hessian: np.ndarray,
+    damp: float,
+    block_size: int,
+    act_order: bool,
+    method: str,
+    opts: _OptsSpec,
+    pack: bool,
+    f16_scales: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, float]: ...
+def calibrate_weighted(
+    x: np.ndarray, spec: _SchemeSpec, importance: np.ndarray, opts: _OptsSpec
+) -> tuple[np.ndarray, np.ndarray]: ...
+
+@final
+class HessianObserver:
+    def __new__(cls) -> HessianObserver: ...
+    def update(self, x: np.ndarray) -> None: ...
+    def merge(self, other: HessianObserver) -> None: ...
+    @property
+    def count(self) -> int: ...
+    @property
+    def features(self) -> Optional[int]: ...
+    def hessian(self) -> np.ndarray: ...
+    def importance(self) -> np.ndarray: ...
+    def state(self) -> tuple[Optional[int], int, np.ndarray]: ...
+    def set_state(self, features: Optional[int], count: int, sum: np.ndarray) -> None: ...

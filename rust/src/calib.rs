@@ -584,11 +584,61 @@ pub fn calibrate_on<T: Elem>(
         return obs.qparams();
     }
     let map = ParamMap::new(shape, scheme.granularity)?;
-    let data = ranges(x, &map, opts.ignore_nonfinite)?; // validates shape and finiteness
+    search_on_data(x, &map, scheme, method, opts, None)
+}
+
+/// The MSE clip search on the data with each element's squared error weighted by the importance
+/// of its input: it minimizes `sum_j importance_j (w_j - w'_j)^2` per cell, where `j` is the
+/// position along the flattened input dimension (`shape[1..]`; the whole vector for 1-D data).
+/// With `importance = E[x_j^2]` of the layer's inputs (llama.cpp's importance matrix), this is the
+/// expected output error of each output row. Cells must be contiguous: per tensor, per channel
+/// along axis 0, or groups along the last axis.
+pub fn calibrate_weighted<T: Elem>(
+    x: &[T],
+    shape: &[usize],
+    scheme: Scheme,
+    importance: &[f32],
+    opts: &CalibOptions,
+) -> Result<QParams> {
+    let map = ParamMap::new(shape, scheme.granularity)?;
+    let row: usize = if shape.len() >= 2 { shape[1..].iter().product() } else { map.len };
+    if importance.len() != row {
+        return Err(Error::Shape(format!(
+            "importance has {} values, but the tensor of shape {shape:?} has {row} inputs per output",
+            importance.len()
+        )));
+    }
+    if let Some((i, v)) = importance.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v >= 0.0)) {
+        return Err(Error::Invalid(format!(
+            "importance {v} at index {i} is not a finite non-negative number"
+        )));
+    }
+    if !crate::mse::contiguous(&map) {
+        return Err(Error::Invalid(
+            "importance-weighted search needs per-tensor, per-channel along axis 0 or groups along the last axis"
+                .into(),
+        ));
+    }
+    search_on_data(x, &map, scheme, Method::Mse, opts, Some(importance))
+}
+
+/// Percentile or MSE (optionally weighted) searched on each cell's own values.
+fn search_on_data<T: Elem>(
+    x: &[T],
+    map: &ParamMap,
+    scheme: Scheme,
+    method: Method,
+    opts: &CalibOptions,
+    importance: crate::mse::Importance,
+) -> Result<QParams> {
+    let data = ranges(x, map, opts.ignore_nonfinite)?; // validates shape and finiteness
     let found: Vec<(f64, f64)> = if method == Method::Mse {
-        crate::mse::mse_ranges(x, &map, scheme).into_iter().map(|(a, b)| (a as f64, b as f64)).collect()
+        crate::mse::mse_ranges(x, map, scheme, importance)
+            .into_iter()
+            .map(|(a, b)| (a as f64, b as f64))
+            .collect()
     } else {
-        gather(x, &map)
+        gather(x, map)
             .into_par_iter()
             .map(|mut v| {
                 if v.is_empty() {

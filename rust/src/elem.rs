@@ -82,3 +82,13 @@ pub fn is_finite(v: f32) -> bool {
 pub fn first_nonfinite<T: Elem>(x: &[T]) -> Option<usize> {
     x.iter().position(|v| !is_finite(v.to_f32()))
 }
+
+/// `x` itself when `T` is `f32` (so callers can skip a conversion copy), else None.
+pub fn as_f32<T: Elem>(x: &[T]) -> Option<&[f32]> {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
+        // SAFETY: T is f32 (same type id), so the slice's layout is that of [f32].
+        Some(unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len()) })
+    } else {
+        None
+    }
+}

@@ -21,43 +21,79 @@ const BLOCKS_PER_TASK: usize = 16;
 
 type Lanes = [f32; LANES];
 
-/// The search's clip range `(lo, hi)` for every parameter of `map` (cells in parameter order).
-/// Non-finite values are left out (the caller has already refused them unless they are ignored).
-pub fn mse_ranges<T: Elem>(x: &[T], map: &ParamMap, scheme: Scheme) -> Vec<(f32, f32)> {
+/// Cells at least this large, when there are fewer than eight, are each spread over all lanes.
+const SPREAD_CELL: usize = 1024;
+
+/// Per-element weights of the squared error: element `i` of the tensor weighs
+/// `weights[i % weights.len()]` (one weight per position along the last, input, dimension:
+/// llama.cpp's importance `E[x_j^2]`).
+pub type Importance<'a> = Option<&'a [f32]>;
+
+/// The search's clip range `(lo, hi)` for every parameter of `map` (cells in parameter order),
+/// minimizing the squared error, or with `importance` the weighted squared error. Non-finite
+/// values are left out (the caller has already refused them unless they are ignored).
+/// Importance needs cells that are contiguous runs (groups along the last axis, channels along
+/// the first, a whole tensor); the caller checks this with [`contiguous`].
+pub fn mse_ranges<T: Elem>(
+    x: &[T],
+    map: &ParamMap,
+    scheme: Scheme,
+    importance: Importance,
+) -> Vec<(f32, f32)> {
     let n = map.n_params();
     if n == 0 || x.is_empty() {
         return vec![(0.0, 0.0); n];
     }
     let cell = x.len() / n;
-    // Cells that are one contiguous run of the data: groups along the last axis, channels along
-    // the first axis, a whole tensor. Others are gathered first.
-    let contiguous = (map.per_group && map.inner == 1) || (!map.per_group && map.outer == 1);
-    if n < LANES {
+    let weight = |start: usize, len: usize| -> Vec<f32> {
+        let w = importance.unwrap_or(&[]);
+        (0..len).map(|k| w[(start + k) % w.len()]).collect()
+    };
+    if n < LANES && cell >= SPREAD_CELL {
         // Few large cells: each cell's values spread over all eight lanes, errors summed.
-        let cells: Vec<Vec<f32>> = if contiguous {
+        let cells: Vec<Vec<f32>> = if contiguous(map) {
             (0..n).map(|p| x[p * cell..(p + 1) * cell].iter().map(|v| v.to_f32()).collect()).collect()
         } else {
             gather(x, map)
         };
         return cells
             .iter()
-            .map(|c| {
+            .enumerate()
+            .map(|(p, c)| {
+                let round = c.len().div_ceil(LANES) * LANES;
                 let mut buf: Vec<f32> = c.iter().map(|&v| if is_finite(v) { v } else { 0.0 }).collect();
-                buf.resize(c.len().div_ceil(LANES) * LANES, 0.0);
+                buf.resize(round, 0.0);
+                let wbuf = importance.map(|_| {
+                    let mut w = weight(p * cell, c.len());
+                    w.resize(round, 0.0);
+                    w
+                });
                 let mut out = [(0.0, 0.0)];
-                crate::simd::simd!(search_block(&buf, buf.len() / LANES, scheme, true, &mut out));
+                crate::simd::simd!(search_block(
+                    &buf,
+                    wbuf.as_deref(),
+                    round / LANES,
+                    scheme,
+                    true,
+                    &mut out
+                ));
                 out[0]
             })
             .collect();
     }
-    if contiguous {
+    if contiguous(map) {
         let mut out = vec![(0.0, 0.0); n];
         out.par_chunks_mut(LANES * BLOCKS_PER_TASK).enumerate().for_each(|(t, o)| {
-            let mut buf = Vec::new();
+            let (mut buf, mut wbuf) = (Vec::new(), Vec::new());
             for (b, ob) in o.chunks_mut(LANES).enumerate() {
                 let p0 = (t * BLOCKS_PER_TASK + b) * LANES;
                 interleave(&mut buf, cell, ob.len(), |l| &x[(p0 + l) * cell..(p0 + l + 1) * cell]);
-                crate::simd::simd!(search_block(&buf, cell, scheme, false, ob))
+                let wb = importance.map(|_| {
+                    let cells: Vec<Vec<f32>> = (0..ob.len()).map(|l| weight((p0 + l) * cell, cell)).collect();
+                    interleave(&mut wbuf, cell, ob.len(), |l| &cells[l][..]);
+                    &wbuf[..]
+                });
+                crate::simd::simd!(search_block(&buf, wb, cell, scheme, false, ob))
             }
         });
         return out;
@@ -68,9 +104,15 @@ pub fn mse_ranges<T: Elem>(x: &[T], map: &ParamMap, scheme: Scheme) -> Vec<(f32,
         let len = cs.iter().map(Vec::len).max().unwrap_or(0);
         let mut buf = Vec::new();
         interleave(&mut buf, len, cs.len(), |l| &cs[l][..]);
-        crate::simd::simd!(search_block(&buf, len, scheme, false, ob))
+        crate::simd::simd!(search_block(&buf, None, len, scheme, false, ob))
     });
     out
+}
+
+/// True when every parameter cell of `map` is one contiguous run of the data: groups along the
+/// last axis, channels along the first axis, or a whole tensor.
+pub fn contiguous(map: &ParamMap) -> bool {
+    (map.per_group && map.inner == 1) || (!map.per_group && map.outer == 1)
 }
 
 /// The values of each parameter cell (finite ones), for layouts whose cells are not contiguous.
@@ -90,7 +132,8 @@ fn gather<T: Elem>(x: &[T], map: &ParamMap) -> Vec<Vec<f32>> {
 
 /// Interleaves `used` cells of length at most `len` into `buf` (`8 * len` values). Missing values,
 /// unused lanes and non-finite values become 0, which every candidate grid holds exactly (its
-/// range always contains 0), so they add no error and do not move the range.
+/// range always contains 0), so they add no error and do not move the range. (Weights are
+/// interleaved the same way; a missing weight is 0.)
 fn interleave<'a, T: Elem>(buf: &mut Vec<f32>, len: usize, used: usize, cell: impl Fn(usize) -> &'a [T]) {
     buf.clear();
     buf.resize(len * LANES, 0.0);
@@ -132,18 +175,33 @@ fn lane_params(scheme: Scheme, lo: &Lanes, hi: &Lanes) -> (Lanes, Lanes, Lanes, 
     (s, inv, a, b)
 }
 
-/// Squared error per lane of fake-quantizing the block with per-lane clip ranges `(lo, hi)`.
+/// Squared error per lane of fake-quantizing the block with per-lane clip ranges `(lo, hi)`,
+/// each element's error weighted by `wbuf` (interleaved like `buf`) when given.
 #[inline(always)]
-fn errors(buf: &[f32], scheme: Scheme, lo: &Lanes, hi: &Lanes) -> Lanes {
+fn errors(buf: &[f32], wbuf: Option<&[f32]>, scheme: Scheme, lo: &Lanes, hi: &Lanes) -> Lanes {
     let (s, inv, a, b) = lane_params(scheme, lo, hi);
+    let err = |v: f32, l: usize| {
+        let r = v * inv[l];
+        let r = if r > a[l] { r } else { a[l] };
+        let r = if r < b[l] { r } else { b[l] };
+        let e = v - ((r + MAGIC) - MAGIC) * s[l];
+        e * e
+    };
     let mut acc = [0f32; LANES];
-    for v in buf.chunks_exact(LANES) {
-        for l in 0..LANES {
-            let r = v[l] * inv[l];
-            let r = if r > a[l] { r } else { a[l] };
-            let r = if r < b[l] { r } else { b[l] };
-            let e = v[l] - ((r + MAGIC) - MAGIC) * s[l];
-            acc[l] += e * e;
+    match wbuf {
+        None => {
+            for v in buf.chunks_exact(LANES) {
+                for l in 0..LANES {
+                    acc[l] += err(v[l], l);
+                }
+            }
+        }
+        Some(w) => {
+            for (v, w) in buf.chunks_exact(LANES).zip(w.chunks_exact(LANES)) {
+                for l in 0..LANES {
+                    acc[l] += w[l] * err(v[l], l);
+                }
+            }
         }
     }
     acc
@@ -154,6 +212,7 @@ fn errors(buf: &[f32], scheme: Scheme, lo: &Lanes, hi: &Lanes) -> Lanes {
 #[inline(always)]
 fn best(
     buf: &[f32],
+    wbuf: Option<&[f32]>,
     scheme: Scheme,
     shared: bool,
     count: usize,
@@ -167,7 +226,7 @@ fn best(
             c[l] = cand(l, j);
             (lo[l], hi[l]) = range(l, c[l]);
         }
-        let mut e = errors(buf, scheme, &lo, &hi);
+        let mut e = errors(buf, wbuf, scheme, &lo, &hi);
         if shared {
             e = [e.iter().sum(); LANES];
         }
@@ -183,7 +242,14 @@ fn best(
 /// Searches one block of eight interleaved cells of `len` values (with `shared`, one cell spread
 /// over the lanes); writes the first `out.len()` lanes' clip ranges.
 #[inline(always)]
-fn search_block(buf: &[f32], len: usize, scheme: Scheme, shared: bool, out: &mut [(f32, f32)]) {
+fn search_block(
+    buf: &[f32],
+    wbuf: Option<&[f32]>,
+    len: usize,
+    scheme: Scheme,
+    shared: bool,
+    out: &mut [(f32, f32)],
+) {
     let (mut mn, mut mx) = ([0f32; LANES], [0f32; LANES]);
     for v in buf[..len * LANES].chunks_exact(LANES) {
         for l in 0..LANES {
@@ -203,29 +269,29 @@ fn search_block(buf: &[f32], len: usize, scheme: Scheme, shared: bool, out: &mut
     if scheme.signed_scale {
         // The signed extreme keeps its sign: scale the data's range.
         let range = |l: usize, a: f32| (mn[l] * a, mx[l] * a);
-        let c = best(buf, scheme, shared, 50, coarse, range);
-        let f = best(buf, scheme, shared, 21, fine(c), range);
+        let c = best(buf, wbuf, scheme, shared, 50, coarse, range);
+        let f = best(buf, wbuf, scheme, shared, 21, fine(c), range);
         for l in 0..LANES {
             res[l] = (mn[l] * f[l], mx[l] * f[l]);
         }
     } else if scheme.symmetric {
         let amax: Lanes = std::array::from_fn(|l| mn[l].abs().max(mx[l]));
         let range = |l: usize, a: f32| (-amax[l] * a, amax[l] * a);
-        let c = best(buf, scheme, shared, 50, coarse, range);
-        let f = best(buf, scheme, shared, 21, fine(c), range);
+        let c = best(buf, wbuf, scheme, shared, 50, coarse, range);
+        let f = best(buf, wbuf, scheme, shared, 21, fine(c), range);
         for l in 0..LANES {
             res[l] = (-amax[l] * f[l], amax[l] * f[l]);
         }
     } else {
-        let c = best(buf, scheme, shared, 50, coarse, |l, a| (mn[l] * a, mx[l] * a));
+        let c = best(buf, wbuf, scheme, shared, 50, coarse, |l, a| (mn[l] * a, mx[l] * a));
         let (mut lo, mut hi): (Lanes, Lanes) =
             (std::array::from_fn(|l| mn[l] * c[l]), std::array::from_fn(|l| mx[l] * c[l]));
         for _ in 0..2 {
             let ch: Lanes = std::array::from_fn(|l| hi[l] / mx[l].max(f32::MIN_POSITIVE));
-            let b = best(buf, scheme, shared, 21, fine(ch), |l, b| (lo[l], mx[l] * b));
+            let b = best(buf, wbuf, scheme, shared, 21, fine(ch), |l, b| (lo[l], mx[l] * b));
             hi = std::array::from_fn(|l| mx[l] * b[l]);
             let cl: Lanes = std::array::from_fn(|l| lo[l] / mn[l].min(-f32::MIN_POSITIVE));
-            let c = best(buf, scheme, shared, 21, fine(cl), |l, c| (mn[l] * c, hi[l]));
+            let c = best(buf, wbuf, scheme, shared, 21, fine(cl), |l, c| (mn[l] * c, hi[l]));
             lo = std::array::from_fn(|l| mn[l] * c[l]);
         }
         for l in 0..LANES {
@@ -281,9 +347,9 @@ mod tests {
         let t: Vec<f32> = (0..cols * rows).map(|i| x[(i % rows) * cols + i / rows]).collect();
         for scheme in schemes() {
             let by_row = scheme.with_granularity(Granularity::PerGroup { axis: -1, size: g });
-            let a = mse_ranges(&x, &ParamMap::new(&[rows, cols], by_row.granularity).unwrap(), by_row);
+            let a = mse_ranges(&x, &ParamMap::new(&[rows, cols], by_row.granularity).unwrap(), by_row, None);
             let by_col = scheme.with_granularity(Granularity::PerGroup { axis: 0, size: g });
-            let b = mse_ranges(&t, &ParamMap::new(&[cols, rows], by_col.granularity).unwrap(), by_col);
+            let b = mse_ranges(&t, &ParamMap::new(&[cols, rows], by_col.granularity).unwrap(), by_col, None);
             // Parameter p of the row layout is (row r, group j); of the column layout (group j, row r).
             for r in 0..rows {
                 for j in 0..cols / g {
@@ -303,7 +369,7 @@ mod tests {
         let x = data(1000, 3);
         for scheme in schemes() {
             let m = ParamMap::new(&[1000], scheme.granularity).unwrap();
-            let [(lo, hi)] = mse_ranges(&x, &m, scheme)[..] else { panic!() };
+            let [(lo, hi)] = mse_ranges(&x, &m, scheme, None)[..] else { panic!() };
             let (mn, mx) = x.iter().fold((0f32, 0f32), |(a, b), &v| (a.min(v), b.max(v)));
             let best = sq_error(&x, scheme, lo, hi);
             assert!(best <= sq_error(&x, scheme, mn, mx) * (1.0 + 1e-6), "{scheme:?}");

@@ -23,6 +23,21 @@ pub(crate) fn pack_into<C: Copy + Into<i32>>(codes: &[C], out: &mut [u8]) {
     }
 }
 
+/// Packs code bytes as quantizers return them (two's complement for signed grids; already in
+/// range) into `out` (`codes.len().div_ceil(2)` bytes).
+pub fn pack_code_bytes(codes: &[u8], out: &mut [u8]) -> Result<()> {
+    if out.len() != codes.len().div_ceil(2) {
+        return Err(Error::Shape(format!(
+            "{} codes need {} packed bytes, got {}",
+            codes.len(),
+            codes.len().div_ceil(2),
+            out.len()
+        )));
+    }
+    pack_nibbles(codes, out);
+    Ok(())
+}
+
 /// Finds the first value outside `min..=max`.
 fn check_range<C: Copy + Into<i32> + Sync>(v: &[C], min: i32, max: i32) -> Result<()> {
     match v.par_iter().position_first(|&x| !(min..=max).contains(&x.into())) {

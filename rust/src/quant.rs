@@ -35,7 +35,7 @@ fn step(v: f32, s: f32, lo: f32, hi: f32) -> (f32, bool) {
 /// bounds are integers) and reads the rounded integer straight from the bits of `r + MAGIC`,
 /// which keeps the whole loop in SIMD integer/float ops.
 #[inline(always)]
-fn code(v: f32, s: f32, lo: f32, hi: f32) -> i32 {
+pub(crate) fn code(v: f32, s: f32, lo: f32, hi: f32) -> i32 {
     let r = v / s;
     let r = if r > lo { r } else { lo };
     let r = if r < hi { r } else { hi };

@@ -16,8 +16,10 @@ from ..core.arrays import as_float_array
 from ..core.atomic import PathLike, write_json
 from ..core.calibration import calibrate
 from ..core.devices import backend, device_name, get_rocm_status, opencl_devices
+from ..core.gptq import gptq
 from ..core.hardware import GpuFamily
 from ..core.hardware import gpu_family as _family  # `gpu_family` is also a parameter name below
+from ..core.hessian import HessianObserver
 from ..core.scheme import QParams, Scheme
 from ..core.types import CalibrationMethod, QuantizationPrecision
 from .config import SCHEMA_VERSION, QuantizationConfig, read_config_file
@@ -82,15 +84,26 @@ class AdaptiveQuantizer:
         precision: Optional[Any] = None,
         method: Optional[Any] = None,
         layer_name: Optional[str] = None,
+        rounding: str = "nearest",
+        activations: Optional[Any] = None,
     ) -> tuple[np.ndarray, Scale, Union[int, np.ndarray]]:
         """Returns ``(q, scale, zero_point)``; a float scale and int zero point per tensor.
 
         With ``layer_name`` the parameters are recorded (for export) or, if a loaded config has
         that layer, reused: the result is then bit-identical to the exporting quantizer's.
         FP16/FP32 return the converted array with scale 1.0 and zero point 0.
+
+        ``rounding``: ``nearest`` (default), ``importance`` (the clip search weighted by
+        ``E[x²]``) or ``gptq`` (error-compensating rounding, :func:`rxquant.gptq`); the last two
+        need ``activations``: the layer's inputs ``(..., in)``, or a ``HessianObserver`` of them.
+        Data-aware rounding runs on the CPU and chooses parameters with mse (minmax if asked).
+        Its parameters are recorded under ``layer_name`` like any others; a loaded config reuses
+        them with rounding to nearest (GPTQ's compensation needs the activations again).
         """
         w = as_float_array(tensor, "tensor")
         m = CalibrationMethod.parse(method or self.config.calibration_method)
+        if rounding != "nearest":
+            return self._quantize_data_aware(w, precision, m, layer_name, rounding, activations)
         if (
             layer_name is not None
             and layer_name in self.layer_params
@@ -103,6 +116,33 @@ class AdaptiveQuantizer:
             s = self.scheme_for(precision, shape=w.shape)
             qp = self._qparams(w, s, m) if s.is_integer else None
             q, qp = ops.quantize(w, s, qp, device=self.device)
+        if layer_name is not None:
+            self.layer_params[layer_name] = qp
+        return q, _scalar(qp.scale, 1.0), _scalar(qp.zero_point, 0)
+
+    def _quantize_data_aware(
+        self,
+        w: np.ndarray,
+        precision: Optional[Any],
+        m: CalibrationMethod,
+        layer_name: Optional[str],
+        rounding: str,
+        activations: Optional[Any],
+    ) -> tuple[np.ndarray, Scale, Union[int, np.ndarray]]:
+        if rounding not in ("importance", "gptq"):
+            raise ValueError(f"unknown rounding {rounding!r}; expected nearest, importance or gptq")
+        if activations is None:
+            raise ValueError(f"{rounding} rounding needs the layer's activations (its inputs)")
+        s = self.scheme_for(precision, shape=w.shape)
+        if not s.is_integer:
+            raise ValueError(f"{rounding} rounding needs int8 or int4, got {s.precision}")
+        obs = (
+            activations if isinstance(activations, HessianObserver) else HessianObserver().update(activations)
+        )
+        if rounding == "gptq":
+            q, qp = gptq(w, s, obs.hessian(), method="minmax" if m is CalibrationMethod.MINMAX else "mse")
+        else:
+            q, qp = ops.quantize(w, s, importance=obs.importance())
         if layer_name is not None:
             self.layer_params[layer_name] = qp
         return q, _scalar(qp.scale, 1.0), _scalar(qp.zero_point, 0)

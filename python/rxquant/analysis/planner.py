@@ -124,6 +124,8 @@ def candidate_options(
     evaluate: Optional[Evaluate] = None,
     progress: Any = True,
     device: Optional[str] = None,
+    statistics: Optional[Mapping[str, Any]] = None,
+    rounding: str = "nearest",
 ) -> tuple[dict[str, list[Option]], str]:
     """Bytes and predicted error of each family candidate for each layer (quantized on ``device``).
 
@@ -141,10 +143,25 @@ def candidate_options(
     layer has activation statistics, else the weight squared error ``MSE * count``. ``evaluate``
     runs the whole model, so it holds every layer in memory at once.
 
+    ``statistics`` (name -> an object with ``hessian`` (``2 XᵀX / N`` or None) and ``importance``
+    (``E[x²]``), as :class:`rxquant.formats.statistics.Statistics` gives) makes the error the
+    layer's output error, ``tr((W - W') H (W - W')ᵀ) / 2`` with a Hessian; ``rounding``
+    (``nearest``, ``importance``, ``gptq``) is how each candidate is quantized, so the plan is
+    measured with the rounding that will write the file.
+
+    With both ``evaluate`` and statistics, the measure is ``scaled``: each layer's data-aware
+    errors are scaled by one measurement, ``evaluate`` of its coarsest integer candidate over that
+    candidate's data-aware error, so the errors of different layers are in the units of the
+    model's loss while only one evaluation per layer is run (instead of one per candidate).
+
     ``progress``: True for a bar on a terminal, False for none, or an object with ``update(n)``
     that gets one step per (layer, candidate).
     """
-    measure = "measured" if evaluate else "data-aware" if activations else "weight-mse"
+    data_aware = bool(activations) or bool(statistics)
+    if evaluate:
+        measure = "scaled" if data_aware else "measured"
+    else:
+        measure = "data-aware" if data_aware else "weight-mse"
     full = {k: np.asarray(v) for k, v in layer_weights.items()} if evaluate else None
     base = float(evaluate(dict(full or {}))) if evaluate else 0.0
     steps = len(layer_weights) * len(family.candidates)
@@ -153,21 +170,45 @@ def candidate_options(
     for name in layer_weights:
         w = full[name] if full is not None else np.asarray(layer_weights[name])
         act = (activations or {}).get(name)
+        st = statistics.get(name) if statistics is not None else None
+        hessian = getattr(st, "hessian", None)
+        if act is None and st is not None and hessian is None:
+            act = st.importance
+        if rounding != "nearest" and st is None and act is None:
+            raise ValueError(f"{rounding} rounding needs input statistics, and there are none for {name}")
+        coarsest: Optional[tuple[float, np.ndarray]] = None
         for cname, s in family.candidates:
             if s.fits(w.shape):
                 bar.update(1)
                 continue
             precision = QuantizationPrecision.parse(s.precision)
-            stats, w_hat = layer_stats(w, name, s, precision, method, activations=act, device=device)
-            if evaluate is not None and full is not None:
+            stats, w_hat = layer_stats(
+                w,
+                name,
+                s,
+                precision,
+                method,
+                activations=act,
+                device=device,
+                rounding=rounding,
+                hessian=hessian,
+            )
+            if measure == "measured" and full is not None and evaluate is not None:
                 err = float(evaluate({**full, name: w_hat.astype(w.dtype, copy=False)})) - base
             elif stats.data_aware_error is not None:
                 err = stats.data_aware_error
+                if s.is_integer and (coarsest is None or err > coarsest[0]):
+                    coarsest = (err, w_hat)
             else:
                 err = stats.mse * stats.num_params
             option = Option(cname, precision, s, s.stored_bytes(w.shape), max(err, 0.0))
             table.setdefault(name, []).append(option)
             bar.update(1)
+        if measure == "scaled" and full is not None and evaluate is not None and coarsest is not None:
+            measured = float(evaluate({**full, name: coarsest[1].astype(w.dtype, copy=False)})) - base
+            k = max(measured, 0.0) / coarsest[0] if coarsest[0] > 0 else 0.0
+            for o in table[name]:
+                o.error *= k
         del w
     if bar is not progress:
         bar.close()

@@ -11,11 +11,18 @@ import numpy as np
 
 from ..core.arrays import as_float_array
 from ..core.calibration import calibrate
+from ..core.gptq import gptq, output_error
 from ..core.ops import dequantize, metrics, quantize
 from ..core.scheme import Scheme
 from ..core.types import CalibrationMethod, QuantizationPrecision
 
 HessianVectorProduct = Callable[[np.ndarray], np.ndarray]
+ROUNDINGS = ("nearest", "importance", "gptq")
+
+
+def _gptq_method(method: CalibrationMethod) -> str:
+    """GPTQ chooses each cell's parameters with mse or minmax; other methods map to mse."""
+    return "minmax" if method is CalibrationMethod.MINMAX else "mse"
 
 
 @dataclass
@@ -115,11 +122,36 @@ def layer_stats(
     hutchinson_samples: int = 32,
     calibrate_opts: Optional[dict[str, Any]] = None,
     device: Optional[str] = None,
+    rounding: str = "nearest",
+    hessian: Optional[np.ndarray] = None,
 ) -> tuple[LayerQuantizationStats, np.ndarray]:
     """Quantizes ``weights`` with ``scheme`` and measures the error; returns (stats, dequantized).
-    Calibration, quantization and the metrics run on ``device`` (see :mod:`rxquant.devices`)."""
+    Calibration, quantization and the metrics run on ``device`` (see :mod:`rxquant.devices`).
+
+    ``rounding``: ``nearest`` (calibrate with ``method``, then round), ``importance`` (the clip
+    search weighted by ``E[x²]`` from ``activations``) or ``gptq`` (needs ``hessian``, ``2 XᵀX /
+    N``). With a ``hessian`` the data-aware error is the layer's output error
+    ``tr((W - W') H (W - W')ᵀ) / 2``; with ``activations`` only, its diagonal part."""
     w = as_float_array(weights, "weights")
-    if scheme.is_integer:
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"unknown rounding {rounding!r}; expected one of {', '.join(ROUNDINGS)}")
+    e = None
+    if activations is not None or hessian is not None:
+        if w.ndim < 2:
+            raise ValueError(f"input statistics need a weight [out, in, ...], got shape {w.shape}")
+        n_in = int(np.prod(w.shape[1:]))
+        e = input_energy(activations, n_in) if activations is not None else np.diag(hessian) / 2.0
+    if scheme.is_integer and rounding == "gptq":
+        if hessian is None:
+            raise ValueError(f"gptq rounding of {layer_name} needs its Hessian (2 XᵀX / N)")
+        q, qp = gptq(w, scheme, hessian, method=_gptq_method(method))
+        w_hat = dequantize(q, qp)
+    elif scheme.is_integer and rounding == "importance":
+        if e is None:
+            raise ValueError(f"importance rounding of {layer_name} needs its input statistics E[x^2]")
+        q, qp = quantize(w, scheme, importance=e)
+        w_hat = dequantize(q, qp)
+    elif scheme.is_integer:
         qp = calibrate(w, method.core_name, scheme, device=device, **(calibrate_opts or {}))
         q, qp = quantize(w, scheme, qp, device=device)
         w_hat = dequantize(q, qp, device=device)
@@ -143,10 +175,13 @@ def layer_stats(
         bytes_fp32=int(w.size * 4),
         bytes_quantized=qp.nbytes,
     )
-    if activations is not None:
-        if w.ndim != 2:
-            raise ValueError(f"activation statistics need a 2-D [out, in] weight, got shape {w.shape}")
-        e = input_energy(activations, w.shape[1])
+    if hessian is not None:
+        stats.data_aware_error = output_error(w, w_hat, hessian)
+        ref = output_error(w, np.zeros_like(w), hessian)
+        stats.sensitivity_score = stats.data_aware_error / ref if ref > 0 else 0.0
+        stats.hessian_trace = float(w.shape[0] * np.trace(hessian))
+        stats.hessian_method = "inputs: 2 XᵀX / N of the linear layer's reconstruction loss"
+    elif e is not None:
         stats.data_aware_error = data_aware_error(w, w_hat, e)
         ref = data_aware_error(w, None, e)
         stats.sensitivity_score = stats.data_aware_error / ref if ref > 0 else 0.0

@@ -1,4 +1,5 @@
-"""The ``rxquant`` command line: inspect, analyze, plan, quantize, verify, devices, bench, demo.
+"""The ``rxquant`` command line: inspect, analyze, statistics, plan, quantize, verify, devices,
+bench, demo.
 
 Exit codes: 0 success; 1 a failure while working (one line on stderr, no traceback); 2 a request
 that cannot be done as asked (a bad option, a regex that does not compile, a group size that does
@@ -34,6 +35,9 @@ from ..core.scheme import Scheme
 from ..core.types import CalibrationMethod, QuantizationPrecision
 from ..formats.checkpoint import Checkpoint, LazyTensors, select
 from ..formats.quantized import Entry, load_quantized, predicted_size, write_quantized
+from ..formats.statistics import Statistics
+from ..models.bert import Bert, collect_statistics
+from ..models.sentences import CALIBRATION
 from .demo import run_demo
 from .progress import Progress
 
@@ -175,25 +179,47 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_stats(path: Optional[str], weights: LazyTensors) -> Optional[dict[str, np.ndarray]]:
-    """Per-layer E[x^2] vectors keyed by weight name, from .npz or safetensors (docs/format.md)."""
-    if path is None:
+def _statistics(args: argparse.Namespace, weights: LazyTensors) -> Optional[Statistics]:
+    """The --statistics file, checked against the selected tensors: each must have statistics
+    of the right width (or, with --fallback nearest, be rounded to nearest without them)."""
+    rounding = getattr(args, "rounding", None) or "nearest"
+    if args.statistics is None:
+        if rounding != "nearest":
+            raise UsageError(
+                f"--rounding {rounding} needs --statistics (a file of the layers' input statistics)"
+            )
         return None
-    ck = Checkpoint(path)
-    stats = {}
-    for n in ck.names():
-        if n in weights:
-            e = ck.read_f32(n)
-            shape = weights.shape(n)
-            if e.ndim != 1 or len(shape) != 2 or e.shape[0] != shape[1]:
-                raise UsageError(
-                    f"calibration statistics for {n!r} in {path} must be a vector of {shape[-1]} "
-                    f"E[x^2] values, got shape {e.shape}"
-                )
-            stats[n] = e
-    if not stats:
-        raise UsageError(f"{path} has no statistics for the selected tensors (keys must be weight names)")
+    try:
+        stats = Statistics(args.statistics)
+    except (ValueError, ImportError) as e:
+        raise UsageError(str(e)) from None
+    missing = []
+    for n in weights:
+        shape = weights.shape(n)
+        if n not in stats:
+            missing.append(n)
+            continue
+        want = math.prod(shape[1:])
+        if stats[n].features != want:
+            raise UsageError(
+                f"the statistics in {args.statistics} for {n} have {stats[n].features} inputs; the tensor "
+                f"{tuple(shape)} has {want}"
+            )
+        if rounding == "gptq" and stats.kind != "hessian":
+            raise UsageError(f"--rounding gptq needs Hessians; {args.statistics} holds only {stats.kind}")
+    allowed = "nearest" in _fallbacks(args) and rounding != "nearest"
+    if missing and not allowed:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        hint = "; or --fallback nearest to round them to nearest" if rounding != "nearest" else ""
+        raise UsageError(
+            f"{args.statistics} has no statistics for {missing[0]}{more}; select the tensors it covers with "
+            f"--include/--exclude{hint}"
+        )
     return stats
+
+
+def _fallbacks(args: argparse.Namespace) -> set[str]:
+    return set(getattr(args, "fallback", "none").split(",")) - {"none"}
 
 
 def _entries_for(ck: Checkpoint, schemes: dict[str, Optional[Scheme]], method: str) -> list[Entry]:
@@ -243,7 +269,7 @@ def _file_plan(
 
 def cmd_plan(args: argparse.Namespace) -> int:
     family, ck, weights = _family_and_weights(args)
-    stats = _load_stats(args.calibration, weights)
+    stats = _statistics(args, weights)
     total = sum(math.prod(weights.shape(n)) for n in weights)
     try:
         budget = parse_budget(args.budget, total)
@@ -252,7 +278,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     per_weight = str(args.budget).strip().lower().endswith("bpw")
     method = CalibrationMethod.parse(args.method)
     bar = _progress(args, len(weights) * len(family.candidates), "measuring candidates")
-    options, measure = candidate_options(weights, family, method, stats, progress=bar, device=args.device)
+    options, measure = candidate_options(
+        weights, family, method, progress=bar, device=args.device, statistics=stats, rounding=args.rounding
+    )
     bar.close()
     if per_weight:
         p = plan(options, budget, args.mode, error_measure=measure)
@@ -272,6 +300,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     d = p.to_dict()
     d["budget_kind"] = "bits_per_weight" if per_weight else "file"
     d["method"] = args.method
+    d["rounding"] = args.rounding
     d["predicted_file_bytes"] = file_bytes
     write_json(out, d)
     lines = [f"{'tensor':<52} {'choice':<13} {'bytes':>11} {'pred. error':>12}"]
@@ -320,8 +349,11 @@ def _scheme_from_args(args: argparse.Namespace) -> Scheme:
     raise UsageError(f"bad --granularity {g!r}; use tensor, channel or group:N (N > 0)")
 
 
-def _entries(args: argparse.Namespace, ck: Checkpoint) -> tuple[list[Entry], list[dict[str, Any]], Any]:
-    """Entries for `quantize`, the per-tensor fallbacks taken, and the plan (if any)."""
+def _entries(
+    args: argparse.Namespace, ck: Checkpoint
+) -> tuple[list[Entry], list[dict[str, Any]], Any, Optional[Statistics]]:
+    """Entries for `quantize`, the per-tensor fallbacks taken, the plan (if any) and the
+    statistics (if any)."""
     chosen = _selected(args, ck)
     schemes: dict[str, Optional[Scheme]] = {}
     fallbacks: list[dict[str, Any]] = []
@@ -329,6 +361,7 @@ def _entries(args: argparse.Namespace, ck: Checkpoint) -> tuple[list[Entry], lis
     if args.plan:
         plan_d = _read_plan(args.plan)
         args.method = args.method or plan_d.get("method") or "mse"
+        args.rounding = args.rounding or plan_d.get("rounding") or "nearest"
         table = dict(gpu_family(args.gpu).candidates)
         choice = {c.get("layer"): c.get("choice") for c in plan_d["layers"]}
         missing = [n for n in choice if n not in ck.names()]
@@ -346,7 +379,7 @@ def _entries(args: argparse.Namespace, ck: Checkpoint) -> tuple[list[Entry], lis
         scheme = _scheme_from_args(args)
         bad = [(n, ck.info(n)[1], scheme.fits(ck.info(n)[1])) for n in chosen]
         bad = [b for b in bad if b[2]]
-        if bad and args.fallback == "none":
+        if bad and "channel" not in _fallbacks(args):
             n, shape, why = bad[0]
             more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
             raise UsageError(
@@ -360,16 +393,30 @@ def _entries(args: argparse.Namespace, ck: Checkpoint) -> tuple[list[Entry], lis
             sub = Scheme(scheme.precision, scheme.symmetric, 0, None, scheme.full_range, scheme.signed_scale)
             schemes[n] = sub
             fallbacks.append({"tensor": n, "shape": list(shape), "reason": why, "used": sub.describe()})
+    args.rounding = args.rounding or "nearest"
+    stats = _statistics(args, ck.tensors([n for n, s in schemes.items() if s is not None and s.is_integer]))
     entries = _entries_for(ck, schemes, args.method)
     for e in entries:
         if e.scheme is not None and e.scheme.is_integer and e.scheme.fits(e.shape):
             raise UsageError(f"{e.scheme.describe()} does not fit tensor {e.name}: {e.scheme.fits(e.shape)}")
-    return entries, fallbacks, plan_d
+        if e.scheme is not None and e.scheme.is_integer:
+            e.rounding = args.rounding
+            if args.rounding != "nearest" and (stats is None or e.name not in stats):
+                e.rounding = "nearest"  # allowed by --fallback nearest (checked in _statistics)
+                fallbacks.append(
+                    {
+                        "tensor": e.name,
+                        "shape": list(e.shape),
+                        "reason": "no input statistics",
+                        "used": "nearest",
+                    }
+                )
+    return entries, fallbacks, plan_d, stats
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     ck = _source(args.file)
-    entries, fallbacks, plan_d = _entries(args, ck)
+    entries, fallbacks, plan_d, stats = _entries(args, ck)
     out = args.output
     if os.path.isdir(out):
         raise UsageError(f"output {out} is a directory; give a file name")
@@ -380,7 +427,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             f"file would be {expected:,} bytes (run `rxquant plan` again with the same --include/--exclude)"
         )
     bar = _progress(args, len(entries), "quantizing")
-    written = write_quantized(ck, out, entries, progress=lambda e: bar.update(1), device=args.device)
+    written = write_quantized(
+        ck, out, entries, progress=lambda e: bar.update(1), device=args.device, statistics=stats
+    )
     bar.close()
     src = sum(ck.nbytes(n) for n in ck.names())
     q = sum(1 for e in entries if e.scheme is not None)
@@ -388,6 +437,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         f"wrote {out}: {_size(written)} (from {_size(src)}, {src / max(written, 1):.2f}x smaller), "
         f"{q} tensors quantized, {len(entries) - q} kept"
     ]
+    rounded = sorted({e.rounding for e in entries if e.scheme is not None and e.scheme.is_integer})
+    if rounded and rounded != ["nearest"]:
+        lines.append(f"rounding: {args.rounding} with the statistics in {args.statistics}")
     for f in fallbacks:
         lines.append(f"fallback: {f['tensor']} {tuple(f['shape'])} quantized {f['used']}: {f['reason']}")
     data = {
@@ -398,6 +450,34 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         "quantized_tensors": q,
         "fallbacks": fallbacks,
     }
+    _emit(args, data, "\n".join(lines))
+    return 0
+
+
+def cmd_statistics(args: argparse.Namespace) -> int:
+    """Input statistics of a BERT-family model (config.json, tokenizer.json, model.safetensors),
+    run by rxquant's numpy forward pass on sentences."""
+    folder = Path(args.model_dir)
+    for need in ("config.json", "tokenizer.json", "model.safetensors"):
+        if not (folder / need).is_file():
+            raise UsageError(f"{folder} has no {need}: give a BERT-family model folder")
+    if args.sentences:
+        lines = Path(args.sentences).read_text(encoding="utf-8").splitlines()
+        sentences = [ln.strip() for ln in lines if ln.strip()]
+        if not sentences:
+            raise UsageError(f"{args.sentences} has no sentences (one per line)")
+    else:
+        sentences = list(CALIBRATION)
+    ck = Checkpoint(folder / "model.safetensors")
+    try:
+        model = Bert(folder, {n: ck.read(n) for n in ck.names()})
+    except KeyError as e:
+        raise UsageError(f"{folder} is not a BERT-family model this forward pass runs: missing {e}") from None
+    stats = collect_statistics(model, sentences, path=args.output, kind=args.kind)
+    size = os.path.getsize(args.output)
+    lines = [f"{len(stats)} layers, {len(sentences)} sentences ({next(iter(stats.values())).count} tokens)"]
+    lines.append(f"wrote {args.output}: {_size(size)} ({args.kind})")
+    data = {"output": args.output, "layers": len(stats), "sentences": len(sentences), "bytes": size}
     _emit(args, data, "\n".join(lines))
     return 0
 
@@ -487,6 +567,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ parser
 
 
+def _fallback_arg(value: str) -> str:
+    parts = set(value.split(","))
+    if not parts <= {"none", "channel", "nearest"} or ("none" in parts and len(parts) > 1):
+        raise argparse.ArgumentTypeError(f"{value!r}: use none, channel, nearest or channel,nearest")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine-readable output")
@@ -542,8 +629,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="bytes or 60MB, 5.5GiB (the whole output file), or 4.5bpw (bits a quantized weight)",
     )
     s.add_argument(
+        "--statistics",
         "--calibration",
-        help="per-layer E[x^2] statistics (.npz or .safetensors) for the data-aware error",
+        dest="statistics",
+        help="the layers' input statistics (rxquant statistics file, llama.cpp imatrix .gguf/.dat, or "
+        ".npz/.safetensors E[x^2] vectors): errors become the layers' output errors",
+    )
+    s.add_argument(
+        "--rounding",
+        choices=["nearest", "importance", "gptq"],
+        default="nearest",
+        help="how each candidate is rounded when measured: nearest (default), importance (E[x^2]-weighted "
+        "clip search) or gptq (needs Hessians in --statistics)",
     )
     s.add_argument(
         "--mode",
@@ -577,13 +674,45 @@ def build_parser() -> argparse.ArgumentParser:
         help="unsigned grid with a zero point (default: symmetric, signed scale using all codes)",
     )
     s.add_argument(
+        "--statistics",
+        help="the layers' input statistics for --rounding importance or gptq (rxquant statistics file, "
+        "llama.cpp imatrix .gguf/.dat, or .npz/.safetensors E[x^2] vectors)",
+    )
+    s.add_argument(
+        "--rounding",
+        choices=["nearest", "importance", "gptq"],
+        help="nearest (default; with --plan, the plan's), importance (clip search weighted by E[x^2]) or "
+        "gptq (error-compensating rounding; needs Hessians)",
+    )
+    s.add_argument(
         "--fallback",
         default="none",
-        choices=["none", "channel"],
-        help="when the group size does not fit a tensor: refuse (none, default) or quantize that tensor "
-        "per channel and report it (channel)",
+        type=_fallback_arg,
+        help="substitutes allowed, reported per tensor: none (default: refuse), channel (per channel where "
+        "the group size does not fit), nearest (round to nearest where there are no statistics), or "
+        "channel,nearest",
     )
     s.set_defaults(func=cmd_quantize)
+    s = sub.add_parser(
+        "statistics",
+        parents=[common],
+        help="input statistics of a BERT-family model's layers, for data-aware rounding",
+        description="Runs a BERT-family model (a folder with config.json, tokenizer.json and "
+        "model.safetensors) in numpy on calibration sentences and writes each linear layer's input "
+        "statistics. For other models use rxquant.torch.collect_statistics.",
+    )
+    s.add_argument("model_dir", help="the model folder")
+    s.add_argument("-o", "--output", required=True, help="the statistics .safetensors file to write")
+    s.add_argument(
+        "--sentences", help="a text file with one calibration sentence per line (default: rxquant's 128)"
+    )
+    s.add_argument(
+        "--kind",
+        choices=["hessian", "importance"],
+        default="hessian",
+        help="hessian (2 XᵀX/N, for gptq; default) or importance (E[x^2] only, much smaller)",
+    )
+    s.set_defaults(func=cmd_statistics)
     s = sub.add_parser("verify", parents=[common, dev], help="per-tensor SQNR and cosine of a quantized file")
     s.add_argument("original", help="the checkpoint that was quantized")
     s.add_argument("quantized", help="the rxquant quantized file")

@@ -6,6 +6,7 @@ min/max and histograms, so its memory does not depend on the number of batches.
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any, Optional, Union
 
@@ -22,7 +23,7 @@ SPARSE_CELL = 1 << 14
 SchemeLike = Union[Scheme, str, None]
 
 
-def _options(
+def options_spec(
     bins: int = 2048,
     percentile: float = 99.99,
     averaging: Optional[float] = None,
@@ -30,6 +31,7 @@ def _options(
     exact_limit: int = 1 << 20,
     ignore_nonfinite: bool = False,
 ) -> tuple[int, float, Optional[float], Optional[bool], int, bool]:
+    """The options tuple the compiled module takes (see :func:`calibrate` for their meaning)."""
     return (int(bins), float(percentile), averaging, exact, int(exact_limit), bool(ignore_nonfinite))
 
 
@@ -41,7 +43,13 @@ def _integer_scheme(scheme: SchemeLike) -> Scheme:
 
 
 def calibrate(
-    x: Any, method: str = "minmax", scheme: SchemeLike = None, *, device: Optional[str] = None, **options: Any
+    x: Any,
+    method: str = "minmax",
+    scheme: SchemeLike = None,
+    *,
+    device: Optional[str] = None,
+    importance: Optional[Any] = None,
+    **options: Any,
 ) -> QParams:
     """Chooses scale and zero point for ``x`` under ``scheme`` (default INT8 symmetric per tensor).
 
@@ -56,6 +64,11 @@ def calibrate(
     - ``mse``: the clip with the least expected squared error, from the histogram; with
       ``exact=True`` searched on the data (for weights).
 
+    ``importance`` (``mse`` only; a vector ``E[x_j^2]`` of ``prod(shape[1:])`` values, one per
+    input of a weight ``(out, in, ...)``): the search on the data minimizes the importance-weighted
+    squared error ``sum_j E[x_j^2] (w_j - w'_j)^2`` instead (per tensor, per channel along axis
+    0, or groups along the last axis), on the CPU.
+
     Options: ``bins``, ``percentile``, ``exact``, ``exact_limit``, ``ignore_nonfinite``.
     NaN/Inf raise a ValueError with their count and first index unless ``ignore_nonfinite``.
     ``device`` (``auto``, ``cpu``, ``opencl``, ``opencl:N``) runs the min/max and histogram passes
@@ -64,9 +77,20 @@ def calibrate(
     s = _integer_scheme(scheme)
     a = as_float_array(x)
     check_fits(s, a.shape)
+    if importance is not None:
+        if str(method) != "mse":
+            raise ValueError(f"importance weights the mse search; method {method!r} takes none")
+        n_in = math.prod(a.shape[1:]) if a.ndim >= 2 else a.size
+        e = np.ascontiguousarray(np.asarray(importance, dtype=np.float32).reshape(-1))
+        if e.size != n_in:
+            raise ValueError(
+                f"importance has {e.size} values; a tensor of shape {a.shape} has {n_in} inputs per output"
+            )
+        scale, zp = native.calibrate_weighted(a, s.spec(), e, options_spec(**options))
+        return QParams(s, scale, zp, a.shape, extra={"method": "mse+importance"})
     if "averaging" in options:
         raise TypeError("averaging applies to streamed batches: use Observer(..., averaging=c)")
-    args = (a, str(method), s.spec(), _options(**options))
+    args = (a, str(method), s.spec(), options_spec(**options))
     scale, zp = run(device, lambda be: be.calibrate(*args), lambda: native.calibrate(*args))
     cell = a.size // max(1, scale.size)
     if str(method) in ("entropy", "kl") and 0 < cell < SPARSE_CELL:
@@ -104,7 +128,7 @@ class Observer:
         self.method = str(method)
         self.scheme = _integer_scheme(scheme)
         self.options = dict(options)
-        self._obs = native.Observer(self.method, self.scheme.spec(), _options(**self.options))
+        self._obs = native.Observer(self.method, self.scheme.spec(), options_spec(**self.options))
         self._shape: Optional[tuple[int, ...]] = None
 
     def update(self, batch: Any) -> Observer:

@@ -34,13 +34,29 @@ class GpuFamily:
 def _candidates(*names: str) -> tuple[tuple[str, Scheme], ...]:
     table = {
         "int4_g32": Scheme("int4", symmetric=False, axis=-1, group_size=32),
+        "int4_g32_sym": Scheme("int4", axis=-1, group_size=32, signed_scale=True),
+        "int4_g64": Scheme("int4", symmetric=False, axis=-1, group_size=64),
         "int4_g128": Scheme("int4", symmetric=False, axis=-1, group_size=128),
+        "int4_g128_sym": Scheme("int4", axis=-1, group_size=128, signed_scale=True),
         "int8_channel": Scheme("int8", axis=0, signed_scale=True),
         "fp16": Scheme("fp16"),
         "fp32": Scheme("fp32"),
     }
     return tuple((n, table[n]) for n in names)
 
+
+# Every family dequantizes these the same way (INT4 groups: 4 + 16/G bits a weight, +4/G with
+# zero points; INT8 per output channel); the planner picks among them per layer.
+CANDIDATES = (
+    "int4_g32",
+    "int4_g32_sym",
+    "int4_g64",
+    "int4_g128",
+    "int4_g128_sym",
+    "int8_channel",
+    "fp16",
+    "fp32",
+)
 
 # Public spec-sheet numbers (AMD): RX 580 (Polaris 20), Vega 64, RX 5700 XT (Navi 10).
 GPU_FAMILIES: dict[str, GpuFamily] = {
@@ -53,7 +69,7 @@ GPU_FAMILIES: dict[str, GpuFamily] = {
         256.0,
         False,
         QuantizationPrecision.INT8,
-        _candidates("int4_g32", "int4_g128", "int8_channel", "fp16", "fp32"),
+        _candidates(*CANDIDATES),
         64,
         ("gfx803", "polaris", "ellesmere", "baffin", "lexa"),
     ),
@@ -66,7 +82,7 @@ GPU_FAMILIES: dict[str, GpuFamily] = {
         484.0,
         True,
         QuantizationPrecision.FP16,
-        _candidates("int4_g32", "int4_g128", "int8_channel", "fp16", "fp32"),
+        _candidates(*CANDIDATES),
         64,
         ("gfx900", "gfx906", "vega"),
     ),
@@ -79,7 +95,7 @@ GPU_FAMILIES: dict[str, GpuFamily] = {
         448.0,
         True,
         QuantizationPrecision.FP16,
-        _candidates("int4_g32", "int4_g128", "int8_channel", "fp16", "fp32"),
+        _candidates(*CANDIDATES),
         64,
         ("gfx1010", "gfx1011", "gfx1012", "navi"),
     ),

@@ -7,13 +7,16 @@ the core layer.
 
 from rxquant._rxquant import (
     DeviceError,
+    HessianObserver,
     Observer,
     OpenClDevice,
     SafetensorsFile,
     __version__,
     calibrate,
+    calibrate_weighted,
     dequantize,
     fake_quantize,
+    gptq,
     metrics,
     opencl_devices,
     pack_int4,
@@ -27,13 +30,16 @@ from rxquant._rxquant import (
 
 __all__ = [
     "DeviceError",
+    "HessianObserver",
     "Observer",
     "OpenClDevice",
     "SafetensorsFile",
     "__version__",
     "calibrate",
+    "calibrate_weighted",
     "dequantize",
     "fake_quantize",
+    "gptq",
     "metrics",
     "opencl_devices",
     "pack_int4",

@@ -41,6 +41,7 @@ def quantize(
     ignore_nonfinite: bool = False,
     pack: bool = False,
     device: Optional[str] = None,
+    importance: Optional[Any] = None,
 ) -> tuple[np.ndarray, QParams]:
     """Quantizes ``x``; returns ``(codes, qparams)``.
 
@@ -49,6 +50,12 @@ def quantize(
     counts values saturated at ±65504 in ``qparams.overflow`` (with a RuntimeWarning); FP32 copies.
     Without ``qparams`` the range is calibrated with min-max. ``device``: ``"cpu"`` (default),
     ``"auto"``, ``"opencl"`` or ``"opencl:N"`` (see :mod:`rxquant.devices`).
+
+    ``importance`` (a weight ``(out, in, ...)``; a vector of ``prod(shape[1:])`` values
+    ``E[x_j^2]``, e.g. :meth:`HessianObserver.importance` or llama.cpp's importance matrix):
+    each cell's clip is searched on the data for the least importance-weighted squared error
+    ``sum_j E[x_j^2] (w_j - w'_j)^2`` (per tensor, per channel along axis 0, or groups along the
+    last axis). It replaces ``qparams`` and runs on the CPU.
     """
     a = as_float_array(x)
     s = qparams.scheme if (qparams is not None and scheme is None) else Scheme.coerce(scheme)
@@ -57,6 +64,11 @@ def quantize(
     if not s.is_integer:
         return _quantize_float(a, s, ignore_nonfinite)
     check_fits(s, a.shape)
+    if importance is not None:
+        if qparams is not None:
+            raise ValueError("give either qparams or importance, not both")
+        qparams = calibrate(a, "mse", s, importance=importance, ignore_nonfinite=ignore_nonfinite)
+        device = "cpu"
     on = _finite_on(device, a)
     if qparams is None and (on in (None, "cpu") or a.dtype == np.float32):
         return _quantize_minmax(a, s, pack, ignore_nonfinite, on)

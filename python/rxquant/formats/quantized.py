@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ..core.atomic import PathLike, atomic_open
+from ..core.atomic import PathLike
 from ..core.calibration import calibrate
+from ..core.gptq import gptq
 from ..core.ops import dequantize, pack_int4, quantize, unpack_int4
 from ..core.scheme import QParams, Scheme
-from .checkpoint import Checkpoint, itemsize
+from .checkpoint import Checkpoint
+from .writer import SafetensorsWriter, TensorSpec, file_size
 
 FORMAT_VERSION = 1
 
@@ -28,6 +31,7 @@ class Entry:
     method: str
     dtype: str
     shape: tuple[int, ...]
+    rounding: str = "nearest"  # or "importance", "gptq" (needs the layer's input statistics)
 
     def outputs(self) -> list[tuple[str, str, tuple[int, ...]]]:
         """Stored tensors: (name, safetensors dtype, shape)."""
@@ -54,36 +58,26 @@ class Entry:
         return out
 
 
-def _header(entries: list[Entry]) -> bytes:
-    tensors: dict[str, Any] = {}
-    offset = 0
-    for e in entries:
-        for name, dt, shape in e.outputs():
-            size = math.prod(shape) * itemsize(dt)
-            tensors[name] = {"dtype": dt, "shape": list(shape), "data_offsets": [offset, offset + size]}
-            offset += size
+def _specs_and_metadata(entries: list[Entry]) -> tuple[list[TensorSpec], dict[str, str]]:
     meta = {
         "format_version": FORMAT_VERSION,
         "tensors": {
             e.name: {
                 "scheme": e.scheme.to_dict() if e.scheme else None,
                 "method": e.method,
+                "rounding": e.rounding if e.scheme and e.scheme.is_integer else None,
                 "shape": list(e.shape),
                 "dtype": e.dtype,
             }
             for e in entries
         },
     }
-    header = {"__metadata__": {"format": "rxquant", "rxquant": json.dumps(meta)}, **tensors}
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)  # safetensors aligns the data start to 8 bytes
-    return len(raw).to_bytes(8, "little") + raw
+    return [o for e in entries for o in e.outputs()], {"format": "rxquant", "rxquant": json.dumps(meta)}
 
 
 def predicted_size(entries: list[Entry]) -> int:
     """Bytes of the output file (header included)."""
-    data = sum(math.prod(s) * itemsize(dt) for e in entries for _, dt, s in e.outputs())
-    return len(_header(entries)) + data
+    return file_size(*_specs_and_metadata(entries))
 
 
 def _store_scale(qp: QParams) -> QParams:
@@ -97,16 +91,35 @@ def _store_scale(qp: QParams) -> QParams:
 
 
 def quantize_entry(
-    e: Entry, x: np.ndarray, calib: Optional[dict[str, Any]] = None, device: Optional[str] = None
+    e: Entry,
+    x: np.ndarray,
+    calib: Optional[dict[str, Any]] = None,
+    device: Optional[str] = None,
+    stats: Optional[Any] = None,
 ) -> list[np.ndarray]:
-    """The stored arrays of one tensor, in ``Entry.outputs()`` order (computed on ``device``)."""
+    """The stored arrays of one tensor, in ``Entry.outputs()`` order (computed on ``device``).
+    ``stats`` (with ``hessian`` and ``importance``) is the layer's input statistics, needed by
+    the ``importance`` and ``gptq`` roundings."""
     s = e.scheme
     assert s is not None and s.precision not in ("fp32",)
     if s.precision == "fp16":
         return [quantize(x, s)[0]]
-    qp = _store_scale(calibrate(x, e.method, s, device=device, **(calib or {})))
     packed = s.precision == "int4"
-    q, _ = quantize(x, s, qp, pack=packed, device=device)
+    if e.rounding != "nearest" and stats is None:
+        raise ValueError(f"{e.rounding} rounding of {e.name} needs its input statistics")
+    if e.rounding == "gptq":
+        if stats.hessian is None:
+            raise ValueError(
+                f"gptq rounding of {e.name} needs a Hessian; the statistics have only importance"
+            )
+        method = "minmax" if e.method == "minmax" else "mse"
+        q, qp = gptq(x, s, stats.hessian, method=method, pack=packed, f16_scales=s.scale_dtype == "float16")
+    else:
+        if e.rounding == "importance":
+            qp = _store_scale(calibrate(x, "mse", s, importance=stats.importance))
+        else:
+            qp = _store_scale(calibrate(x, e.method, s, device=device, **(calib or {})))
+        q, _ = quantize(x, s, qp, pack=packed, device=device)
     out = [q, qp.scale.astype(np.float16 if s.scale_dtype == "float16" else np.float32)]
     if not s.symmetric:
         zp = qp.zero_point.astype(np.uint8)
@@ -120,30 +133,27 @@ def write_quantized(
     entries: list[Entry],
     progress: Optional[Callable[[Entry], None]] = None,
     device: Optional[str] = None,
+    statistics: Optional[Mapping[str, Any]] = None,
 ) -> int:
     """Streams the quantized file: header first, then one tensor at a time (atomic). Returns bytes.
-    Calibration and quantization run on ``device`` (see :mod:`rxquant.devices`)."""
-    header = _header(entries)
-    written = len(header)
-    with atomic_open(out_path, "wb") as f:
-        f.write(header)
+    Calibration and quantization run on ``device`` (see :mod:`rxquant.devices`); entries with
+    ``importance`` or ``gptq`` rounding take their layer's input statistics from ``statistics``
+    (read one layer at a time)."""
+    specs, metadata = _specs_and_metadata(entries)
+    with SafetensorsWriter(out_path, specs, metadata) as w:
         for e in entries:
             if e.scheme is None or (e.scheme.precision == "fp32" and e.dtype == "F32"):
                 arrays: list[Any] = [ckpt.read_raw(e.name)]
             elif e.scheme.precision == "fp32":
                 arrays = [ckpt.read_f32(e.name)]
             else:
-                arrays = quantize_entry(e, ckpt.read_f32(e.name), device=device)
-            for (name, dt, shape), a in zip(e.outputs(), arrays):
-                b = a if isinstance(a, bytes) else np.ascontiguousarray(a).tobytes()
-                want = math.prod(shape) * itemsize(dt)
-                if len(b) != want:
-                    raise RuntimeError(f"internal error: {name} has {len(b)} bytes, the header says {want}")
-                f.write(b)
-                written += len(b)
+                stats = statistics[e.name] if e.rounding != "nearest" and statistics is not None else None
+                arrays = quantize_entry(e, ckpt.read_f32(e.name), device=device, stats=stats)
+            for a in arrays:
+                w.write(a)
             if progress:
                 progress(e)
-    return written
+    return w.bytes
 
 
 @dataclass

@@ -7,22 +7,21 @@ Mean pooling over the attention mask and L2 normalization, as sentence-transform
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
+from ..core.hessian import HessianObserver
+from ..formats.statistics import write_statistics
+from .sentences import HELD_OUT
+
 WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
-SENTENCES = [
-    "The RX 580 has eight gigabytes of memory.",
-    "Quantization stores weights in fewer bits.",
-    "A cat sleeps on the warm windowsill.",
-    "Interest rates rose again this quarter.",
-    "She plays the violin in the city orchestra.",
-    "The recipe needs two cups of flour and one egg.",
-    "Rust and Python work well together.",
-    "The train to the airport leaves every ten minutes.",
-]
+# A few held-out sentences for quick checks (the full sets are in rxquant.models.sentences).
+SENTENCES = HELD_OUT[:8]
+# Called with (weight name, the layer's inputs for real tokens: (tokens, in)).
+Capture = Callable[[str, np.ndarray], None]
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
@@ -66,13 +65,25 @@ class Bert:
         enc = self.tokenizer.encode_batch(sentences)
         return np.array([e.ids for e in enc]), np.array([e.attention_mask for e in enc])
 
-    def embed(self, sentences: list[str], weights: Optional[dict[str, Any]] = None) -> np.ndarray:
-        """Normalized sentence embeddings ``[len(sentences), hidden]`` (float64)."""
+    def embed(
+        self,
+        sentences: list[str],
+        weights: Optional[dict[str, Any]] = None,
+        capture: Optional[Capture] = None,
+    ) -> np.ndarray:
+        """Normalized sentence embeddings ``[len(sentences), hidden]`` (float64). ``capture`` is
+        called with every linear layer's inputs (real tokens, padding left out)."""
         ids, mask = self.tokenize(sentences)
         over = weights or {}
         w = {**self.weights, **over}
         g = lambda k: np.asarray(over[k], np.float64) if k in over else self._w64[k]  # noqa: E731
-        lin = lambda x, k: x @ g(k + ".weight").T + g(k + ".bias")  # noqa: E731
+        real = mask.astype(bool)
+
+        def lin(x: np.ndarray, k: str) -> np.ndarray:
+            if capture is not None:
+                capture(k + ".weight", x[real] if x.ndim == 3 else x)
+            return x @ g(k + ".weight").T + g(k + ".bias")
+
         ln = lambda x, k: _layer_norm(x, g(k + ".weight"), g(k + ".bias"), self.eps)  # noqa: E731
         n, t = ids.shape
         # Gather rows before widening: the word-embedding table is the largest tensor.
@@ -94,6 +105,28 @@ class Bert:
             x = ln(x + lin(h, p + "output.dense"), p + "output.LayerNorm")
         pooled = (x * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
         return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+
+
+def collect_statistics(
+    model: Bert,
+    sentences: list[str],
+    batch: int = 32,
+    path: Optional[Union[str, os.PathLike[str]]] = None,
+    kind: str = "hessian",
+) -> dict[str, HessianObserver]:
+    """Input statistics (``HessianObserver``) of every linear layer of the encoder, from the
+    model run on ``sentences`` (padding left out); keyed by weight name. With ``path`` the
+    statistics file is written too (``kind`` ``hessian`` or ``importance``; docs/format.md)."""
+    stats: dict[str, HessianObserver] = {}
+
+    def capture(name: str, x: np.ndarray) -> None:
+        stats.setdefault(name, HessianObserver()).update(np.ascontiguousarray(x, dtype=np.float32))
+
+    for i in range(0, len(sentences), batch):
+        model.embed(sentences[i : i + batch], capture=capture)
+    if path is not None:
+        write_statistics(path, stats, kind)
+    return stats
 
 
 def embedding_cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -14,7 +14,7 @@ use rxquant::{CalibOptions, Method};
 /// `(bins, percentile, averaging, exact, exact_limit, ignore_nonfinite)`.
 pub type OptsSpec = (usize, f64, Option<f64>, Option<bool>, usize, bool);
 
-fn options(o: OptsSpec) -> CalibOptions {
+pub fn options(o: OptsSpec) -> CalibOptions {
     let (bins, percentile, averaging, exact, exact_limit, ignore_nonfinite) = o;
     CalibOptions { bins, percentile, averaging, exact, exact_limit, ignore_nonfinite }
 }

@@ -1,0 +1,84 @@
+"""Input statistics of a layer for data-aware rounding: ``HessianObserver`` accumulates
+``H = 2 XᵀX / N`` (GPTQ's Hessian) and ``E[x²]`` (the importance llama.cpp's imatrix holds) over
+batches of the layer's inputs, in float64 sums of float32 block products."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import native
+from .arrays import as_float_array
+
+
+class HessianObserver:
+    """Streams a layer's inputs ``x`` of shape ``(..., in)`` (every axis but the last counts as
+    samples; for a convolution, the unfolded patches ``(..., in*kh*kw)``).
+
+    >>> obs = HessianObserver()
+    >>> for x in batches: obs.update(x)              # doctest: +SKIP
+    >>> h, e = obs.hessian(), obs.importance()      # doctest: +SKIP
+
+    ``update`` may be called from several threads on one observer: each batch is reduced with
+    the GIL released and added under a lock, so the result equals feeding the batches one after
+    another (the float64 additions may come in another order). A batch that fails (NaN/Inf, a
+    different feature count) changes nothing. ``merge`` adds another observer; state survives
+    ``pickle`` and ``to_dict``/``from_dict``.
+    """
+
+    def __init__(self) -> None:
+        self._obs = native.HessianObserver()
+
+    def update(self, x: Any) -> HessianObserver:
+        """Folds a batch in; returns self."""
+        self._obs.update(as_float_array(x, "x"))
+        return self
+
+    def merge(self, other: HessianObserver) -> HessianObserver:
+        """Adds the statistics of another observer with the same feature count."""
+        if not isinstance(other, HessianObserver):
+            raise TypeError(f"can only merge a HessianObserver, got {type(other).__name__}")
+        self._obs.merge(other._obs)
+        return self
+
+    @property
+    def count(self) -> int:
+        """Samples (rows of ``x``) seen."""
+        return int(self._obs.count)
+
+    @property
+    def features(self) -> int | None:
+        """The input width, fixed by the first batch."""
+        return self._obs.features
+
+    def hessian(self) -> np.ndarray:
+        """``2 XᵀX / N``: float64 ``(in, in)``."""
+        return self._obs.hessian()
+
+    def importance(self) -> np.ndarray:
+        """``E[x_j²]`` per input: float64 ``(in,)`` (the Hessian's diagonal over 2)."""
+        return self._obs.importance()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The running state: ``features``, ``count`` and ``xtx`` (XᵀX's lower triangle, packed by
+        rows: ``in*(in+1)/2`` float64 values)."""
+        features, count, xtx = self._obs.state()
+        return {"features": features, "count": int(count), "xtx": xtx}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HessianObserver:
+        """Inverse of :meth:`to_dict` (checked for consistency)."""
+        missing = [k for k in ("features", "count", "xtx") if k not in d]
+        if missing:
+            raise ValueError(f"Hessian observer state is missing {', '.join(missing)}")
+        obs = cls()
+        xtx = np.ascontiguousarray(np.asarray(d["xtx"], np.float64).reshape(-1))
+        obs._obs.set_state(d["features"], int(d["count"]), xtx)
+        return obs
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.to_dict()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._obs = HessianObserver.from_dict(state)._obs
