@@ -280,6 +280,7 @@ def run(repeat: int = 7, write_docs: bool = True, docs: Optional[Path] = None) -
         "t_hist64": t_hist64,
         "mse_cost": mse_over_minmax(),
         "minilm_gptq": minilm_statistics_and_gptq(),
+        "threaded": threaded_feeding(repeat),
     }
     text = render(result)
     print(text)
@@ -349,6 +350,35 @@ def data_aware_rows(repeat: int) -> list[Row]:
             "numpy's product is BLAS (syrk on the triangle); rxquant sums blocks in float64",
         ),
     ]
+
+
+def threaded_feeding(repeat: int) -> list[tuple[str, float, float]]:
+    """Feeding one observer 64 batches of 512x1024 from 8 threads against one thread:
+    (what, serial s, 8 threads s)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(0)
+    bs = [rng.laplace(size=(512, 1024)).astype(np.float32) for _ in range(64)]
+
+    def feed(make: Callable[[], Any], threads: int) -> Callable[[], Any]:
+        def go() -> None:
+            obs = make()
+            if threads == 1:
+                for b in bs:
+                    obs.update(b)
+            else:
+                with ThreadPoolExecutor(threads) as pool:
+                    list(pool.map(obs.update, bs))
+
+        return go
+
+    out = []
+    for what, make in (
+        ("Observer('entropy', 'int8')", lambda: rq.Observer("entropy", "int8")),
+        ("HessianObserver", rq.HessianObserver),
+    ):
+        out.append((what, median_time(feed(make, 1), repeat), median_time(feed(make, 8), repeat)))
+    return out
 
 
 def minilm_statistics_and_gptq() -> Optional[tuple[float, float]]:
@@ -422,6 +452,11 @@ def render(r: dict[str, Any]) -> str:
         f"histogram speed / np.copyto speed (same 64 MiB of float32): {r['t_copy'] / r['t_hist64']:.2f} "
         "(target >= 0.5)",
     ]
+    for what, serial, threaded in r.get("threaded", []):
+        lines.append(
+            f"{what}: 64 batches of 512x1024 from 8 threads {threaded * 1e3:.1f} ms, from one "
+            f"{serial * 1e3:.1f} ms ({serial / threaded:.2f}x; {os.cpu_count()} CPUs)"
+        )
     if r.get("minilm_gptq"):
         st, gq = r["minilm_gptq"]
         lines.append(

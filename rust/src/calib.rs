@@ -154,6 +154,20 @@ impl Observer {
         Ok(Observer { scheme, method, opts, grid: None, min: vec![], max: vec![], hists: vec![], batches: 0 })
     }
 
+    /// The observer's scheme, method, options, grid and batch count, without its statistics.
+    pub fn clone_settings(&self) -> Observer {
+        Observer {
+            scheme: self.scheme,
+            method: self.method,
+            opts: self.opts.clone(),
+            grid: self.grid.clone(),
+            min: vec![],
+            max: vec![],
+            hists: vec![],
+            batches: self.batches,
+        }
+    }
+
     /// What the histograms count: `|x|` for symmetric schemes and entropy, `x` otherwise.
     pub fn kind(&self) -> HistKind {
         if self.scheme.symmetric || self.method == Method::Entropy {
@@ -172,19 +186,51 @@ impl Observer {
         self.update_on(&Cpu, x, shape)
     }
 
-    /// [`Observer::update`] with the passes over the data run by `dev`.
+    /// [`Observer::update`] with the passes over the data run by `dev`: [`Observer::reduce`],
+    /// [`Observer::widen`], [`Observer::count`] and [`Observer::absorb`] in turn.
     pub fn update_on<T: Elem>(&mut self, dev: &impl Reducer<T>, x: &[T], shape: &[usize]) -> Result<()> {
+        let (map, r) = self.reduce(dev, x, shape)?;
+        let mut hists = self.widen(&map, &r)?;
+        Self::count(dev, x, &map, &mut hists, self.kind())?;
+        self.absorb(&r, &hists)
+    }
+
+    /// The first pass over a batch: its per-parameter ranges, and the parameter map (checked
+    /// against the grid of earlier batches). Reads the observer only.
+    ///
+    /// Several threads can feed one observer with these steps: `reduce` and `count` (the passes
+    /// over the data) need no lock; `widen` and `absorb` (short) do. A batch is counted in the
+    /// histogram layout `widen` hands out; layouts only ever widen into whole multiples of their
+    /// bins aligned to their edges, so merging those counts later is exact, and the counts equal
+    /// feeding the batches one after another in the order they were widened.
+    pub fn reduce<T: Elem>(
+        &self,
+        dev: &impl Reducer<T>,
+        x: &[T],
+        shape: &[usize],
+    ) -> Result<(ParamMap, Ranges)> {
         let map = ParamMap::new(shape, self.scheme.granularity)?;
-        let n = map.n_params();
+        self.check_grid(&map)?;
+        let r = dev.ranges(x, &map, self.opts.ignore_nonfinite)?;
+        Ok((map, r))
+    }
+
+    fn check_grid(&self, map: &ParamMap) -> Result<()> {
         if let Some(g) = self.grid.as_ref().filter(|g| **g != map.grid) {
             return Err(Error::Shape(format!(
                 "batch needs a parameter grid {:?} but the observer has {:?} (channel count or group layout differs)",
                 map.grid, g
             )));
         }
-        // State changes only after each fallible pass succeeded, so a failed batch (bad values,
-        // a device error) can be retried or run elsewhere without counting twice.
-        let r = dev.ranges(x, &map, self.opts.ignore_nonfinite)?;
+        Ok(())
+    }
+
+    /// Takes a reduced batch: fixes the grid on the first one, widens each histogram to cover
+    /// the batch's range (re-binning its counts exactly) and returns empty histograms in that
+    /// layout, for [`Observer::count`].
+    pub fn widen(&mut self, map: &ParamMap, r: &Ranges) -> Result<Vec<Hist>> {
+        self.check_grid(map)?;
+        let n = map.n_params();
         if self.grid.is_none() {
             self.grid = Some(map.grid.clone());
             self.min = vec![f32::INFINITY; n];
@@ -196,18 +242,47 @@ impl Observer {
                 self.hists = vec![Hist::empty(self.opts.bins); n];
             }
         }
-        if self.uses_hist() {
-            let kind = self.kind();
-            for (p, h) in self.hists.iter_mut().enumerate().filter(|(p, _)| r.min[*p] <= r.max[*p]) {
-                // Widening re-bins exactly and is idempotent, so it may precede the counting.
-                match kind {
-                    HistKind::Abs => h.cover(0.0, r.min[p].abs().max(r.max[p].abs()) as f64),
-                    HistKind::Signed => h.cover(r.min[p] as f64, r.max[p] as f64),
-                }
-            }
-            dev.histograms(x, &map, &mut self.hists, kind)?;
+        if !self.uses_hist() {
+            return Ok(vec![]);
         }
-        for p in (0..n).filter(|&p| r.min[p] <= r.max[p]) {
+        let kind = self.kind();
+        for (p, h) in self.hists.iter_mut().enumerate().filter(|(p, _)| r.min[*p] <= r.max[*p]) {
+            match kind {
+                HistKind::Abs => h.cover(0.0, r.min[p].abs().max(r.max[p].abs()) as f64),
+                HistKind::Signed => h.cover(r.min[p] as f64, r.max[p] as f64),
+            }
+        }
+        Ok(self
+            .hists
+            .iter()
+            .map(|h| Hist { lo: h.lo, width: h.width, counts: vec![0; h.counts.len()], zeros: 0 })
+            .collect())
+    }
+
+    /// The second pass over a batch: counts it into `hists` (from [`Observer::widen`]).
+    pub fn count<T: Elem>(
+        dev: &impl Reducer<T>,
+        x: &[T],
+        map: &ParamMap,
+        hists: &mut [Hist],
+        kind: HistKind,
+    ) -> Result<()> {
+        if hists.is_empty() {
+            return Ok(());
+        }
+        dev.histograms(x, map, hists, kind)
+    }
+
+    /// Adds a counted batch: its histograms (exactly, see [`Observer::reduce`]) and its ranges.
+    /// With `averaging`, the batches' ranges are averaged in the order they are absorbed.
+    pub fn absorb(&mut self, r: &Ranges, hists: &[Hist]) -> Result<()> {
+        if self.min.len() != r.min.len() || hists.len() != self.hists.len() {
+            return Err(Error::Shape("a batch reduced for another observer layout".into()));
+        }
+        for (h, o) in self.hists.iter_mut().zip(hists) {
+            h.merge(o);
+        }
+        for p in (0..r.min.len()).filter(|&p| r.min[p] <= r.max[p]) {
             let (lo, hi) = (r.min[p], r.max[p]);
             match self.opts.averaging {
                 Some(c) if self.min[p] <= self.max[p] => {

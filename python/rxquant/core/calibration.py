@@ -113,7 +113,16 @@ class Observer:
     Batches may have any size; per channel they must keep the channel count. ``merge`` combines
     observers filled in parallel. State survives ``pickle`` and ``to_dict``/``from_dict``.
     Options as for :func:`calibrate`, plus ``averaging=c`` for a min-max moving average, and
-    ``device`` for where each batch's passes run. A batch that fails changes nothing.
+    ``device`` for where each batch's passes run. A batch that fails adds nothing (it may have
+    widened the histograms' range, their counts re-binned exactly).
+
+    ``update`` may be called from any number of threads on one observer (a data loader's
+    workers, forward hooks): each batch's passes run with the GIL released and without a lock,
+    which covers only widening the histograms and adding the batch's counts. The counts equal
+    feeding the batches one after another in the order they took that lock; ranges (min/max) and
+    counts are exact, and the histogram's layout (so, within a bin, the parameters) depends on
+    that order only when later batches widen the range. With ``averaging`` the moving average
+    follows the same order.
     """
 
     def __init__(

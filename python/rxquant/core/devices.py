@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import warnings
 from typing import Any, Callable, Optional, TypeVar
 
@@ -54,12 +55,16 @@ def describe() -> dict[str, Any]:
 
 
 _OPEN: dict[int, Any] = {}
+_OPEN_LOCK = threading.Lock()
 
 
 def _open(dev: dict[str, Any]) -> Any:
-    if dev["index"] not in _OPEN:
-        _OPEN[dev["index"]] = native.OpenClDevice(dev["index"], work_group_size(dev["name"]))
-    return _OPEN[dev["index"]]
+    """The process's one handle of an OpenCL device (opened once, shared by threads: its
+    kernels run with the GIL released and may be called from several threads at once)."""
+    with _OPEN_LOCK:
+        if dev["index"] not in _OPEN:
+            _OPEN[dev["index"]] = native.OpenClDevice(dev["index"], work_group_size(dev["name"]))
+        return _OPEN[dev["index"]]
 
 
 def check_device(device: Optional[str]) -> str:

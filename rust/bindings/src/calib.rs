@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use rxquant::hist::Hist;
 use rxquant::{CalibOptions, Method};
+use std::sync::Mutex;
 
 /// `(bins, percentile, averaging, exact, exact_limit, ignore_nonfinite)`.
 pub type OptsSpec = (usize, f64, Option<f64>, Option<bool>, usize, bool);
@@ -46,10 +47,42 @@ pub fn calibrate<'py>(
     qparams_arrays(py, qp)
 }
 
-/// Streaming calibration state (wrapped by `rxquant.Observer`).
-#[pyclass(module = "rxquant._rxquant")]
+/// Streaming calibration state (wrapped by `rxquant.Observer`). Any number of threads may feed
+/// one observer: each batch's passes over the data run with the GIL released and without the lock;
+/// the lock covers only widening the histograms and adding the batch's counts (see
+/// `rxquant::Observer::reduce`), so the counts equal feeding the batches one after another.
+#[pyclass(module = "rxquant._rxquant", frozen)]
 pub struct Observer {
-    inner: rxquant::Observer,
+    inner: Mutex<rxquant::Observer>,
+}
+
+impl Observer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, rxquant::Observer> {
+        // Every mutation checks first and then changes state in steps that cannot fail, so a
+        // panic cannot leave a half-updated observer behind: a poisoned lock is safe to take.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One batch through the four steps, its passes on `dev` (the GIL released throughout).
+    fn feed<T: rxquant::Elem>(
+        &self,
+        py: Python<'_>,
+        dev: &(impl rxquant::Reducer<T> + Sync),
+        x: &[T],
+        shape: &[usize],
+    ) -> PyResult<()> {
+        detach(py, || {
+            // A copy without histograms is enough for the first pass (it reads scheme and grid).
+            let shell = self.lock().clone_settings();
+            let (map, r) = shell.reduce(dev, x, shape)?;
+            let (mut hists, kind) = {
+                let mut o = self.lock();
+                (o.widen(&map, &r)?, o.kind())
+            };
+            rxquant::Observer::count(dev, x, &map, &mut hists, kind)?;
+            self.lock().absorb(&r, &hists)
+        })
+    }
 }
 
 #[pymethods]
@@ -57,47 +90,48 @@ impl Observer {
     #[new]
     fn new(method: &str, spec: SchemeSpec, opts: OptsSpec) -> PyResult<Self> {
         let m = Method::parse(method).map_err(to_py)?;
-        Ok(Observer { inner: rxquant::Observer::new(parse(&spec)?, m, options(opts)).map_err(to_py)? })
+        let o = rxquant::Observer::new(parse(&spec)?, m, options(opts)).map_err(to_py)?;
+        Ok(Observer { inner: Mutex::new(o) })
     }
 
-    /// Folds one batch in (GIL released), its passes on `device` when given.
+    /// Folds one batch in (GIL released), its passes on `device` when given. Safe to call from
+    /// several threads on one observer.
     #[pyo3(signature = (x, device=None))]
     pub fn update(
-        &mut self,
+        &self,
         py: Python<'_>,
         x: &Bound<'_, PyAny>,
         device: Option<PyRef<'_, OpenClDevice>>,
     ) -> PyResult<()> {
         let x = FloatArray::extract(x)?;
         let shape = x.shape();
-        let inner = &mut self.inner;
         match &device {
             Some(d) => {
-                let (v, be) = (x.f32_data(), d.backend());
-                detach(py, || inner.update_on(be, &v, &shape))
+                let v = x.f32_data();
+                self.feed(py, d.backend(), &v, &shape)
             }
-            None => with_slice!(x, s => detach(py, || inner.update(s, &shape))),
+            None => with_slice!(x, s => self.feed(py, &rxquant::Cpu, s, &shape)),
         }
     }
 
-    fn merge(&mut self, other: PyRef<'_, Observer>) -> PyResult<()> {
-        self.inner.merge(&other.inner).map_err(to_py)
+    fn merge(&self, py: Python<'_>, other: &Bound<'_, Observer>) -> PyResult<()> {
+        let theirs = other.get().lock().clone();
+        detach(py, || self.lock().merge(&theirs))
     }
 
     fn qparams<'py>(&self, py: Python<'py>) -> PyResult<Arrays<'py>> {
-        let inner = &self.inner;
-        let qp = detach(py, || inner.qparams())?;
+        let qp = detach(py, || self.lock().qparams())?;
         qparams_arrays(py, qp)
     }
 
     #[getter]
     fn batches(&self) -> u64 {
-        self.inner.batches
+        self.lock().batches
     }
 
     /// The running state as numpy arrays: grid, min, max, hist_lo, hist_width, hist_zeros, counts, batches.
     fn state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let o = &self.inner;
+        let o = self.lock().clone();
         let d = PyDict::new(py);
         d.set_item("grid", o.grid.clone())?;
         d.set_item("min", to_numpy(py, o.min.clone(), &[o.min.len()])?)?;
@@ -115,7 +149,7 @@ impl Observer {
     /// Restores a state produced by `state()` (checked for consistency).
     #[allow(clippy::too_many_arguments)]
     fn set_state(
-        &mut self,
+        &self,
         grid: Option<Vec<usize>>,
         min: PyReadonlyArray1<'_, f32>,
         max: PyReadonlyArray1<'_, f32>,
@@ -125,7 +159,7 @@ impl Observer {
         counts: PyReadonlyArray2<'_, u64>,
         batches: u64,
     ) -> PyResult<()> {
-        let o = &mut self.inner;
+        let mut o = self.lock();
         let n = min.len();
         let uses_hist = o.method != Method::MinMax;
         let hist_rows = if uses_hist { n } else { 0 };

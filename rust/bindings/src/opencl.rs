@@ -87,7 +87,7 @@ impl OpenClDevice {
 
     /// `observer.update(x, device=self)`.
     fn observe(slf: PyRef<'_, Self>, observer: &Bound<'_, Observer>, x: &Bound<'_, PyAny>) -> PyResult<()> {
-        observer.borrow_mut().update(slf.py(), x, Some(slf))
+        observer.get().update(slf.py(), x, Some(slf))
     }
 
     /// `metrics(x, y, device=self)`.
