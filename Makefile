@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: demo test develop lint test-rust test-hip test-python bench bench-rust accuracy clean
+.PHONY: demo test develop lint test-rust test-hip test-python bench bench-rust accuracy interop clean
 
 $(VENV)/.installed: requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -63,6 +63,25 @@ bench: develop
 accuracy: develop
 	$(PY) -m pip install -q gguf
 	$(PY) benches/accuracy.py
+
+## llama.cpp runs rxquant's GGUF files (not CI: about 10 minutes on 2 cores): builds llama-quantize,
+## llama-embedding and llama-imatrix from the llama-cpp-python source package's vendor/llama.cpp,
+## then benches/gguf_interop.py writes its table into docs/gguf.md. Portable CPU flags (AVX2): the
+## native build used AMX instructions that a sandboxed CPU advertises but does not run.
+LLAMA_CPP_DIR ?= .cache/llama.cpp
+interop: develop
+	@if [ ! -x "$(LLAMA_CPP_DIR)/build/bin/llama-embedding" ]; then \
+	  mkdir -p $(LLAMA_CPP_DIR) && \
+	  $(PY) -c "import json, urllib.request as u; r = json.load(u.urlopen('https://pypi.org/pypi/llama-cpp-python/json')); \
+	    s = next(f for f in r['urls'] if f['packagetype'] == 'sdist'); u.urlretrieve(s['url'], '$(LLAMA_CPP_DIR)/src.tar.gz')" && \
+	  tar -xzf $(LLAMA_CPP_DIR)/src.tar.gz -C $(LLAMA_CPP_DIR) && \
+	  src=$$(ls -d $(LLAMA_CPP_DIR)/llama_cpp_python-*/vendor/llama.cpp | head -1) && \
+	  cmake -S $$src -B $(LLAMA_CPP_DIR)/build -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DGGML_AVX=ON \
+	    -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_OPENMP=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
+	    -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_EXAMPLES=ON && \
+	  cmake --build $(LLAMA_CPP_DIR)/build -j$$(nproc) --target llama-quantize llama-embedding llama-imatrix; \
+	fi
+	$(PY) benches/gguf_interop.py --llama-bin $(LLAMA_CPP_DIR)/build/bin --write-docs
 
 clean:
 	cargo clean

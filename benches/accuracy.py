@@ -112,6 +112,59 @@ def minilm_rows() -> list[str]:
     return lines + [""]
 
 
+def gguf_rounding_rows() -> list[str]:
+    """rxquant's roundings inside llama.cpp's block types on MiniLM's linears: weight MSE against
+    llama.cpp's own rounding (nearest), and embedding cosine with statistics (importance, GPTQ)."""
+    import rxquant.gguf as rg
+    from rxquant.formats.statistics import Statistics
+    from rxquant.models.bert import collect_statistics
+    from rxquant.models.sentences import CALIBRATION, HELD_OUT
+
+    weights = minilm_linear_weights()
+    d = minilm_dir()
+    if weights is None or d is None:
+        return []
+    ck = Checkpoint(d / "model.safetensors")
+    model = Bert(d, {n: ck.read(n) for n in ck.names()})
+    with tempfile.TemporaryDirectory() as tmp:
+        collect_statistics(model, list(CALIBRATION), path=f"{tmp}/s.safetensors", kind="hessian")
+        stats = Statistics(f"{tmp}/s.safetensors")
+        layers = {n: stats[n] for n in weights}
+    base = model.embed(list(HELD_OUT))
+    lines = [
+        "## llama.cpp's block types with rxquant's rounding (MiniLM)",
+        "",
+        "Each type on the encoder linears whose rows it holds (the K types: the 6 FFN-down weights, rows",
+        "of 1536; the others: all 36). Weight MSE relative to `nearest` (llama.cpp's own quantizer, bit",
+        f"for bit); embedding cosine on the {len(HELD_OUT)} held-out sentences (numpy forward pass) with",
+        f"statistics from the {len(CALIBRATION)} calibration sentences. llama.cpp itself runs these",
+        "files in `make interop` (docs/gguf.md).",
+        "",
+        "| type | bits/weight | mse / nearest (weight MSE) | cosine nearest | mse | importance | gptq |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, t in rg.BLOCK_TYPES.items():
+        ws = {k: w for k, w in weights.items() if t.fits(w.shape)}
+        err: dict[str, float] = {}
+        cos: dict[str, float] = {}
+        for rounding in ("nearest", "mse", "importance", "gptq"):
+            out = {}
+            for k, w in ws.items():
+                st = layers[k]
+                kw = {"importance": st.importance} if rounding == "importance" else {}
+                kw = {"hessian": st.hessian} if rounding == "gptq" else kw
+                blocks = rg.quantize_tensor(w, name, rounding=rounding, **kw)
+                out[k] = rg.dequantize_tensor(blocks, name, w.shape)
+            err[rounding] = sum(float(np.sum((ws[k].astype(np.float64) - out[k]) ** 2)) for k in ws)
+            cos[rounding] = embedding_cosine(base, model.embed(list(HELD_OUT), out))
+        lines.append(
+            f"| {name} | {t.bits_per_weight:.3f} | {err['mse'] / err['nearest']:.3f} | "
+            + " | ".join(f"{cos[r]:.5f}" for r in ("nearest", "mse", "importance", "gptq"))
+            + " |"
+        )
+    return lines + [""]
+
+
 ENCODER_LINEARS = r"encoder\.layer\.\d+\..*\.weight"
 
 
@@ -262,6 +315,7 @@ def run(write_docs: bool = True, docs: Optional[Path] = None) -> str:
             *defaults_rows(),
             *minilm_rows(),
             *mixed_plan_rows(),
+            *gguf_rounding_rows(),
             *synthetic_rows(),
         ]
     )

@@ -269,6 +269,7 @@ def run(repeat: int = 7, write_docs: bool = True, docs: Optional[Path] = None) -
     if e2e:
         rows.append(e2e)
     rows += data_aware_rows(repeat)
+    rows += gguf_rows(repeat)
     t1, t2 = thread_scaling(repeat)
     flat = x.reshape(-1)  # the same 64 MiB np.copyto moved, for the histogram-speed target
     t_hist64 = median_time(lambda: rq.Observer("percentile", "int8").update(flat), repeat)
@@ -350,6 +351,67 @@ def data_aware_rows(repeat: int) -> list[Row]:
             "numpy's product is BLAS (syrk on the triangle); rxquant sums blocks in float64",
         ),
     ]
+
+
+def llama_cpp_bin() -> Optional[Path]:
+    """llama.cpp's tools: $LLAMA_CPP_BIN, or what `make interop` built."""
+    built = Path(__file__).resolve().parents[1] / ".cache/llama.cpp/build/bin"
+    for p in (os.environ.get("LLAMA_CPP_BIN"), built):
+        if p and (Path(p) / "llama-quantize").is_file():
+            return Path(p)
+    return None
+
+
+def gguf_rows(repeat: int) -> list[Row]:
+    """MiniLM as an F32 GGUF: opening it (rxquant's reader against the gguf package's), and
+    quantizing it GGUF to GGUF with llama.cpp's rounding (rxquant in-process and its command line
+    against llama-quantize, same file, same threads)."""
+    import gguf
+
+    import rxquant.gguf as rg
+    from rxquant.formats.gguf_file import GgufFile
+
+    d = minilm_dir()
+    if d is None:
+        return []
+    rows = []
+    bin_dir = llama_cpp_bin()
+    threads = str(rq.threads())
+    few = max(3, repeat // 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp) / "f32.gguf", Path(tmp) / "q.gguf"
+        rg.quantize_file(d, src, type="f32")
+        rows.append(
+            Row(
+                "open MiniLM's F32 GGUF (30,522-token vocabulary)",
+                median_time(lambda: GgufFile(src), repeat),
+                None,
+                {"gguf.GGUFReader": median_time(lambda: gguf.GGUFReader(str(src)), few)},
+            )
+        )
+
+        def process(cmd: list[str]) -> float:
+            return median_time(lambda: subprocess.run(cmd, check=True, capture_output=True), few)
+
+        for ty in ("Q4_0", "Q4_K"):
+            t_cli = process(
+                [sys.executable, "-m", "rxquant", "quantize", str(src), "-o", str(out), "--type", ty, "-q"]
+            )
+            peers: dict[str, Optional[float]] = {"llama-quantize --pure (process)": None}
+            if bin_dir is not None:
+                peers["llama-quantize --pure (process)"] = process(
+                    [str(bin_dir / "llama-quantize"), "--pure", str(src), str(out), ty, threads]
+                )
+            rows.append(
+                Row(
+                    f"MiniLM F32 GGUF -> {ty} GGUF, nearest (rxquant.gguf.quantize_file)",
+                    median_time(lambda ty=ty: rg.quantize_file(src, out, type=ty), few),
+                    None,
+                    peers,
+                    f"`rxquant quantize` as a process: {t_cli * 1e3:.0f} ms (Python start-up and imports)",
+                )
+            )
+    return rows
 
 
 def threaded_feeding(repeat: int) -> list[tuple[str, float, float]]:

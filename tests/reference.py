@@ -314,3 +314,115 @@ def gptq(w, h, qmin, qmax, symmetric, signed_scale=False, group=None, damp=0.01,
     if group:
         return Q, scale, zp
     return Q, s_row, z_row
+
+
+# ------------------------------------------------------------------ ggml's K-type reference quantizers
+# Ports of ggml-quants.c's quantize_row_q{4,5,6}_K_ref (numpy, one super-block at a time) in
+# float32 with C's left-to-right sums; they return the decoded values, for comparing errors with
+# rxquant's "nearest" (the same algorithm, in Rust).
+
+F32 = np.float32
+
+
+def _f16(v) -> np.float32:
+    return F32(np.float16(F32(v)))
+
+
+def _sum(a: np.ndarray) -> np.float32:
+    """C's ``for (...) s += a[i]`` in float32 (numpy's sum is pairwise)."""
+    return np.add.accumulate(np.asarray(a, F32), dtype=F32)[-1]
+
+
+def _nearest(v) -> np.ndarray:
+    return np.rint(np.asarray(v, F32)).astype(np.int64)
+
+
+def _make_qkx2_quants(nmax, x, w, rmin, rdelta, nstep):
+    mn, mx = F32(x.min()), F32(x.max())
+    mn = min(mn, F32(0))
+    if mx == mn:
+        return F32(0), -mn
+    sum_w, sum_x = _sum(w), _sum(w * x)
+    iscale = F32(nmax) / (mx - mn)
+    scale = F32(1) / iscale
+    q = np.clip(_nearest(iscale * (x - mn)), 0, nmax).astype(F32)
+    best = _sum(w * (scale * q + mn - x) ** 2)
+    for i in range(nstep + 1):
+        iscale = (F32(rmin) + F32(rdelta) * F32(i) + F32(nmax)) / (mx - mn)
+        q = np.clip(_nearest(iscale * (x - mn)), 0, nmax).astype(F32)
+        sl, sl2, sxl = _sum(w * q), _sum(w * q * q), _sum(w * q * x)
+        dd = sum_w * sl2 - sl * sl
+        if dd > 0:
+            s = (sum_w * sxl - sum_x * sl) / dd
+            m = (sl2 * sum_x - sl * sxl) / dd
+            if m > 0:
+                m, s = F32(0), sxl / sl2
+            err = _sum(w * (s * q + m - x) ** 2)
+            if err < best:
+                best, scale, mn = err, s, m
+    return scale, -mn
+
+
+def _make_qx_quants(nmax, x):
+    amax = F32(0)
+    mx = F32(0)
+    for v in x:  # the first value of largest magnitude
+        if abs(v) > amax:
+            amax, mx = abs(v), v
+    if amax < 1e-15:
+        return F32(0)
+    w = x * x
+    iscale = F32(-nmax) / mx
+    q = np.clip(_nearest(iscale * x), -nmax, nmax - 1).astype(F32)
+    sumlx, suml2 = _sum(w * x * q), _sum(w * q * q)
+    scale = sumlx / suml2 if suml2 else F32(0)
+    best = scale * sumlx
+    for i in [*range(-9, 0), *range(1, 10)]:
+        iscale = -(F32(nmax) + F32(0.1) * F32(i)) / mx
+        q = np.clip(_nearest(iscale * x), -nmax, nmax - 1).astype(F32)
+        sumlx, suml2 = _sum(w * x * q), _sum(w * q * q)
+        if suml2 > 0 and sumlx * sumlx > best * suml2:
+            scale = sumlx / suml2
+            best = scale * sumlx
+    return scale
+
+
+def ggml_k_reference(x: np.ndarray, type_name: str) -> np.ndarray:
+    """The values ggml's ``quantize_row_{q4,q5,q6}_K_ref`` stores ``x`` (multiple of 256) as."""
+    out = np.empty(x.size, np.float64)
+    x = x.reshape(-1, 256).astype(F32)
+    for b, xb in enumerate(x):
+        y = np.zeros(256, F32)
+        if type_name in ("Q4_K", "Q5_K"):
+            nmax, rmin, nstep = (15, -1.0, 20) if type_name == "Q4_K" else (31, -0.5, 15)
+            scales, mins = np.zeros(8, F32), np.zeros(8, F32)
+            for j in range(8):
+                s = xb[32 * j : 32 * j + 32]
+                w = np.sqrt(_sum(s * s) / F32(32)) + np.abs(s)
+                scales[j], mins[j] = _make_qkx2_quants(nmax, s, w, rmin, 0.1, nstep)
+            inv_s = F32(63) / scales.max() if scales.max() > 0 else F32(0)
+            inv_m = F32(63) / mins.max() if mins.max() > 0 else F32(0)
+            d, dmin = _f16(scales.max() / F32(63)), _f16(mins.max() / F32(63))
+            for j in range(8):
+                ls = min(63, int(_nearest(inv_s * scales[j])))
+                lm = min(63, int(_nearest(inv_m * mins[j])))
+                dj, dm = d * F32(ls), dmin * F32(lm)
+                s = xb[32 * j : 32 * j + 32]
+                q = np.clip(_nearest((s + dm) / dj), 0, nmax).astype(F32) if dj else np.zeros(32, F32)
+                y[32 * j : 32 * j + 32] = dj * q - dm
+        else:
+            scales = np.array([_make_qx_quants(32, xb[16 * i : 16 * i + 16]) for i in range(16)], F32)
+            k = int(np.argmax(np.abs(scales)))
+            if abs(scales[k]) < 1e-15:
+                out[256 * b : 256 * b + 256] = 0
+                continue
+            iscale = F32(-128) / scales[k]
+            d = _f16(F32(1) / iscale)
+            for j in range(16):
+                sc = min(127, int(_nearest(iscale * scales[j])))
+                dj = d * F32(sc)
+                s = xb[16 * j : 16 * j + 16]
+                q = np.clip(_nearest(s / dj), -32, 31).astype(F32) if dj else np.zeros(16, F32)
+                y[16 * j : 16 * j + 16] = dj * q
+        out[256 * b : 256 * b + 256] = y
+    return out

@@ -11,6 +11,7 @@ see ``.importlinter``):
 
 - ``rxquant.apps``: the command line and the demo;
 - ``rxquant.adaptive``: the seed's API (``AdaptiveQuantizer``, its config files and reports);
+  ``rxquant.gguf``: llama.cpp's block formats and GGUF files (imported on use);
 - ``rxquant.analysis`` (layer sensitivity, the mixed-precision planner), ``rxquant.models`` (a
   numpy BERT forward and its input statistics), ``rxquant.torch`` (PyTorch, optional): side by
   side, independent of each other;

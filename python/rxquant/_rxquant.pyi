@@ -25,6 +25,10 @@ __all__ = [
     "HessianObserver",
     "gptq",
     "calibrate_weighted",
+    "ggml_types",
+    "ggml_quantize",
+    "ggml_dequantize",
+    "ggml_gptq",
 ]
 
 _SchemeSpec = tuple[str, bool, bool, bool, Optional[int], Optional[int]]
@@ -147,6 +151,21 @@ def gptq(
 def calibrate_weighted(
     x: np.ndarray, spec: _SchemeSpec, importance: np.ndarray, opts: _OptsSpec
 ) -> tuple[np.ndarray, np.ndarray]: ...
+def ggml_types() -> list[tuple[str, int, int, int]]: ...
+def ggml_quantize(
+    x: np.ndarray, ty: str, row: int, rounding: str, importance: Optional[np.ndarray] = None
+) -> np.ndarray: ...
+def ggml_dequantize(data: np.ndarray, ty: str, n: int) -> np.ndarray: ...
+def ggml_gptq(
+    w: np.ndarray,
+    ty: str,
+    hessian: np.ndarray,
+    rounding: str,
+    importance: Optional[np.ndarray],
+    damp: float,
+    block_size: int,
+    act_order: bool,
+) -> tuple[np.ndarray, int, float]: ...
 
 @final
 class HessianObserver:

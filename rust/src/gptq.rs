@@ -88,6 +88,17 @@ fn transpose_into<T: Copy + Send>(dst: &mut [T], width: usize, at: impl Fn(usize
     });
 }
 
+/// How the column sweep quantizes a weight and when it chooses parameters: a [`Scheme`]'s grid
+/// here, a ggml block type in [`crate::ggml`].
+pub(crate) trait ColumnCodec: Sync {
+    /// The stored code of weight `v` at `(row, col)` (`col` in the weight's own order) and the
+    /// value it decodes to.
+    fn code(&self, row: usize, col: usize, v: f32) -> (u8, f32);
+    /// Chooses the parameters of columns `c0 .. c0 + g` from `cell` (row-major `rows × g`), the
+    /// weights as the sweep has updated them.
+    fn choose(&mut self, c0: usize, cell: &[f32]) -> Result<()>;
+}
+
 /// One sub-block of columns `s0..sb_end` of the block starting at `i1`: each column quantized
 /// with its parameters, its scaled error `(w - q) / U_ii` kept, and that error applied to the
 /// sub-block's later columns. Rows are independent here, so chunks of rows run in parallel.
@@ -97,10 +108,6 @@ struct SubBlock {
     i1: usize,
     rows: usize,
     cols: usize,
-    qmin: i32,
-    qmax: i32,
-    cells: Cells,
-    ng: usize,
 }
 
 /// A raw pointer that may cross threads: [`SubBlock::run`] hands each task disjoint rows.
@@ -118,16 +125,14 @@ impl<T> Shared<T> {
 }
 
 impl SubBlock {
-    #[allow(clippy::too_many_arguments)]
-    fn run(
+    fn run<C: ColumnCodec>(
         &self,
+        codec: &C,
         wt: &mut [f32],
         codes_t: &mut [u8],
         err: &mut [f32],
         u: &[f32],
         order: &[usize],
-        scale: &[f32],
-        zero_point: &[i32],
     ) {
         const ROWS: usize = 256;
         let (rows, cols) = (self.rows, self.cols);
@@ -147,15 +152,9 @@ impl SubBlock {
                 let ei = unsafe { std::slice::from_raw_parts_mut(e.ptr().add((i - self.i1) * rows + r0), n) };
                 let wi = slice_w(i);
                 for k in 0..n {
-                    let p = match self.cells {
-                        Cells::Tensor => 0,
-                        Cells::Row => r0 + k,
-                        Cells::Group(g) => (r0 + k) * self.ng + col / g,
-                    };
-                    let (s, z) = (scale[p], zero_point[p]);
-                    let q = code(wi[k], s, (self.qmin - z) as f32, (self.qmax - z) as f32) + z;
-                    codes[k] = q as u8;
-                    ei[k] = (wi[k] - (q - z) as f32 * s) / d;
+                    let (q, back) = codec.code(r0 + k, col, wi[k]);
+                    codes[k] = q;
+                    ei[k] = (wi[k] - back) / d;
                 }
                 for j in i + 1..self.sb_end {
                     let f = u[i * cols + j];
@@ -187,22 +186,72 @@ enum Cells {
     Group(usize),
 }
 
-/// GPTQ-quantizes `w` (row-major `rows × cols`, an `out × in` weight) under `scheme` with the
-/// Hessian `hessian` (row-major `cols × cols`, `2 XᵀX / N` of the layer's inputs `X`). The scheme
-/// must be per tensor, per channel along axis 0 (one scale per output) or in groups along the
-/// input axis (1 or −1). Returns codes and parameters exactly as [`crate::quantize`] lays them out.
-pub fn gptq(
+/// A [`Scheme`]'s grid: one scale and zero point per cell.
+struct SchemeCodec<'a> {
+    scheme: Scheme,
+    opts: &'a GptqOptions,
+    cells: Cells,
+    rows: usize,
+    ng: usize,
+    qmin: i32,
+    qmax: i32,
+    scale: Vec<f32>,
+    zero_point: Vec<i32>,
+}
+
+impl SchemeCodec<'_> {
+    fn set(&mut self, qp: QParams) {
+        (self.scale, self.zero_point) = (qp.scale, qp.zero_point);
+        if self.opts.f16_scales {
+            self.scale.iter_mut().for_each(|s| *s = f16_scale(*s));
+        }
+    }
+}
+
+impl ColumnCodec for SchemeCodec<'_> {
+    #[inline(always)]
+    fn code(&self, row: usize, col: usize, v: f32) -> (u8, f32) {
+        let p = match self.cells {
+            Cells::Tensor => 0,
+            Cells::Row => row,
+            Cells::Group(g) => row * self.ng + col / g,
+        };
+        let (s, z) = (self.scale[p], self.zero_point[p]);
+        let q = code(v, s, (self.qmin - z) as f32, (self.qmax - z) as f32) + z;
+        (q as u8, (q - z) as f32 * s)
+    }
+
+    fn choose(&mut self, c0: usize, cell: &[f32]) -> Result<()> {
+        let g = cell.len() / self.rows;
+        let qp = calibrate(cell, &[self.rows, g], self.scheme, self.opts.method, &self.opts.calib)?;
+        for r in 0..self.rows {
+            let s = qp.scale[r];
+            self.scale[r * self.ng + c0 / g] = if self.opts.f16_scales { f16_scale(s) } else { s };
+            self.zero_point[r * self.ng + c0 / g] = qp.zero_point[r];
+        }
+        Ok(())
+    }
+}
+
+/// The inputs of the column sweep: the weight with dead inputs zeroed, the quantization order
+/// and `U`.
+pub(crate) struct Prepared {
+    /// The weight (row-major `rows × cols`) with dead inputs' columns set to 0.
+    pub wd: Vec<f32>,
+    pub order: Vec<usize>,
+    u: Vec<f32>,
+    pub dead_inputs: usize,
+    pub damping: f64,
+}
+
+/// Checks `w` and `hessian`, zeroes dead inputs, orders the columns and factors `H⁻¹`.
+pub(crate) fn prepare(
     w: &[f32],
     rows: usize,
     cols: usize,
     hessian: &[f64],
-    scheme: Scheme,
     opts: &GptqOptions,
-) -> Result<Gptq> {
-    scheme.check()?;
-    if !scheme.precision.is_integer() {
-        return Err(Error::Invalid(format!("gptq needs int8 or int4, not {}", scheme.precision.name())));
-    }
+) -> Result<Prepared> {
     if w.len() != rows * cols {
         return Err(Error::Shape(format!(
             "weight has {} values, shape ({rows}, {cols}) has {}",
@@ -235,34 +284,6 @@ pub fn gptq(
             opts.damp, opts.block_size
         )));
     }
-    if !matches!(opts.method, Method::Mse | Method::MinMax) {
-        return Err(Error::Invalid(format!(
-            "gptq chooses parameters with mse or minmax, not {}",
-            opts.method.name()
-        )));
-    }
-    let cells = match scheme.granularity {
-        Granularity::PerTensor => Cells::Tensor,
-        Granularity::PerChannel { axis } if normalize_axis(axis, 2)? == 0 => Cells::Row,
-        Granularity::PerGroup { axis, size } if normalize_axis(axis, 2)? == 1 => {
-            if size == 0 || cols % size != 0 {
-                return Err(Error::GroupSize { group: size, axis: 1, size: cols });
-            }
-            Cells::Group(size)
-        }
-        _ => {
-            return Err(Error::Invalid(
-                "gptq quantizes per tensor, per output channel (axis 0) or in groups along the input axis (1 or -1)"
-                    .into(),
-            ))
-        }
-    };
-    if rows == 0 || cols == 0 {
-        let qp = calibrate(w, &[rows, cols], scheme, opts.method, &opts.calib)?;
-        return Ok(Gptq { codes: vec![], qparams: qp, dead_inputs: 0, damping: 0.0 });
-    }
-
-    // Dead inputs, then the quantization order.
     let diag: Vec<f64> = (0..cols).map(|i| hessian[i * cols + i]).collect();
     if let Some(i) = diag.iter().position(|&d| d < 0.0) {
         return Err(Error::Invalid(format!(
@@ -274,7 +295,7 @@ pub fn gptq(
     let dead_inputs = dead.iter().filter(|&&d| d).count();
     let mut wd = w.to_vec();
     if dead_inputs > 0 {
-        wd.par_chunks_mut(cols)
+        wd.par_chunks_mut(cols.max(1))
             .for_each(|row| row.iter_mut().zip(&dead).filter(|(_, &d)| d).for_each(|(v, _)| *v = 0.0));
     }
     let mut order: Vec<usize> = (0..cols).collect();
@@ -282,71 +303,58 @@ pub fn gptq(
         let key = |i: usize| if dead[i] { 1.0 } else { diag[i] };
         order.sort_by(|&a, &b| key(b).total_cmp(&key(a)));
     }
+    if rows == 0 || cols == 0 {
+        return Ok(Prepared { wd, order, u: vec![], dead_inputs, damping: 0.0 });
+    }
     let mean = (0..cols).map(|i| if dead[i] { 1.0 } else { diag[i] }).sum::<f64>() / cols as f64;
     let damping = opts.damp * mean;
     let u = inverse_upper_factor(hessian, cols, &order, &dead, damping)?;
+    Ok(Prepared { wd, order, u, dead_inputs, damping })
+}
 
-    // Parameters chosen before the loop: per tensor and per row on the original weight (as the
-    // reference implementation), static groups on the weight with dead inputs zeroed.
-    let (ng, grid) = match cells {
-        Cells::Tensor => (1, vec![]),
-        Cells::Row => (1, vec![rows]),
-        Cells::Group(g) => (cols / g, vec![rows, cols / g]),
-    };
-    let np = if cells == Cells::Tensor { 1 } else { rows * ng };
-    let (mut scale, mut zero_point) = (vec![1f32; np], vec![0i32; np]);
-    let upfront = match cells {
-        Cells::Tensor | Cells::Row => Some(calibrate(w, &[rows, cols], scheme, opts.method, &opts.calib)?),
-        Cells::Group(_) if opts.act_order => {
-            Some(calibrate(&wd, &[rows, cols], scheme, opts.method, &opts.calib)?)
-        }
-        Cells::Group(_) => None,
-    };
-    if let Some(qp) = upfront {
-        (scale, zero_point) = (qp.scale, qp.zero_point);
-        if opts.f16_scales {
-            scale.iter_mut().for_each(|s| *s = f16_scale(*s));
-        }
+/// The column sweep: quantizes `prep.wd` (row-major `rows × cols`) column by column in
+/// `prep.order` with `codec`, spreading each column's error over the later ones. With
+/// `groups = Some(g)`, the codec chooses the parameters of each `g` columns when the sweep
+/// reaches them (so `g` columns are contiguous in the order). Returns the codes, row-major in the
+/// weight's own column order.
+pub(crate) fn sweep<C: ColumnCodec>(
+    prep: Prepared,
+    rows: usize,
+    cols: usize,
+    groups: Option<usize>,
+    block_size: usize,
+    codec: &mut C,
+) -> Result<Vec<u8>> {
+    let Prepared { wd, order, u, .. } = prep;
+    if rows == 0 || cols == 0 {
+        return Ok(vec![]);
     }
-
     // Wᵀ in quantization order: column i of W is the contiguous row i of `wt`.
     let mut wt = vec![0f32; cols * rows];
     transpose_into(&mut wt, rows, |r, k| wd[r * cols + order[k]]);
     drop(wd);
-    let (qmin, qmax) = scheme.qrange();
-    let block = match cells {
-        Cells::Group(g) => opts.block_size.div_ceil(g) * g,
-        _ => opts.block_size,
-    };
+    let block = groups.map_or(block_size, |g| block_size.div_ceil(g) * g);
     // Sub-blocks inside a block: rank-1 updates stay within one (a few rows of Wᵀ, in cache); a
     // finished sub-block updates the rest of the block with one matrix product. A sub-block
     // divides the group size, so a group starts on a sub-block boundary with its columns updated.
-    let sub = match cells {
-        Cells::Group(g) => gcd(SUB_BLOCK, g),
-        _ => SUB_BLOCK,
-    };
+    let sub = groups.map_or(SUB_BLOCK, |g| gcd(SUB_BLOCK, g));
     let mut codes_t = vec![0u8; cols * rows];
     let mut err = vec![0f32; block.min(cols) * rows];
     for i1 in (0..cols).step_by(block) {
         let i2 = (i1 + block).min(cols);
         for s0 in (i1..i2).step_by(sub) {
             let sb_end = (s0 + sub).min(i2);
-            if let (Cells::Group(g), false) = (cells, opts.act_order) {
+            if let Some(g) = groups {
                 if s0 % g == 0 {
-                    // The group's parameters, on its columns as updated so far (a group starts on
-                    // a sub-block boundary, where every column of the block is up to date).
+                    // A group starts on a sub-block boundary, where every column of the block is
+                    // up to date.
                     let mut cell = vec![0f32; rows * g];
                     transpose_into(&mut cell, g, |k, r| wt[(s0 + k) * rows + r]);
-                    let qp = calibrate(&cell, &[rows, g], scheme, opts.method, &opts.calib)?;
-                    for r in 0..rows {
-                        let s = qp.scale[r];
-                        scale[r * ng + s0 / g] = if opts.f16_scales { f16_scale(s) } else { s };
-                        zero_point[r * ng + s0 / g] = qp.zero_point[r];
-                    }
+                    codec.choose(order[s0], &cell)?;
                 }
             }
-            let sb = SubBlock { s0, sb_end, i1, rows, cols, qmin, qmax, cells, ng };
-            sb.run(&mut wt, &mut codes_t, &mut err, &u, &order, &scale, &zero_point);
+            let sb = SubBlock { s0, sb_end, i1, rows, cols };
+            sb.run(codec, &mut wt, &mut codes_t, &mut err, &u, &order);
             if sb_end < i2 {
                 // The finished sub-block's errors go to the block's remaining columns at once.
                 let count = sb_end - s0;
@@ -373,7 +381,92 @@ pub fn gptq(
     order.iter().enumerate().for_each(|(k, &c)| inverse[c] = k);
     let mut codes = vec![0u8; rows * cols];
     transpose_into(&mut codes, cols, |c, r| codes_t[inverse[c] * rows + r]);
-    Ok(Gptq { codes, qparams: QParams { scheme, grid, scale, zero_point }, dead_inputs, damping })
+    Ok(codes)
+}
+
+/// GPTQ-quantizes `w` (row-major `rows × cols`, an `out × in` weight) under `scheme` with the
+/// Hessian `hessian` (row-major `cols × cols`, `2 XᵀX / N` of the layer's inputs `X`). The scheme
+/// must be per tensor, per channel along axis 0 (one scale per output) or in groups along the
+/// input axis (1 or −1). Returns codes and parameters exactly as [`crate::quantize`] lays them out.
+pub fn gptq(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    hessian: &[f64],
+    scheme: Scheme,
+    opts: &GptqOptions,
+) -> Result<Gptq> {
+    scheme.check()?;
+    if !scheme.precision.is_integer() {
+        return Err(Error::Invalid(format!("gptq needs int8 or int4, not {}", scheme.precision.name())));
+    }
+    if !matches!(opts.method, Method::Mse | Method::MinMax) {
+        return Err(Error::Invalid(format!(
+            "gptq chooses parameters with mse or minmax, not {}",
+            opts.method.name()
+        )));
+    }
+    let cells = match scheme.granularity {
+        Granularity::PerTensor => Cells::Tensor,
+        Granularity::PerChannel { axis } if normalize_axis(axis, 2)? == 0 => Cells::Row,
+        Granularity::PerGroup { axis, size } if normalize_axis(axis, 2)? == 1 => {
+            if size == 0 || cols % size != 0 {
+                return Err(Error::GroupSize { group: size, axis: 1, size: cols });
+            }
+            Cells::Group(size)
+        }
+        _ => {
+            return Err(Error::Invalid(
+                "gptq quantizes per tensor, per output channel (axis 0) or in groups along the input axis (1 or -1)"
+                    .into(),
+            ))
+        }
+    };
+    let prep = prepare(w, rows, cols, hessian, opts)?;
+    if rows == 0 || cols == 0 {
+        let qp = calibrate(w, &[rows, cols], scheme, opts.method, &opts.calib)?;
+        return Ok(Gptq { codes: vec![], qparams: qp, dead_inputs: 0, damping: 0.0 });
+    }
+    let (dead_inputs, damping) = (prep.dead_inputs, prep.damping);
+    let (ng, grid) = match cells {
+        Cells::Tensor => (1, vec![]),
+        Cells::Row => (1, vec![rows]),
+        Cells::Group(g) => (cols / g, vec![rows, cols / g]),
+    };
+    let np = if cells == Cells::Tensor { 1 } else { rows * ng };
+    let (qmin, qmax) = scheme.qrange();
+    let mut codec = SchemeCodec {
+        scheme,
+        opts,
+        cells,
+        rows,
+        ng,
+        qmin,
+        qmax,
+        scale: vec![1f32; np],
+        zero_point: vec![0i32; np],
+    };
+    // Parameters chosen before the sweep: per tensor and per row on the original weight (as the
+    // reference implementation), static groups (activation order) on the weight with dead inputs
+    // zeroed; otherwise each group's when the sweep reaches it.
+    let groups = match cells {
+        Cells::Tensor | Cells::Row => {
+            codec.set(calibrate(w, &[rows, cols], scheme, opts.method, &opts.calib)?);
+            None
+        }
+        Cells::Group(_) if opts.act_order => {
+            codec.set(calibrate(&prep.wd, &[rows, cols], scheme, opts.method, &opts.calib)?);
+            None
+        }
+        Cells::Group(g) => Some(g),
+    };
+    let codes = sweep(prep, rows, cols, groups, opts.block_size, &mut codec)?;
+    Ok(Gptq {
+        codes,
+        qparams: QParams { scheme, grid, scale: codec.scale, zero_point: codec.zero_point },
+        dead_inputs,
+        damping,
+    })
 }
 
 /// A scale as a file stores it in float16: magnitude clamped to float16's normal range, sign kept.

@@ -23,6 +23,7 @@ pub mod checkpoint;
 pub mod elem;
 pub mod error;
 pub mod fp16;
+pub mod ggml;
 pub mod gptq;
 pub mod gpu;
 pub mod hessian;

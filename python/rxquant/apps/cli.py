@@ -34,11 +34,13 @@ from ..core.ops import metrics
 from ..core.scheme import Scheme
 from ..core.types import CalibrationMethod, QuantizationPrecision
 from ..formats.checkpoint import Checkpoint, LazyTensors, select
+from ..formats.gguf_file import is_gguf
 from ..formats.quantized import Entry, load_quantized, predicted_size, write_quantized
 from ..formats.statistics import Statistics
 from ..models.bert import Bert, collect_statistics
 from ..models.sentences import CALIBRATION
 from .demo import run_demo
+from .gguf_cli import cmd_inspect_gguf, cmd_quantize_gguf, cmd_verify_gguf, wants_gguf
 from .progress import Progress
 
 __version__ = native.__version__
@@ -116,6 +118,8 @@ def _family_and_weights(args: argparse.Namespace) -> tuple[Any, Checkpoint, Lazy
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    if is_gguf(args.file):
+        return cmd_inspect_gguf(args, lambda d, t: _emit(args, d, t), _size)
     ck = Checkpoint(args.file)
     chosen = set(select(ck))
     rows = []
@@ -415,6 +419,21 @@ def _entries(
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    if wants_gguf(args):
+        return cmd_quantize_gguf(args, UsageError, lambda d, t: _emit(args, d, t), _size, _fallbacks(args))
+    opts = (("--type", args.type), ("--budget", args.budget), ("--imatrix", args.imatrix))
+    gguf_only = [o for o, v in opts if v]
+    if gguf_only or args.allow_requantize:
+        raise UsageError(
+            f"{', '.join(gguf_only) or '--allow-requantize'} apply to GGUF output; name the output *.gguf "
+            "(or use --precision/--granularity for rxquant's safetensors format)"
+        )
+    if args.rounding == "mse":
+        raise UsageError(
+            "--rounding mse is for GGUF types; for safetensors output --method mse chooses the clip"
+        )
+    args.precision = args.precision or "int8"
+    args.granularity = args.granularity or "channel"
     ck = _source(args.file)
     entries, fallbacks, plan_d, stats = _entries(args, ck)
     out = args.output
@@ -483,6 +502,8 @@ def cmd_statistics(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    if is_gguf(args.quantized):
+        return cmd_verify_gguf(args, lambda d, t: _emit(args, d, t), _finite)
     ref = Checkpoint(args.original)
     got = load_quantized(args.quantized)
     rows = []
@@ -652,21 +673,44 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", help="plan JSON to write (default: FILE's name with .plan.json, in this folder)"
     )
     s.set_defaults(func=cmd_plan)
-    s = sub.add_parser("quantize", parents=[common, sel], help="write a quantized safetensors file")
-    s.add_argument("file", help=file_help)
-    s.add_argument("-o", "--output", required=True, help="the quantized .safetensors file to write")
+    s = sub.add_parser(
+        "quantize",
+        parents=[common, sel],
+        help="write a quantized safetensors or GGUF file",
+        description="Quantize a checkpoint into rxquant's safetensors format (--precision, --granularity), "
+        "or into a GGUF file llama.cpp runs (output *.gguf; --type or --budget). A GGUF input, or a "
+        "BERT-family model folder / its model.safetensors with a .gguf output, takes the GGUF path.",
+    )
+    s.add_argument("file", help=file_help + "; a .gguf file; or a BERT-family model folder (GGUF output)")
+    s.add_argument("-o", "--output", required=True, help="the quantized .safetensors or .gguf file to write")
     s.add_argument("--plan", help="a plan JSON from `rxquant plan` (overrides --precision/--granularity)")
     s.add_argument(
         "--precision",
-        default="int8",
         choices=["int8", "int4", "fp16"],
-        help="storage format of the selected tensors (default int8)",
+        help="storage format of the selected tensors (default int8; safetensors output)",
     )
     s.add_argument(
         "--granularity",
-        default="channel",
         help="tensor, channel (one scale per output row) or group:N (N consecutive inputs; conv weights "
-        "group their flattened in*kh*kw); default channel",
+        "group their flattened in*kh*kw); default channel (safetensors output)",
+    )
+    s.add_argument(
+        "--type",
+        help="GGUF output: one llama.cpp type for every tensor llama.cpp quantizes (q4_0, q4_1, q5_0, q5_1, "
+        "q8_0, q4_k, q5_k, q6_k; f16/f32 to convert); rows a K type cannot hold fall back as in llama.cpp",
+    )
+    s.add_argument(
+        "--budget",
+        help="GGUF output: choose a type per tensor within 4.8bpw (bits a quantized weight) or a file size "
+        "(60MB) with the least predicted error",
+    )
+    s.add_argument(
+        "--imatrix", help="GGUF output: llama.cpp's importance matrix (.gguf or .dat) as statistics"
+    )
+    s.add_argument(
+        "--allow-requantize",
+        action="store_true",
+        help="GGUF input: allow requantizing tensors that are already quantized (loses quality)",
     )
     s.add_argument(
         "--asymmetric",
@@ -680,9 +724,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--rounding",
-        choices=["nearest", "importance", "gptq"],
-        help="nearest (default; with --plan, the plan's), importance (clip search weighted by E[x^2]) or "
-        "gptq (error-compensating rounding; needs Hessians)",
+        choices=["nearest", "mse", "importance", "gptq"],
+        help="nearest (default; with --plan, the plan's; for GGUF llama.cpp's own rounding), mse (GGUF: "
+        "least-squares block parameters), importance (search weighted by E[x^2]) or gptq "
+        "(error-compensating rounding; needs Hessians)",
     )
     s.add_argument(
         "--fallback",
@@ -714,8 +759,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_statistics)
     s = sub.add_parser("verify", parents=[common, dev], help="per-tensor SQNR and cosine of a quantized file")
-    s.add_argument("original", help="the checkpoint that was quantized")
-    s.add_argument("quantized", help="the rxquant quantized file")
+    s.add_argument(
+        "original", help="the checkpoint that was quantized (for GGUF: the source GGUF or model folder)"
+    )
+    s.add_argument("quantized", help="the rxquant quantized file or the quantized GGUF file")
     s.set_defaults(func=cmd_verify)
     s = sub.add_parser("devices", parents=[common], help="CPU threads and GPU backends")
     s.set_defaults(func=cmd_devices)
@@ -735,6 +782,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point; returns 0 on success, 1 on failures, 2 on requests that cannot be done as asked."""
     args = build_parser().parse_args(argv)
+    args.method_given = getattr(args, "method", None)
     if hasattr(args, "method") and args.method is None and not getattr(args, "plan", None):
         args.method = "mse"
     try:

@@ -4,6 +4,7 @@ mod arrays;
 mod calib;
 mod checkpoint;
 mod errors;
+mod ggml;
 mod gptq;
 mod gpu;
 mod hessian;
@@ -33,6 +34,10 @@ fn _rxquant(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<hessian::HessianObserver>()?;
     m.add_function(wrap_pyfunction!(gptq::gptq, m)?)?;
     m.add_function(wrap_pyfunction!(gptq::calibrate_weighted, m)?)?;
+    m.add_function(wrap_pyfunction!(ggml::ggml_types, m)?)?;
+    m.add_function(wrap_pyfunction!(ggml::ggml_quantize, m)?)?;
+    m.add_function(wrap_pyfunction!(ggml::ggml_dequantize, m)?)?;
+    m.add_function(wrap_pyfunction!(ggml::ggml_gptq, m)?)?;
     m.add_class::<checkpoint::SafetensorsFile>()?;
     m.add_function(wrap_pyfunction!(gpu::rocm_status, m)?)?;
     m.add_function(wrap_pyfunction!(gpu::opencl_devices, m)?)?;

@@ -1,0 +1,208 @@
+"""The GGUF side of the command line: ``quantize`` to a ``.gguf`` output (or from a GGUF input),
+``inspect`` and ``verify`` of GGUF files. :mod:`rxquant.apps.cli` routes here."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from .. import gguf as rg
+from ..core.arrays import sum_squares
+from ..core.ops import metrics
+from ..formats.gguf_file import GgufFile, is_gguf
+from ..formats.statistics import Statistics
+from ..models.bert_gguf import bert_gguf
+from .progress import Progress
+
+
+def wants_gguf(args: argparse.Namespace) -> bool:
+    """Whether ``quantize`` writes GGUF: a ``.gguf`` output or a GGUF input."""
+    return str(args.output).lower().endswith(".gguf") or is_gguf(args.file)
+
+
+def cmd_quantize_gguf(
+    args: argparse.Namespace,
+    usage: Callable[[str], Exception],
+    emit: Callable[[Any, str], None],
+    size: Callable[[float], str],
+    fallbacks: set[str],
+) -> int:
+    """``rxquant quantize SRC -o OUT.gguf --type T | --budget B``: see :func:`rxquant.gguf.quantize_file`."""
+    src = Path(args.file)
+    if not str(args.output).lower().endswith(".gguf"):
+        raise usage(f"{src} is a GGUF file; the output must be a .gguf file too, not {args.output}")
+    given = [
+        o
+        for o, v in (
+            ("--plan", args.plan),
+            ("--precision", args.precision),
+            ("--granularity", args.granularity),
+            ("--asymmetric", args.asymmetric or None),
+            ("--method", args.method_given),
+            ("--include", args.include),
+            ("--exclude", args.exclude),
+        )
+        if v is not None
+    ]
+    if given:
+        raise usage(
+            f"{', '.join(given)} apply to rxquant's safetensors output; a GGUF file takes --type "
+            "(a llama.cpp type such as q4_k) or --budget"
+        )
+    if args.device not in ("auto", "cpu"):
+        raise usage(f"GGUF quantization runs on the CPU; --device {args.device} does not apply")
+    if (args.type is None) == (args.budget is None):
+        raise usage("a GGUF output needs --type (one llama.cpp type, e.g. q4_k) or --budget (e.g. 4.8bpw)")
+    if "channel" in fallbacks:
+        raise usage("--fallback channel applies to group sizes; GGUF types fall back as llama.cpp does")
+    if args.imatrix and args.statistics:
+        raise usage("give --imatrix or --statistics, not both")
+    stats_path = args.imatrix or args.statistics
+    rounding = args.rounding or "nearest"
+    if rounding in ("importance", "gptq") and stats_path is None:
+        raise usage(f"--rounding {rounding} needs --statistics (or a llama.cpp --imatrix)")
+    if rounding == "nearest" and stats_path is not None and args.budget is None:
+        raise usage(
+            "--statistics/--imatrix are used by --rounding importance or gptq (or to plan a --budget)"
+        )
+    if os.path.isdir(args.output):
+        raise usage(f"output {args.output} is a directory; give a file name")
+    stats = None
+    if stats_path is not None:
+        try:
+            stats = Statistics(stats_path)
+        except (ValueError, ImportError) as e:
+            raise usage(str(e)) from None
+        if rounding == "gptq" and stats.kind != "hessian":
+            raise usage(f"--rounding gptq needs Hessians; {stats_path} holds only {stats.kind}")
+    if args.type is not None and args.type.upper() not in rg.OUTPUT_TYPES:
+        choices = ", ".join(t.lower() for t in rg.OUTPUT_TYPES)
+        raise usage(f"unknown --type {args.type!r}; llama.cpp types rxquant writes: {choices}")
+    bars: list[Progress] = []
+
+    def tick(report: rg.TensorReport, total: int) -> None:
+        if not bars:
+            bars.append(Progress(total, "quantizing", quiet=args.quiet or args.json))
+        bars[0].update(1)
+
+    try:
+        res = rg.quantize_file(
+            src,
+            args.output,
+            type=args.type,
+            budget=args.budget,
+            rounding=rounding,
+            statistics=stats,
+            fallback_nearest="nearest" in fallbacks,
+            allow_requantize=args.allow_requantize,
+            progress=tick,
+        )
+    except ValueError as e:
+        msg = str(e)
+        refusals = ("already quantized", "no input statistics", "budget", "give either", "unknown")
+        if any(k in msg for k in refusals):
+            raise usage(msg) from None
+        raise
+    finally:
+        for b in bars:
+            b.close()
+    src_bytes = os.path.getsize(src) if src.is_file() else os.path.getsize(src / "model.safetensors")
+    types = Counter(t.type for t in res.tensors if t.type != t.source_type)
+    q = sum(types.values())
+    lines = [
+        f"wrote {args.output}: {size(res.bytes)} (from {size(src_bytes)}, "
+        f"{src_bytes / max(res.bytes, 1):.2f}x smaller), {q} tensors quantized, {len(res.tensors) - q} kept"
+    ]
+    if types:
+        lines.append("types: " + ", ".join(f"{t} x{n}" for t, n in types.most_common()))
+    if not math.isnan(res.bits_per_weight):
+        bpw = res.bits_per_weight
+        lines.append(f"{bpw:.3f} bits a weight over the quantized tensors; rounding: {rounding}")
+    groups: dict[tuple[str, str], list[str]] = {}
+    for t in res.fallbacks:
+        groups.setdefault((t.type, t.reason or ""), []).append(t.name)
+    for (used, reason), names in groups.items():
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+        lines.append(f"fallback: {used} for {len(names)} tensor(s) ({reason}): {', '.join(names[:3])}{more}")
+    data = {
+        "output": str(args.output),
+        "bytes": res.bytes,
+        "source_bytes": src_bytes,
+        "bits_per_weight": None if math.isnan(res.bits_per_weight) else res.bits_per_weight,
+        "tensors": [vars(t) | {"shape": list(t.shape)} for t in res.tensors],
+        "fallbacks": [{"tensor": t.name, "used": t.type, "reason": t.reason} for t in res.fallbacks],
+    }
+    emit(data, "\n".join(lines))
+    return 0
+
+
+def cmd_inspect_gguf(
+    args: argparse.Namespace, emit: Callable[[Any, str], None], size: Callable[[float], str]
+) -> int:
+    f = GgufFile(args.file)
+    rows = [
+        {"name": n, "type": t.type, "shape": list(t.shape), "bytes": t.nbytes} for n, t in f.tensors.items()
+    ]
+    total = sum(r["bytes"] for r in rows)
+    lines = [f"GGUF {f.arch}: {len(f.fields)} key-value pairs, {len(rows)} tensors, {size(total)} of data"]
+    lines.append(f"{'tensor':<44} {'type':>6} {'shape':>16} {'size':>10}")
+    for r in rows:
+        shape = "x".join(map(str, r["shape"]))
+        lines.append(f"{r['name'][:44]:<44} {r['type']:>6} {shape:>16} {size(r['bytes']):>10}")
+    types = Counter(r["type"] for r in rows)
+    lines.append("types: " + ", ".join(f"{t} x{n}" for t, n in types.most_common()))
+    meta = {k: _short(fl.value) for k, fl in f.fields.items() if not k.startswith("tokenizer.ggml.")}
+    data = {"file": str(args.file), "arch": f.arch, "metadata": meta, "tensors": rows, "total_bytes": total}
+    emit(data, "\n".join(lines))
+    return 0
+
+
+def _short(v: Any) -> Any:
+    return f"[{len(v)} values]" if isinstance(v, list) and len(v) > 16 else v
+
+
+def _reference(path: str) -> tuple[dict[str, Callable[[], np.ndarray]], Optional[str]]:
+    """The original tensors by GGUF name: a GGUF file, or a BERT folder / model.safetensors."""
+    p = Path(path)
+    if is_gguf(p):
+        f = GgufFile(p)
+        return {n: t.read_f32 for n, t in f.tensors.items()}, None
+    folder = p if p.is_dir() else p.parent
+    b = bert_gguf(folder)
+    return {t.name: t.read_f32 for t in b.tensors}, str(folder)
+
+
+def cmd_verify_gguf(
+    args: argparse.Namespace, emit: Callable[[Any, str], None], finite: Callable[[float], Optional[float]]
+) -> int:
+    """Per-tensor SQNR and cosine of a quantized GGUF file against the original (GGUF, or the
+    safetensors model it was converted from)."""
+    got = GgufFile(args.quantized)
+    ref, _ = _reference(args.original)
+    rows = []
+    sx = se = 0.0
+    for n, t in got.tensors.items():
+        if n not in ref:
+            raise ValueError(f"{n!r} is in {args.quantized} but not in {args.original}")
+        x = np.asarray(ref[n](), np.float32)
+        y = t.read_f32()
+        if x.shape != y.shape:
+            raise ValueError(f"{n}: shape {y.shape} in {args.quantized}, {x.shape} in {args.original}")
+        m = metrics(x, y)
+        sx += sum_squares(x)
+        se += m.mse * m.count
+        rows.append({"tensor": n, "type": t.type, "sqnr_db": finite(m.sqnr_db), "cosine": m.cosine})
+    total = 10 * math.log10(sx / se) if se > 0 else math.inf
+    lines = [f"{'tensor':<44} {'type':>6} {'SQNR dB':>8} {'cosine':>10}"]
+    for r in rows:
+        sq = f"{r['sqnr_db']:8.2f}" if r["sqnr_db"] is not None else f"{'exact':>8}"
+        lines.append(f"{r['tensor'][:44]:<44} {r['type']:>6} {sq} {r['cosine']:10.6f}")
+    lines.append(f"total (energy-weighted) SQNR {total:.2f} dB over {len(rows)} tensors")
+    emit({"tensors": rows, "total_sqnr_db": finite(total)}, "\n".join(lines))
+    return 0

@@ -1,0 +1,121 @@
+"""llama.cpp's block formats (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K): tensors to ggml
+blocks and back, bit-compatible with ggml. The codecs run in the Rust core
+(``rust/src/ggml.rs``); this is their numpy front.
+
+Rows run along the last axis (the input axis of a weight ``(out, in)``, as GGUF stores it), and
+a row holds whole blocks (32 values; 256 for the K types).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from . import native
+from .arrays import as_float_array
+
+ROUNDINGS = ("nearest", "mse", "importance", "gptq")
+
+
+@dataclass(frozen=True)
+class BlockType:
+    """A ggml block type: ``name`` as llama.cpp spells it (``Q4_K``), its ggml type id, values and
+    bytes per block."""
+
+    name: str
+    ggml_id: int
+    block_size: int
+    type_size: int
+
+    @property
+    def bits_per_weight(self) -> float:
+        return 8.0 * self.type_size / self.block_size
+
+    def nbytes(self, shape: tuple[int, ...]) -> int:
+        """Bytes of a tensor of ``shape`` in this type."""
+        return math.prod(shape) // self.block_size * self.type_size
+
+    def fits(self, shape: tuple[int, ...]) -> bool:
+        """Whether rows of ``shape`` (its last axis) hold whole blocks."""
+        return len(shape) >= 1 and shape[-1] > 0 and shape[-1] % self.block_size == 0
+
+
+BLOCK_TYPES: dict[str, BlockType] = {name: BlockType(name, *rest) for name, *rest in native.ggml_types()}
+
+
+def block_type(name: str) -> BlockType:
+    """The block type called ``name`` (any case: ``q4_k``, ``Q4_K``)."""
+    t = BLOCK_TYPES.get(name.upper())
+    if t is None:
+        raise ValueError(f"unknown block type {name!r}; expected one of {', '.join(BLOCK_TYPES)}")
+    return t
+
+
+def quantize_tensor(
+    w: Any,
+    type: str,
+    *,
+    rounding: str = "nearest",
+    importance: Optional[Any] = None,
+    hessian: Optional[Any] = None,
+    damp: float = 0.01,
+    act_order: bool = False,
+) -> np.ndarray:
+    """``w`` (float16/32/64; rows along the last axis) as ggml blocks of ``type``: a flat uint8
+    array, the bytes a GGUF file stores for it.
+
+    ``rounding``: ``nearest`` is ggml's reference quantizer (bit for bit ``quantize_row_*_ref``);
+    ``mse`` searches each block's scale (and min) for the least squared error; ``importance``
+    weights that search by ``importance`` (``E[x²]`` per input, one value per column);
+    ``gptq`` needs ``hessian`` (``2 XᵀX / N``, ``(in, in)``) and compensates each column's error
+    on the later ones, each block's parameters chosen by the importance-weighted search (by
+    ``importance`` if given, else ``diag H``) on the weights as updated; ``damp`` and
+    ``act_order`` are GPTQ's. NaN/Inf weights are refused.
+    """
+    t = block_type(type)
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"unknown rounding {rounding!r}; expected one of {', '.join(ROUNDINGS)}")
+    a = as_float_array(w, "w")
+    if a.ndim == 0 or not t.fits(a.shape):
+        raise ValueError(
+            f"{t.name} stores rows of whole blocks of {t.block_size} values; a tensor of shape {a.shape} "
+            f"has rows of {a.shape[-1] if a.ndim else 0}"
+        )
+    cols = a.shape[-1]
+    imp = None
+    if importance is not None:
+        imp = np.ascontiguousarray(np.asarray(importance, dtype=np.float32).reshape(-1))
+        if imp.shape != (cols,):
+            raise ValueError(f"importance has {imp.size} values; rows of shape {a.shape} have {cols}")
+    if rounding == "importance" and imp is None:
+        raise ValueError("rounding='importance' needs importance (E[x^2] per input)")
+    if rounding != "gptq":
+        if hessian is not None:
+            raise ValueError(f"hessian is used by rounding='gptq' only, not {rounding!r}")
+        return native.ggml_quantize(a, t.name, cols, rounding, imp)
+    if hessian is None:
+        raise ValueError("rounding='gptq' needs hessian (2 X^T X / N of the layer's inputs)")
+    h = np.ascontiguousarray(np.asarray(hessian, dtype=np.float64))
+    if h.shape != (cols, cols):
+        raise ValueError(f"the Hessian has shape {h.shape}; rows of {cols} inputs need ({cols}, {cols})")
+    w2 = np.ascontiguousarray(a.reshape(-1, cols), dtype=np.float32)
+    q, _dead, _damping = native.ggml_gptq(w2, t.name, h, "importance", imp, float(damp), 128, bool(act_order))
+    return q
+
+
+def dequantize_tensor(data: Any, type: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The float32 tensor of ``shape`` that ggml blocks ``data`` (uint8) of ``type`` decode to."""
+    t = block_type(type)
+    raw = np.ascontiguousarray(np.asarray(data).reshape(-1))
+    if raw.dtype != np.uint8:
+        raise TypeError(f"block data must be uint8, got dtype {raw.dtype}")
+    shape = tuple(int(s) for s in shape)
+    if not t.fits(shape) or raw.size != t.nbytes(shape):
+        raise ValueError(
+            f"{raw.size} bytes of {t.name} do not hold a tensor of shape {shape} "
+            f"({t.nbytes(shape) if t.fits(shape) else 'rows not whole blocks of ' + str(t.block_size)})"
+        )
+    return native.ggml_dequantize(raw, t.name, math.prod(shape)).reshape(shape)

@@ -1,0 +1,416 @@
+"""GGUF files (llama.cpp's container): reading memory-maps the file and locates its key-value
+pairs without decoding them (see :class:`GgufFile` for why not ``gguf.GGUFReader``); writing is
+streamed (the header with every tensor's type and size first, then one tensor at a time) and
+atomic (see :mod:`rxquant.core.atomic`). Type names, sizes and the architectures' tensor names
+come from the ``gguf`` package, llama.cpp's own.
+
+Also here: llama.cpp's rule for which tensors a single-type quantization touches and the types
+it falls back to (``src/llama-quant.cpp``: ``tensor_allows_quantization`` and
+``tensor_type_fallback``), and the mapping between Hugging Face and GGUF tensor names.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from ..core.atomic import PathLike, atomic_open
+from ..core.blocks import BLOCK_TYPES, dequantize_tensor
+
+try:  # the gguf package is a dependency; a clear message if it is missing all the same
+    import gguf
+except ImportError:  # pragma: no cover
+    gguf = None  # type: ignore[assignment]
+
+# Float types rxquant writes besides the block types.
+FLOAT_TYPES = ("F32", "F16")
+
+# llama.cpp's ``general.file_type`` for a file whose quantized tensors are all of one type.
+FILE_TYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9, "Q4_K": 15,
+              "Q5_K": 17, "Q6_K": 18}  # fmt: skip
+
+# What llama.cpp quantizes: names ending in "weight", minus these (llama-quant.cpp).
+_NOT_QUANTIZED = (
+    "_norm.weight", "ffn_gate_inp.weight", "ffn_gate_tid2eid.weight", "altup", "laurel",
+    "per_layer_model_proj", "ssm_conv1d", "shortconv.conv.weight", "indexer.k_proj.weight",
+    "indexer.q_proj.weight", "time_mix_first.weight", "time_mix_w0.weight", "time_mix_w1.weight",
+    "time_mix_w2.weight", "time_mix_v0.weight", "time_mix_v1.weight", "time_mix_v2.weight",
+    "time_mix_a0.weight", "time_mix_a1.weight", "time_mix_a2.weight", "time_mix_g1.weight",
+    "time_mix_g2.weight", "time_mix_decay_w1.weight", "time_mix_decay_w2.weight",
+    "time_mix_lerp_fused.weight", "attn_rel_b.weight", ".position_embd", "sam.pos_embd", "sam.neck.",
+    "sam.net_", ".rel_pos", ".patch_embd", ".patch_merger", "a.rvq.codebook", "mm.a.code_embd",
+)  # fmt: skip
+_NOT_QUANTIZED_NAMES = ("position_embd.weight", "token_types.weight")
+# A K type's fallback where rows are not whole super-blocks of 256 (then F16 if that fails too).
+_FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
+
+
+def _need_gguf() -> Any:
+    if gguf is None:  # pragma: no cover
+        raise ImportError("GGUF files need the gguf package: pip install gguf")
+    return gguf
+
+
+def allows_quantization(name: str, shape: tuple[int, ...]) -> bool:
+    """Whether llama.cpp's quantizer would quantize this tensor: 2+ dimensions, a name ending in
+    ``weight``, and not a norm, position or token-type embedding or one of its small tensors."""
+    if len(shape) < 2 or not name.endswith("weight"):
+        return False
+    return name not in _NOT_QUANTIZED_NAMES and not any(s in name for s in _NOT_QUANTIZED)
+
+
+@dataclass(frozen=True)
+class TypeChoice:
+    """The type a tensor gets and, when it is not the one asked for, why."""
+
+    type: str
+    reason: Optional[str] = None
+
+
+def type_for(name: str, shape: tuple[int, ...], wanted: str) -> Optional[TypeChoice]:
+    """llama.cpp's type for one tensor when the whole file is quantized to ``wanted`` (as
+    ``llama-quantize --pure``): None where the tensor is not quantized; a K type on rows that are
+    not whole super-blocks falls back to Q5_0/Q5_1/Q8_0, and any type to F16 where even that
+    does not fit."""
+    if not allows_quantization(name, shape):
+        return None
+    t = BLOCK_TYPES[wanted]
+    if t.fits(shape):
+        return TypeChoice(t.name)
+    why = f"rows of {shape[-1]} are not whole blocks of {t.block_size}"
+    fb = _FALLBACK.get(t.name)
+    if fb is not None and BLOCK_TYPES[fb].fits(shape):
+        return TypeChoice(fb, why)
+    return TypeChoice("F16", why)
+
+
+def hf_to_gguf_names(arch: str, blocks: int) -> Callable[[str], Optional[str]]:
+    """A function from a Hugging Face tensor name (``encoder.layer.0.attention.self.query.weight``)
+    to its GGUF name (``blk.0.attn_q.weight``) for ``arch`` (as ``gguf.MODEL_ARCH`` names it), or
+    None where the architecture has no such tensor."""
+    g = _need_gguf()
+    try:
+        model_arch = next(a for a, n in g.MODEL_ARCH_NAMES.items() if n == arch)
+    except StopIteration:
+        raise ValueError(f"the gguf package knows no architecture {arch!r}") from None
+    tmap = g.get_tensor_name_map(model_arch, blocks)
+
+    def to_gguf(name: str) -> Optional[str]:
+        for prefix in ("", "bert.", "model."):
+            if prefix and not name.startswith(prefix):
+                continue
+            mapped = tmap.get_name(name[len(prefix) :], try_suffixes=(".weight", ".bias"))
+            if mapped is not None:
+                return str(mapped)
+        return None
+
+    return to_gguf
+
+
+# ------------------------------------------------------------------ the container
+
+# GGUF value types (gguf.GGUFValueType): struct formats of the fixed-size ones.
+_SCALAR = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_STRING, _ARRAY = 8, 9
+_MAGIC = b"GGUF"
+_DEFAULT_ALIGNMENT = 32
+
+
+@dataclass
+class Field:
+    """One key-value pair: its value type, the encoded value (type tag included) as stored, and
+    for arrays the item type. ``value`` decodes it."""
+
+    key: str
+    vtype: int
+    raw: bytes
+    sub: Optional[int] = None
+
+    @property
+    def value(self) -> Any:
+        v, _ = _decode(self.raw, 4, self.vtype)
+        return v
+
+    @classmethod
+    def of(cls, key: str, value: Any, vtype: int, sub: Optional[int] = None) -> Field:
+        """A pair from a Python value (``vtype``/``sub`` as ``gguf.GGUFValueType`` numbers)."""
+        if sub is None and int(vtype) == _ARRAY:
+            sub = _need_gguf().GGUFValueType.get_type(value[0])  # as the gguf writer infers it
+        sub = None if sub is None else int(sub)
+        return cls(key, int(vtype), struct.pack("<I", int(vtype)) + _encode(value, int(vtype), sub), sub)
+
+
+def _encode(value: Any, vtype: int, sub: Optional[int]) -> bytes:
+    if vtype in _SCALAR:
+        return struct.pack("<" + _SCALAR[vtype], value)
+    if vtype == _STRING:
+        b = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        return struct.pack("<Q", len(b)) + b
+    if vtype == _ARRAY:
+        if sub is None:
+            raise ValueError("an array value needs its item type")
+        items = list(value)
+        head = struct.pack("<IQ", sub, len(items))
+        if sub in _SCALAR:
+            return head + struct.pack(f"<{len(items)}{_SCALAR[sub]}", *items)
+        return head + b"".join(_encode(v, sub, None) for v in items)
+    raise ValueError(f"unknown GGUF value type {vtype}")
+
+
+def _decode(buf: Any, pos: int, vtype: int) -> tuple[Any, int]:
+    """The value of type ``vtype`` at ``pos`` of ``buf`` and the position after it."""
+    if vtype in _SCALAR:
+        f = "<" + _SCALAR[vtype]
+        return struct.unpack_from(f, buf, pos)[0], pos + struct.calcsize(f)
+    if vtype == _STRING:
+        (n,) = struct.unpack_from("<Q", buf, pos)
+        return bytes(buf[pos + 8 : pos + 8 + n]).decode("utf-8", errors="replace"), pos + 8 + n
+    if vtype == _ARRAY:
+        sub, n = struct.unpack_from("<IQ", buf, pos)
+        pos += 12
+        if sub in _SCALAR:
+            size = struct.calcsize(_SCALAR[sub])
+            return list(struct.unpack_from(f"<{n}{_SCALAR[sub]}", buf, pos)), pos + n * size
+        out = []
+        for _ in range(n):
+            v, pos = _decode(buf, pos, sub)
+            out.append(v)
+        return out, pos
+    raise ValueError(f"unknown GGUF value type {vtype}")
+
+
+def _skip(buf: Any, pos: int, vtype: int) -> int:
+    """The position after the value of type ``vtype`` at ``pos`` (arrays of strings are walked,
+    nothing is decoded)."""
+    if vtype in _SCALAR:
+        return pos + struct.calcsize(_SCALAR[vtype])
+    if vtype == _STRING:
+        return pos + 8 + int(struct.unpack_from("<Q", buf, pos)[0])
+    if vtype == _ARRAY:
+        sub, n = struct.unpack_from("<IQ", buf, pos)
+        pos += 12
+        if sub in _SCALAR:
+            return pos + n * struct.calcsize(_SCALAR[sub])
+        if sub == _STRING:
+            unpack = struct.Struct("<Q").unpack_from
+            for _ in range(n):
+                pos += 8 + unpack(buf, pos)[0]
+            return pos
+        for _ in range(n):
+            pos = _skip(buf, pos, sub)
+        return pos
+    raise ValueError(f"unknown GGUF value type {vtype}")
+
+
+def _type_name(type_id: int) -> str:
+    try:
+        return str(_need_gguf().GGMLQuantizationType(type_id).name)
+    except ValueError:
+        raise ValueError(f"unknown ggml type {type_id}") from None
+
+
+def _type_nbytes(type_name: str, shape: tuple[int, ...]) -> int:
+    g = _need_gguf()
+    block, size = g.GGML_QUANT_SIZES[g.GGMLQuantizationType[type_name]]
+    return math.prod(shape) // block * size
+
+
+@dataclass
+class GgufTensor:
+    """One tensor of a GGUF file: ``shape`` in numpy order (rows first; GGUF lists it reversed),
+    ``type`` as ggml names it (``F32``, ``Q4_K``)."""
+
+    name: str
+    type: str
+    shape: tuple[int, ...]
+    nbytes: int
+    raw: np.ndarray  # the stored bytes (memory-mapped uint8)
+
+    def read_f32(self) -> np.ndarray:
+        """The tensor as float32 (decoded if quantized)."""
+        if self.type == "F32":
+            return self.raw.view(np.float32).reshape(self.shape)
+        if self.type == "F16":
+            return self.raw.view(np.float16).astype(np.float32).reshape(self.shape)
+        if self.type in BLOCK_TYPES:
+            return dequantize_tensor(self.raw, self.type, self.shape)
+        g = _need_gguf()
+        try:
+            qt = g.GGMLQuantizationType[self.type]
+            block, size = g.GGML_QUANT_SIZES[qt]
+            out = g.quants.dequantize(self.raw.reshape(-1, self.shape[-1] // block * size), qt)
+        except (NotImplementedError, KeyError):
+            raise ValueError(f"tensor {self.name} is {self.type}, which rxquant cannot decode") from None
+        return np.asarray(out, np.float32).reshape(self.shape)
+
+
+class GgufFile:
+    """A GGUF file (version 2 or 3, little-endian), memory-mapped: its key-value pairs and tensors.
+
+    Read by rxquant rather than ``gguf.GGUFReader``: that reader decodes every key-value pair into
+    numpy views (0.5 s for a 30k-token vocabulary, three times the whole of ``llama-quantize`` on
+    MiniLM); here pairs are located, kept as bytes and decoded only when asked. The tests check
+    that both readers agree. Not a GGUF file: a ValueError naming it."""
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = os.fspath(path)
+        try:
+            data = np.memmap(self.path, dtype=np.uint8, mode="r")
+        except (OSError, ValueError) as e:
+            raise ValueError(f"cannot read {self.path}: {e}") from None
+        try:
+            self._parse(data)
+        except (struct.error, ValueError, IndexError, KeyError, UnicodeDecodeError) as e:
+            raise ValueError(f"{self.path} is not a GGUF file rxquant reads: {e}") from None
+
+    def _parse(self, data: np.ndarray) -> None:
+        buf = memoryview(data)
+        if bytes(buf[:4]) != _MAGIC:
+            raise ValueError("it does not start with the GGUF magic")
+        version, n_tensors, n_kv = struct.unpack_from("<IQQ", buf, 4)
+        if version not in (2, 3):
+            raise ValueError(f"GGUF version {version} (this reads 2 and 3; big-endian files are not read)")
+        pos = 24
+        self.fields: dict[str, Field] = {}
+        for _ in range(n_kv):
+            key, pos = _decode(buf, pos, _STRING)
+            (vtype,) = struct.unpack_from("<I", buf, pos)
+            end = _skip(buf, pos + 4, vtype)
+            sub = struct.unpack_from("<I", buf, pos + 4)[0] if vtype == _ARRAY else None
+            self.fields[key] = Field(key, vtype, bytes(buf[pos:end]), sub)
+            pos = end
+        align = self.fields.get("general.alignment")
+        self.alignment = int(align.value) if align is not None else _DEFAULT_ALIGNMENT
+        infos = []
+        for _ in range(n_tensors):
+            name, pos = _decode(buf, pos, _STRING)
+            (nd,) = struct.unpack_from("<I", buf, pos)
+            dims = struct.unpack_from(f"<{nd}Q", buf, pos + 4)
+            type_id, offset = struct.unpack_from("<IQ", buf, pos + 4 + 8 * nd)
+            pos += 4 + 8 * nd + 12
+            infos.append((name, tuple(int(d) for d in reversed(dims)), _type_name(type_id), int(offset)))
+        start = pos + (-pos % self.alignment)
+        self.tensors: dict[str, GgufTensor] = {}
+        for name, shape, type_name, offset in infos:
+            n = _type_nbytes(type_name, shape)
+            if start + offset + n > data.size:
+                raise ValueError(f"tensor {name} runs past the end of the file")
+            self.tensors[name] = GgufTensor(
+                name, type_name, shape, n, data[start + offset : start + offset + n]
+            )
+
+    @property
+    def arch(self) -> str:
+        return str(self.value("general.architecture", ""))
+
+    def value(self, key: str, default: Any = None) -> Any:
+        f = self.fields.get(key)
+        return default if f is None else f.value
+
+
+# ------------------------------------------------------------------ writing
+
+
+@dataclass
+class TensorOut:
+    """A tensor to write: its name, numpy shape and ggml type (F32, F16, a block type, or any
+    type whose bytes are passed through)."""
+
+    name: str
+    shape: tuple[int, ...]
+    type: str
+
+    @property
+    def nbytes(self) -> int:
+        return _type_nbytes(self.type, self.shape)
+
+
+class GgufWriter:
+    """``with GgufWriter(path, fields, tensors) as w: w.write(data)`` once per tensor, in order:
+    the header, key-value pairs and tensor table are written first (every size is known), then
+    each tensor as it comes, aligned. Written atomically; nothing is left behind on error."""
+
+    def __init__(
+        self,
+        path: PathLike,
+        fields: list[Field],
+        tensors: list[TensorOut],
+        alignment: int = _DEFAULT_ALIGNMENT,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.fields = fields
+        self.tensors = list(tensors)
+        self.alignment = alignment
+        self._ctx = atomic_open(self.path, "wb")
+        self._f: Any = None
+        self._next = 0
+        self.bytes = 0
+
+    def header(self) -> bytes:
+        """The header, key-value pairs and tensor table, padded to the alignment."""
+        head = bytearray(_MAGIC + struct.pack("<IQQ", 3, len(self.tensors), len(self.fields)))
+        keys = set()
+        for f in self.fields:
+            if f.key in keys:
+                raise ValueError(f"key {f.key} appears twice")
+            keys.add(f.key)
+            k = f.key.encode("utf-8")
+            head += struct.pack("<Q", len(k)) + k + f.raw
+        offset = 0
+        g = _need_gguf()
+        for t in self.tensors:
+            k = t.name.encode("utf-8")
+            head += struct.pack("<Q", len(k)) + k
+            head += struct.pack(f"<I{len(t.shape)}Q", len(t.shape), *reversed(t.shape))
+            head += struct.pack("<IQ", int(g.GGMLQuantizationType[t.type]), offset)
+            offset += t.nbytes + (-t.nbytes % self.alignment)
+        head += b"\0" * (-len(head) % self.alignment)
+        return bytes(head)
+
+    def file_size(self) -> int:
+        return len(self.header()) + sum(t.nbytes + (-t.nbytes % self.alignment) for t in self.tensors)
+
+    def __enter__(self) -> GgufWriter:
+        head = self.header()
+        self._f = self._ctx.__enter__()
+        self._f.write(head)
+        self.bytes = len(head)
+        return self
+
+    def write(self, data: np.ndarray) -> None:
+        """Writes the next tensor: uint8 blocks for a block type, else the values' bytes."""
+        if self._next >= len(self.tensors):
+            raise ValueError("every tensor of the GGUF file has been written already")
+        t = self.tensors[self._next]
+        a = np.ascontiguousarray(data)
+        if a.nbytes != t.nbytes:
+            raise ValueError(
+                f"tensor {t.name} ({t.type}, shape {t.shape}) needs {t.nbytes} bytes, got {a.nbytes}"
+            )
+        self._f.write(memoryview(a.reshape(-1)).cast("B"))
+        pad = -a.nbytes % self.alignment
+        self._f.write(b"\0" * pad)
+        self.bytes += a.nbytes + pad
+        self._next += 1
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None and self._next != len(self.tensors):
+            err = ValueError(f"GGUF writer closed before tensor {self.tensors[self._next].name} was written")
+            self._ctx.__exit__(ValueError, err, None)
+            raise err
+        self._ctx.__exit__(exc_type, exc, tb)
+
+
+def is_gguf(path: PathLike) -> bool:
+    """Whether ``path`` is a file starting with GGUF's magic bytes."""
+    p = Path(path)
+    if not p.is_file():
+        return False
+    with open(p, "rb") as f:
+        return f.read(4) == b"GGUF"

@@ -1,0 +1,399 @@
+"""GGUF, the files llama.cpp runs: rxquant's rounding (MSE, importance-weighted, GPTQ) inside
+llama.cpp's block formats, bit-compatible with ggml.
+
+- :func:`quantize_tensor` / :func:`dequantize_tensor`: one tensor to ggml blocks and back;
+- :func:`quantize_file`: a GGUF file (or a BERT-family model folder, converted on the way) to a
+  quantized GGUF file: one type for every tensor llama.cpp would quantize (with llama.cpp's
+  fallbacks), or a type per tensor chosen by the planner within a budget;
+- :class:`GgufFile`: reading a GGUF file (memory-mapped, by the ``gguf`` package).
+
+See docs/gguf.md.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import gguf as _gguf
+import numpy as np
+
+from .analysis.planner import parse_budget, solve_mckp
+from .core.atomic import PathLike
+from .core.blocks import BLOCK_TYPES, ROUNDINGS, BlockType, dequantize_tensor, quantize_tensor
+from .core.gptq import output_error
+from .core.native import __version__
+from .formats.gguf_file import (
+    FILE_TYPES,
+    Field,
+    GgufFile,
+    GgufWriter,
+    TensorOut,
+    allows_quantization,
+    hf_to_gguf_names,
+    is_gguf,
+    type_for,
+)
+from .formats.statistics import LayerStatistics, Statistics
+from .models.bert_gguf import bert_gguf
+
+__all__ = [
+    "BLOCK_TYPES",
+    "BlockType",
+    "GgufFile",
+    "GgufResult",
+    "TensorReport",
+    "dequantize_tensor",
+    "quantize_file",
+    "quantize_tensor",
+]
+
+OUTPUT_TYPES = (*BLOCK_TYPES, "F32", "F16")
+
+
+@dataclass
+class TensorReport:
+    """What happened to one tensor: its source and written type, and why the written type is not
+    the one asked for (``reason``), with the rounding used."""
+
+    name: str
+    shape: tuple[int, ...]
+    source_type: str
+    type: str
+    rounding: Optional[str] = None
+    reason: Optional[str] = None
+
+
+@dataclass
+class GgufResult:
+    """The written file: its path and size, every tensor's report, and the quantized tensors'
+    bits a weight."""
+
+    path: str
+    bytes: int
+    tensors: list[TensorReport] = field(default_factory=list)
+    bits_per_weight: float = math.nan
+
+    @property
+    def fallbacks(self) -> list[TensorReport]:
+        return [t for t in self.tensors if t.reason is not None]
+
+
+@dataclass
+class _Tensor:
+    name: str
+    shape: tuple[int, ...]
+    type: str  # as stored in the source
+    read_f32: Callable[[], np.ndarray]
+    raw: Optional[Callable[[], np.ndarray]] = None  # the stored bytes, for pass-through
+
+
+@dataclass
+class _Source:
+    arch: str
+    fields: list[Field]
+    tensors: list[_Tensor]
+    alignment: int
+    hf_names: dict[str, str]  # Hugging Face name -> GGUF name, where known
+    blocks: int
+
+
+def _open_source(src: PathLike) -> _Source:
+    """A GGUF file, or a BERT-family folder (or its model.safetensors) converted on the way."""
+    p = Path(src)
+    if is_gguf(p):
+        f = GgufFile(p)
+        tensors = [
+            _Tensor(t.name, t.shape, t.type, t.read_f32, (lambda t=t: np.asarray(t.raw)))
+            for t in f.tensors.values()
+        ]
+        blocks = int(f.value(f"{f.arch}.block_count", 0) or 0)
+        return _Source(f.arch, list(f.fields.values()), tensors, f.alignment, {}, blocks)
+    folder = p if p.is_dir() else p.parent
+    if p.is_file() and p.suffix != ".safetensors":
+        raise ValueError(f"{src} is neither a GGUF file nor a model folder's model.safetensors")
+    b = bert_gguf(folder)
+    tensors = [_Tensor(t.name, t.shape, "F32", t.read_f32) for t in b.tensors]
+    blocks = next((int(f.value) for f in b.fields if f.key == "bert.block_count"), 0)
+    return _Source(b.arch, b.fields, tensors, 32, b.names, blocks)
+
+
+class _StatsByName:
+    """Statistics looked up by GGUF name: a file keyed by GGUF names (llama.cpp's imatrix) or by
+    Hugging Face names (rxquant's statistics of the original model), mapped for the architecture."""
+
+    def __init__(self, stats: Statistics, src: _Source) -> None:
+        self.stats = stats
+        self.kind = stats.kind
+        self.by_gguf: dict[str, str] = {n: n for n in stats}
+        to_gguf = src.hf_names.get
+        mapper = None
+        if src.blocks:
+            try:
+                mapper = hf_to_gguf_names(src.arch, src.blocks)
+            except ValueError:
+                mapper = None
+        for n in stats:
+            g = to_gguf(n) or (mapper(n) if mapper else None)
+            if g is not None:
+                self.by_gguf.setdefault(g, n)
+
+    def get(self, name: str) -> Optional[LayerStatistics]:
+        key = self.by_gguf.get(name)
+        return None if key is None else self.stats[key]
+
+
+def _quantize_one(
+    w: np.ndarray, t: str, rounding: str, st: Optional[LayerStatistics], name: str
+) -> np.ndarray:
+    if rounding in ("nearest", "mse"):
+        return quantize_tensor(w, t, rounding=rounding)
+    if st is None:
+        raise ValueError(f"no input statistics for {name}")
+    if st.features != w.shape[-1]:
+        raise ValueError(
+            f"the statistics for {name} have {st.features} inputs; the tensor {w.shape} has {w.shape[-1]}"
+        )
+    if rounding == "importance":
+        return quantize_tensor(w, t, rounding="importance", importance=st.importance)
+    if st.hessian is None:
+        raise ValueError(f"rounding gptq needs Hessians; the statistics for {name} hold only E[x^2]")
+    return quantize_tensor(w, t, rounding="gptq", hessian=st.hessian)
+
+
+def _error(w: np.ndarray, t: str, rounding: str, st: Optional[LayerStatistics], name: str) -> float:
+    """The planner's error of ``w`` in type ``t``: the layer's output error with statistics
+    (``E[x²]``-weighted, or ``tr(D H Dᵀ)/2`` with a Hessian), else the squared weight error."""
+    wf = np.asarray(w, np.float32)
+    if t == "F16":
+        d = wf - wf.astype(np.float16).astype(np.float32)
+    else:
+        d = wf - dequantize_tensor(_quantize_one(wf, t, rounding, st, name), t, wf.shape)
+    if st is None:
+        return float(np.sum(d.astype(np.float64) ** 2))
+    if st.hessian is not None and rounding == "gptq":
+        return output_error(wf.reshape(-1, wf.shape[-1]), (wf - d).reshape(-1, wf.shape[-1]), st.hessian)
+    return float(np.sum((d.astype(np.float64) ** 2) * st.importance))
+
+
+def quantize_file(
+    src: PathLike,
+    dst: PathLike,
+    *,
+    type: Optional[str] = None,
+    budget: Union[str, int, None] = None,
+    rounding: str = "nearest",
+    statistics: Union[Statistics, PathLike, None] = None,
+    fallback_nearest: bool = False,
+    allow_requantize: bool = False,
+    candidates: Optional[list[str]] = None,
+    progress: Optional[Callable[[TensorReport, int], None]] = None,
+) -> GgufResult:
+    """Writes ``dst``, a GGUF file llama.cpp runs, from ``src`` (a GGUF file, or a BERT-family
+    model folder or its ``model.safetensors``, converted as llama.cpp's converter does).
+
+    ``type`` (``q4_k``, ``q8_0``, ... or ``f32``/``f16``) quantizes every tensor llama.cpp's
+    quantizer would (2+ dimensions, not norms or position embeddings), falling back as llama.cpp
+    does where rows do not fit (Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0, else F16); each fallback
+    is reported. ``budget`` (``4.8bpw`` over the quantized tensors, or a byte size of the whole
+    file) instead chooses a type per tensor among ``candidates`` (default: every block type) with
+    the least total (output) error (F16 is among the default candidates, for tensors no block
+    type fits). Every key-value pair and every tensor not quantized passes through unchanged;
+    ``general.file_type`` and ``general.quantization_version`` are set.
+
+    ``rounding``: ``nearest`` (llama.cpp's own), ``mse``, ``importance`` or ``gptq``; the last two
+    need ``statistics`` (an rxquant statistics file or llama.cpp imatrix; GPTQ needs Hessians).
+    A tensor without statistics is refused unless ``fallback_nearest``. Already-quantized source
+    tensors are refused unless ``allow_requantize`` (as llama-quantize does). ``progress`` is
+    called after each tensor with its report and the number of tensors.
+    """
+    if (type is None) == (budget is None):
+        raise ValueError("give either type (one type for the file) or budget (a type per tensor)")
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"unknown rounding {rounding!r}; expected one of {', '.join(ROUNDINGS)}")
+    want = None
+    if type is not None:
+        want = type.upper()
+        if want not in OUTPUT_TYPES:
+            raise ValueError(
+                f"unknown type {type!r}; expected one of {', '.join(t.lower() for t in OUTPUT_TYPES)}"
+            )
+    source = _open_source(src)
+    stats = None
+    if statistics is not None:
+        st = statistics if isinstance(statistics, Statistics) else Statistics(statistics)
+        stats = _StatsByName(st, source)
+    if rounding in ("importance", "gptq") and stats is None:
+        raise ValueError(f"rounding {rounding} needs statistics (a statistics file or llama.cpp imatrix)")
+    if rounding == "gptq" and stats is not None and stats.kind != "hessian":
+        raise ValueError("rounding gptq needs Hessians; the statistics file holds only E[x^2] (importance)")
+
+    # Each tensor's written type and the reason when it is not the one asked for.
+    plan: dict[str, tuple[str, Optional[str]]] = {}
+    quantizable = [t for t in source.tensors if allows_quantization(t.name, t.shape)]
+    if want is not None:
+        for t in source.tensors:
+            if want in ("F32", "F16"):
+                target = want if len(t.shape) >= 2 and t.type in ("F32", "F16", "BF16") else t.type
+                plan[t.name] = (target if target in ("F32", "F16") else t.type, None)
+                continue
+            choice = type_for(t.name, t.shape, want)
+            plan[t.name] = (t.type, None) if choice is None else (choice.type, choice.reason)
+    else:
+        plan = _plan_budget(source, quantizable, budget, rounding, stats, candidates)
+    for t in source.tensors:
+        target = plan[t.name][0]
+        if target != t.type and t.type not in ("F32", "F16", "BF16") and not allow_requantize:
+            raise ValueError(
+                f"tensor {t.name} is already quantized ({t.type}); requantizing loses quality "
+                "(allow it with allow_requantize / --allow-requantize)"
+            )
+
+    # Rounding per tensor: statistics where needed, nearest where allowed and missing.
+    roundings: dict[str, str] = {}
+    for t in source.tensors:
+        target = plan[t.name][0]
+        if target not in BLOCK_TYPES:
+            continue
+        r = rounding
+        if rounding in ("importance", "gptq") and (stats is None or stats.get(t.name) is None):
+            if not fallback_nearest:
+                raise ValueError(
+                    f"no input statistics for {t.name} in {stats.stats.path if stats else statistics}; give "
+                    "statistics that cover it "
+                    "or allow rounding it to nearest (fallback_nearest / --fallback nearest)"
+                )
+            r = "nearest"
+        roundings[t.name] = r
+
+    fields = _fields(source, plan, rounding, want)
+    outs = [TensorOut(t.name, t.shape, plan[t.name][0]) for t in source.tensors]
+    result = GgufResult(os.fspath(dst), 0)
+    with GgufWriter(dst, fields, outs, source.alignment) as w:
+        for t, o in zip(source.tensors, outs):
+            if o.type == t.type and t.raw is not None:
+                data = t.raw()
+                r = None
+            elif o.type in BLOCK_TYPES:
+                r = roundings[t.name]
+                st = stats.get(t.name) if stats is not None and r in ("importance", "gptq") else None
+                data = _quantize_one(t.read_f32(), o.type, r, st, t.name)
+            else:
+                r = None
+                data = t.read_f32().astype(np.float16 if o.type == "F16" else np.float32)
+            w.write(data)
+            why = [
+                plan[t.name][1],
+                "no input statistics: rounded to nearest" if r not in (None, rounding) else None,
+            ]
+            rep = TensorReport(t.name, t.shape, t.type, o.type, r, "; ".join(w for w in why if w) or None)
+            result.tensors.append(rep)
+            if progress is not None:
+                progress(rep, len(source.tensors))
+    result.bytes = w.bytes
+    n = sum(math.prod(t.shape) for t in result.tensors if t.type in BLOCK_TYPES)
+    bits = sum(8 * BLOCK_TYPES[t.type].nbytes(t.shape) for t in result.tensors if t.type in BLOCK_TYPES)
+    result.bits_per_weight = bits / n if n else math.nan
+    if isinstance(budget, str) or isinstance(budget, int):
+        _check_budget(result, budget, n)
+    return result
+
+
+def _check_budget(result: GgufResult, budget: Union[str, int], n: int) -> None:
+    """A budget is a promise: a file over it is removed and reported."""
+    if str(budget).strip().lower().endswith("bpw"):
+        return  # met by construction (the planner counts block bytes exactly)
+    limit = parse_budget(budget, max(n, 1))
+    if result.bytes > limit:
+        os.unlink(result.path)
+        raise ValueError(
+            f"the file came to {result.bytes:,} bytes, over the budget of {limit:,}; it was removed "
+            "(a bug in the planner's size accounting: please report it)"
+        )
+
+
+def _plan_budget(
+    source: _Source,
+    quantizable: list[_Tensor],
+    budget: Union[str, int, None],
+    rounding: str,
+    stats: Optional[_StatsByName],
+    candidates: Optional[list[str]],
+) -> dict[str, tuple[str, Optional[str]]]:
+    """A type per quantizable tensor with the least total error within ``budget``: bits a weight
+    over the quantized tensors, or bytes of the whole file (the tensors kept, plus the metadata
+    as in the source, plus alignment)."""
+    assert budget is not None
+    names = [c.upper() for c in (candidates or [*BLOCK_TYPES, "F16"])]
+    for c in names:
+        if c not in OUTPUT_TYPES or c == "F32":
+            raise ValueError(f"unknown candidate type {c!r}; expected block types or f16")
+    n = sum(math.prod(t.shape) for t in quantizable)
+    if n == 0:
+        raise ValueError("no tensor of the file is one llama.cpp quantizes (2+ dimensions, not norms)")
+    plan: dict[str, tuple[str, Optional[str]]] = {t.name: (t.type, None) for t in source.tensors}
+    text = str(budget).strip().lower()
+    if text.endswith("bpw"):
+        limit = int(parse_budget(budget, n))  # bytes for the quantized tensors' n weights
+    else:
+        # The whole file: the header (its size does not depend on the types), the tensors kept,
+        # and at most one alignment's padding per quantized tensor.
+        kept = [TensorOut(t.name, t.shape, t.type) for t in source.tensors if t not in quantizable]
+        outs = kept + [TensorOut(t.name, t.shape, "F32") for t in quantizable]
+        head = len(GgufWriter(os.devnull, _fields(source, plan, rounding), outs, source.alignment).header())
+        pad = source.alignment
+        limit = (
+            parse_budget(budget, n)
+            - head
+            - sum(k.nbytes + (-k.nbytes % pad) for k in kept)
+            - pad * len(quantizable)
+        )
+    classes: list[list[tuple[int, float]]] = []
+    options: list[list[str]] = []
+    for t in quantizable:
+        if t.type not in ("F32", "F16", "BF16"):
+            raise ValueError(f"tensor {t.name} is already quantized ({t.type}); plan from an F32/F16 file")
+        w = t.read_f32()
+        st = stats.get(t.name) if stats is not None else None
+        r = rounding if (st is not None or rounding in ("nearest", "mse")) else "nearest"
+        row, opts = [], []
+        for c in names:
+            if c != "F16" and not BLOCK_TYPES[c].fits(t.shape):
+                continue
+            size = TensorOut(t.name, t.shape, c).nbytes
+            row.append((size, _error(w, c, r, st, t.name)))
+            opts.append(c)
+        if not row:
+            raise ValueError(f"no candidate type fits tensor {t.name} {t.shape}; add f16 to the candidates")
+        classes.append(row)
+        options.append(opts)
+    picks, _, _, _ = solve_mckp(classes, limit)
+    for t, opts, k in zip(quantizable, options, picks):
+        plan[t.name] = (opts[k], None)
+    return plan
+
+
+def _fields(
+    source: _Source, plan: dict[str, tuple[str, Optional[str]]], rounding: str, want: Optional[str] = None
+) -> list[Field]:
+    """The source's key-value pairs with ``general.file_type`` (llama.cpp's number for the type
+    asked for, or with a budget the type most weights get) and ``general.quantization_version``
+    set, and rxquant's provenance."""
+    counts: Counter[str] = Counter()
+    for t in source.tensors:
+        if plan[t.name][0] in BLOCK_TYPES:
+            counts[plan[t.name][0]] += math.prod(t.shape)
+    floats = Counter(plan[t.name][0] for t in source.tensors if len(t.shape) >= 2)
+    main = counts.most_common(1)[0][0] if counts else (floats.most_common(1)[0][0] if floats else "F32")
+    main = want or main
+    own = ("general.file_type", "general.quantization_version", "general.quantized_by")
+    V = _gguf.GGUFValueType
+    return [f for f in source.fields if f.key not in own] + [
+        Field.of("general.file_type", FILE_TYPES.get(main, 1024), V.UINT32),
+        Field.of("general.quantization_version", _gguf.GGML_QUANT_VERSION, V.UINT32),
+        Field.of("general.quantized_by", f"rxquant {__version__}, rounding {rounding}", V.STRING),
+    ]

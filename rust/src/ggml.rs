@@ -1,0 +1,1432 @@
+//! llama.cpp's block formats (ggml-common.h): Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (blocks of 32 values)
+//! and the K types Q4_K, Q5_K, Q6_K (super-blocks of 256). Every type has:
+//!
+//! - its parameters ([`BlockParams`]) and codes, packed into the block's bytes exactly as ggml
+//!   lays them out ([`pack`]), and the block's decoder ([`dequantize_rows`], bit for bit ggml's
+//!   `dequantize_row_*`);
+//! - ggml's reference quantizer (`quantize_row_*_ref`), ported operation for operation
+//!   ([`Rounding::Nearest`]);
+//! - a search for the parameters with the least squared error, optionally weighted per input by
+//!   its importance `E[x²]` ([`Rounding::Mse`], [`Rounding::Importance`]);
+//! - the per-value quantizer GPTQ uses with parameters chosen inside its column sweep
+//!   ([`GgmlCodec`]).
+//!
+//! Rows run along the last (input) axis, as in GGUF files; a row holds whole blocks.
+
+// The reference quantizers are ports of ggml's C loops, index for index, so they can be read
+// side by side with ggml-quants.c.
+#![allow(clippy::needless_range_loop)]
+
+use crate::error::{Error, Result};
+use crate::gptq::{self, ColumnCodec, GptqOptions};
+use half::f16;
+use rayon::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Values per super-block of the K types.
+pub const QK_K: usize = 256;
+/// ggml's threshold below which a group is treated as all zero.
+const GROUP_MAX_EPS: f32 = 1e-15;
+
+/// A ggml block type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GgmlType {
+    Q8_0,
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q4K,
+    Q5K,
+    Q6K,
+}
+
+/// Every type, in ggml's order.
+pub const TYPES: [GgmlType; 8] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q4K,
+    GgmlType::Q5K,
+    GgmlType::Q6K,
+];
+
+// The block sizes of ggml-common.h (`static_assert(sizeof(block_q4_0) == ...)` there).
+const _: () = assert!(GgmlType::Q4_0.type_size() == 2 + 32 / 2);
+const _: () = assert!(GgmlType::Q4_1.type_size() == 2 * 2 + 32 / 2);
+const _: () = assert!(GgmlType::Q5_0.type_size() == 2 + 4 + 32 / 2);
+const _: () = assert!(GgmlType::Q5_1.type_size() == 2 * 2 + 4 + 32 / 2);
+const _: () = assert!(GgmlType::Q8_0.type_size() == 2 + 32);
+const _: () = assert!(GgmlType::Q4K.type_size() == 2 * 2 + 12 + QK_K / 2);
+const _: () = assert!(GgmlType::Q5K.type_size() == 2 * 2 + 12 + QK_K / 8 + QK_K / 2);
+const _: () = assert!(GgmlType::Q6K.type_size() == 2 + QK_K / 16 + 3 * QK_K / 4);
+
+impl GgmlType {
+    /// Parses `q4_0`, `Q4_K`, ... (case-insensitive).
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(match name.to_ascii_lowercase().as_str() {
+            "q8_0" => GgmlType::Q8_0,
+            "q4_0" => GgmlType::Q4_0,
+            "q4_1" => GgmlType::Q4_1,
+            "q5_0" => GgmlType::Q5_0,
+            "q5_1" => GgmlType::Q5_1,
+            "q4_k" => GgmlType::Q4K,
+            "q5_k" => GgmlType::Q5K,
+            "q6_k" => GgmlType::Q6K,
+            other => {
+                return Err(Error::Invalid(format!(
+                    "unknown ggml type {other:?}; expected q4_0, q4_1, q5_0, q5_1, q8_0, q4_k, q5_k or q6_k"
+                )))
+            }
+        })
+    }
+
+    /// ggml's name (`Q4_K`).
+    pub fn name(self) -> &'static str {
+        match self {
+            GgmlType::Q8_0 => "Q8_0",
+            GgmlType::Q4_0 => "Q4_0",
+            GgmlType::Q4_1 => "Q4_1",
+            GgmlType::Q5_0 => "Q5_0",
+            GgmlType::Q5_1 => "Q5_1",
+            GgmlType::Q4K => "Q4_K",
+            GgmlType::Q5K => "Q5_K",
+            GgmlType::Q6K => "Q6_K",
+        }
+    }
+
+    /// The `ggml_type` enum value (GGUF's tensor type field).
+    pub fn ggml_id(self) -> u32 {
+        match self {
+            GgmlType::Q4_0 => 2,
+            GgmlType::Q4_1 => 3,
+            GgmlType::Q5_0 => 6,
+            GgmlType::Q5_1 => 7,
+            GgmlType::Q8_0 => 8,
+            GgmlType::Q4K => 12,
+            GgmlType::Q5K => 13,
+            GgmlType::Q6K => 14,
+        }
+    }
+
+    /// Values per block.
+    pub const fn block_size(self) -> usize {
+        match self {
+            GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => QK_K,
+            _ => 32,
+        }
+    }
+
+    /// Bytes per block.
+    pub const fn type_size(self) -> usize {
+        match self {
+            GgmlType::Q8_0 => 34,
+            GgmlType::Q4_0 => 18,
+            GgmlType::Q4_1 => 20,
+            GgmlType::Q5_0 => 22,
+            GgmlType::Q5_1 => 24,
+            GgmlType::Q4K => 144,
+            GgmlType::Q5K => 176,
+            GgmlType::Q6K => 210,
+        }
+    }
+
+    /// Bits a weight, block parameters included.
+    pub fn bits_per_weight(self) -> f64 {
+        8.0 * self.type_size() as f64 / self.block_size() as f64
+    }
+
+    /// Code range `0..=max` as stored.
+    fn max_code(self) -> i32 {
+        match self {
+            GgmlType::Q8_0 => 255,
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q4K => 15,
+            GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q5K => 31,
+            GgmlType::Q6K => 63,
+        }
+    }
+}
+
+/// How a block's parameters and codes are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rounding {
+    /// ggml's reference quantizer, bit for bit.
+    Nearest,
+    /// The parameters with the least squared error, searched per block.
+    Mse,
+    /// The same search with each value's error weighted by its input's importance.
+    Importance,
+}
+
+impl Rounding {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "nearest" => Ok(Rounding::Nearest),
+            "mse" => Ok(Rounding::Mse),
+            "importance" => Ok(Rounding::Importance),
+            other => Err(Error::Invalid(format!(
+                "unknown rounding {other:?}; expected nearest, mse or importance"
+            ))),
+        }
+    }
+}
+
+/// A block's parameters as stored (the float16 ones as f32 values), so that decoding with them
+/// reproduces the file.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BlockParams {
+    /// Scale (`d`); for the K types the super-block scale.
+    pub d: f32,
+    /// Q4_1 / Q5_1: the minimum `m`; Q4_K / Q5_K: the super-block `dmin`.
+    pub m: f32,
+    /// K types: the sub-blocks' 6-bit scales (Q6_K: 16 int8 scales, stored as u8).
+    pub sc: [u8; 16],
+    /// Q4_K / Q5_K: the sub-blocks' 6-bit mins.
+    pub mn: [u8; 8],
+}
+
+#[inline(always)]
+fn f16r(v: f32) -> f32 {
+    f16::from_f32(v).to_f32()
+}
+
+/// ggml's `nearest_int`: round half to even via the float's bits (exact for |v| < 2^22).
+#[inline(always)]
+fn nearest_int(v: f32) -> i32 {
+    let val = v + 12_582_912.0;
+    (val.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
+}
+
+/// C's `roundf` (half away from zero) for `|v| < 2^31`, the range of ggml's codes: the truncation
+/// is one conversion instruction, where `f32::round` is a libm call on baseline x86-64.
+#[inline(always)]
+fn roundf(v: f32) -> f32 {
+    let t = v as i32 as f32; // truncation; `v - t`, the fraction, is exact
+    if (v - t).abs() >= 0.5 {
+        t + 1f32.copysign(v)
+    } else {
+        t
+    }
+}
+
+// ------------------------------------------------------------------ value <-> code
+
+/// Reconstructed value of code `q` (as stored, `0..=max_code`) at position `k` of its block.
+#[inline(always)]
+pub fn decode_value(ty: GgmlType, p: &BlockParams, k: usize, q: i32) -> f32 {
+    match ty {
+        GgmlType::Q8_0 => (q as u8 as i8) as f32 * p.d,
+        GgmlType::Q4_0 => p.d * (q - 8) as f32,
+        GgmlType::Q5_0 => p.d * (q - 16) as f32,
+        GgmlType::Q4_1 | GgmlType::Q5_1 => p.d * q as f32 + p.m,
+        GgmlType::Q4K | GgmlType::Q5K => {
+            let j = k / 32;
+            (p.d * p.sc[j] as f32) * q as f32 - p.m * p.mn[j] as f32
+        }
+        GgmlType::Q6K => (p.d * (p.sc[k / 16] as i8) as f32) * (q - 32) as f32,
+    }
+}
+
+/// The stored code nearest to `v` at position `k` with parameters `p` (round half to even, clamped).
+#[inline(always)]
+pub fn encode_value(ty: GgmlType, p: &BlockParams, k: usize, v: f32) -> i32 {
+    let clamp = |q: i32| q.clamp(0, ty.max_code());
+    match ty {
+        GgmlType::Q8_0 => {
+            let q = if p.d == 0.0 { 0 } else { nearest_int(v / p.d).clamp(-128, 127) };
+            q as i8 as u8 as i32
+        }
+        GgmlType::Q4_0 => {
+            if p.d == 0.0 {
+                8
+            } else {
+                clamp(nearest_int(v / p.d) + 8)
+            }
+        }
+        GgmlType::Q5_0 => {
+            if p.d == 0.0 {
+                16
+            } else {
+                clamp(nearest_int(v / p.d) + 16)
+            }
+        }
+        GgmlType::Q4_1 | GgmlType::Q5_1 => {
+            if p.d == 0.0 {
+                0
+            } else {
+                clamp(nearest_int((v - p.m) / p.d))
+            }
+        }
+        GgmlType::Q4K | GgmlType::Q5K => {
+            let j = k / 32;
+            let (d, dm) = (p.d * p.sc[j] as f32, p.m * p.mn[j] as f32);
+            if d == 0.0 {
+                0
+            } else {
+                clamp(nearest_int((v + dm) / d))
+            }
+        }
+        GgmlType::Q6K => {
+            let d = p.d * (p.sc[k / 16] as i8) as f32;
+            if d == 0.0 {
+                32
+            } else {
+                nearest_int(v / d).clamp(-32, 31) + 32
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------ packing
+
+fn put_f16(out: &mut [u8], v: f32) {
+    out.copy_from_slice(&f16::from_f32(v).to_le_bytes());
+}
+
+fn get_f16(b: &[u8]) -> f32 {
+    f16::from_le_bytes([b[0], b[1]]).to_f32()
+}
+
+/// The 12 bytes of eight 6-bit scales and mins (ggml's `get_scale_min_k4` order).
+fn pack_scales_k4(sc: &[u8; 16], mn: &[u8; 8], out: &mut [u8]) {
+    out[..12].fill(0);
+    for j in 0..8 {
+        let (ls, lm) = (sc[j].min(63), mn[j].min(63));
+        if j < 4 {
+            out[j] = ls;
+            out[j + 4] = lm;
+        } else {
+            out[j + 4] = (ls & 0xF) | ((lm & 0xF) << 4);
+            out[j - 4] |= (ls >> 4) << 6;
+            out[j] |= (lm >> 4) << 6;
+        }
+    }
+}
+
+fn unpack_scales_k4(q: &[u8]) -> ([u8; 16], [u8; 8]) {
+    let (mut sc, mut mn) = ([0u8; 16], [0u8; 8]);
+    for j in 0..8 {
+        if j < 4 {
+            sc[j] = q[j] & 63;
+            mn[j] = q[j + 4] & 63;
+        } else {
+            sc[j] = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+            mn[j] = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+        }
+    }
+    (sc, mn)
+}
+
+/// Packs one block: parameters `p` (f16 ones rounded on the way) and stored codes `l`
+/// (`block_size` values, `0..=max_code`) into `out` (`type_size` bytes).
+pub fn pack(ty: GgmlType, p: &BlockParams, l: &[u8], out: &mut [u8]) {
+    match ty {
+        GgmlType::Q8_0 => {
+            put_f16(&mut out[..2], p.d);
+            out[2..34].copy_from_slice(&l[..32]);
+        }
+        GgmlType::Q4_0 | GgmlType::Q4_1 => {
+            let off = if ty == GgmlType::Q4_1 { 4 } else { 2 };
+            put_f16(&mut out[..2], p.d);
+            if ty == GgmlType::Q4_1 {
+                put_f16(&mut out[2..4], p.m);
+            }
+            for j in 0..16 {
+                out[off + j] = (l[j] & 0xF) | (l[j + 16] << 4);
+            }
+        }
+        GgmlType::Q5_0 | GgmlType::Q5_1 => {
+            let off = if ty == GgmlType::Q5_1 { 4 } else { 2 };
+            put_f16(&mut out[..2], p.d);
+            if ty == GgmlType::Q5_1 {
+                put_f16(&mut out[2..4], p.m);
+            }
+            let qh = (0..32).fold(0u32, |h, j| h | (((l[j] >> 4) as u32 & 1) << j));
+            out[off..off + 4].copy_from_slice(&qh.to_le_bytes());
+            for j in 0..16 {
+                out[off + 4 + j] = (l[j] & 0xF) | ((l[j + 16] & 0xF) << 4);
+            }
+        }
+        GgmlType::Q4K => {
+            put_f16(&mut out[..2], p.d);
+            put_f16(&mut out[2..4], p.m);
+            pack_scales_k4(&p.sc, &p.mn, &mut out[4..16]);
+            for (c, q) in out[16..144].chunks_mut(32).enumerate() {
+                for i in 0..32 {
+                    q[i] = (l[64 * c + i] & 0xF) | (l[64 * c + i + 32] << 4);
+                }
+            }
+        }
+        GgmlType::Q5K => {
+            put_f16(&mut out[..2], p.d);
+            put_f16(&mut out[2..4], p.m);
+            pack_scales_k4(&p.sc, &p.mn, &mut out[4..16]);
+            let (qh, ql) = out[16..176].split_at_mut(32);
+            qh.fill(0);
+            for c in 0..4 {
+                let (m1, m2) = (1u8 << (2 * c), 2u8 << (2 * c));
+                for i in 0..32 {
+                    let (mut l1, mut l2) = (l[64 * c + i], l[64 * c + i + 32]);
+                    if l1 > 15 {
+                        l1 -= 16;
+                        qh[i] |= m1;
+                    }
+                    if l2 > 15 {
+                        l2 -= 16;
+                        qh[i] |= m2;
+                    }
+                    ql[32 * c + i] = l1 | (l2 << 4);
+                }
+            }
+        }
+        GgmlType::Q6K => {
+            let (ql, rest) = out.split_at_mut(128);
+            let (qh, rest) = rest.split_at_mut(64);
+            let (sc, d) = rest.split_at_mut(16);
+            for half in 0..2 {
+                let (j, ql, qh) = (128 * half, &mut ql[64 * half..], &mut qh[32 * half..]);
+                for i in 0..32 {
+                    let (q1, q2, q3, q4) = (l[j + i], l[j + i + 32], l[j + i + 64], l[j + i + 96]);
+                    ql[i] = (q1 & 0xF) | ((q3 & 0xF) << 4);
+                    ql[i + 32] = (q2 & 0xF) | ((q4 & 0xF) << 4);
+                    qh[i] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6);
+                }
+            }
+            sc.copy_from_slice(&p.sc);
+            put_f16(d, p.d);
+        }
+    }
+}
+
+/// Decodes one block into `out` (`block_size` values), in ggml's arithmetic order.
+pub fn decode_block(ty: GgmlType, b: &[u8], out: &mut [f32]) {
+    match ty {
+        GgmlType::Q8_0 => {
+            let d = get_f16(b);
+            for (o, &q) in out.iter_mut().zip(&b[2..34]) {
+                *o = (q as i8) as f32 * d;
+            }
+        }
+        GgmlType::Q4_0 | GgmlType::Q4_1 => {
+            let d = get_f16(b);
+            let (m, qs) = if ty == GgmlType::Q4_1 { (get_f16(&b[2..]), &b[4..20]) } else { (0.0, &b[2..18]) };
+            for j in 0..16 {
+                let (lo, hi) = ((qs[j] & 0xF) as i32, (qs[j] >> 4) as i32);
+                if ty == GgmlType::Q4_0 {
+                    out[j] = d * (lo - 8) as f32;
+                    out[j + 16] = d * (hi - 8) as f32;
+                } else {
+                    out[j] = d * lo as f32 + m;
+                    out[j + 16] = d * hi as f32 + m;
+                }
+            }
+        }
+        GgmlType::Q5_0 | GgmlType::Q5_1 => {
+            let d = get_f16(b);
+            let (m, rest) = if ty == GgmlType::Q5_1 { (get_f16(&b[2..]), &b[4..]) } else { (0.0, &b[2..]) };
+            let qh = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+            let qs = &rest[4..20];
+            for j in 0..16 {
+                let lo = ((qs[j] & 0xF) as u32 | ((qh >> j) & 1) << 4) as i32;
+                let hi = ((qs[j] >> 4) as u32 | ((qh >> (j + 16)) & 1) << 4) as i32;
+                if ty == GgmlType::Q5_0 {
+                    out[j] = d * (lo - 16) as f32;
+                    out[j + 16] = d * (hi - 16) as f32;
+                } else {
+                    out[j] = d * lo as f32 + m;
+                    out[j + 16] = d * hi as f32 + m;
+                }
+            }
+        }
+        GgmlType::Q4K | GgmlType::Q5K => {
+            let (d, dmin) = (get_f16(b), get_f16(&b[2..]));
+            let (sc, mn) = unpack_scales_k4(&b[4..16]);
+            let (qh, ql) =
+                if ty == GgmlType::Q5K { (&b[16..48], &b[48..176]) } else { (&b[0..0], &b[16..144]) };
+            for c in 0..4 {
+                let (d1, m1) = (d * sc[2 * c] as f32, dmin * mn[2 * c] as f32);
+                let (d2, m2) = (d * sc[2 * c + 1] as f32, dmin * mn[2 * c + 1] as f32);
+                for i in 0..32 {
+                    let q = ql[32 * c + i];
+                    let (mut lo, mut hi) = ((q & 0xF) as u32, (q >> 4) as u32);
+                    if ty == GgmlType::Q5K {
+                        lo += if qh[i] & (1 << (2 * c)) != 0 { 16 } else { 0 };
+                        hi += if qh[i] & (2 << (2 * c)) != 0 { 16 } else { 0 };
+                    }
+                    out[64 * c + i] = d1 * lo as f32 - m1;
+                    out[64 * c + i + 32] = d2 * hi as f32 - m2;
+                }
+            }
+        }
+        GgmlType::Q6K => {
+            let (ql, qh, sc) = (&b[..128], &b[128..192], &b[192..208]);
+            let d = get_f16(&b[208..]);
+            for half in 0..2 {
+                let (ql, qh, sc, y) = (&ql[64 * half..], &qh[32 * half..], &sc[8 * half..], 128 * half);
+                for l in 0..32 {
+                    let is = l / 16;
+                    let q1 = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i32 - 32;
+                    let q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
+                    let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
+                    let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
+                    out[y + l] = d * (sc[is] as i8) as f32 * q1 as f32;
+                    out[y + l + 32] = d * (sc[is + 2] as i8) as f32 * q2 as f32;
+                    out[y + l + 64] = d * (sc[is + 4] as i8) as f32 * q3 as f32;
+                    out[y + l + 96] = d * (sc[is + 6] as i8) as f32 * q4 as f32;
+                }
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------ ggml's reference quantizers
+
+/// The signed value of largest magnitude (the first one on ties), as ggml picks it.
+fn signed_max(x: &[f32]) -> f32 {
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    max
+}
+
+/// One block by ggml's `quantize_row_*_ref`: the stored parameters and codes.
+fn encode_ref(ty: GgmlType, x: &[f32], l: &mut [u8]) -> BlockParams {
+    let mut p = BlockParams::default();
+    match ty {
+        GgmlType::Q8_0 => {
+            let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            p.d = f16r(d);
+            for (o, &v) in l.iter_mut().zip(x) {
+                *o = roundf(v * id) as i32 as i8 as u8;
+            }
+        }
+        GgmlType::Q4_0 | GgmlType::Q5_0 => {
+            let (div, off, top) = if ty == GgmlType::Q4_0 { (-8.0, 8.5, 15) } else { (-16.0, 16.5, 31) };
+            let d = signed_max(x) / div;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            p.d = f16r(d);
+            for (o, &v) in l.iter_mut().zip(x) {
+                *o = (((v * id + off) as i8) as i32).min(top) as u8;
+            }
+        }
+        GgmlType::Q4_1 | GgmlType::Q5_1 => {
+            let (mut min, mut max) = (f32::MAX, -f32::MAX);
+            for &v in x {
+                min = if v < min { v } else { min };
+                max = if v > max { v } else { max };
+            }
+            let nmax = if ty == GgmlType::Q4_1 { 15 } else { 31 };
+            let d = (max - min) / nmax as f32;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            (p.d, p.m) = (f16r(d), f16r(min));
+            for (o, &v) in l.iter_mut().zip(x) {
+                // Q4_1 truncates through int8 and caps at 15; Q5_1 through uint8 (never above 31).
+                *o = if ty == GgmlType::Q4_1 {
+                    ((((v - min) * id + 0.5) as i8) as i32).min(15) as u8
+                } else {
+                    ((v - min) * id + 0.5) as u8
+                };
+            }
+        }
+        GgmlType::Q4K | GgmlType::Q5K => {
+            let (nmax, rmin, nstep) = if ty == GgmlType::Q4K { (15, -1.0, 20) } else { (31, -0.5, 15) };
+            let mut scales = [0f32; 8];
+            let mut mins = [0f32; 8];
+            let (mut max_scale, mut max_min) = (0f32, 0f32);
+            for j in 0..8 {
+                let xs = &x[32 * j..32 * j + 32];
+                let mut sum_x2 = 0f32;
+                for &v in xs {
+                    sum_x2 += v * v;
+                }
+                let av_x = (sum_x2 / 32.0).sqrt();
+                let w: Vec<f32> = xs.iter().map(|v| av_x + v.abs()).collect();
+                (scales[j], mins[j]) =
+                    make_qkx2_quants(nmax, xs, &w, &mut l[32 * j..32 * j + 32], rmin, 0.1, nstep);
+                max_scale = if scales[j] > max_scale { scales[j] } else { max_scale };
+                max_min = if mins[j] > max_min { mins[j] } else { max_min };
+            }
+            let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+            let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+            for j in 0..8 {
+                p.sc[j] = (nearest_int(inv_scale * scales[j]) as u8).min(63);
+                p.mn[j] = (nearest_int(inv_min * mins[j]) as u8).min(63);
+            }
+            (p.d, p.m) = (f16r(max_scale / 63.0), f16r(max_min / 63.0));
+            for j in 0..8 {
+                let d = p.d * p.sc[j] as f32;
+                if d == 0.0 {
+                    continue; // ggml keeps the codes found for the unquantized scale
+                }
+                let dm = p.m * p.mn[j] as f32;
+                for i in 0..32 {
+                    l[32 * j + i] = nearest_int((x[32 * j + i] + dm) / d).clamp(0, nmax) as u8;
+                }
+            }
+        }
+        GgmlType::Q6K => {
+            let mut scales = [0f32; 16];
+            let (mut max_scale, mut max_abs_scale) = (0f32, 0f32);
+            for ib in 0..16 {
+                scales[ib] =
+                    make_qx_quants(32, &x[16 * ib..16 * ib + 16], &mut l[16 * ib..16 * ib + 16], None);
+                if scales[ib].abs() > max_abs_scale {
+                    max_abs_scale = scales[ib].abs();
+                    max_scale = scales[ib];
+                }
+            }
+            if max_abs_scale < GROUP_MAX_EPS {
+                // ggml zeroes the whole block: codes 0 (stored), scales 0, d 0.
+                l.fill(0);
+                return BlockParams::default();
+            }
+            let iscale = -128.0 / max_scale;
+            p.d = f16r(1.0 / iscale);
+            for ib in 0..16 {
+                p.sc[ib] = nearest_int(iscale * scales[ib]).min(127) as i8 as u8;
+            }
+            for j in 0..16 {
+                let d = p.d * (p.sc[j] as i8) as f32;
+                if d == 0.0 {
+                    continue;
+                }
+                for i in 0..16 {
+                    l[16 * j + i] = (nearest_int(x[16 * j + i] / d).clamp(-32, 31) + 32) as u8;
+                }
+            }
+        }
+    }
+    p
+}
+
+/// ggml's `make_qkx2_quants`: scale and (negated) min of an affine grid `0..=nmax` for `x`,
+/// least squares over `nstep + 1` candidate ranges; codes in `l`. Returns `(scale, -min)`.
+fn make_qkx2_quants(
+    nmax: i32,
+    x: &[f32],
+    w: &[f32],
+    l: &mut [u8],
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+) -> (f32, f32) {
+    let n = x.len();
+    let (mut min, mut max) = (x[0], x[0]);
+    let mut sum_w = w[0];
+    let mut sum_x = sum_w * x[0];
+    for i in 1..n {
+        min = if x[i] < min { x[i] } else { min };
+        max = if x[i] > max { x[i] } else { max };
+        sum_w += w[i];
+        sum_x += w[i] * x[i];
+    }
+    if min > 0.0 {
+        min = 0.0;
+    }
+    if max == min {
+        l[..n].fill(0);
+        return (0.0, -min);
+    }
+    let mut iscale = nmax as f32 / (max - min);
+    let mut scale = 1.0 / iscale;
+    let mut best_error = 0f32;
+    for i in 0..n {
+        let q = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+        l[i] = q as u8;
+        let diff = scale * q as f32 + min - x[i];
+        best_error += w[i] * (diff * diff);
+    }
+    let mut laux = [0u8; QK_K];
+    for is in 0..=nstep {
+        iscale = (rmin + rdelta * is as f32 + nmax as f32) / (max - min);
+        let (mut sum_l, mut sum_l2, mut sum_xl) = (0f32, 0f32, 0f32);
+        for i in 0..n {
+            let q = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+            laux[i] = q as u8;
+            let qf = q as f32;
+            sum_l += w[i] * qf;
+            sum_l2 += w[i] * qf * qf;
+            sum_xl += w[i] * qf * x[i];
+        }
+        let dd = sum_w * sum_l2 - sum_l * sum_l;
+        if dd > 0.0 {
+            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / dd;
+            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / dd;
+            if this_min > 0.0 {
+                this_min = 0.0;
+                this_scale = sum_xl / sum_l2;
+            }
+            let mut cur_error = 0f32;
+            for i in 0..n {
+                let diff = this_scale * laux[i] as f32 + this_min - x[i];
+                cur_error += w[i] * (diff * diff);
+            }
+            if cur_error < best_error {
+                l[..n].copy_from_slice(&laux[..n]);
+                best_error = cur_error;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    (scale, -min)
+}
+
+/// ggml's `make_qx_quants` with `rmse_type = 1` (weights `x²`, or `qw` when given): the scale of
+/// a symmetric grid `-nmax..nmax-1`; codes (plus `nmax`) in `l`.
+fn make_qx_quants(nmax: i32, x: &[f32], l: &mut [u8], qw: Option<&[f32]>) -> f32 {
+    let n = x.len();
+    let (mut max, mut amax) = (0f32, 0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax < GROUP_MAX_EPS {
+        l[..n].fill(0);
+        return 0.0;
+    }
+    let weight = |i: usize| qw.map_or(x[i] * x[i], |w| w[i]);
+    let mut iscale = -(nmax as f32) / max;
+    let (mut sumlx, mut suml2) = (0f32, 0f32);
+    for i in 0..n {
+        let q = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
+        l[i] = (q + nmax) as u8;
+        let w = weight(i);
+        sumlx += w * x[i] * q as f32;
+        suml2 += w * q as f32 * q as f32;
+    }
+    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
+    let mut best = scale * sumlx;
+    for is in -9..=9 {
+        if is == 0 {
+            continue;
+        }
+        iscale = -(nmax as f32 + 0.1 * is as f32) / max;
+        sumlx = 0.0;
+        suml2 = 0.0;
+        for i in 0..n {
+            let q = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
+            let w = weight(i);
+            sumlx += w * x[i] * q as f32;
+            suml2 += w * q as f32 * q as f32;
+        }
+        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
+            for i in 0..n {
+                l[i] = (nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1) + nmax) as u8;
+            }
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    scale
+}
+
+// ------------------------------------------------------------------ searched parameters
+
+/// Weighted squared error of `x` coded with `p` (codes from [`encode_value`]).
+fn block_error(ty: GgmlType, p: &BlockParams, x: &[f32], w: Option<&[f32]>) -> f32 {
+    let mut e = 0f32;
+    for (k, &v) in x.iter().enumerate() {
+        let d = v - decode_value(ty, p, k, encode_value(ty, p, k, v));
+        e += w.map_or(1.0, |w| w[k]) * d * d;
+    }
+    e
+}
+
+/// Least-squares affine fit `x ≈ scale · q + min` of codes `q` with weights `w`.
+fn affine_fit(x: &[f32], q: &[i32], w: Option<&[f32]>) -> Option<(f32, f32)> {
+    let (mut sw, mut sx, mut sl, mut sl2, mut sxl) = (0f32, 0f32, 0f32, 0f32, 0f32);
+    for i in 0..x.len() {
+        let (wi, qi) = (w.map_or(1.0, |w| w[i]), q[i] as f32);
+        sw += wi;
+        sx += wi * x[i];
+        sl += wi * qi;
+        sl2 += wi * qi * qi;
+        sxl += wi * qi * x[i];
+    }
+    let dd = sw * sl2 - sl * sl;
+    (dd > 0.0).then(|| ((sw * sxl - sx * sl) / dd, (sl2 * sx - sl * sxl) / dd))
+}
+
+/// The affine parameters `(scale, min)` of a grid `0..=nmax` with the least weighted squared
+/// error for `x`: candidate ranges shrunk and stretched around the data's, each refitted by least
+/// squares; `min <= 0` when `nonpositive_min` (the K types store `-min`), as stored (`round`).
+fn affine_search(
+    x: &[f32],
+    w: Option<&[f32]>,
+    nmax: i32,
+    nonpositive_min: bool,
+    round: fn(f32) -> f32,
+) -> (f32, f32) {
+    let (mut min, max) = x.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    if nonpositive_min && min > 0.0 {
+        min = 0.0;
+    }
+    if max <= min {
+        return (0.0, round(min));
+    }
+    let err = |s: f32, m: f32| -> f32 {
+        let (s, m) = (round(s), round(m));
+        if s <= 0.0 {
+            return f32::INFINITY;
+        }
+        let inv = 1.0 / s;
+        x.iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let q = nearest_int((v - m) * inv).clamp(0, nmax);
+                let d = v - (s * q as f32 + m);
+                w.map_or(1.0, |w| w[i]) * d * d
+            })
+            .sum()
+    };
+    let mut best = ((max - min) / nmax as f32, min);
+    let mut best_err = err(best.0, best.1);
+    let mut q = [0i32; 32];
+    let q = &mut q[..x.len()];
+    // Codes counted up from the minimum; for the affine types also down from the maximum (that
+    // finds the fits which clip the low end). The K types' sub-blocks gain nothing from it.
+    let starts = if nonpositive_min { 41 } else { 82 };
+    for c in 0..starts {
+        let is = c % 41;
+        let iscale = (nmax as f32 - 2.0 + 0.1 * is as f32) / (max - min);
+        for (o, &v) in q.iter_mut().zip(x) {
+            *o =
+                if c < 41 { nearest_int(iscale * (v - min)) } else { nmax - nearest_int(iscale * (max - v)) }
+                    .clamp(0, nmax);
+        }
+        if let Some((mut s, mut m)) = affine_fit(x, q, w) {
+            if nonpositive_min && m > 0.0 {
+                m = 0.0;
+                let (num, den) =
+                    x.iter().zip(q.iter()).enumerate().fold((0f32, 0f32), |(a, b), (i, (&v, &qi))| {
+                        let wi = w.map_or(1.0, |w| w[i]);
+                        (a + wi * v * qi as f32, b + wi * (qi * qi) as f32)
+                    });
+                s = if den > 0.0 { num / den } else { s };
+            }
+            let e = err(s, m);
+            if e < best_err {
+                (best, best_err) = ((s, m), e);
+            }
+        }
+    }
+    // Alternate from the best: nearest codes for the parameters, parameters refitted to the codes.
+    for _ in 0..4 {
+        let (s, m) = (round(best.0), round(best.1));
+        for (o, &v) in q.iter_mut().zip(x) {
+            *o = nearest_int((v - m) / s).clamp(0, nmax);
+        }
+        let Some((mut s, mut m)) = affine_fit(x, q, w) else { break };
+        if nonpositive_min && m > 0.0 {
+            m = 0.0;
+            let (num, den) =
+                x.iter().zip(q.iter()).enumerate().fold((0f32, 0f32), |(a, b), (i, (&v, &qi))| {
+                    let wi = w.map_or(1.0, |w| w[i]);
+                    (a + wi * v * qi as f32, b + wi * (qi * qi) as f32)
+                });
+            s = if den > 0.0 { num / den } else { s };
+        }
+        let e = err(s, m);
+        if e.total_cmp(&best_err).is_ge() {
+            break;
+        }
+        (best, best_err) = ((s, m), e);
+    }
+    (round(best.0), round(best.1))
+}
+
+/// Weighted squared error of values `r` of `x` (positions in the block) coded with `p`.
+fn range_error(
+    ty: GgmlType,
+    p: &BlockParams,
+    x: &[f32],
+    w: Option<&[f32]>,
+    r: std::ops::Range<usize>,
+) -> f32 {
+    r.map(|k| {
+        let d = x[k] - decode_value(ty, p, k, encode_value(ty, p, k, x[k]));
+        w.map_or(1.0, |w| w[k]) * d * d
+    })
+    .sum()
+}
+
+/// Refits the stored float16 scales of `p` by weighted least squares with the codes fixed
+/// (`x ≈ d · a − dmin · b`, where `a`, `b` are what multiplies `d` and `dmin` at each position),
+/// re-encodes, and keeps the refit while the error falls.
+fn refit(ty: GgmlType, p: &mut BlockParams, x: &[f32], w: Option<&[f32]>, mut err: f32) -> f32 {
+    let with_min = matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K);
+    for _ in 0..4 {
+        // Coefficients of d and of the min term at each position under the current codes.
+        let unit_d = BlockParams { d: 1.0, m: 0.0, ..*p };
+        let unit_m = BlockParams { d: 0.0, m: 1.0, ..*p };
+        let (mut saa, mut sab, mut sbb, mut sxa, mut sxb) = (0f32, 0f32, 0f32, 0f32, 0f32);
+        for (k, &v) in x.iter().enumerate() {
+            let q = encode_value(ty, p, k, v);
+            let (a, b) = (decode_value(ty, &unit_d, k, q), decode_value(ty, &unit_m, k, q));
+            let wk = w.map_or(1.0, |w| w[k]);
+            saa += wk * a * a;
+            sab += wk * a * b;
+            sbb += wk * b * b;
+            sxa += wk * v * a;
+            sxb += wk * v * b;
+        }
+        let mut cand = *p;
+        if with_min {
+            let det = saa * sbb - sab * sab;
+            if det <= 0.0 {
+                break;
+            }
+            cand.d = f16r((sxa * sbb - sxb * sab) / det);
+            cand.m = f16r((saa * sxb - sab * sxa) / det);
+        } else {
+            if saa <= 0.0 {
+                break;
+            }
+            cand.d = f16r(sxa / saa);
+        }
+        let e = block_error(ty, &cand, x, w);
+        if e.total_cmp(&err).is_ge() {
+            break;
+        }
+        (*p, err) = (cand, e);
+    }
+    err
+}
+
+/// The scale `d > 0` of the grid `qmin..=qmax` with the least weighted squared error for `y`
+/// among `d` in `[lo, 1.02] · amax / -qmin`: exact over that interval. As `t = 1/d` grows, each
+/// code `clamp(round(y t))` changes by one at known points; between them the codes are fixed and
+/// the best `d` is the least-squares `Σ w y q / Σ w q²` with error `Σ w y² − (Σ w y q)² / Σ w q²`.
+/// Sweeping the sorted change points keeps both sums up to date in O(1) per point.
+fn symmetric_search(y: &[f32], w: Option<&[f32]>, qmin: i32, qmax: i32, lo: f32) -> f32 {
+    let amax = y.iter().fold(0f32, |a, v| a.max(v.abs()));
+    if amax < GROUP_MAX_EPS {
+        return 0.0;
+    }
+    let t_lo = qmax as f32 / (amax * 1.02);
+    let t_hi = -(qmin as f32) / (amax * lo);
+    let (mut sxq, mut sqq) = (0f32, 0f32);
+    // (t, index, step): at t the code of y[index] moves by step (±1).
+    let mut events: Vec<(f32, u32, i8)> = Vec::with_capacity(4 * y.len());
+    for (i, &v) in y.iter().enumerate() {
+        let wi = w.map_or(1.0, |w| w[i]);
+        let q = (v * t_lo).round().clamp(qmin as f32, qmax as f32) as i32;
+        sxq += wi * v * q as f32;
+        sqq += wi * (q * q) as f32;
+        if v == 0.0 || wi == 0.0 {
+            continue;
+        }
+        let (step, end) = if v > 0.0 { (1, qmax) } else { (-1, qmin) };
+        let mut k = q;
+        while k != end {
+            // Crossing from k to k + step at |y t| = |k| + 0.5 (k + step has the larger magnitude).
+            let t = (k.abs() as f32 + 0.5) / v.abs();
+            if t > t_hi {
+                break;
+            }
+            if t > t_lo {
+                events.push((t, i as u32, step as i8));
+            }
+            k += step;
+        }
+    }
+    events.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+    let mut codes: Vec<i32> =
+        y.iter().map(|&v| (v * t_lo).round().clamp(qmin as f32, qmax as f32) as i32).collect();
+    let (mut best, mut d) =
+        (if sqq > 0.0 { sxq * sxq / sqq } else { 0.0 }, if sqq > 0.0 { sxq / sqq } else { 0.0 });
+    for &(_, i, step) in &events {
+        let (i, step) = (i as usize, step as i32);
+        let (v, wi, q) = (y[i], w.map_or(1.0, |w| w[i]), codes[i]);
+        sxq += wi * v * step as f32;
+        sqq += wi * ((2 * q + step) * step) as f32;
+        codes[i] = q + step;
+        if sqq > 0.0 && sxq * sxq / sqq > best && sxq > 0.0 {
+            (best, d) = (sxq * sxq / sqq, sxq / sqq);
+        }
+    }
+    if d > 0.0 {
+        d
+    } else {
+        amax / -(qmin as f32)
+    }
+}
+
+/// A block's parameters searched for the least (weighted) squared error; the codes are then the
+/// nearest ones to each value with the stored parameters.
+fn choose_searched(ty: GgmlType, x: &[f32], w: Option<&[f32]>) -> BlockParams {
+    let mut p = BlockParams::default();
+    match ty {
+        GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0 => {
+            let (qmin, qmax, lo) = match ty {
+                GgmlType::Q8_0 => (-127, 127, 0.8),
+                GgmlType::Q4_0 => (-8, 7, 0.5),
+                _ => (-16, 15, 0.6),
+            };
+            // Both orientations of the grid (the largest magnitude at its long, negative end or
+            // at the short, positive one): search `y = ±x` with d > 0, then flip d's sign back.
+            let mut best = f32::INFINITY;
+            for flip in [1.0f32, -1.0] {
+                let y: Vec<f32> = x.iter().map(|v| v * flip).collect();
+                let d = symmetric_search(&y, w, qmin, qmax, lo);
+                if d == 0.0 {
+                    return p;
+                }
+                // The best float16 value near the least-squares scale.
+                let h = f16::from_f32(d * flip).to_bits();
+                for step in -2i32..=2 {
+                    let cand = BlockParams { d: f16::from_bits((h as i32 + step) as u16).to_f32(), ..p };
+                    let e = block_error(ty, &cand, x, w);
+                    if cand.d.is_finite() && e < best {
+                        (best, p) = (e, cand);
+                    }
+                }
+                if ty == GgmlType::Q8_0 {
+                    break; // a symmetric grid: one orientation
+                }
+            }
+            refit(ty, &mut p, x, w, best);
+        }
+        GgmlType::Q4_1 | GgmlType::Q5_1 => {
+            let nmax = if ty == GgmlType::Q4_1 { 15 } else { 31 };
+            (p.d, p.m) = affine_search(x, w, nmax, false, f16r);
+            let e = block_error(ty, &p, x, w);
+            refit(ty, &mut p, x, w, e);
+        }
+        GgmlType::Q4K | GgmlType::Q5K => {
+            let nmax = if ty == GgmlType::Q4K { 15 } else { 31 };
+            let (mut scales, mut mins) = ([0f32; 8], [0f32; 8]);
+            for j in 0..8 {
+                let r = 32 * j..32 * j + 32;
+                let (s, m) = affine_search(&x[r.clone()], w.map(|w| &w[r]), nmax, true, |v| v);
+                (scales[j], mins[j]) = (s, -m);
+            }
+            let max_scale = scales.iter().fold(0f32, |a, &b| a.max(b));
+            let max_min = mins.iter().fold(0f32, |a, &b| a.max(b));
+            (p.d, p.m) = (f16r(max_scale / 63.0), f16r(max_min / 63.0));
+            let start = |d: f32, v: f32| if d > 0.0 { nearest_int(v / d) } else { 0 };
+            for j in 0..8 {
+                p.sc[j] = start(p.d, scales[j]).clamp(0, 63) as u8;
+                p.mn[j] = start(p.m, mins[j]).clamp(0, 63) as u8;
+            }
+            // Alternate: the best 6-bit sub-scale and sub-min near each sub-block's (the
+            // super-block scales fixed), then the super-block scales refitted (the codes fixed).
+            let mut err = block_error(ty, &p, x, w);
+            for _ in 0..3 {
+                for j in 0..8 {
+                    let (s0, m0) = (p.sc[j] as i32, p.mn[j] as i32);
+                    let mut best = f32::INFINITY;
+                    for ds in -2..=2 {
+                        for dm in -2..=2 {
+                            let mut cand = p;
+                            cand.sc[j] = (s0 + ds).clamp(0, 63) as u8;
+                            cand.mn[j] = (m0 + dm).clamp(0, 63) as u8;
+                            let e = range_error(ty, &cand, x, w, 32 * j..32 * j + 32);
+                            if e < best {
+                                best = e;
+                                (p.sc[j], p.mn[j]) = (cand.sc[j], cand.mn[j]);
+                            }
+                        }
+                    }
+                }
+                let e = block_error(ty, &p, x, w);
+                let refitted = refit(ty, &mut p, x, w, e);
+                if refitted.total_cmp(&err).is_ge() {
+                    break;
+                }
+                err = refitted;
+            }
+        }
+        GgmlType::Q6K => {
+            // Each sub-block's best signed scale (either orientation of the grid -32..=31).
+            let mut scales = [0f32; 16];
+            let (mut max_scale, mut max_abs) = (0f32, 0f32);
+            for ib in 0..16 {
+                let (xs, ws) = (&x[16 * ib..16 * ib + 16], w.map(|w| &w[16 * ib..16 * ib + 16]));
+                let mut best = f32::INFINITY;
+                for flip in [1.0f32, -1.0] {
+                    let y: Vec<f32> = xs.iter().map(|v| v * flip).collect();
+                    let d = symmetric_search(&y, ws, -32, 31, 0.6) * flip;
+                    let e: f32 = xs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &v)| {
+                            let q = if d == 0.0 { 0.0 } else { (v / d).round().clamp(-32.0, 31.0) };
+                            ws.map_or(1.0, |w| w[i]) * (v - d * q) * (v - d * q)
+                        })
+                        .sum();
+                    if e < best {
+                        (best, scales[ib]) = (e, d);
+                    }
+                }
+                if scales[ib].abs() > max_abs {
+                    (max_abs, max_scale) = (scales[ib].abs(), scales[ib]);
+                }
+            }
+            if max_abs < GROUP_MAX_EPS {
+                return p;
+            }
+            let iscale = -128.0 / max_scale;
+            p.d = f16r(1.0 / iscale);
+            for ib in 0..16 {
+                p.sc[ib] = nearest_int(iscale * scales[ib]).clamp(-128, 127) as i8 as u8;
+            }
+            let mut err = block_error(ty, &p, x, w);
+            for _ in 0..3 {
+                for ib in 0..16 {
+                    let base = p.sc[ib] as i8 as i32;
+                    let mut best = f32::INFINITY;
+                    for ds in -2..=2 {
+                        let mut cand = p;
+                        cand.sc[ib] = (base + ds).clamp(-128, 127) as i8 as u8;
+                        let e = range_error(ty, &cand, x, w, 16 * ib..16 * ib + 16);
+                        if e < best {
+                            best = e;
+                            p.sc[ib] = cand.sc[ib];
+                        }
+                    }
+                }
+                let e = block_error(ty, &p, x, w);
+                let refitted = refit(ty, &mut p, x, w, e);
+                if refitted.total_cmp(&err).is_ge() {
+                    break;
+                }
+                err = refitted;
+            }
+        }
+    }
+    p
+}
+
+/// The parameters of one block of `x` (`block_size` values) by `rounding`, and its stored codes.
+pub fn encode_block(
+    ty: GgmlType,
+    x: &[f32],
+    rounding: Rounding,
+    w: Option<&[f32]>,
+    l: &mut [u8],
+) -> BlockParams {
+    if rounding == Rounding::Nearest {
+        return encode_ref(ty, x, l);
+    }
+    let p = choose_searched(ty, x, if rounding == Rounding::Importance { w } else { None });
+    for (k, (o, &v)) in l.iter_mut().zip(x).enumerate() {
+        *o = encode_value(ty, &p, k, v) as u8;
+    }
+    p
+}
+
+// ------------------------------------------------------------------ rows
+
+fn check_rows(ty: GgmlType, n: usize, row: usize) -> Result<()> {
+    let bs = ty.block_size();
+    if row == 0 || row % bs != 0 || n % row != 0 {
+        return Err(Error::Shape(format!(
+            "{} stores rows of whole blocks of {bs} values; a row of {row} values ({n} in all) does not fit",
+            ty.name()
+        )));
+    }
+    Ok(())
+}
+
+/// Quantizes `x` (rows of `row` values) into `out` (`n / block_size * type_size` bytes).
+/// `importance` (`row` values, `E[x²]` per input) weights the search of [`Rounding::Importance`].
+/// NaN/Inf are refused.
+pub fn quantize_rows(
+    ty: GgmlType,
+    x: &[f32],
+    row: usize,
+    rounding: Rounding,
+    importance: Option<&[f32]>,
+    out: &mut [u8],
+) -> Result<()> {
+    check_rows(ty, x.len(), row)?;
+    let (bs, ts) = (ty.block_size(), ty.type_size());
+    if out.len() != x.len() / bs * ts {
+        return Err(Error::Shape(format!(
+            "output has {} bytes, {} blocks need {}",
+            out.len(),
+            x.len() / bs,
+            x.len() / bs * ts
+        )));
+    }
+    if let Some(first_index) = crate::elem::first_nonfinite(x) {
+        return Err(Error::NonFinite { count: x.iter().filter(|v| !v.is_finite()).count(), first_index });
+    }
+    if rounding == Rounding::Importance {
+        match importance {
+            Some(w) if w.len() == row => {
+                if let Some((i, v)) = w.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v >= 0.0)) {
+                    return Err(Error::Invalid(format!(
+                        "importance {v} at index {i} is not a finite non-negative number"
+                    )));
+                }
+            }
+            Some(w) => {
+                return Err(Error::Shape(format!("importance has {} values, rows have {row}", w.len())));
+            }
+            None => {
+                return Err(Error::Invalid(
+                    "importance rounding needs the importance (E[x^2] per input)".into(),
+                ))
+            }
+        }
+    }
+    let overflow = AtomicUsize::new(usize::MAX);
+    // Chunks of blocks per task, so the code buffer is set up once per chunk, not per block.
+    let per = (16384 / bs).max(1);
+    out.par_chunks_mut(ts * per).zip(x.par_chunks(bs * per)).enumerate().for_each(|(c, (oc, xc))| {
+        let mut l = [0u8; QK_K];
+        for (k, (o, xs)) in oc.chunks_mut(ts).zip(xc.chunks(bs)).enumerate() {
+            let b = c * per + k;
+            let w = importance.map(|w| &w[(b * bs) % row..(b * bs) % row + bs]);
+            let p = encode_block(ty, xs, rounding, w, &mut l[..bs]);
+            if !(p.d.is_finite() && p.m.is_finite()) {
+                overflow.fetch_min(b, Ordering::Relaxed);
+            }
+            pack(ty, &p, &l[..bs], o);
+        }
+    });
+    check_overflow(ty, x, overflow.into_inner())
+}
+
+/// The error for block `b` (`usize::MAX`: none) whose float16 scale or min overflowed.
+fn check_overflow(ty: GgmlType, x: &[f32], b: usize) -> Result<()> {
+    if b == usize::MAX {
+        return Ok(());
+    }
+    let bs = ty.block_size();
+    let amax = x[b * bs..(b + 1) * bs].iter().fold(0f32, |a, v| a.max(v.abs()));
+    Err(Error::Invalid(format!(
+        "{} cannot hold values as large as {amax:e} (values {}..{}): the block's float16 scale overflows",
+        ty.name(),
+        b * bs,
+        (b + 1) * bs
+    )))
+}
+
+/// Decodes `data` (whole blocks) into `out` (`blocks * block_size` values).
+pub fn dequantize_rows(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<()> {
+    let (bs, ts) = (ty.block_size(), ty.type_size());
+    if data.len() % ts != 0 || out.len() != data.len() / ts * bs {
+        return Err(Error::Shape(format!(
+            "{} data of {} bytes is not whole {ts}-byte blocks for {} values",
+            ty.name(),
+            data.len(),
+            out.len()
+        )));
+    }
+    out.par_chunks_mut(bs).zip(data.par_chunks(ts)).for_each(|(o, b)| decode_block(ty, b, o));
+    Ok(())
+}
+
+// ------------------------------------------------------------------ GPTQ
+
+/// A ggml type as GPTQ's column codec: each block's parameters are chosen (by `rounding`) on the
+/// weights as the sweep has updated them when it reaches the block's first column.
+struct GgmlCodec<'a> {
+    ty: GgmlType,
+    rounding: Rounding,
+    importance: Option<&'a [f32]>,
+    rows: usize,
+    blocks: usize,
+    params: Vec<BlockParams>,
+}
+
+impl ColumnCodec for GgmlCodec<'_> {
+    #[inline(always)]
+    fn code(&self, row: usize, col: usize, v: f32) -> (u8, f32) {
+        let bs = self.ty.block_size();
+        let p = &self.params[row * self.blocks + col / bs];
+        let q = encode_value(self.ty, p, col % bs, v);
+        (q as u8, decode_value(self.ty, p, col % bs, q))
+    }
+
+    fn choose(&mut self, c0: usize, cell: &[f32]) -> Result<()> {
+        let bs = self.ty.block_size();
+        let w = self.importance.map(|w| &w[c0..c0 + bs]);
+        let (ty, rounding, b) = (self.ty, self.rounding, c0 / bs);
+        let chosen: Vec<BlockParams> = cell
+            .par_chunks(bs)
+            .map(|x| {
+                let mut l = [0u8; QK_K];
+                encode_block(ty, x, rounding, w, &mut l[..bs])
+            })
+            .collect();
+        for (r, p) in chosen.into_iter().enumerate().take(self.rows) {
+            self.params[r * self.blocks + b] = p;
+        }
+        Ok(())
+    }
+}
+
+/// GPTQ into ggml blocks: `w` (row-major `rows × cols`, an `out × in` weight; rows of whole
+/// blocks) with the Hessian `hessian` (`cols × cols`, `2 XᵀX / N`). Each block's parameters are
+/// chosen by `rounding` (with [`Rounding::Importance`], weighted by `importance`, or by
+/// `diag H` when it is `None`) on the weights updated so far; with `opts.act_order`, on the
+/// weights before any update. Writes the blocks to `out`; returns the inputs found dead and the
+/// damping, as [`crate::gptq`] does.
+#[allow(clippy::too_many_arguments)]
+pub fn gptq_rows(
+    ty: GgmlType,
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    hessian: &[f64],
+    rounding: Rounding,
+    importance: Option<&[f32]>,
+    opts: &GptqOptions,
+    out: &mut [u8],
+) -> Result<(usize, f64)> {
+    check_rows(ty, rows * cols, cols.max(1)).or_else(|e| if rows * cols == 0 { Ok(()) } else { Err(e) })?;
+    let (bs, ts) = (ty.block_size(), ty.type_size());
+    if out.len() != rows * cols / bs * ts {
+        return Err(Error::Shape(format!(
+            "output has {} bytes, {} blocks need {}",
+            out.len(),
+            rows * cols / bs,
+            rows * cols / bs * ts
+        )));
+    }
+    if let Some(w) = importance {
+        if w.len() != cols {
+            return Err(Error::Shape(format!("importance has {} values, rows have {cols}", w.len())));
+        }
+        if let Some((i, v)) = w.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v >= 0.0)) {
+            return Err(Error::Invalid(format!(
+                "importance {v} at index {i} is not a finite non-negative number"
+            )));
+        }
+    }
+    let prep = gptq::prepare(w, rows, cols, hessian, opts)?;
+    let (dead, damping) = (prep.dead_inputs, prep.damping);
+    if rows * cols == 0 {
+        return Ok((dead, damping));
+    }
+    let diag: Vec<f32>;
+    let importance = match (rounding, importance) {
+        (Rounding::Importance, None) => {
+            diag = (0..cols).map(|i| hessian[i * cols + i] as f32).collect();
+            Some(&diag[..])
+        }
+        (_, w) => w,
+    };
+    let blocks = cols / bs;
+    let mut codec = GgmlCodec {
+        ty,
+        rounding,
+        importance,
+        rows,
+        blocks,
+        params: vec![BlockParams::default(); rows * blocks],
+    };
+    let groups = if opts.act_order {
+        for b in 0..blocks {
+            let mut cell = vec![0f32; rows * bs];
+            cell.par_chunks_mut(bs)
+                .enumerate()
+                .for_each(|(r, c)| c.copy_from_slice(&prep.wd[r * cols + b * bs..][..bs]));
+            codec.choose(b * bs, &cell)?;
+        }
+        None
+    } else {
+        Some(bs)
+    };
+    let codes = gptq::sweep(prep, rows, cols, groups, opts.block_size, &mut codec)?;
+    let bad = codec.params.iter().position(|p| !(p.d.is_finite() && p.m.is_finite())).unwrap_or(usize::MAX);
+    check_overflow(ty, w, bad)?;
+    out.par_chunks_mut(ts).zip(codes.par_chunks(bs)).enumerate().for_each(|(i, (o, l))| {
+        pack(ty, &codec.params[i], l, o);
+    });
+    Ok((dead, damping))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundf_is_c_roundf() {
+        let mut v = -300.0f32;
+        while v < 300.0 {
+            let h = v + 0.5;
+            let (below, above) =
+                (f32::from_bits(h.to_bits().wrapping_sub(1)), f32::from_bits(h.to_bits() + 1));
+            for x in [v, h, below, above].into_iter().filter(|x| x.is_finite()) {
+                assert_eq!(roundf(x), x.round(), "{x}");
+            }
+            v += 0.25;
+        }
+        assert_eq!(roundf(0.499_999_97), 0.0);
+        assert_eq!(roundf(-2.5), -3.0);
+    }
+
+    #[test]
+    fn nearest_int_rounds_half_to_even() {
+        assert_eq!([nearest_int(2.5), nearest_int(3.5), nearest_int(-2.5), nearest_int(-0.4)], [2, 4, -2, 0]);
+    }
+
+    #[test]
+    fn every_type_round_trips_its_own_codes() {
+        // Decoding a block, then coding the decoded values with the same parameters, gives the
+        // same codes: the per-value coder GPTQ uses agrees with the block layout.
+        let x: Vec<f32> = (0..512).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013).collect();
+        for ty in TYPES {
+            let bs = ty.block_size();
+            let mut l = vec![0u8; bs];
+            for xs in x.chunks(bs) {
+                for rounding in [Rounding::Nearest, Rounding::Mse] {
+                    let p = encode_block(ty, xs, rounding, None, &mut l);
+                    let mut packed = vec![0u8; ty.type_size()];
+                    pack(ty, &p, &l, &mut packed);
+                    let mut y = vec![0f32; bs];
+                    decode_block(ty, &packed, &mut y);
+                    for (k, (&q, &v)) in l.iter().zip(&y).enumerate() {
+                        assert_eq!(decode_value(ty, &p, k, q as i32), v, "{ty:?} {rounding:?} value {k}");
+                        assert_eq!(encode_value(ty, &p, k, v), q as i32, "{ty:?} {rounding:?} value {k}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn mse_never_worse_than_nearest() {
+        let x: Vec<f32> = (0..2048).map(|i| (i as f32 * 0.7).sin() * 3.0 + (i % 7) as f32 * 0.1).collect();
+        for ty in TYPES {
+            let n = x.len() / ty.block_size() * ty.type_size();
+            let (mut a, mut b) = (vec![0u8; n], vec![0u8; n]);
+            quantize_rows(ty, &x, 512, Rounding::Nearest, None, &mut a).unwrap();
+            quantize_rows(ty, &x, 512, Rounding::Mse, None, &mut b).unwrap();
+            let err = |d: &[u8]| {
+                let mut y = vec![0f32; x.len()];
+                dequantize_rows(ty, d, &mut y).unwrap();
+                x.iter().zip(&y).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>()
+            };
+            assert!(err(&b) <= err(&a), "{ty:?}");
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_problem() {
+        let mut out = vec![0u8; 18];
+        let e = quantize_rows(GgmlType::Q4_0, &[1.0; 48], 48, Rounding::Nearest, None, &mut out).unwrap_err();
+        assert!(e.to_string().contains("row of 48"), "{e}");
+        let mut out = vec![0u8; 34];
+        let e =
+            quantize_rows(GgmlType::Q8_0, &[1e20; 32], 32, Rounding::Nearest, None, &mut out).unwrap_err();
+        assert!(e.to_string().contains("cannot hold values as large as"), "{e}");
+        assert!(GgmlType::parse("q3_k").is_err());
+    }
+}

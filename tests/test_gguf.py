@@ -1,0 +1,468 @@
+"""llama.cpp's block formats and GGUF files, checked against the gguf package (llama.cpp's own
+reader, writer and block (de)quantizers) and numpy ports of ggml's reference quantizers."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+gguf = pytest.importorskip("gguf")
+from gguf import GGMLQuantizationType as QT  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from safetensors.numpy import save_file  # noqa: E402
+
+import rxquant.gguf as rg  # noqa: E402
+import rxquant.models.minilm  # noqa: E402
+from rxquant.core.gptq import output_error  # noqa: E402
+from rxquant.formats.gguf_file import GgufFile, type_for  # noqa: E402
+from tests.reference import ggml_k_reference  # noqa: E402
+
+TYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"]
+SIMPLE = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]
+K_TYPES = ["Q4_K", "Q5_K", "Q6_K"]
+
+
+def bits(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, np.float32).view(np.uint32)
+
+
+def same_floats(a: np.ndarray, b: np.ndarray) -> bool:
+    a, b = np.asarray(a, np.float32).reshape(-1), np.asarray(b, np.float32).reshape(-1)
+    both_nan = np.isnan(a) & np.isnan(b)
+    return bool(np.all((bits(a) == bits(b)) | both_nan))
+
+
+def edge_rows(n: int) -> np.ndarray:
+    """Rows of ``n`` values: random, all zero, one huge value, +-65504, tiny (subnormal float16
+    scales), constant, alternating signs."""
+    rng = np.random.default_rng(7)
+    rows = [
+        rng.standard_normal(n),
+        np.zeros(n),
+        np.where(np.arange(n) == 5, 1e5, rng.standard_normal(n) * 0.01),
+        np.where(np.arange(n) % 2 == 0, 65504.0, -65504.0),
+        rng.standard_normal(n) * 1e-6,
+        rng.standard_normal(n) * 1e-9,
+        np.full(n, 0.37),
+        np.full(n, -2.0),
+        (np.arange(n) % 3 - 1) * 3.0,
+    ]
+    return np.stack(rows).astype(np.float32)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the package's decoder on NaN/inf scales
+@pytest.mark.parametrize("name", TYPES)
+def test_decode_equals_gguf_on_random_blocks(name: str) -> None:
+    """Random bytes as blocks: every scale a float16 can hold (subnormals, +-65504, inf, NaN)."""
+    t = rg.BLOCK_TYPES[name]
+    raw = np.random.default_rng(1).integers(0, 256, size=(64, 2 * t.type_size), dtype=np.uint8)
+    ours = rg.dequantize_tensor(raw, name, (64, 2 * t.block_size))
+    ref = gguf.quants.dequantize(raw, QT[name])
+    assert same_floats(ours, ref)
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_decode_equals_gguf_on_edge_rows(name: str) -> None:
+    n = 512
+    x = edge_rows(n)
+    for rounding in ("nearest", "mse"):
+        q = rg.quantize_tensor(x, name, rounding=rounding)
+        assert q.dtype == np.uint8 and q.size == rg.BLOCK_TYPES[name].nbytes(x.shape)
+        ours = rg.dequantize_tensor(q, name, x.shape)
+        ref = gguf.quants.dequantize(q.reshape(x.shape[0], -1), QT[name])
+        assert same_floats(ours, ref)
+        assert np.all(np.isfinite(ours))
+
+
+@pytest.mark.parametrize("name", SIMPLE)
+def test_nearest_equals_gguf_quantize(name: str) -> None:
+    rng = np.random.default_rng(3)
+    x = np.concatenate([edge_rows(256), (rng.standard_normal((16, 256)) * rng.uniform(0.01, 10, (16, 1)))])
+    x = x.astype(np.float32)
+    ours = rg.quantize_tensor(x, name)
+    ref = gguf.quants.quantize(x, QT[name])
+    assert np.array_equal(ours, ref.reshape(-1))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from(SIMPLE), st.integers(0, 2**31 - 1), st.floats(1e-4, 1e3))
+def test_nearest_equals_gguf_property(name: str, seed: int, scale: float) -> None:
+    x = (np.random.default_rng(seed).standard_normal((3, 64)) * scale).astype(np.float32)
+    assert np.array_equal(rg.quantize_tensor(x, name), gguf.quants.quantize(x, QT[name]).reshape(-1))
+
+
+@pytest.mark.parametrize("name", K_TYPES)
+def test_k_nearest_error_at_most_ggml_reference(name: str) -> None:
+    rng = np.random.default_rng(11)
+    noise = rng.standard_normal((8, 256)) * rng.uniform(0.01, 5, (8, 1))
+    x = np.concatenate([edge_rows(256)[[0, 2, 4, 8]], noise])
+    x = x.astype(np.float32)
+    ours = rg.dequantize_tensor(rg.quantize_tensor(x, name), name, x.shape).astype(np.float64)
+    ref = ggml_k_reference(x, name)
+    x64 = x.reshape(-1).astype(np.float64)
+    e_ours = np.sum((ours.reshape(-1) - x64) ** 2)
+    e_ref = np.sum((ref - x64) ** 2)
+    assert e_ours <= e_ref * (1 + 1e-6)
+    # The port runs in float32 with C's summation order, so it lands on the same values.
+    assert np.array_equal(ours.reshape(-1).astype(np.float32), ref.astype(np.float32))
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_mse_and_importance_beat_nearest(name: str) -> None:
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((32, 512)) * rng.uniform(0.1, 2, (32, 1))).astype(np.float32)
+    imp = rng.uniform(0, 4, 512).astype(np.float32) ** 2
+
+    def err(q: np.ndarray, w: np.ndarray) -> float:
+        d = rg.dequantize_tensor(q, name, x.shape) - x
+        return float(np.sum(d.astype(np.float64) ** 2 * w))
+
+    ones = np.ones(512)
+    e_near = err(rg.quantize_tensor(x, name), ones)
+    e_mse = err(rg.quantize_tensor(x, name, rounding="mse"), ones)
+    assert e_mse < e_near
+    w_mse = err(rg.quantize_tensor(x, name, rounding="mse"), imp)
+    w_imp = err(rg.quantize_tensor(x, name, rounding="importance", importance=imp), imp)
+    assert w_imp < w_mse
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_gptq_identity_hessian_is_the_search_and_real_hessian_helps(name: str) -> None:
+    rng = np.random.default_rng(9)
+    w = rng.standard_normal((48, 512)).astype(np.float32)
+    plain = rg.quantize_tensor(w, name, rounding="mse")
+    assert np.array_equal(rg.quantize_tensor(w, name, rounding="gptq", hessian=np.eye(512), damp=0.0), plain)
+    mix = np.eye(512) + 0.3 * rng.standard_normal((512, 512)) / np.sqrt(512)
+    x = rng.standard_normal((2048, 512)) @ mix
+    x[:, :8] *= 8
+    h = 2 * x.T @ x / len(x)
+    imp = np.diag(h) / 2
+
+    def out_err(q: np.ndarray) -> float:
+        return output_error(w, rg.dequantize_tensor(q, name, w.shape), h)
+
+    e_imp = out_err(rg.quantize_tensor(w, name, rounding="importance", importance=imp))
+    e_gptq = out_err(rg.quantize_tensor(w, name, rounding="gptq", hessian=h))
+    e_near = out_err(rg.quantize_tensor(w, name))
+    assert e_gptq < e_imp < e_near
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nonfinite_refused(bad: float) -> None:
+    x = np.ones((2, 32), np.float32)
+    x[1, 3] = bad
+    for name in ("Q4_0", "Q8_0"):
+        with pytest.raises(ValueError, match="non-finite|NaN|Inf"):
+            rg.quantize_tensor(x, name)
+
+
+def test_bad_requests_refused_with_names() -> None:
+    with pytest.raises(ValueError, match="Q4_K.*256.*rows of 384"):
+        rg.quantize_tensor(np.ones((2, 384), np.float32), "q4_k")
+    with pytest.raises(ValueError, match="unknown block type"):
+        rg.quantize_tensor(np.ones((2, 32), np.float32), "q3_k")
+    with pytest.raises(ValueError, match="needs importance"):
+        rg.quantize_tensor(np.ones((2, 32), np.float32), "q4_0", rounding="importance")
+    with pytest.raises(ValueError, match="needs hessian"):
+        rg.quantize_tensor(np.ones((2, 32), np.float32), "q4_0", rounding="gptq")
+    with pytest.raises(ValueError, match="cannot hold values as large as"):
+        rg.quantize_tensor(np.full((1, 32), 1e20, np.float32), "q8_0")
+    with pytest.raises(ValueError, match="do not hold a tensor"):
+        rg.dequantize_tensor(np.zeros(17, np.uint8), "q4_0", (1, 32))
+
+
+def test_llama_type_rule() -> None:
+    assert type_for("blk.0.attn_q.weight", (384, 384), "Q4_K").type == "Q5_0"
+    assert type_for("blk.0.ffn_down.weight", (384, 1536), "Q4_K").type == "Q4_K"
+    assert type_for("blk.0.ffn_down.weight", (384, 1536), "Q6_K").reason is None
+    assert type_for("blk.0.attn_q.weight", (384, 384), "Q6_K").type == "Q8_0"
+    assert type_for("blk.0.attn_q.weight", (384, 100), "Q4_0").type == "F16"
+    assert type_for("blk.0.attn_q.bias", (384,), "Q4_0") is None
+    assert type_for("blk.0.attn_output_norm.weight", (384, 4), "Q4_0") is None
+    assert type_for("position_embd.weight", (512, 384), "Q4_0") is None
+    assert type_for("token_types.weight", (2, 384), "Q4_0") is None
+    assert type_for("token_embd.weight", (30522, 384), "Q4_0").type == "Q4_0"
+
+
+# ------------------------------------------------------------------ files
+
+
+def write_package_gguf(path: Path, alignment: int = 32) -> dict[str, np.ndarray]:
+    """A small model written by the gguf package's own writer: key-value pairs of every kind."""
+    rng = np.random.default_rng(0)
+    w = gguf.GGUFWriter(str(path), "llama")
+    if alignment != 32:
+        w.add_custom_alignment(alignment)
+    w.add_name("tiny")
+    w.add_block_count(1)
+    w.add_uint8("test.u8", 7)
+    w.add_int16("test.i16", -3)
+    w.add_float64("test.f64", 1.25)
+    w.add_bool("test.flag", True)
+    w.add_array("test.ints", [1, 2, 3])
+    w.add_array("test.floats", [0.5, 1.5])
+    w.add_token_list(["<s>", "</s>", "a", "b\u00e9"])
+    w.add_file_type(0)
+    tensors = {
+        "token_embd.weight": rng.standard_normal((16, 256)).astype(np.float32),
+        "blk.0.attn_norm.weight": rng.standard_normal(256).astype(np.float32),
+        "blk.0.attn_q.weight": rng.standard_normal((64, 256)).astype(np.float32),
+        "blk.0.attn_k.weight": rng.standard_normal((32, 96)).astype(np.float32),
+        "blk.0.ffn_down.weight": rng.standard_normal((8, 100)).astype(np.float16),
+        "output.weight": rng.standard_normal((16, 256)).astype(np.float32),
+    }
+    for n, a in tensors.items():
+        w.add_tensor(n, a)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return tensors
+
+
+def fields_of(path: Path) -> dict[str, object]:
+    r = gguf.GGUFReader(str(path))
+    return {f.name: f.contents() for f in r.fields.values() if not f.name.startswith("GGUF.")}
+
+
+@pytest.mark.parametrize("alignment", [32, 64])
+def test_our_reader_agrees_with_gguf_reader(tmp_path: Path, alignment: int) -> None:
+    p = tmp_path / "m.gguf"
+    write_package_gguf(p, alignment)
+    ours = GgufFile(p)
+    theirs = gguf.GGUFReader(str(p))
+    assert {k: f.value for k, f in ours.fields.items()} == fields_of(p)
+    assert ours.alignment == alignment
+    for t in theirs.tensors:
+        mine = ours.tensors[t.name]
+        assert mine.type == t.tensor_type.name
+        assert mine.shape == tuple(int(s) for s in reversed(t.shape.tolist()))
+        assert np.array_equal(mine.raw, np.asarray(t.data).reshape(-1).view(np.uint8))
+
+
+@pytest.mark.parametrize("name", ["Q4_0", "Q4_K", "Q6_K", "Q8_0"])
+def test_requantized_file_reads_back_with_package_reader(tmp_path: Path, name: str) -> None:
+    src, dst = tmp_path / "m.gguf", tmp_path / "q.gguf"
+    tensors = write_package_gguf(src, alignment=64)
+    res = rg.quantize_file(src, dst, type=name)
+    before, after = fields_of(src), fields_of(dst)
+    changed = {"general.file_type", "general.quantization_version", "general.quantized_by"}
+    assert {k: v for k, v in before.items() if k not in changed} == {
+        k: v for k, v in after.items() if k not in changed
+    }
+    assert after["general.file_type"] == rg.FILE_TYPES[name]
+    r = gguf.GGUFReader(str(dst))
+    got = {t.name: t for t in r.tensors}
+    assert [t.name for t in r.tensors] == list(tensors)
+    assert got["blk.0.attn_norm.weight"].tensor_type == QT.F32  # 1-D stays F32
+    assert np.array_equal(np.asarray(got["blk.0.attn_norm.weight"].data), tensors["blk.0.attn_norm.weight"])
+    assert got["blk.0.attn_q.weight"].tensor_type == QT[name]
+    want_k = type_for("blk.0.attn_k.weight", (32, 96), name)
+    assert want_k is not None and got["blk.0.attn_k.weight"].tensor_type == QT[want_k.type]
+    assert got["blk.0.ffn_down.weight"].tensor_type == QT.F16  # rows of 100: no block type fits
+    for n, a in tensors.items():
+        t = got[n]
+        dec = gguf.quants.dequantize(t.data, t.tensor_type).reshape(a.shape)
+        assert np.allclose(dec, a, atol=np.abs(a).max() * (0.2 if "Q4" in t.tensor_type.name else 0.1))
+    reasons = {t.name: t.reason for t in res.fallbacks}
+    assert "blk.0.ffn_down.weight" in reasons and "100" in str(reasons["blk.0.ffn_down.weight"])
+    assert stat.S_IMODE(os.stat(dst).st_mode) == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    m = os.umask(0o022)
+    os.umask(m)
+    return m
+
+
+def test_requantize_refused_and_no_partial_file(tmp_path: Path) -> None:
+    src, q, dst = tmp_path / "m.gguf", tmp_path / "q.gguf", tmp_path / "qq.gguf"
+    write_package_gguf(src)
+    rg.quantize_file(src, q, type="q8_0")
+    with pytest.raises(ValueError, match="already quantized"):
+        rg.quantize_file(q, dst, type="q4_0")
+    assert not dst.exists() and not list(tmp_path.glob(".rxquant-*"))
+    rg.quantize_file(q, dst, type="q4_0", allow_requantize=True)
+    assert GgufFile(dst).tensors["blk.0.attn_q.weight"].type == "Q4_0"
+
+
+def test_corrupt_and_non_gguf_files(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 16)
+    with pytest.raises(ValueError, match="bad.gguf"):
+        GgufFile(bad)
+    src = tmp_path / "m.gguf"
+    write_package_gguf(src)
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(src.read_bytes()[:-100])
+    with pytest.raises(ValueError, match="past the end"):
+        GgufFile(cut)
+
+
+@pytest.mark.parametrize("budget", ["5.2bpw", "6.0bpw"])
+def test_budget_in_bits_per_weight(tmp_path: Path, budget: str) -> None:
+    src, dst = tmp_path / "m.gguf", tmp_path / "b.gguf"
+    write_package_gguf(src)
+    res = rg.quantize_file(src, dst, budget=budget)
+    assert res.bits_per_weight <= float(budget[:-3]) + 1e-9
+    assert len({t.type for t in res.tensors if t.type in rg.BLOCK_TYPES}) >= 1
+
+
+def test_budget_caps_the_file(tmp_path: Path) -> None:
+    src, dst = tmp_path / "m.gguf", tmp_path / "b.gguf"
+    write_package_gguf(src)
+    full = rg.quantize_file(src, tmp_path / "q8.gguf", type="q8_0").bytes
+    limit = full - 2000
+    res = rg.quantize_file(src, dst, budget=limit)
+    assert res.bytes <= limit == limit and os.path.getsize(dst) == res.bytes
+
+
+# ------------------------------------------------------------------ BERT conversion
+
+
+def tiny_bert(folder: Path, model_type: str = "bert") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    h, ff, layers, vocab = 64, 128, 2, 40
+    config = {
+        "model_type": model_type,
+        "hidden_size": h,
+        "intermediate_size": ff,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 32,
+        "type_vocab_size": 2,
+        "vocab_size": vocab,
+        "layer_norm_eps": 1e-12,
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(vocab - 10)]
+    words += [f"##s{i}" for i in range(5)]
+    special = [{"id": i, "content": w, "special": True} for i, w in enumerate(words[:5])]
+
+    def tok(name: str, i: int) -> dict[str, object]:
+        return {"id": name, "ids": [i], "tokens": [name]}
+
+    single = [
+        {"SpecialToken": {"id": "[CLS]", "type_id": 0}},
+        {"Sequence": {"id": "A", "type_id": 0}},
+        {"SpecialToken": {"id": "[SEP]", "type_id": 0}},
+    ]
+    tokenizer = {
+        "model": {"type": "WordPiece", "vocab": {w: i for i, w in enumerate(words)}, "unk_token": "[UNK]"},
+        "added_tokens": special,
+        "normalizer": {"type": "BertNormalizer", "lowercase": True},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": single,
+            "special_tokens": {"[CLS]": tok("[CLS]", 2), "[SEP]": tok("[SEP]", 3)},
+        },
+    }
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
+    names = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]"}
+    (folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, **names}))
+    rng = np.random.default_rng(0)
+    t = {
+        "embeddings.word_embeddings.weight": rng.standard_normal((vocab, h)),
+        "embeddings.position_embeddings.weight": rng.standard_normal((32, h)),
+        "embeddings.token_type_embeddings.weight": rng.standard_normal((2, h)),
+        "embeddings.LayerNorm.weight": np.ones(h),
+        "embeddings.LayerNorm.bias": np.zeros(h),
+        "embeddings.position_ids": np.arange(32)[None].astype(np.float32),
+        "pooler.dense.weight": rng.standard_normal((h, h)),
+    }
+    for i in range(layers):
+        p = f"encoder.layer.{i}."
+        for n, shape in (
+            ("attention.self.query", (h, h)),
+            ("attention.self.key", (h, h)),
+            ("attention.self.value", (h, h)),
+            ("attention.output.dense", (h, h)),
+            ("intermediate.dense", (ff, h)),
+            ("output.dense", (h, ff)),
+        ):
+            t[p + n + ".weight"] = rng.standard_normal(shape) * 0.1
+            t[p + n + ".bias"] = np.zeros(shape[0])
+        for n in ("attention.output.LayerNorm", "output.LayerNorm"):
+            t[p + n + ".weight"] = np.ones(h)
+            t[p + n + ".bias"] = np.zeros(h)
+    save_file({k: np.asarray(v, np.float32) for k, v in t.items()}, str(folder / "model.safetensors"))
+
+
+def test_bert_folder_to_gguf(tmp_path: Path) -> None:
+    tiny_bert(tmp_path / "m")
+    dst = tmp_path / "m.gguf"
+    res = rg.quantize_file(tmp_path / "m", dst, type="q8_0")
+    f = fields_of(dst)
+    assert f["general.architecture"] == "bert"
+    assert f["bert.block_count"] == 2 and f["bert.embedding_length"] == 64
+    assert f["bert.attention.causal"] is False
+    assert f["tokenizer.ggml.model"] == "bert"
+    toks = f["tokenizer.ggml.tokens"]
+    assert toks[:6] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "\u2581w0"] and toks[-1] == "s4"
+    assert f["tokenizer.ggml.token_type"][:6] == [3, 3, 3, 3, 3, 1]
+    assert f["tokenizer.ggml.bos_token_id"] == 2 and f["tokenizer.ggml.seperator_token_id"] == 3
+    names = [t.name for t in gguf.GGUFReader(str(dst)).tensors]
+    assert {"blk.1.ffn_down.weight", "token_embd.weight", "position_embd.weight"} <= set(names)
+    assert not any("pooler" in n or "position_ids" in n for n in names)
+    types = {t.name: t.type for t in res.tensors}
+    assert types["blk.0.attn_q.weight"] == "Q8_0" and types["position_embd.weight"] == "F32"
+
+
+def test_other_architectures_refused(tmp_path: Path) -> None:
+    tiny_bert(tmp_path / "m", model_type="llama")
+    with pytest.raises(ValueError, match="'llama' model; rxquant converts bert"):
+        rg.quantize_file(tmp_path / "m", tmp_path / "m.gguf", type="f32")
+
+
+@pytest.mark.skipif(rxquant.models.minilm.minilm_dir() is None, reason="MiniLM not installed")
+def test_minilm_vocabulary_as_llama_converter_writes_it(tmp_path: Path) -> None:
+    """Facts of the file llama.cpp's convert_hf_to_gguf.py writes for all-MiniLM-L6-v2."""
+    dst = tmp_path / "m.gguf"
+    rg.quantize_file(rxquant.models.minilm.minilm_dir(), dst, type="f32")
+    f = fields_of(dst)
+    toks, types = f["tokenizer.ggml.tokens"], f["tokenizer.ggml.token_type"]
+    assert len(toks) == 30522 and toks[:2] == ["[PAD]", "\u2581[unused0]"] and types[:2] == [3, 1]
+    assert f["tokenizer.ggml.pre"] == "jina-v2-en" and f["bert.pooling_type"] == 1
+    assert (f["tokenizer.ggml.bos_token_id"], f["tokenizer.ggml.eos_token_id"]) == (101, 102)
+    assert f["tokenizer.ggml.add_bos_token"] is True and f["tokenizer.ggml.add_eos_token"] is True
+
+
+# ------------------------------------------------------------------ command line
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    r = subprocess.run([sys.executable, "-m", "rxquant", *argv], capture_output=True, text=True)
+    return r.returncode, r.stdout, r.stderr
+
+
+def test_cli_gguf_round_trip(tmp_path: Path) -> None:
+    src, dst = tmp_path / "m.gguf", tmp_path / "q.gguf"
+    write_package_gguf(src)
+    rc, out, err = run("quantize", str(src), "-o", str(dst), "--type", "q4_k", "--rounding", "mse")
+    assert rc == 0, err
+    assert "fallback: Q5_0 for 1 tensor(s) (rows of 96" in out and "F16 for 1 tensor(s)" in out
+    rc, out, _ = run("inspect", str(dst))
+    assert rc == 0 and "Q4_K" in out and "GGUF llama" in out
+    rc, out, _ = run("verify", str(src), str(dst))
+    assert rc == 0 and "total (energy-weighted) SQNR" in out
+    for argv, msg in (
+        (["--type", "q4_k", "--precision", "int4"], "--precision apply to rxquant's safetensors output"),
+        (["--type", "q3_k"], "unknown --type 'q3_k'"),
+        ([], "needs --type"),
+        (["--type", "q4_0", "--budget", "4bpw"], "needs --type"),
+        (["--type", "q4_0", "--rounding", "gptq"], "needs --statistics"),
+        (["--type", "q4_0", "--device", "opencl"], "runs on the CPU"),
+    ):
+        rc, _, err = run("quantize", str(src), "-o", str(tmp_path / "x.gguf"), *argv)
+        assert rc == 2 and msg in err, err
+    assert not (tmp_path / "x.gguf").exists()
+    rc, _, err = run("quantize", str(src), "-o", str(tmp_path / "x.safetensors"), "--type", "q4_0")
+    assert rc == 2 and "the output must be a .gguf file" in err
