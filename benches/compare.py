@@ -270,6 +270,7 @@ def run(repeat: int = 7, write_docs: bool = True, docs: Optional[Path] = None) -
         rows.append(e2e)
     rows += data_aware_rows(repeat)
     rows += gguf_rows(repeat)
+    rows += onnx_rows(repeat)
     t1, t2 = thread_scaling(repeat)
     flat = x.reshape(-1)  # the same 64 MiB np.copyto moved, for the histogram-speed target
     t_hist64 = median_time(lambda: rq.Observer("percentile", "int8").update(flat), repeat)
@@ -412,6 +413,52 @@ def gguf_rows(repeat: int) -> list[Row]:
                 )
             )
     return rows
+
+
+def onnx_rows(repeat: int) -> list[Row]:
+    """MiniLM as ONNX (rxquant's exporter), INT4 asymmetric blocks of 32 rounded to nearest:
+    rxquant.onnx.quantize_model against ONNX Runtime's MatMulNBitsQuantizer (RTN), each loading,
+    quantizing and saving the same file."""
+    import rxquant.onnx as ro
+    from rxquant.models.bert_onnx import export_bert
+
+    d = minilm_dir()
+    if d is None:
+        return []
+    few = max(3, repeat // 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp) / "m.onnx", Path(tmp) / "q.onnx"
+        export_bert(d, src)
+        scheme = rq.Scheme("int4", symmetric=False, group_size=32)
+
+        def ort_rtn() -> Callable[[], Any]:
+            import logging
+
+            import onnx
+            from onnxruntime.quantization.matmul_nbits_quantizer import (
+                DefaultWeightOnlyQuantConfig,
+                MatMulNBitsQuantizer,
+            )
+
+            logging.disable(logging.INFO)
+            cfg = DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=False)
+
+            def run() -> None:
+                q = MatMulNBitsQuantizer(onnx.load(str(src)), algo_config=cfg)
+                q.process()
+                q.model.save_model_to_file(str(out))
+
+            return run
+
+        return [
+            Row(
+                "MiniLM ONNX -> INT4 asym blocks of 32, nearest (load, quantize, save)",
+                median_time(lambda: ro.quantize_model(src, out, scheme), few),
+                None,
+                {"onnxruntime MatMulNBitsQuantizer RTN": _try(ort_rtn, few)},
+                "rxquant syncs the file to disk before renaming it into place; ONNX Runtime writes in place",
+            )
+        ]
 
 
 def threaded_feeding(repeat: int) -> list[tuple[str, float, float]]:

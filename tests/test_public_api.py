@@ -14,7 +14,7 @@ import rxquant
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "python" / "rxquant"
 # Modules the docs name as modules (not attributes of the package).
-SUBMODULES = {"torch", "gguf", "models", "formats", "core", "analysis", "adaptive", "apps"}
+SUBMODULES = {"torch", "gguf", "onnx", "models", "formats", "core", "analysis", "adaptive", "apps"}
 
 
 def test_all_lists_only_importable_names():

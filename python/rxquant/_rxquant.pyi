@@ -25,6 +25,7 @@ __all__ = [
     "HessianObserver",
     "gptq",
     "calibrate_weighted",
+    "affine_groups",
     "ggml_types",
     "ggml_quantize",
     "ggml_dequantize",
@@ -150,6 +151,9 @@ def gptq(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, float]: ...
 def calibrate_weighted(
     x: np.ndarray, spec: _SchemeSpec, importance: np.ndarray, opts: _OptsSpec
+) -> tuple[np.ndarray, np.ndarray]: ...
+def affine_groups(
+    x: np.ndarray, group: int, nmax: int, importance: Optional[np.ndarray] = None, f16: bool = False
 ) -> tuple[np.ndarray, np.ndarray]: ...
 def ggml_types() -> list[tuple[str, int, int, int]]: ...
 def ggml_quantize(

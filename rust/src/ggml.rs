@@ -17,6 +17,7 @@
 // side by side with ggml-quants.c.
 #![allow(clippy::needless_range_loop)]
 
+use crate::affine::affine_search;
 use crate::error::{Error, Result};
 use crate::gptq::{self, ColumnCodec, GptqOptions};
 use half::f16;
@@ -194,7 +195,7 @@ fn f16r(v: f32) -> f32 {
 
 /// ggml's `nearest_int`: round half to even via the float's bits (exact for |v| < 2^22).
 #[inline(always)]
-fn nearest_int(v: f32) -> i32 {
+pub(crate) fn nearest_int(v: f32) -> i32 {
     let val = v + 12_582_912.0;
     (val.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
 }
@@ -741,109 +742,6 @@ fn block_error(ty: GgmlType, p: &BlockParams, x: &[f32], w: Option<&[f32]>) -> f
         e += w.map_or(1.0, |w| w[k]) * d * d;
     }
     e
-}
-
-/// Least-squares affine fit `x ≈ scale · q + min` of codes `q` with weights `w`.
-fn affine_fit(x: &[f32], q: &[i32], w: Option<&[f32]>) -> Option<(f32, f32)> {
-    let (mut sw, mut sx, mut sl, mut sl2, mut sxl) = (0f32, 0f32, 0f32, 0f32, 0f32);
-    for i in 0..x.len() {
-        let (wi, qi) = (w.map_or(1.0, |w| w[i]), q[i] as f32);
-        sw += wi;
-        sx += wi * x[i];
-        sl += wi * qi;
-        sl2 += wi * qi * qi;
-        sxl += wi * qi * x[i];
-    }
-    let dd = sw * sl2 - sl * sl;
-    (dd > 0.0).then(|| ((sw * sxl - sx * sl) / dd, (sl2 * sx - sl * sxl) / dd))
-}
-
-/// The affine parameters `(scale, min)` of a grid `0..=nmax` with the least weighted squared
-/// error for `x`: candidate ranges shrunk and stretched around the data's, each refitted by least
-/// squares; `min <= 0` when `nonpositive_min` (the K types store `-min`), as stored (`round`).
-fn affine_search(
-    x: &[f32],
-    w: Option<&[f32]>,
-    nmax: i32,
-    nonpositive_min: bool,
-    round: fn(f32) -> f32,
-) -> (f32, f32) {
-    let (mut min, max) = x.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
-    if nonpositive_min && min > 0.0 {
-        min = 0.0;
-    }
-    if max <= min {
-        return (0.0, round(min));
-    }
-    let err = |s: f32, m: f32| -> f32 {
-        let (s, m) = (round(s), round(m));
-        if s <= 0.0 {
-            return f32::INFINITY;
-        }
-        let inv = 1.0 / s;
-        x.iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                let q = nearest_int((v - m) * inv).clamp(0, nmax);
-                let d = v - (s * q as f32 + m);
-                w.map_or(1.0, |w| w[i]) * d * d
-            })
-            .sum()
-    };
-    let mut best = ((max - min) / nmax as f32, min);
-    let mut best_err = err(best.0, best.1);
-    let mut q = [0i32; 32];
-    let q = &mut q[..x.len()];
-    // Codes counted up from the minimum; for the affine types also down from the maximum (that
-    // finds the fits which clip the low end). The K types' sub-blocks gain nothing from it.
-    let starts = if nonpositive_min { 41 } else { 82 };
-    for c in 0..starts {
-        let is = c % 41;
-        let iscale = (nmax as f32 - 2.0 + 0.1 * is as f32) / (max - min);
-        for (o, &v) in q.iter_mut().zip(x) {
-            *o =
-                if c < 41 { nearest_int(iscale * (v - min)) } else { nmax - nearest_int(iscale * (max - v)) }
-                    .clamp(0, nmax);
-        }
-        if let Some((mut s, mut m)) = affine_fit(x, q, w) {
-            if nonpositive_min && m > 0.0 {
-                m = 0.0;
-                let (num, den) =
-                    x.iter().zip(q.iter()).enumerate().fold((0f32, 0f32), |(a, b), (i, (&v, &qi))| {
-                        let wi = w.map_or(1.0, |w| w[i]);
-                        (a + wi * v * qi as f32, b + wi * (qi * qi) as f32)
-                    });
-                s = if den > 0.0 { num / den } else { s };
-            }
-            let e = err(s, m);
-            if e < best_err {
-                (best, best_err) = ((s, m), e);
-            }
-        }
-    }
-    // Alternate from the best: nearest codes for the parameters, parameters refitted to the codes.
-    for _ in 0..4 {
-        let (s, m) = (round(best.0), round(best.1));
-        for (o, &v) in q.iter_mut().zip(x) {
-            *o = nearest_int((v - m) / s).clamp(0, nmax);
-        }
-        let Some((mut s, mut m)) = affine_fit(x, q, w) else { break };
-        if nonpositive_min && m > 0.0 {
-            m = 0.0;
-            let (num, den) =
-                x.iter().zip(q.iter()).enumerate().fold((0f32, 0f32), |(a, b), (i, (&v, &qi))| {
-                    let wi = w.map_or(1.0, |w| w[i]);
-                    (a + wi * v * qi as f32, b + wi * (qi * qi) as f32)
-                });
-            s = if den > 0.0 { num / den } else { s };
-        }
-        let e = err(s, m);
-        if e.total_cmp(&best_err).is_ge() {
-            break;
-        }
-        (best, best_err) = ((s, m), e);
-    }
-    (round(best.0), round(best.1))
 }
 
 /// Weighted squared error of values `r` of `x` (positions in the block) coded with `p`.

@@ -18,6 +18,7 @@
 //! assert!(metrics(&x, &y).unwrap().sqnr_db > 35.0);
 //! ```
 
+pub mod affine;
 pub mod calib;
 pub mod checkpoint;
 pub mod elem;

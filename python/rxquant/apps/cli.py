@@ -41,6 +41,7 @@ from ..models.bert import Bert, collect_statistics
 from ..models.sentences import CALIBRATION
 from .demo import run_demo
 from .gguf_cli import cmd_inspect_gguf, cmd_quantize_gguf, cmd_verify_gguf, wants_gguf
+from .onnx_cli import cmd_quantize_onnx, cmd_statistics_onnx, wants_onnx
 from .progress import Progress
 
 __version__ = native.__version__
@@ -419,9 +420,18 @@ def _entries(
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    if wants_onnx(args):
+        return cmd_quantize_onnx(args, UsageError, lambda d, t: _emit(args, d, t), _size, _fallbacks(args))
     if wants_gguf(args):
         return cmd_quantize_gguf(args, UsageError, lambda d, t: _emit(args, d, t), _size, _fallbacks(args))
-    opts = (("--type", args.type), ("--budget", args.budget), ("--imatrix", args.imatrix))
+    opts = (
+        ("--type", args.type),
+        ("--budget", args.budget),
+        ("--imatrix", args.imatrix),
+        ("--format", args.format),
+        ("--zero-points", args.zero_points),
+        ("--embeddings", args.embeddings or None),
+    )
     gguf_only = [o for o, v in opts if v]
     if gguf_only or args.allow_requantize:
         raise UsageError(
@@ -476,10 +486,6 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 def cmd_statistics(args: argparse.Namespace) -> int:
     """Input statistics of a BERT-family model (config.json, tokenizer.json, model.safetensors),
     run by rxquant's numpy forward pass on sentences."""
-    folder = Path(args.model_dir)
-    for need in ("config.json", "tokenizer.json", "model.safetensors"):
-        if not (folder / need).is_file():
-            raise UsageError(f"{folder} has no {need}: give a BERT-family model folder")
     if args.sentences:
         lines = Path(args.sentences).read_text(encoding="utf-8").splitlines()
         sentences = [ln.strip() for ln in lines if ln.strip()]
@@ -487,6 +493,12 @@ def cmd_statistics(args: argparse.Namespace) -> int:
             raise UsageError(f"{args.sentences} has no sentences (one per line)")
     else:
         sentences = list(CALIBRATION)
+    if str(args.model_dir).lower().endswith(".onnx"):
+        return cmd_statistics_onnx(args, UsageError, lambda d, t: _emit(args, d, t), _size, sentences)
+    folder = Path(args.model_dir)
+    for need in ("config.json", "tokenizer.json", "model.safetensors"):
+        if not (folder / need).is_file():
+            raise UsageError(f"{folder} has no {need}: give a BERT-family model folder")
     ck = Checkpoint(folder / "model.safetensors")
     try:
         model = Bert(folder, {n: ck.read(n) for n in ck.names()})
@@ -708,6 +720,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--imatrix", help="GGUF output: llama.cpp's importance matrix (.gguf or .dat) as statistics"
     )
     s.add_argument(
+        "--format",
+        choices=["matmulnbits", "qdq"],
+        help="ONNX output: com.microsoft MatMulNBits (default) or DequantizeLinear (opset 21) before the "
+        "MatMul",
+    )
+    s.add_argument(
+        "--zero-points",
+        choices=["int", "float"],
+        help="ONNX MatMulNBits, --asymmetric: int (packed, default, as ONNX Runtime's RTN) or float (a free "
+        "offset per block, as its HQQ; with --rounding mse or importance; more bytes)",
+    )
+    s.add_argument(
+        "--embeddings", action="store_true", help="ONNX: also quantize Gather tables (GatherBlockQuantized)"
+    )
+    s.add_argument(
         "--allow-requantize",
         action="store_true",
         help="GGUF input: allow requantizing tensors that are already quantized (loses quality)",
@@ -746,7 +773,8 @@ def build_parser() -> argparse.ArgumentParser:
         "model.safetensors) in numpy on calibration sentences and writes each linear layer's input "
         "statistics. For other models use rxquant.torch.collect_statistics.",
     )
-    s.add_argument("model_dir", help="the model folder")
+    s.add_argument("model_dir", help="the model folder, or an .onnx model (run by ONNX Runtime)")
+    s.add_argument("--tokenizer", help="ONNX model: tokenizer.json (or its folder) for the sentences")
     s.add_argument("-o", "--output", required=True, help="the statistics .safetensors file to write")
     s.add_argument(
         "--sentences", help="a text file with one calibration sentence per line (default: rxquant's 128)"

@@ -23,7 +23,7 @@ def atomic_open(path: PathLike, mode: str = "w") -> Iterator[IO[Any]]:
         raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=".rxquant-", suffix=".tmp", dir=folder)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -43,7 +43,7 @@ def write_json(path: PathLike, data: Any) -> None:
         f.write("\n")
 
 
-def _umask() -> int:
+def current_umask() -> int:
     """The process's umask (Linux reports it in /proc; elsewhere it is read by setting it back)."""
     try:
         with open("/proc/self/status", encoding="ascii") as f:

@@ -1,5 +1,6 @@
 //! Thin PyO3 bindings over the `rxquant` crate: one file per concept, no math here.
 
+mod affine;
 mod arrays;
 mod calib;
 mod checkpoint;
@@ -34,6 +35,7 @@ fn _rxquant(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<hessian::HessianObserver>()?;
     m.add_function(wrap_pyfunction!(gptq::gptq, m)?)?;
     m.add_function(wrap_pyfunction!(gptq::calibrate_weighted, m)?)?;
+    m.add_function(wrap_pyfunction!(affine::affine_groups, m)?)?;
     m.add_function(wrap_pyfunction!(ggml::ggml_types, m)?)?;
     m.add_function(wrap_pyfunction!(ggml::ggml_quantize, m)?)?;
     m.add_function(wrap_pyfunction!(ggml::ggml_dequantize, m)?)?;

@@ -1,0 +1,165 @@
+"""The ONNX side of the command line: ``quantize`` of an ``.onnx`` model and ``statistics`` of
+one run by ONNX Runtime. :mod:`rxquant.apps.cli` routes here."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+from .. import onnx as ro
+from ..core.scheme import Scheme
+from ..formats.statistics import Statistics
+from .progress import Progress
+
+
+def wants_onnx(args: argparse.Namespace) -> bool:
+    return str(args.file).lower().endswith(".onnx")
+
+
+def _scheme(args: argparse.Namespace, usage: Callable[[str], Exception]) -> Scheme:
+    precision = args.precision or "int4"
+    if precision not in ("int4", "int8"):
+        raise usage(f"ONNX Runtime's weight-only operators take --precision int4 or int8, not {precision}")
+    g = args.granularity or "group:32"
+    m = re.fullmatch(r"group:(\d+)", g)
+    if not m or int(m.group(1)) <= 0:
+        raise usage(f"ONNX weight-only quantization is blockwise: --granularity group:N, not {g!r}")
+    sym = not args.asymmetric
+    return Scheme(precision, symmetric=sym, signed_scale=sym, axis=-1, group_size=int(m.group(1)))
+
+
+def cmd_quantize_onnx(
+    args: argparse.Namespace,
+    usage: Callable[[str], Exception],
+    emit: Callable[[Any, str], None],
+    size: Callable[[float], str],
+    fallbacks: set[str],
+) -> int:
+    """``rxquant quantize model.onnx -o model.q.onnx``: see :func:`rxquant.onnx.quantize_model`."""
+    if not str(args.output).lower().endswith(".onnx"):
+        raise usage(f"{args.file} is an ONNX model; the output must be an .onnx file too, not {args.output}")
+    given = [
+        o
+        for o, v in (
+            ("--plan", args.plan),
+            ("--type", args.type),
+            ("--budget", args.budget),
+            ("--imatrix", args.imatrix),
+            ("--method", args.method_given),
+            ("--include", args.include),
+            ("--exclude", args.exclude),
+        )
+        if v is not None
+    ]
+    if given or args.allow_requantize:
+        raise usage(
+            f"{', '.join(given) or '--allow-requantize'} do not apply to ONNX models; they take "
+            "--precision, --granularity group:N, --asymmetric, --rounding, --statistics, --format, "
+            "--zero-points, --embeddings"
+        )
+    if args.device not in ("auto", "cpu"):
+        raise usage(f"ONNX quantization runs on the CPU; --device {args.device} does not apply")
+    if "channel" in fallbacks:
+        raise usage("--fallback channel does not apply to ONNX models: choose a group size that divides them")
+    scheme = _scheme(args, usage)
+    rounding = args.rounding or "nearest"
+    if rounding in ("importance", "gptq") and args.statistics is None:
+        raise usage(f"--rounding {rounding} needs --statistics (rxquant statistics MODEL.onnx ...)")
+    zero_points = args.zero_points or "int"
+    stats = None
+    if args.statistics is not None:
+        try:
+            stats = Statistics(args.statistics)
+        except (ValueError, ImportError) as e:
+            raise usage(str(e)) from None
+    if os.path.isdir(args.output):
+        raise usage(f"output {args.output} is a directory; give a file name")
+    ops = ("MatMul", "Gemm", "Gather") if args.embeddings else ("MatMul", "Gemm")
+    bars: list[Progress] = []
+
+    def tick(report: ro.WeightReport, total: int) -> None:
+        if not bars:
+            bars.append(Progress(total, "quantizing", quiet=args.quiet or args.json))
+        bars[0].update(1)
+
+    try:
+        res = ro.quantize_model(
+            args.file,
+            args.output,
+            scheme,
+            rounding=rounding,
+            statistics=stats,
+            format=args.format or "matmulnbits",
+            op_types=ops,
+            zero_points=zero_points,
+            fallback_nearest="nearest" in fallbacks,
+            progress=tick,
+        )
+    except ValueError as e:
+        msg = str(e)
+        refusals = (
+            "group size",
+            "no input statistics",
+            "needs",
+            "float zero points",
+            "has no ",
+            "block size",
+        )
+        if any(k in msg for k in refusals):
+            raise usage(msg) from None
+        raise
+    finally:
+        for b in bars:
+            b.close()
+    became = Counter(r.became for r in res.quantized)
+    lines = [
+        f"wrote {args.output}: {size(res.bytes)} (from {size(res.source_bytes)}, "
+        f"{res.source_bytes / max(res.bytes, 1):.2f}x smaller); {scheme.describe()}, rounding {rounding}",
+        "quantized: " + ", ".join(f"{n} weights -> {op}" for op, n in became.most_common()),
+    ]
+    for r in res.quantized:
+        if r.reason:
+            lines.append(f"fallback: {r.name}: {r.reason}")
+    reasons = Counter(r.reason for r in res.left)
+    for why, n in reasons.most_common():
+        names = [r.nodes[0] for r in res.left if r.reason == why]
+        more = f" and {n - 2} more" if n > 2 else ""
+        lines.append(f"left as it was: {n} node(s) ({why}): {', '.join(names[:2])}{more}")
+    data = {
+        "output": str(args.output),
+        "bytes": res.bytes,
+        "source_bytes": res.source_bytes,
+        "quantized": [vars(r) | {"shape": list(r.shape)} for r in res.quantized],
+        "left": [vars(r) | {"shape": list(r.shape)} for r in res.left],
+    }
+    emit(data, "\n".join(lines))
+    return 0
+
+
+def cmd_statistics_onnx(
+    args: argparse.Namespace,
+    usage: Callable[[str], Exception],
+    emit: Callable[[Any, str], None],
+    size: Callable[[float], str],
+    sentences: list[str],
+) -> int:
+    """Input statistics of an ONNX text model run by ONNX Runtime: ``--tokenizer`` (a
+    tokenizer.json or its folder) turns sentences into ``input_ids``/``attention_mask`` feeds
+    (and ``token_type_ids`` when the model takes them)."""
+    from ..models.bert_onnx import sentence_feeds
+
+    tok = Path(args.tokenizer) if args.tokenizer else Path(args.model_dir).parent
+    folder = tok if tok.is_dir() else tok.parent
+    if not (folder / "tokenizer.json").is_file():
+        raise usage(f"{folder} has no tokenizer.json: give --tokenizer for the ONNX model's inputs")
+    feeds = sentence_feeds(folder, sentences)
+    stats = ro.collect_statistics(args.model_dir, feeds, path=args.output, kind=args.kind)
+    n = sum(len(f["input_ids"]) for f in feeds)
+    lines = [f"{len(stats)} weights, {n} sentences, run by ONNX Runtime"]
+    lines.append(f"wrote {args.output}: {size(os.path.getsize(args.output))} ({args.kind})")
+    emit({"output": args.output, "layers": len(stats), "sentences": n}, "\n".join(lines))
+    return 0

@@ -1,0 +1,196 @@
+"""ONNX models, read and written with the ``onnx`` package (external data for models over 2 GB),
+and the initializers of ONNX Runtime's weight-only quantized operators laid out as ONNX Runtime
+defines them:
+
+- ``com.microsoft::MatMulNBits``: B ``[N, k_blocks, blob]`` uint8, each column's codes along K,
+  ``bits`` per value, low bits first; scales ``[N * k_blocks]``; zero points ``[N, ceil(k_blocks *
+  bits / 8)]`` packed the same way (absent: ``2^(bits-1)``);
+- ``DequantizeLinear`` (opset 21, blocked along axis 0): INT4/UINT4 or INT8/UINT8 ``[K, N]``,
+  scale and zero point ``[K / block, N]``;
+- ``com.microsoft::GatherBlockQuantized``: uint8 rows packed like MatMulNBits' columns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ..core.atomic import PathLike, current_umask
+
+TWO_GB = 2**31
+
+
+def onnx_package() -> Any:
+    try:
+        import onnx
+    except ImportError:  # pragma: no cover
+        raise ImportError("ONNX models need the onnx package: pip install onnx") from None
+    return onnx
+
+
+def load_model(path: PathLike) -> Any:
+    """The model at ``path`` with its external data; not an ONNX model: a ValueError naming it."""
+    onnx = onnx_package()
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"ONNX model {p} does not exist")
+    try:
+        model = onnx.load(str(p))
+    except Exception as e:  # the protobuf decoder raises its own DecodeError
+        raise ValueError(f"{p} is not an ONNX model the onnx package reads: {e}") from None
+    if not model.graph.node and not model.graph.initializer:
+        raise ValueError(f"{p} is not an ONNX model: it has no graph")
+    return model
+
+
+def save_model(model: Any, path: PathLike) -> int:
+    """Writes ``model`` atomically (a temp folder beside ``path``, then renames), its tensors as
+    external data (``<name>.data`` beside it) when the model is over 2 GB. Returns the bytes."""
+    onnx = onnx_package()
+    path = Path(path)
+    folder = path.resolve().parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
+    big = _byte_size(model) >= TWO_GB
+    with _temp_dir(folder) as tmp:
+        out = tmp / path.name
+        if big:
+            onnx.save_model(
+                model,
+                str(out),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=path.name + ".data",
+            )
+        else:
+            onnx.save_model(model, str(out))
+        files = sorted(tmp.iterdir(), key=lambda f: f == out)  # the data first, the model last
+        mode = 0o666 & ~current_umask()
+        total = 0
+        for f in files:
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(f, mode)
+            total += f.stat().st_size
+            os.replace(f, folder / f.name)
+    return total
+
+
+def _byte_size(model: Any) -> int:
+    """The serialized size, or at least that of the tensors' bytes; sized by protobuf only near
+    the limit (sizing walks the whole message)."""
+    tensors = sum(8 * math.prod(t.dims) for t in model.graph.initializer)  # 8 bytes a value at most
+    if tensors < TWO_GB // 2:
+        return tensors
+    try:
+        return int(model.ByteSize())
+    except Exception:  # protobuf refuses to size messages over 2 GB
+        return TWO_GB
+
+
+@contextlib.contextmanager
+def _temp_dir(folder: Path) -> Iterator[Path]:
+    tmp = Path(tempfile.mkdtemp(prefix=".rxquant-", dir=folder))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def to_array(tensor: Any) -> np.ndarray:
+    return np.asarray(onnx_package().numpy_helper.to_array(tensor))
+
+
+def consumers(graph: Any) -> dict[str, list[tuple[Any, int]]]:
+    """For each value name: the nodes (and input positions) that read it, subgraphs included."""
+    out: dict[str, list[tuple[Any, int]]] = {}
+
+    def walk(g: Any) -> None:
+        for node in g.node:
+            for i, name in enumerate(node.input):
+                out.setdefault(name, []).append((node, i))
+            for a in node.attribute:
+                for sub in [a.g] if a.HasField("g") else list(a.graphs):
+                    walk(sub)
+
+    walk(graph)
+    return out
+
+
+# ------------------------------------------------------------------ layouts
+
+
+def pack_bits(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Unsigned codes ``[rows, n]`` packed along the last axis, low bits first (4 bits: two a
+    byte; 8 bits: as they are). ``n`` is padded to whole bytes with zeros."""
+    c = np.ascontiguousarray(codes, dtype=np.uint8)
+    if bits == 8:
+        return c
+    if bits != 4:
+        raise ValueError(f"packing {bits}-bit codes is not supported (4 or 8)")
+    if c.shape[-1] % 2:
+        c = np.concatenate([c, np.zeros((*c.shape[:-1], 1), np.uint8)], axis=-1)
+    return (c[..., 0::2] & 0x0F) | ((c[..., 1::2] & 0x0F) << 4)
+
+
+def matmulnbits_tensors(
+    codes: np.ndarray, scale: np.ndarray, zero_point: Optional[np.ndarray], bits: int, block: int
+) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    """MatMulNBits' ``B``, ``scales`` and ``zero_points`` from unsigned codes ``[N, K]`` (the
+    weight as ``out x in``), scales and zero points ``[N, K / block]``. Integer zero points are
+    packed like the codes; float ones (the scales' type) are stored as they are, one per block."""
+    n, k = codes.shape
+    nb = k // block
+    b = pack_bits(codes, bits).reshape(n, nb, block * bits // 8)
+    zp = zero_point
+    if zp is not None:
+        zp = zp.reshape(-1) if zp.dtype.kind == "f" else pack_bits(zp.astype(np.uint8), bits).reshape(n, -1)
+    return b, np.ascontiguousarray(scale.reshape(-1)), zp
+
+
+def int4_tensor(name: str, values: np.ndarray, signed: bool) -> Any:
+    """An ONNX INT4/UINT4 tensor of ``values`` (its shape kept), packed as ONNX stores 4-bit data."""
+    onnx = onnx_package()
+    flat = np.asarray(values).reshape(1, -1).astype(np.int16) & 0x0F
+    raw = pack_bits(flat.astype(np.uint8), 4).tobytes()
+    dt = onnx.TensorProto.INT4 if signed else onnx.TensorProto.UINT4
+    return onnx.helper.make_tensor(name, dt, list(values.shape), raw, raw=True)
+
+
+def unpack_bits(packed: np.ndarray, bits: int, n: int) -> np.ndarray:
+    """The inverse of :func:`pack_bits`: ``n`` codes per row."""
+    p = np.ascontiguousarray(packed, dtype=np.uint8)
+    if bits == 8:
+        return p[..., :n]
+    out = np.empty((*p.shape[:-1], 2 * p.shape[-1]), np.uint8)
+    out[..., 0::2], out[..., 1::2] = p & 0x0F, p >> 4
+    return out[..., :n]
+
+
+def decode_matmulnbits(node: Any, inits: dict[str, Any]) -> np.ndarray:
+    """The float ``[K, N]`` weight a MatMulNBits node computes with, decoded from its
+    initializers as ONNX Runtime defines them: ``(code - zero_point) * scale``."""
+    attrs = {a.name: onnx_package().helper.get_attribute_value(a) for a in node.attribute}
+    k, n, bits, block = attrs["K"], attrs["N"], attrs["bits"], attrs["block_size"]
+    nb = -(-k // block)
+    codes = unpack_bits(to_array(inits[node.input[1]]).reshape(n, -1), bits, nb * block).reshape(n, nb, block)
+    scale = to_array(inits[node.input[2]]).astype(np.float32).reshape(n, nb)
+    if len(node.input) > 3 and node.input[3]:
+        z = to_array(inits[node.input[3]])
+        zp = (
+            z.astype(np.float32).reshape(n, nb)
+            if z.dtype.kind == "f"
+            else unpack_bits(z.reshape(n, -1), bits, nb)
+        )
+    else:
+        zp = np.full((n, nb), 1 << (bits - 1), np.float32)
+    w = (codes.astype(np.float32) - zp.astype(np.float32)[..., None]) * scale[..., None]
+    return np.ascontiguousarray(w.reshape(n, nb * block)[:, :k].T)

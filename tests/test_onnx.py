@@ -1,0 +1,316 @@
+"""ONNX models: MatMulNBits and blocked DequantizeLinear written as ONNX Runtime defines them,
+checked against ONNX Runtime's own packer and by running the models in ONNX Runtime."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import rxquant as rq  # noqa: E402
+import rxquant.onnx as ro  # noqa: E402
+from rxquant.formats import onnx_model  # noqa: E402
+from rxquant.formats.onnx_model import decode_matmulnbits, matmulnbits_tensors  # noqa: E402
+from rxquant.models.bert_onnx import export_bert  # noqa: E402
+from tests.tiny_bert import tiny_bert  # noqa: E402
+
+ASYM = rq.Scheme("int4", symmetric=False, group_size=32)
+SYM = rq.Scheme("int4", symmetric=True, signed_scale=True, group_size=32)
+
+
+def session(path: Path, exact: bool = True) -> ort.InferenceSession:
+    """ONNX Runtime on the CPU. ``exact`` turns graph optimizations off: with them ONNX Runtime
+    fuses DequantizeLinear + MatMul into a MatMulNBits that may quantize the activations, which
+    is its choice of arithmetic, not the file's content."""
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # errors only
+    if exact:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+# ------------------------------------------------------------------ packing
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_matmulnbits_packing_equals_onnxruntime(symmetric: bool) -> None:
+    """ONNX Runtime quantizes a weight; with its scales and zero points, rxquant's codes packed by
+    rxquant equal its packed B (and zero points) bit for bit."""
+    from onnxruntime.capi._pybind_state import quantize_matmul_4bits
+
+    rng = np.random.default_rng(0)
+    k, n, block = 256, 48, 32
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    nb = k // block
+    packed = np.zeros((n, nb, block // 2), np.uint8)
+    scales = np.zeros((n, nb), np.float32)
+    zp = np.zeros((n, (nb + 1) // 2), np.uint8)
+    quantize_matmul_4bits(packed, w, scales, zp, block, n, k, symmetric)
+    if symmetric:  # ONNX Runtime's scale is signed (llama.cpp's Q4_0 rule): the signed-scale grid
+        scheme = rq.Scheme("int4", symmetric=True, signed_scale=True, group_size=block)
+        qp = rq.QParams(scheme, scales, np.zeros((n, nb), np.int32), (n, k))
+        q = rq.quantize(np.ascontiguousarray(w.T), scheme, qp)[0].astype(np.int16) + 8
+        zps = None
+    else:
+        scheme = rq.Scheme("int4", symmetric=False, group_size=block)
+        zps = onnx_model.unpack_bits(zp, 4, nb).astype(np.int32)
+        q = rq.quantize(np.ascontiguousarray(w.T), scheme, rq.QParams(scheme, scales, zps, (n, k)))[0]
+    b, _, zpp = matmulnbits_tensors(q.astype(np.uint8), scales, zps, 4, block)
+    assert np.array_equal(b, packed)
+    if not symmetric:
+        assert zpp is not None and np.array_equal(zpp, zp)
+
+
+# ------------------------------------------------------------------ small models
+
+
+def matmul_model(path: Path, weights: dict[str, np.ndarray], extra: str = "") -> None:
+    """x [2, 3, K] -> MatMul by each weight in turn (with an Add bias where ``extra`` says)."""
+    k = next(iter(weights.values())).shape[0]
+    inits = [numpy_helper.from_array(v, n) for n, v in weights.items()]
+    nodes, cur = [], "x"
+    for i, n in enumerate(weights):
+        nodes.append(helper.make_node("MatMul", [cur, n], [f"y{i}"], name=f"mm{i}"))
+        cur = f"y{i}"
+    if extra == "two_activations":
+        nodes.append(helper.make_node("MatMul", [cur, "x_t"], ["z"], name="act_mm"))
+        inits.append(numpy_helper.from_array(np.array([0, 2, 1], np.int64), "perm"))
+        nodes.insert(0, helper.make_node("Transpose", ["x"], ["x_t"], perm=[0, 2, 1], name="tr"))
+        cur = "z"
+    out_dim = None
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, k])],
+        [helper.make_tensor_value_info(cur, TensorProto.FLOAT, out_dim)],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def float_twin(quantized: Path, dst: Path) -> None:
+    """The quantized model with each quantized weight decoded back to float: MatMulNBits by
+    ONNX Runtime's definition, DequantizeLinear by the onnx package's own INT4 reader."""
+    m = onnx.load(str(quantized))
+    inits = {t.name: t for t in m.graph.initializer}
+    nodes = []
+    for node in m.graph.node:
+        if node.op_type == "MatMulNBits":
+            w = decode_matmulnbits(node, inits)
+            name = node.input[1] + "_float"
+            m.graph.initializer.append(numpy_helper.from_array(w, name))
+            nodes.append(helper.make_node("MatMul", [node.input[0], name], list(node.output)))
+        elif node.op_type == "DequantizeLinear":
+            x = numpy_helper.to_array(inits[node.input[0]]).astype(np.float32)
+            s = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+            z = (
+                numpy_helper.to_array(inits[node.input[2]]).astype(np.float32)
+                if len(node.input) > 2
+                else 0 * s
+            )
+            block = next(a.i for a in node.attribute if a.name == "block_size")
+            w = (x - np.repeat(z, block, axis=0)) * np.repeat(s, block, axis=0)
+            m.graph.initializer.append(numpy_helper.from_array(w.astype(np.float32), node.output[0]))
+        else:
+            nodes.append(node)
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    onnx.save(m, str(dst))
+
+
+@pytest.mark.parametrize("fmt", ["matmulnbits", "qdq"])
+@pytest.mark.parametrize("scheme", [ASYM, SYM, rq.Scheme("int8", symmetric=False, group_size=32)])
+@pytest.mark.parametrize("rounding", ["nearest", "mse"])
+def test_bert_shaped_model_runs_and_equals_its_decoded_weights(
+    tmp_path: Path, fmt: str, scheme: rq.Scheme, rounding: str
+) -> None:
+    tiny_bert(tmp_path / "m")
+    src, dst, twin = tmp_path / "m.onnx", tmp_path / "q.onnx", tmp_path / "t.onnx"
+    export_bert(tmp_path / "m", src)
+    res = ro.quantize_model(src, dst, scheme, rounding=rounding, format=fmt)
+    assert len(res.quantized) == 12 and all(r.became for r in res.quantized)
+    assert {r.reason for r in res.left} == {"MatMul input is not a constant initializer"}
+    float_twin(dst, twin)
+    rng = np.random.default_rng(1)
+    feed = {"input_ids": rng.integers(0, 40, (3, 9)), "attention_mask": np.ones((3, 9), np.int64)}
+    got = session(dst).run(None, feed)[0]
+    want = session(twin).run(None, feed)[0]
+    assert np.allclose(got, want, atol=2e-4, rtol=1e-4)
+    ref = session(src).run(None, feed)[0]
+    assert np.abs(got - ref).max() < 1.0  # quantized, not broken
+    optimized = session(dst, exact=False).run(None, feed)[0]
+    assert np.abs(optimized - got).max() < 0.1
+
+
+def test_float_zero_points_gptq_and_embeddings(tmp_path: Path) -> None:
+    tiny_bert(tmp_path / "m")
+    src = tmp_path / "m.onnx"
+    export_bert(tmp_path / "m", src)
+    rng = np.random.default_rng(2)
+    feeds = [
+        {"input_ids": rng.integers(0, 40, (4, 7)), "attention_mask": np.ones((4, 7), np.int64)}
+        for _ in range(8)
+    ]
+    stats = ro.collect_statistics(src, feeds, tmp_path / "s.safetensors")
+    assert len(stats) == 12
+    ref = session(src).run(None, feeds[0])[0]
+    errs = {}
+    for name, kw in {
+        "nearest": {},
+        "float": {"rounding": "mse", "zero_points": "float"},
+        "gptq": {"rounding": "gptq", "statistics": tmp_path / "s.safetensors"},
+    }.items():
+        dst = tmp_path / f"{name}.onnx"
+        ro.quantize_model(src, dst, ASYM, **kw)
+        errs[name] = float(np.mean((session(dst).run(None, feeds[0])[0] - ref) ** 2))
+        twin = tmp_path / f"{name}_t.onnx"
+        float_twin(dst, twin)
+        assert np.allclose(
+            session(dst).run(None, feeds[0])[0], session(twin).run(None, feeds[0])[0], atol=2e-4
+        )
+    assert errs["gptq"] < errs["nearest"]
+    dst = tmp_path / "e.onnx"
+    res = ro.quantize_model(src, dst, ASYM, op_types=("MatMul", "Gather"))
+    assert any(r.became == "GatherBlockQuantized" for r in res.quantized)
+    out = session(dst).run(None, feeds[0])[0]
+    assert np.abs(out - ref).max() < 1.0
+    with pytest.raises(ValueError, match="embedding table .* has no input statistics"):
+        ro.quantize_model(
+            src,
+            dst,
+            ASYM,
+            op_types=("MatMul", "Gather"),
+            rounding="gptq",
+            statistics=tmp_path / "s.safetensors",
+        )
+
+
+def test_collect_statistics_is_the_inputs_hessian(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((64, 32)).astype(np.float32)
+    matmul_model(tmp_path / "m.onnx", {"w": w})
+    xs = [rng.standard_normal((2, 3, 64)).astype(np.float32) for _ in range(5)]
+    stats = ro.collect_statistics(tmp_path / "m.onnx", [{"x": x} for x in xs])
+    flat = np.concatenate([x.reshape(-1, 64) for x in xs]).astype(np.float64)
+    assert np.allclose(stats["w"].hessian(), 2 * flat.T @ flat / len(flat), rtol=1e-5, atol=1e-6)
+
+
+def test_edge_models(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((64, 64)).astype(np.float32)
+    # MatMul on two activations: left, and said so.
+    matmul_model(tmp_path / "a.onnx", {"w": w}, extra="two_activations")
+    res = ro.quantize_model(tmp_path / "a.onnx", tmp_path / "aq.onnx", ASYM)
+    assert [r.name for r in res.quantized] == ["w"]
+    assert any("not a constant initializer" in str(r.reason) and r.nodes == ["act_mm"] for r in res.left)
+    # The same weight in two MatMuls: quantized once, both use it.
+    matmul_model(tmp_path / "s.onnx", {"w": w})
+    m = onnx.load(str(tmp_path / "s.onnx"))
+    m.graph.node.append(helper.make_node("MatMul", ["y0", "w"], ["y1"], name="mm_again"))
+    m.graph.output[0].name = "y1"
+    onnx.save(m, str(tmp_path / "s.onnx"))
+    res = ro.quantize_model(tmp_path / "s.onnx", tmp_path / "sq.onnx", ASYM)
+    assert len(res.quantized) == 1 and sorted(res.quantized[0].nodes) == ["mm0", "mm_again"]
+    q = onnx.load(str(tmp_path / "sq.onnx"))
+    assert [n.op_type for n in q.graph.node] == ["MatMulNBits", "MatMulNBits"]
+    assert sum(1 for t in q.graph.initializer if t.name == "w_Q") == 1
+    x = rng.standard_normal((2, 3, 64)).astype(np.float32)
+    assert np.isfinite(session(tmp_path / "sq.onnx").run(None, {"x": x})[0]).all()
+    # A weight also read by another op: left (that op needs the float weight).
+    m = onnx.load(str(tmp_path / "s.onnx"))
+    m.graph.node.append(helper.make_node("Add", ["w", "w"], ["w2"], name="uses_w"))
+    m.graph.output.append(helper.make_tensor_value_info("w2", TensorProto.FLOAT, None))
+    onnx.save(m, str(tmp_path / "o.onnx"))
+    with pytest.raises(ValueError, match="also read by Add 'uses_w'"):
+        ro.quantize_model(tmp_path / "o.onnx", tmp_path / "oq.onnx", ASYM)
+    # No MatMul at all.
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
+    onnx.save(helper.make_model(graph), str(tmp_path / "n.onnx"))
+    with pytest.raises(ValueError, match="has no MatMul/Gemm with a constant float weight"):
+        ro.quantize_model(tmp_path / "n.onnx", tmp_path / "nq.onnx", ASYM)
+    # A corrupt file.
+    (tmp_path / "bad.onnx").write_bytes(b"\x08\x07not a protobuf" * 10)
+    with pytest.raises(ValueError, match="bad.onnx is not an ONNX model"):
+        ro.quantize_model(tmp_path / "bad.onnx", tmp_path / "bq.onnx", ASYM)
+    assert not (tmp_path / "nq.onnx").exists() and not (tmp_path / "bq.onnx").exists()
+    # A group size that does not divide a weight.
+    with pytest.raises(ValueError, match="group size 48 does not divide the 64 inputs of weight w"):
+        ro.quantize_model(
+            tmp_path / "s.onnx", tmp_path / "x.onnx", rq.Scheme("int4", group_size=48), format="qdq"
+        )
+
+
+def test_gemm_with_bias_and_transposed_weight(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    b = rng.standard_normal((16, 64)).astype(np.float32)  # [N, K] with transB
+    c = rng.standard_normal(16).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "b", "c"], ["y"], transB=1, name="gemm")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 16])],
+        [numpy_helper.from_array(b, "b"), numpy_helper.from_array(c, "c")],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(tmp_path / "g.onnx"))
+    x = rng.standard_normal((5, 64)).astype(np.float32)
+    for fmt in ("matmulnbits", "qdq"):
+        ro.quantize_model(tmp_path / "g.onnx", tmp_path / "gq.onnx", SYM, format=fmt)
+        got = session(tmp_path / "gq.onnx").run(None, {"x": x})[0]
+        float_twin(tmp_path / "gq.onnx", tmp_path / "gt.onnx")
+        assert np.allclose(got, session(tmp_path / "gt.onnx").run(None, {"x": x})[0], atol=1e-4)
+        assert np.abs(got - (x @ b.T + c)).max() < 0.5 * np.abs(x @ b.T).max()
+
+
+def test_external_data_above_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Models over 2 GB are written with their tensors in one external data file (the limit
+    lowered here, so a small model takes that path)."""
+    rng = np.random.default_rng(6)
+    matmul_model(tmp_path / "m.onnx", {"w": rng.standard_normal((64, 64)).astype(np.float32)})
+    monkeypatch.setattr(onnx_model, "TWO_GB", 1000)
+    ro.quantize_model(tmp_path / "m.onnx", tmp_path / "q.onnx", ASYM)
+    assert (tmp_path / "q.onnx.data").is_file()
+    x = rng.standard_normal((2, 3, 64)).astype(np.float32)
+    assert np.isfinite(session(tmp_path / "q.onnx").run(None, {"x": x})[0]).all()
+    assert not list(tmp_path.glob(".rxquant-*"))
+
+
+def test_cli(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    matmul_model(tmp_path / "m.onnx", {"w": rng.standard_normal((64, 32)).astype(np.float32)})
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        r = subprocess.run([sys.executable, "-m", "rxquant", *argv], capture_output=True, text=True)
+        return r.returncode, r.stdout, r.stderr
+
+    rc, out, err = run(
+        "quantize", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "q.onnx"), "--format", "qdq"
+    )
+    assert rc == 0, err
+    assert "1 weights -> DequantizeLinear" in out
+    for argv, msg in (
+        (["--type", "q4_0"], "--type do not apply to ONNX models"),
+        (["--precision", "fp16"], "take --precision int4 or int8"),
+        (["--granularity", "channel"], "blockwise: --granularity group:N"),
+        (["--rounding", "gptq"], "needs --statistics"),
+        (["--zero-points", "float"], "float zero points are for asymmetric"),
+        (["--granularity", "group:24"], "MatMulNBits needs a block size that is a power of 2"),
+    ):
+        rc, _, err = run("quantize", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "x.onnx"), *argv)
+        assert rc == 2 and msg in err, (argv, err)
+    assert not (tmp_path / "x.onnx").exists()
