@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: demo test develop lint test-rust test-hip test-python bench bench-rust accuracy interop clean
+.PHONY: demo test develop lint test-rust test-hip test-python bench bench-rust accuracy interop clean device-artifacts
 
 $(VENV)/.installed: requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -86,3 +86,12 @@ interop: develop
 clean:
 	cargo clean
 	rm -rf $(VENV)
+
+## What benches/device_check.sh needs on a machine without Rust (a lent GPU): the abi3 wheel, the
+## Rust OpenCL test binary, pytest's wheels and an OpenCL loader, in .gpu/ (ignored by git).
+device-artifacts: develop
+	rm -rf .gpu && mkdir -p .gpu/wheels .gpu/lib
+	$(VENV)/bin/maturin build --release -q -o .gpu/wheels
+	cp "$$(cargo test --release --test opencl --no-run 2>&1 | grep -o 'target/release/deps/opencl-[0-9a-f]*' | head -1)" .gpu/opencl_tests
+	$(PY) -m pip download -q pytest -d .gpu/wheels --python-version 3.12 --only-binary=:all:
+	cp -L "$$(ldconfig -p | grep -o '/[^ ]*libOpenCL.so.1$$' | head -1)" .gpu/lib/

@@ -150,7 +150,11 @@ class _FailingDevice:
 
 def test_auto_falls_back_to_the_cpu_when_a_kernel_fails_and_opencl_raises(monkeypatch):
     failing = _FailingDevice()
-    monkeypatch.setattr(rxquant.core.devices, "backend", lambda d: None if d in (None, "cpu") else failing)
+
+    def fake_backend(d, work=None):
+        return None if d in (None, "cpu") else failing
+
+    monkeypatch.setattr(rxquant.core.devices, "backend", fake_backend)
     x = _heavy_tailed((64, 32), 5)
     s = rq.Scheme("int8", axis=0)
     q_cpu, qp = rq.quantize(x, s, device="cpu")
@@ -260,3 +264,59 @@ def _same(u, v) -> bool:
         return _same(u.scale, v.scale) and _same(u.zero_point, v.zero_point)
     np.testing.assert_array_equal(u, v)
     return True
+
+
+def test_hessian_observer_on_the_device_matches_the_cpu():
+    x = np.random.default_rng(3).standard_normal((1500, 96)).astype(np.float32)
+    cpu = rq.HessianObserver(device="cpu")
+    dev = rq.HessianObserver(device=DEVICE)
+    for part in np.array_split(x, 3):
+        cpu.update(part)
+        dev.update(part)
+    h, hd = cpu.hessian(), dev.hessian()
+    exact = 2.0 * x.astype(np.float64).T @ x.astype(np.float64) / len(x)
+    scale = np.abs(exact).max()
+    assert np.abs(hd - exact).max() / scale < 1e-6
+    assert np.abs(hd - h).max() / scale < 1e-6
+    assert dev.count == cpu.count == 1500
+    with pytest.raises(ValueError, match="features"):
+        dev.update(np.ones((2, 5), np.float32))
+
+
+def test_gptq_and_layer_error_on_the_device_match_the_cpu():
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((64, 256)).astype(np.float32)
+    obs = rq.HessianObserver(device="cpu")
+    obs.update(rng.standard_normal((1024, 256)).astype(np.float32))
+    h = obs.hessian()
+    s = rq.Scheme("int4", symmetric=False, group_size=32)
+    q, qp = rq.gptq(w, s, h, device="cpu")
+    q2, qp2 = rq.gptq(w, s, h, device=DEVICE)
+    assert np.mean(q != q2) <= 1e-3 and np.abs(q.astype(int) - q2.astype(int)).max() <= 1
+    from rxquant.core.gptq import output_error
+
+    w_hat = rq.dequantize(q, qp)
+    e_cpu = output_error(w, w_hat, h, device="cpu")
+    e_dev = output_error(w, w_hat, h, device=DEVICE)
+    assert e_dev == pytest.approx(e_cpu, rel=1e-5)
+
+
+def test_device_figures_and_trace():
+    be = rxquant.core.devices.backend(DEVICE)
+    f = be.measure()
+    assert set(f) == {
+        "upload_gbs",
+        "download_gbs",
+        "pageable_upload_gbs",
+        "memory_gbs",
+        "quantize_gbs",
+        "gemm_gflops",
+        "stream_gbs",
+        "latency_s",
+    }
+    assert all(v > 0 for v in f.values())
+    be.start_trace()
+    x = np.ones((64, 64), np.float32)
+    rq.quantize(x, rq.Scheme("int8"), rq.calibrate(x, "minmax"), device=DEVICE)
+    kinds = [k for k, _ in be.take_trace()]
+    assert "upload" in kinds and "quantize_f32" in kinds and "download" in kinds

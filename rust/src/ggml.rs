@@ -1241,7 +1241,7 @@ pub fn gptq_rows(
     } else {
         Some(bs)
     };
-    let codes = gptq::sweep(prep, rows, cols, groups, opts.block_size, &mut codec)?;
+    let codes = gptq::sweep(prep, rows, cols, groups, opts.block_size, &mut codec, None)?;
     let bad = codec.params.iter().position(|p| !(p.d.is_finite() && p.m.is_finite())).unwrap_or(usize::MAX);
     check_overflow(ty, w, bad)?;
     out.par_chunks_mut(ts).zip(codes.par_chunks(bs)).enumerate().for_each(|(i, (o, l))| {

@@ -72,6 +72,20 @@ pub struct Gptq {
     pub damping: f64,
 }
 
+/// Where the block updates of the columns after the current block run: a device that keeps `Wᵀ`
+/// (in quantization order, `cols × rows`) and `U` in its memory (see `gpu::matrix`). The column
+/// loop inside a block stays on the host; only the block's rows of `Wᵀ` come back before it, and
+/// its errors go out after it, so the transfers are `2 · rows · cols` values per layer whatever
+/// the block count, while the `O(rows · cols²)` product runs on the device.
+pub trait Trailing {
+    /// Takes `Wᵀ` and `U` (row-major `cols × cols`, f32) before the sweep.
+    fn start(&mut self, wt: &[f32], u: &[f32], rows: usize, cols: usize) -> Result<()>;
+    /// Writes the current rows `i1..i2` of `Wᵀ` into `dst`.
+    fn fetch(&mut self, i1: usize, i2: usize, dst: &mut [f32]) -> Result<()>;
+    /// `Wᵀ[i2..] −= U[i1..i2, i2..]ᵀ · err` with `err` the block's errors (`(i2 − i1) × rows`).
+    fn update(&mut self, i1: usize, i2: usize, err: &[f32]) -> Result<()>;
+}
+
 /// Fills `dst` (row-major, `dst.len() / width` rows of `width`) with `at(column, row)` in 64 x 64
 /// tiles, so that a transposition reads and writes cache lines, not single values.
 fn transpose_into<T: Copy + Send>(dst: &mut [T], width: usize, at: impl Fn(usize, usize) -> T + Sync) {
@@ -324,6 +338,7 @@ pub(crate) fn sweep<C: ColumnCodec>(
     groups: Option<usize>,
     block_size: usize,
     codec: &mut C,
+    mut device: Option<&mut dyn Trailing>,
 ) -> Result<Vec<u8>> {
     let Prepared { wd, order, u, .. } = prep;
     if rows == 0 || cols == 0 {
@@ -333,6 +348,9 @@ pub(crate) fn sweep<C: ColumnCodec>(
     let mut wt = vec![0f32; cols * rows];
     transpose_into(&mut wt, rows, |r, k| wd[r * cols + order[k]]);
     drop(wd);
+    if let Some(d) = device.as_deref_mut() {
+        d.start(&wt, &u, rows, cols)?;
+    }
     let block = groups.map_or(block_size, |g| block_size.div_ceil(g) * g);
     // Sub-blocks inside a block: rank-1 updates stay within one (a few rows of Wᵀ, in cache); a
     // finished sub-block updates the rest of the block with one matrix product. A sub-block
@@ -342,6 +360,9 @@ pub(crate) fn sweep<C: ColumnCodec>(
     let mut err = vec![0f32; block.min(cols) * rows];
     for i1 in (0..cols).step_by(block) {
         let i2 = (i1 + block).min(cols);
+        if let Some(d) = device.as_deref_mut() {
+            d.fetch(i1, i2, &mut wt[i1 * rows..i2 * rows])?;
+        }
         for s0 in (i1..i2).step_by(sub) {
             let sb_end = (s0 + sub).min(i2);
             if let Some(g) = groups {
@@ -368,7 +389,9 @@ pub(crate) fn sweep<C: ColumnCodec>(
                 matmul(dst, Accum::Add, lhs, rhs, -1.0f32, Par::rayon(0));
             }
         }
-        if i2 < cols {
+        if let (true, Some(d)) = (i2 < cols, device.as_deref_mut()) {
+            d.update(i1, i2, &err[..(i2 - i1) * rows])?;
+        } else if i2 < cols {
             let count = i2 - i1;
             let lhs =
                 MatRef::from_row_major_slice(&u, cols, cols).submatrix(i1, i2, count, cols - i2).transpose();
@@ -395,6 +418,20 @@ pub fn gptq(
     hessian: &[f64],
     scheme: Scheme,
     opts: &GptqOptions,
+) -> Result<Gptq> {
+    gptq_with(w, rows, cols, hessian, scheme, opts, None)
+}
+
+/// [`gptq`] with the block updates on `device` (the same arithmetic in another order: codes may
+/// differ from the host's where a value sits within rounding error of a step boundary).
+pub fn gptq_with(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    hessian: &[f64],
+    scheme: Scheme,
+    opts: &GptqOptions,
+    device: Option<&mut dyn Trailing>,
 ) -> Result<Gptq> {
     scheme.check()?;
     if !scheme.precision.is_integer() {
@@ -460,7 +497,7 @@ pub fn gptq(
         }
         Cells::Group(g) => Some(g),
     };
-    let codes = sweep(prep, rows, cols, groups, opts.block_size, &mut codec)?;
+    let codes = sweep(prep, rows, cols, groups, opts.block_size, &mut codec, device)?;
     Ok(Gptq {
         codes,
         qparams: QParams { scheme, grid, scale: codec.scale, zero_point: codec.zero_point },

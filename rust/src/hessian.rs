@@ -64,10 +64,9 @@ impl HessianObserver {
         HessianObserver { features: None, sum: vec![], count: 0 }
     }
 
-    /// Reduces a batch `x` of shape `(..., in)` (the last axis is the features; every other axis
-    /// counts rows) without touching the observer. NaN/Inf, a wrong feature count or a scalar
-    /// are errors.
-    pub fn partial<T: Elem>(&self, x: &[T], shape: &[usize]) -> Result<Partial> {
+    /// Checks a batch `x` of shape `(..., in)` against this observer: `(rows, in)`, or why not
+    /// (NaN/Inf, a wrong feature count, a scalar).
+    pub fn check_batch<T: Elem>(&self, x: &[T], shape: &[usize]) -> Result<(usize, usize)> {
         let Some(&f) = shape.last() else {
             return Err(Error::Shape("inputs need at least one axis (the features)".into()));
         };
@@ -84,7 +83,14 @@ impl HessianObserver {
             let count = x.iter().filter(|v| !v.to_f32().is_finite()).count();
             return Err(Error::NonFinite { count, first_index });
         }
-        let rows = x.len().checked_div(f).unwrap_or(0);
+        Ok((x.len().checked_div(f).unwrap_or(0), f))
+    }
+
+    /// Reduces a batch `x` of shape `(..., in)` (the last axis is the features; every other axis
+    /// counts rows) without touching the observer. NaN/Inf, a wrong feature count or a scalar
+    /// are errors.
+    pub fn partial<T: Elem>(&self, x: &[T], shape: &[usize]) -> Result<Partial> {
+        let (rows, f) = self.check_batch(x, shape)?;
         let mut acc = vec![0f64; f * (f + 1) / 2];
         if rows == 0 {
             return Ok(Partial { features: f, sum: acc, count: 0 });

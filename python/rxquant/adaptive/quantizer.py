@@ -32,9 +32,10 @@ Scale = Union[float, np.ndarray]
 class AdaptiveQuantizer:
     """Quantizes tensors, analyzes layer sensitivity and plans mixed precision.
 
-    ``device``: ``"auto"`` (an OpenCL GPU if there is one, else the CPU), ``"cpu"``, ``"opencl"``
-    or ``"opencl:N"``; calibration's min/max and histogram passes, quantization, dequantization
-    and fake quantization run there (see :mod:`rxquant.devices` for the fallback rules).
+    ``device``: ``"auto"`` (per operation, an OpenCL GPU where measured faster, else the CPU),
+    ``"cpu"``, ``"opencl"`` or ``"opencl:N"``; calibration's min/max and histogram passes,
+    quantization, dequantization and fake quantization run there (see :mod:`rxquant.devices`
+    for the fallback rules).
     """
 
     def __init__(

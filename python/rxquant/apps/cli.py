@@ -568,6 +568,22 @@ def cmd_devices(args: argparse.Namespace) -> int:
     if ro["reason"]:
         lines.append(f"  {ro['reason']}")
     lines.append(f"compute: {d['compute']}")
+    if "figures" in d:
+        f, cpu = d["figures"]["device"], d["figures"]["cpu"]
+        lines.append(
+            f"  measured: upload {f['upload_gbs']:.1f} GB/s pinned "
+            f"({f['pageable_upload_gbs']:.1f} pageable), "
+            f"download {f['download_gbs']:.1f} GB/s, device memory {f['memory_gbs']:.0f} GB/s, "
+            f"quantize kernel {f['quantize_gbs']:.0f} GB/s, streamed quantize {f['stream_gbs']:.1f} GB/s, "
+            f"product {f['gemm_gflops']:.0f} GFLOP/s, latency {f['latency_s'] * 1e6:.0f} us"
+        )
+        lines.append(
+            f"  cpu ({d['figures']['threads']} threads): quantize {cpu['quantize_gbs']:.1f} GB/s, "
+            f"XᵀX {cpu['gemm_gflops']:.0f} GFLOP/s"
+        )
+        lines.append("  the device is used from:")
+        for op, size in d["break_even"].items():
+            lines.append(f"    {op}: {size or 'never (the cpu is predicted faster at every size)'}")
     _emit(args, d, "\n".join(lines))
     return 0
 
@@ -615,8 +631,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument(
         "--device",
         default="auto",
-        help="where calibration, quantization and metrics run: auto (an OpenCL GPU if there is one, "
-        "else the CPU), cpu, opencl or opencl:N (default auto)",
+        help="where calibration, quantization and metrics run: auto (per operation, an OpenCL GPU "
+        "where its measured figures predict it faster, else the CPU), cpu, opencl or opencl:N "
+        "(default auto)",
     )
     sel = argparse.ArgumentParser(add_help=False, parents=[dev])
     sel.add_argument("--include", help="regex: only tensors whose name matches")

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import native
 from .arrays import as_float_array
+from .costs import Work
 from .devices import run
 from .scheme import QParams, Scheme, check_fits
 
@@ -91,7 +92,8 @@ def calibrate(
     if "averaging" in options:
         raise TypeError("averaging applies to streamed batches: use Observer(..., averaging=c)")
     args = (a, str(method), s.spec(), options_spec(**options))
-    scale, zp = run(device, lambda be: be.calibrate(*args), lambda: native.calibrate(*args))
+    work = Work.elementwise(a.nbytes, 0)
+    scale, zp = run(device, lambda be: be.calibrate(*args), lambda: native.calibrate(*args), work)
     cell = a.size // max(1, scale.size)
     if str(method) in ("entropy", "kl") and 0 < cell < SPARSE_CELL:
         warnings.warn(
@@ -143,7 +145,8 @@ class Observer:
     def update(self, batch: Any) -> Observer:
         """Folds one batch in; returns self."""
         a = as_float_array(batch, "batch")
-        run(self.device, lambda be: be.observe(self._obs, a), lambda: self._obs.update(a))
+        work = Work.elementwise(a.nbytes, 0)
+        run(self.device, lambda be: be.observe(self._obs, a), lambda: self._obs.update(a), work)
         if self._shape is None:
             self._shape = a.shape
         return self

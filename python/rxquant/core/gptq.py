@@ -5,13 +5,15 @@ algorithm runs in the Rust core (see ``rust/src/gptq.rs``); this is its numpy fr
 from __future__ import annotations
 
 import math
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
 from . import native
 from .arrays import as_float_array
 from .calibration import options_spec
+from .costs import Work
+from .devices import run
 from .scheme import QParams, Scheme, check_fits
 
 
@@ -26,6 +28,7 @@ def gptq(
     method: str = "mse",
     pack: bool = False,
     f16_scales: bool = False,
+    device: Optional[str] = "auto",
 ) -> tuple[np.ndarray, QParams]:
     """GPTQ-quantizes ``w`` (``(out, in)``; a conv weight ``(out, in, kh, kw)`` is taken as
     ``(out, in*kh*kw)``) with ``hessian`` = ``2 XᵀX / N`` of the layer's inputs (``(in, in)``,
@@ -40,6 +43,11 @@ def gptq(
     ``H = I`` the result equals round-to-nearest with the same method. ``f16_scales`` rounds each
     scale to float16 as soon as it is chosen (as files store INT4 scales), so the codes are
     computed with the stored scale.
+
+    ``device``: where the block updates (``rows · in²`` flops) run; ``auto`` takes a GPU where its
+    measured figures predict it faster (:mod:`rxquant.core.costs`). The device adds the same
+    products in another order, so a weight within float32 rounding of a step may get the
+    neighbouring code (on random layers, under one code in a thousand).
     """
     s = Scheme.coerce(scheme)
     if not s.is_integer:
@@ -59,7 +67,7 @@ def gptq(
         )
     flat = flat_scheme(s, a.shape)
     w2 = np.ascontiguousarray(a.reshape(rows, cols), dtype=np.float32)
-    q, scale, zp, dead, damping = native.gptq(
+    args = (
         w2,
         flat.spec(),
         h,
@@ -71,18 +79,42 @@ def gptq(
         bool(pack),
         bool(f16_scales),
     )
+    q, scale, zp, dead, damping = run(
+        device,
+        lambda be: native.gptq(*args, be),
+        lambda: native.gptq(*args),
+        Work.gptq(rows, cols, int(block_size)),
+    )
     if not pack:
         q = q.reshape(a.shape)
     extra = {"method": f"gptq+{method}", "dead_inputs": int(dead), "damping": float(damping)}
     return q, QParams(s, scale.reshape(s.grid(a.shape)), zp.reshape(s.grid(a.shape)), a.shape, extra=extra)
 
 
-def output_error(w: Any, w_hat: Any, hessian: Any) -> float:
+def output_error(w: Any, w_hat: Any, hessian: Any, *, device: Optional[str] = "auto") -> float:
     """The layer's output error ``‖X (W − W')ᵀ‖² / N = tr((W − W') H (W − W')ᵀ) / 2`` for
-    ``H = 2 XᵀX / N`` (float32 products, float64 sum; rows in blocks)."""
+    ``H = 2 XᵀX / N`` (float32 products, float64 sum; rows in blocks). ``device``: where the
+    product runs (``auto`` by measured cost)."""
     a = as_float_array(w, "w")
     rows = a.shape[0]
     d = a.reshape(rows, -1).astype(np.float32) - np.asarray(w_hat, np.float32).reshape(rows, -1)
+    cols = d.shape[1]
+    h64 = np.ascontiguousarray(np.asarray(hessian, np.float64))
+    if h64.shape != (cols, cols):
+        raise ValueError(f"the Hessian has shape {h64.shape}; the weight has {cols} inputs")
+    d = np.ascontiguousarray(d)
+    return float(
+        run(
+            device,
+            lambda be: be.layer_error(d, h64),
+            lambda: _output_error_cpu(d, h64),
+            Work.layer_error(rows, cols),
+        )
+    )
+
+
+def _output_error_cpu(d: np.ndarray, hessian: np.ndarray) -> float:
+    rows = d.shape[0]
     h = np.asarray(hessian, np.float32)
     total = 0.0
     step = max(1, (1 << 22) // max(1, h.shape[0]))

@@ -16,6 +16,7 @@ import numpy as np
 from . import native
 from .arrays import as_code_array, as_float_array
 from .calibration import calibrate
+from .costs import Work
 from .devices import backend, run
 from .scheme import QParams, Scheme, check_fits
 
@@ -69,9 +70,13 @@ def quantize(
             raise ValueError("give either qparams or importance, not both")
         qparams = calibrate(a, "mse", s, importance=importance, ignore_nonfinite=ignore_nonfinite)
         device = "cpu"
-    on = _finite_on(device, a)
-    if qparams is None and (on in (None, "cpu") or a.dtype == np.float32):
+    out_bytes = (a.size + 1) // 2 if pack else a.size
+    if qparams is None and (
+        backend(device, Work.elementwise(a.nbytes, out_bytes)) is None or a.dtype == np.float32
+    ):
+        on = _finite_on(device, a, Work.elementwise(a.nbytes, out_bytes))
         return _quantize_minmax(a, s, pack, ignore_nonfinite, on)
+    on = _finite_on(device, a, Work.streamed(a.nbytes, out_bytes))
     if qparams is None:
         qparams = calibrate(a, "minmax", s, ignore_nonfinite=ignore_nonfinite, device=device)
     _check_qparams(qparams, a.shape, s)
@@ -83,7 +88,7 @@ def quantize(
     def on_cpu() -> np.ndarray:
         return native.quantize(a, spec, qp.scale, qp.zero_point, ignore_nonfinite, pack)
 
-    return run(on, on_device, on_cpu), qparams
+    return run(on, on_device, on_cpu, Work.streamed(a.nbytes, out_bytes)), qparams
 
 
 def _quantize_minmax(
@@ -99,14 +104,15 @@ def _quantize_minmax(
         device,
         lambda be: result(*be.quantize_minmax(a, s.spec(), pack)),
         lambda: result(*native.quantize_minmax(a, s.spec(), ignore_nonfinite, pack)),
+        Work.elementwise(a.nbytes, (a.size + 1) // 2 if pack else a.size),
     )
 
 
-def _finite_on(device: Optional[str], a: np.ndarray) -> Optional[str]:
+def _finite_on(device: Optional[str], a: np.ndarray, work: Work) -> Optional[str]:
     """``device``, or the CPU when ``a`` has NaN/Inf: the CPU path reports them (or handles them
     under ``ignore_nonfinite``) by its rules, which the element-wise kernels do not check. The
-    scan only runs when ``device`` resolves to an OpenCL device (``auto`` without a GPU skips it)."""
-    if backend(device) is None or bool(np.isfinite(a).all()):
+    scan only runs when ``device`` resolves to an OpenCL device for ``work``."""
+    if backend(device, work) is None or bool(np.isfinite(a).all()):
         return device
     return "cpu"
 
@@ -162,6 +168,7 @@ def dequantize(q: Any, qparams: QParams, *, packed: bool = False, device: Option
         "cpu" if packed else device,
         lambda be: be.dequantize(c, *args),
         lambda: native.dequantize(c, list(qparams.shape), *args, packed),
+        Work.elementwise(c.nbytes, 4 * c.size),
     )
 
 
@@ -190,10 +197,12 @@ def fake_quantize(
         qparams = calibrate(a, "minmax", s, ignore_nonfinite=ignore_nonfinite, device=device)
     _check_qparams(qparams, a.shape, s)
     args = (s.spec(), qparams.scale, qparams.zero_point)
+    work = Work.elementwise(a.nbytes, 5 * a.size)
     y, mask = run(
-        _finite_on(device, a),
+        _finite_on(device, a, work),
         lambda be: be.fake_quantize(a, *args),
         lambda: native.fake_quantize(a, *args, ignore_nonfinite, return_mask),
+        work,
     )
     return (y, mask) if return_mask else y
 
@@ -245,4 +254,5 @@ def metrics(x: Any, y: Any, *, device: Optional[str] = None) -> Metrics:
     1e-6 relative of the CPU's float64 sums.
     """
     a, b = as_float_array(x, "x"), as_float_array(y, "y")
-    return Metrics(**run(device, lambda be: be.metrics(a, b), lambda: native.metrics(a, b)))
+    work = Work.elementwise(a.nbytes + b.nbytes, 0)
+    return Metrics(**run(device, lambda be: be.metrics(a, b), lambda: native.metrics(a, b), work))

@@ -16,10 +16,11 @@ type GptqOut<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>, us
 /// GPTQ of a float32 `(out, in)` weight with a float64 `(in, in)` Hessian. Returns
 /// `(codes, scale, zero_point, dead_inputs, damping)`; codes as `quantize` returns them (int8 for
 /// signed grids, uint8 otherwise, packed uint8 with `pack`); `f16_scales` rounds scales to
-/// float16 as they are chosen. The GIL is released throughout.
+/// float16 as they are chosen. With `device` (an OpenCL device), the block updates run there.
+/// The GIL is released throughout.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (w, spec, hessian, damp, block_size, act_order, method, opts, pack, f16_scales))]
+#[pyo3(signature = (w, spec, hessian, damp, block_size, act_order, method, opts, pack, f16_scales, device=None))]
 pub fn gptq<'py>(
     py: Python<'py>,
     w: PyReadonlyArray2<'py, f32>,
@@ -32,6 +33,7 @@ pub fn gptq<'py>(
     opts: OptsSpec,
     pack: bool,
     f16_scales: bool,
+    device: Option<PyRef<'py, crate::opencl::OpenClDevice>>,
 ) -> PyResult<GptqOut<'py>> {
     let (rows, cols) = (w.shape()[0], w.shape()[1]);
     let scheme = parse(&spec)?;
@@ -45,8 +47,12 @@ pub fn gptq<'py>(
     };
     let (ws, hs) = (w.as_slice()?, hessian.as_slice()?);
     let mut info = (0, 0.0);
+    let be = device.as_ref().map(|d| d.backend());
     let (q, scale, zp) = codes_with_params(py, &[rows, cols], pack, |out| {
-        let g = rxquant::gptq(ws, rows, cols, hs, scheme, &opts)?;
+        let g = match be {
+            Some(b) => b.gptq(ws, rows, cols, hs, scheme, &opts)?,
+            None => rxquant::gptq(ws, rows, cols, hs, scheme, &opts)?,
+        };
         if pack {
             rxquant::pack::pack_code_bytes(&g.codes, out)?;
         } else {

@@ -54,7 +54,21 @@ pub fn opencl_devices<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         e.set_item("compute_units", d.compute_units)?;
         e.set_item("opencl_c_version", d.opencl_c_version)?;
         e.set_item("global_memory", d.global_memory)?;
+        e.set_item("driver_version", d.driver_version)?;
+        e.set_item("max_clock_mhz", d.max_clock_mhz)?;
         out.append(e)?;
     }
     Ok(out)
+}
+
+/// Measures the CPU path (INT8 quantize and a Hessian batch's `XᵀX` with the current threads),
+/// the figures `device="auto"` compares a device's with.
+#[pyfunction]
+pub fn measure_cpu<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    let f = crate::errors::detach(py, rxquant::gpu::measure::measure_cpu)?;
+    let d = PyDict::new(py);
+    d.set_item("quantize_gbs", f.quantize_gbs)?;
+    d.set_item("gemm_gflops", f.gemm_gflops)?;
+    d.set_item("threads", f.threads)?;
+    Ok(d)
 }

@@ -32,11 +32,24 @@ impl HessianObserver {
     }
 
     /// Folds a batch `(..., in)` in; float32/float16/float64. Safe from several threads at once.
-    fn update(&self, py: Python<'_>, x: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// With `device` (an OpenCL device), the batch's `XᵀX` is computed there.
+    #[pyo3(signature = (x, device=None))]
+    fn update(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        device: Option<PyRef<'_, crate::opencl::OpenClDevice>>,
+    ) -> PyResult<()> {
         let x = FloatArray::extract(x)?;
         let shape = x.shape();
         let shell = rxquant::HessianObserver { features: self.lock().features, sum: vec![], count: 0 };
-        let part = with_slice!(x, s => detach(py, || shell.partial(s, &shape)))?;
+        let part = match &device {
+            Some(d) => {
+                let be = d.backend();
+                with_slice!(x, s => detach(py, || be.hessian_partial(&shell, s, &shape)))?
+            }
+            None => with_slice!(x, s => detach(py, || shell.partial(s, &shape)))?,
+        };
         // The lock is taken with the GIL released: a thread waiting for it blocks no Python code.
         detach(py, || self.lock().add_owned(part))
     }

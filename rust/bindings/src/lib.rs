@@ -43,6 +43,7 @@ fn _rxquant(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<checkpoint::SafetensorsFile>()?;
     m.add_function(wrap_pyfunction!(gpu::rocm_status, m)?)?;
     m.add_function(wrap_pyfunction!(gpu::opencl_devices, m)?)?;
+    m.add_function(wrap_pyfunction!(gpu::measure_cpu, m)?)?;
     m.add_class::<opencl::OpenClDevice>()?;
     m.add("DeviceError", m.py().get_type::<errors::DeviceError>())?;
     Ok(())

@@ -7,6 +7,7 @@ use crate::errors::{detach, to_py};
 use crate::scheme::SchemeSpec;
 use numpy::{PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use rxquant::gpu::cl::{ClBackend, ClFloat};
 use rxquant::{ParamMap, QParams};
 
@@ -72,6 +73,57 @@ impl OpenClDevice {
     #[getter]
     fn exact_division(&self) -> bool {
         self.inner.exact_division
+    }
+
+    #[getter]
+    fn is_gpu(&self) -> bool {
+        self.inner.is_gpu
+    }
+
+    /// The matrix product's tiling: `(tile, depth, outputs per work-item side)`.
+    #[getter]
+    fn tiles(&self) -> (usize, usize, usize) {
+        let t = self.inner.tiles;
+        (t.tm, t.tk, t.wpt)
+    }
+
+    /// Measures this device (transfers, memory bandwidth, kernels, a streamed quantize, latency):
+    /// a dict of the figures, in GB/s, GFLOP/s and seconds.
+    fn measure<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let f = detach(py, || self.inner.measure())?;
+        let d = PyDict::new(py);
+        d.set_item("upload_gbs", f.upload_gbs)?;
+        d.set_item("download_gbs", f.download_gbs)?;
+        d.set_item("pageable_upload_gbs", f.pageable_upload_gbs)?;
+        d.set_item("memory_gbs", f.memory_gbs)?;
+        d.set_item("quantize_gbs", f.quantize_gbs)?;
+        d.set_item("gemm_gflops", f.gemm_gflops)?;
+        d.set_item("stream_gbs", f.stream_gbs)?;
+        d.set_item("latency_s", f.latency_s)?;
+        Ok(d)
+    }
+
+    /// Starts recording every upload, kernel and download's device time.
+    fn start_trace(&self) {
+        self.inner.start_trace()
+    }
+
+    /// The recorded commands as `(kind, seconds)`; stops the trace.
+    fn take_trace(&self, py: Python<'_>) -> PyResult<Vec<(String, f64)>> {
+        let t = detach(py, || self.inner.take_trace())?;
+        Ok(t.into_iter().map(|e| (e.kind, e.seconds)).collect())
+    }
+
+    /// `tr(D H Dᵀ) / 2` for float32 `d` `(out, in)` and float64 `hessian` `(in, in)`.
+    fn layer_error(
+        &self,
+        py: Python<'_>,
+        d: numpy::PyReadonlyArray2<'_, f32>,
+        hessian: numpy::PyReadonlyArray2<'_, f64>,
+    ) -> PyResult<f64> {
+        let (rows, cols) = (d.shape()[0], d.shape()[1]);
+        let (ds, hs) = (d.as_slice()?, hessian.as_slice()?);
+        detach(py, || self.inner.layer_error(ds, rows, cols, hs))
     }
 
     /// `calibrate(x, method, spec, opts, device=self)`: ranges and histograms on this device.

@@ -16,17 +16,19 @@ use crate::metrics::{Metrics, Sums};
 use crate::qparams::QParams;
 use crate::range::Ranges;
 use crate::scheme::Scheme;
-use opencl3::command_queue::CommandQueue;
+use opencl3::command_queue::{CommandQueue, CL_QUEUE_PROFILING_ENABLE};
 use opencl3::context::Context;
 use opencl3::device::Device;
+use opencl3::event::Event;
 use opencl3::kernel::{ExecuteKernel, Kernel};
 use opencl3::memory::{Buffer, CL_MEM_READ_WRITE};
 use opencl3::program::Program;
 use opencl3::types::{cl_float, cl_int, cl_uchar, cl_uint, cl_ulong, CL_BLOCKING};
 use std::ptr;
 
-/// The kernels' source, compiled at run time for the chosen device.
-pub const SOURCE: &str = include_str!("kernels/quant.cl");
+/// The kernels' source, compiled at run time for the chosen device: the element-wise kernels and
+/// the tiled matrix product ([`super::matrix`]).
+pub const SOURCE: &str = concat!(include_str!("kernels/quant.cl"), include_str!("kernels/matrix.cl"));
 /// Work-items per launch: keeps global sizes far below 2^32 whatever the tensor size, and u32
 /// device counters from overflowing. A power of two, so every launch is whole work-groups.
 const LAUNCH: usize = 1 << 24;
@@ -57,12 +59,27 @@ pub struct ClBackend {
     pub exact_division: bool,
     /// Local memory per work-group, in bytes (bounds the histogram bins).
     pub local_memory: u64,
-    context: Context,
-    queue: CommandQueue,
-    program: Program,
+    /// Whether the device is a GPU (not a CPU platform such as PoCL).
+    pub is_gpu: bool,
+    /// The matrix product's tiling (from the work-group limit and local memory).
+    pub tiles: super::matrix::Tiles,
+    pub(super) context: Context,
+    pub(super) queue: CommandQueue,
+    pub(super) program: Program,
+    /// Device buffers and pinned staging kept between streamed calls ([`super::stream`]).
+    pub(super) lanes: std::sync::Mutex<Option<super::stream::Lanes>>,
+    /// Profiling events recorded while a trace is on ([`ClBackend::start_trace`]).
+    trace: std::sync::Mutex<Option<Vec<(String, Event)>>>,
 }
 
-fn cl_err(what: &str) -> impl Fn(opencl3::error_codes::ClError) -> Error + '_ {
+/// One traced device command: `kind` is `upload`, `download` or the kernel's name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceEntry {
+    pub kind: String,
+    pub seconds: f64,
+}
+
+pub(super) fn cl_err(what: &str) -> impl Fn(opencl3::error_codes::ClError) -> Error + '_ {
     move |e| Error::Device(format!("OpenCL {what} failed: {e}"))
 }
 
@@ -94,37 +111,73 @@ impl ClBackend {
         let device = Device::new(id);
         let context = Context::from_device(&device).map_err(cl_err("context creation"))?;
         #[allow(deprecated)]
-        let queue = CommandQueue::create_default(&context, 0).map_err(cl_err("queue creation"))?;
+        let queue = CommandQueue::create_default(&context, CL_QUEUE_PROFILING_ENABLE)
+            .map_err(cl_err("queue creation"))?;
+        let limit = device.max_work_group_size().unwrap_or(64).max(1);
+        let local_memory = device.local_mem_size().unwrap_or(32 << 10);
+        let is_gpu = device.dev_type().map(|t| t & opencl3::device::CL_DEVICE_TYPE_GPU != 0).unwrap_or(false);
+        let tiles = super::matrix::Tiles::for_device(limit, local_memory, is_gpu);
+        let defines = tiles.defines();
         let (program, exact_division) = match Program::create_and_build_from_source(
             &context,
             SOURCE,
-            "-cl-fp32-correctly-rounded-divide-sqrt",
+            &format!("-cl-fp32-correctly-rounded-divide-sqrt {defines}"),
         ) {
             Ok(p) => (p, true),
             Err(_) => (
-                Program::create_and_build_from_source(&context, SOURCE, "")
+                Program::create_and_build_from_source(&context, SOURCE, &defines)
                     .map_err(|log| Error::Device(format!("OpenCL program build failed: {log}")))?,
                 false,
             ),
         };
-        let limit = device.max_work_group_size().unwrap_or(64).max(1);
         let work_group = 1usize << work_group.clamp(1, limit).ilog2();
         Ok(ClBackend {
             device_name: device.name().unwrap_or_default(),
             work_group,
             exact_division,
-            local_memory: device.local_mem_size().unwrap_or(32 << 10),
+            local_memory,
+            is_gpu,
+            tiles,
             context,
             queue,
             program,
+            lanes: std::sync::Mutex::new(None),
+            trace: std::sync::Mutex::new(None),
         })
     }
 
-    fn kernel(&self, name: &str) -> Result<Kernel> {
+    /// Starts recording the device time of every upload, kernel and download (profiling
+    /// events), dropping what an earlier trace held.
+    pub fn start_trace(&self) {
+        *self.trace.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
+    }
+
+    /// Stops the trace and returns its commands in order (device time from start to end).
+    pub fn take_trace(&self) -> Result<Vec<TraceEntry>> {
+        let events = self.trace.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
+        events
+            .iter()
+            .map(|(kind, e)| {
+                e.wait().map_err(cl_err("event wait"))?;
+                let start = e.profiling_command_start().map_err(cl_err("profiling"))?;
+                let end = e.profiling_command_end().map_err(cl_err("profiling"))?;
+                Ok(TraceEntry { kind: kind.clone(), seconds: end.saturating_sub(start) as f64 * 1e-9 })
+            })
+            .collect()
+    }
+
+    /// Keeps `event` for the trace, if one is on.
+    pub(super) fn record(&self, kind: impl FnOnce() -> String, event: Event) {
+        if let Some(t) = self.trace.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            t.push((kind(), event));
+        }
+    }
+
+    pub(super) fn kernel(&self, name: &str) -> Result<Kernel> {
         Kernel::create(&self.program, name).map_err(cl_err("kernel creation"))
     }
 
-    fn upload<T: Copy>(&self, data: &[T]) -> Result<Buffer<T>> {
+    pub(super) fn upload<T: Copy>(&self, data: &[T]) -> Result<Buffer<T>> {
         // SAFETY: a fresh buffer of `data.len()` elements, written before any kernel reads it.
         unsafe {
             let mut b =
@@ -137,7 +190,7 @@ impl ClBackend {
         }
     }
 
-    fn output<T>(&self, n: usize) -> Result<Buffer<T>> {
+    pub(super) fn output<T>(&self, n: usize) -> Result<Buffer<T>> {
         // SAFETY: allocation only; kernels write every element that is read back.
         unsafe {
             Buffer::<T>::create(&self.context, CL_MEM_READ_WRITE, n.max(1), ptr::null_mut())
@@ -145,59 +198,72 @@ impl ClBackend {
         }
     }
 
-    fn download<T: Copy>(&self, b: &Buffer<T>, out: &mut [T]) -> Result<()> {
+    pub(super) fn download<T: Copy>(&self, b: &Buffer<T>, out: &mut [T]) -> Result<()> {
         if out.is_empty() {
             return Ok(());
         }
-        // SAFETY: `out` has the buffer's length; the read blocks until done.
-        unsafe { self.queue.enqueue_read_buffer(b, CL_BLOCKING, 0, out, &[]) }.map_err(cl_err("download"))?;
+        // SAFETY: `out` fits the buffer; the read blocks until done.
+        let e = unsafe { self.queue.enqueue_read_buffer(b, CL_BLOCKING, 0, out, &[]) }
+            .map_err(cl_err("download"))?;
+        self.record(|| "download".into(), e);
         Ok(())
     }
 
     /// Enqueues `k` over `items` work-items (rounded up to whole work-groups); `set` sets every
     /// argument.
-    fn enqueue(&self, k: &Kernel, items: usize, set: impl FnOnce(&mut ExecuteKernel)) -> Result<()> {
+    pub(super) fn enqueue(
+        &self,
+        k: &Kernel,
+        items: usize,
+        set: impl FnOnce(&mut ExecuteKernel),
+    ) -> Result<()> {
         let wg = self.work_group;
         let mut e = ExecuteKernel::new(k);
         set(&mut e);
         // SAFETY: every argument of the kernel was set by `set`, with buffers that outlive the launch.
-        unsafe {
+        let ev = unsafe {
             e.set_global_work_size(items.div_ceil(wg) * wg)
                 .set_local_work_size(wg)
                 .enqueue_nd_range(&self.queue)
         }
         .map_err(cl_err("kernel launch"))?;
+        self.record(|| k.function_name().unwrap_or_default(), ev);
         Ok(())
     }
 
     /// Runs `k` over `n` items in chunked launches; `set` sets every argument, given the
     /// chunk's first index.
-    fn launch(&self, k: &Kernel, n: usize, set: impl Fn(&mut ExecuteKernel, cl_ulong)) -> Result<()> {
+    pub(super) fn launch(
+        &self,
+        k: &Kernel,
+        n: usize,
+        set: impl Fn(&mut ExecuteKernel, cl_ulong),
+    ) -> Result<()> {
         for base in (0..n).step_by(LAUNCH) {
             self.enqueue(k, (n - base).min(LAUNCH), |e| set(e, base as cl_ulong))?;
         }
         self.queue.finish().map_err(cl_err("finish"))
     }
 
-    fn write<T: Copy>(&self, b: &mut Buffer<T>, data: &[T]) -> Result<()> {
+    pub(super) fn write<T: Copy>(&self, b: &mut Buffer<T>, data: &[T]) -> Result<()> {
         // SAFETY: `data` fits the buffer; the write blocks until done.
-        unsafe { self.queue.enqueue_write_buffer(b, CL_BLOCKING, 0, data, &[]) }.map_err(cl_err("upload"))?;
+        let e = unsafe { self.queue.enqueue_write_buffer(b, CL_BLOCKING, 0, data, &[]) }
+            .map_err(cl_err("upload"))?;
+        self.record(|| "upload".into(), e);
         Ok(())
     }
 
-    fn layout(map: &ParamMap) -> (cl_ulong, cl_ulong, cl_ulong, cl_int) {
+    pub(super) fn layout(map: &ParamMap) -> (cl_ulong, cl_ulong, cl_ulong, cl_int) {
         (map.dim as cl_ulong, map.inner as cl_ulong, map.group as cl_ulong, map.per_group as cl_int)
     }
 
-    /// Quantizes `x` into one byte per element (two's complement for signed grids).
+    /// Quantizes `x` into one byte per element (two's complement for signed grids), streamed
+    /// through pinned buffers ([`super::stream`]).
     pub fn quantize<T: ClFloat>(&self, x: &[T], map: &ParamMap, qp: &QParams, out: &mut [u8]) -> Result<()> {
         if x.len() != out.len() {
             return Err(Error::Shape(format!("input {}, output {}", x.len(), out.len())));
         }
-        match self.codes(x, map, qp)? {
-            Some(bq) => self.download(&bq, out),
-            None => Ok(()),
-        }
+        self.checked_stream(x, map, qp, false, out)
     }
 
     /// Quantizes `x` to INT4 and packs the codes two to a byte on the device, so only the packed
@@ -212,26 +278,29 @@ impl ClBackend {
         if qp.scheme.precision.bits() != 4 || out.len() != x.len().div_ceil(2) {
             return Err(Error::Shape(format!("packing needs INT4 and {} bytes", x.len().div_ceil(2))));
         }
-        match self.codes(x, map, qp)? {
-            Some(bq) => self.pack_buffer(&bq, x.len(), out),
-            None => Ok(()),
-        }
+        self.checked_stream(x, map, qp, true, out)
     }
 
-    /// The codes of `x` in a device buffer (None for an empty input).
-    fn codes<T: ClFloat>(&self, x: &[T], map: &ParamMap, qp: &QParams) -> Result<Option<Buffer<cl_uchar>>> {
+    fn checked_stream<T: ClFloat>(
+        &self,
+        x: &[T],
+        map: &ParamMap,
+        qp: &QParams,
+        pack: bool,
+        out: &mut [u8],
+    ) -> Result<()> {
         qp.validate(map)?;
         if x.len() != map.len {
             return Err(Error::Shape(format!("input {}, shape {}", x.len(), map.len)));
         }
         if x.is_empty() {
-            return Ok(None);
+            return Ok(());
         }
-        self.codes_in::<T>(&self.upload(x)?, x.len(), map, qp).map(Some)
+        self.stream_codes(x, map, qp, pack, out)
     }
 
     /// The codes of `len > 0` values already on the device (parameters checked by the caller).
-    fn codes_in<T: ClFloat>(
+    pub(super) fn codes_in<T: ClFloat>(
         &self,
         bx: &Buffer<T>,
         len: usize,
@@ -245,7 +314,8 @@ impl ClBackend {
         let (qmin, qmax) = qp.scheme.qrange();
         let n = len as cl_ulong;
         self.launch(&k, len, |e, base| unsafe {
-            e.set_arg(bx).set_arg(&bo).set_arg(&bs).set_arg(&bz).set_arg(&base).set_arg(&n).set_arg(&dim);
+            e.set_arg(bx).set_arg(&bo).set_arg(&bs).set_arg(&bz).set_arg(&base).set_arg(&0u64).set_arg(&n);
+            e.set_arg(&dim);
             e.set_arg(&inner)
                 .set_arg(&group)
                 .set_arg(&per_group)
@@ -365,7 +435,7 @@ impl ClBackend {
     }
 
     /// Packs `n` codes of a device buffer and downloads the `ceil(n / 2)` bytes into `out`.
-    fn pack_buffer(&self, codes: &Buffer<cl_uchar>, n: usize, out: &mut [u8]) -> Result<()> {
+    pub(super) fn pack_buffer(&self, codes: &Buffer<cl_uchar>, n: usize, out: &mut [u8]) -> Result<()> {
         let bo = self.output::<cl_uchar>(out.len())?;
         let k = self.kernel("pack_int4")?;
         let n = n as cl_ulong;

@@ -17,6 +17,10 @@ pub struct ClDevice {
     pub compute_units: u32,
     pub opencl_c_version: String,
     pub global_memory: u64,
+    /// Maximum clock (MHz), for peak-throughput estimates.
+    pub max_clock_mhz: u32,
+    /// The driver's version string (a new driver invalidates cached measurements).
+    pub driver_version: String,
 }
 
 /// The OpenCL platforms, or why there are none (no loader library, no driver registered).
@@ -48,6 +52,8 @@ pub fn devices() -> Result<Vec<ClDevice>, String> {
                 compute_units: d.max_compute_units().unwrap_or(0),
                 opencl_c_version: d.opencl_c_version().unwrap_or_default(),
                 global_memory: d.global_mem_size().unwrap_or(0),
+                driver_version: d.driver_version().unwrap_or_default(),
+                max_clock_mhz: d.max_clock_frequency().unwrap_or(0),
             });
         }
     }

@@ -1,6 +1,8 @@
 // rxquant OpenCL kernels. OpenCL C 1.1/1.2 only (Mesa Clover, rusticl, AMD legacy, PoCL):
 // no generic address space, no 64-bit atomics, fp16 only through vload_half.
 // Element indices are 64-bit (ulong); launches are chunked on the host, each with a `base`.
+// The quantize kernels also take `off`, the element index of their buffers' first value, so that a
+// tensor can stream through the device in chunks (rust/src/gpu/stream.rs) with whole-tensor indices.
 //
 // Parameter layout (rust/src/layout.rs): the tensor is (outer, dim, inner) around the quantized
 // axis; per channel the parameter is the index along dim; per group (per tensor is one group of
@@ -25,21 +27,21 @@ inline int code_of(float v, float s, int z, int qmin, int qmax) {
 }
 
 __kernel void quantize_f32(__global const float* x, __global uchar* out, __global const float* scale,
-                           __global const int* zp, ulong base, ulong n, ulong dim, ulong inner,
+                           __global const int* zp, ulong base, ulong off, ulong n, ulong dim, ulong inner,
                            ulong group, int per_group, int qmin, int qmax) {
     ulong i = base + get_global_id(0);
     if (i >= n) return;
     ulong p = param_index(i, dim, inner, group, per_group);
-    out[i] = (uchar)(code_of(x[i], scale[p], zp[p], qmin, qmax) & 0xFF);
+    out[i - off] = (uchar)(code_of(x[i - off], scale[p], zp[p], qmin, qmax) & 0xFF);
 }
 
 __kernel void quantize_f16(__global const half* x, __global uchar* out, __global const float* scale,
-                           __global const int* zp, ulong base, ulong n, ulong dim, ulong inner,
+                           __global const int* zp, ulong base, ulong off, ulong n, ulong dim, ulong inner,
                            ulong group, int per_group, int qmin, int qmax) {
     ulong i = base + get_global_id(0);
     if (i >= n) return;
     ulong p = param_index(i, dim, inner, group, per_group);
-    out[i] = (uchar)(code_of(vload_half(i, x), scale[p], zp[p], qmin, qmax) & 0xFF);
+    out[i - off] = (uchar)(code_of(vload_half(i - off, x), scale[p], zp[p], qmin, qmax) & 0xFF);
 }
 
 // (q - z) * s; `is_signed` reads the byte as two's complement.
