@@ -6,6 +6,7 @@ shapes), in bfloat16 by default. It is generated tensor by tensor and deleted af
 Targets: quantize under 1 GiB; analyze and plan under 1.5 GiB.
 
 Run: python benches/streaming_memory.py [--gib 4] [--dtype bf16|f32] [--dir /tmp] [--only plan]
+     [--write-docs]   (puts the lines it prints into docs/performance.md's memory section)
 """
 
 from __future__ import annotations
@@ -24,6 +25,39 @@ import time
 import numpy as np
 
 SHAPES = ((4096, 4096), (11008, 4096))
+#: The lines between these markers of docs/performance.md belong to this script (benches/compare.py
+#: keeps them when it rewrites the rest).
+BEGIN, END = "<!-- streaming_memory.py: begin -->", "<!-- streaming_memory.py: end -->"
+
+
+def write_docs(lines: list[str]) -> None:
+    """Replaces (or appends) the memory section of docs/performance.md."""
+    from rxquant.core.atomic import atomic_open
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "performance.md")
+    text = open(path, encoding="utf-8").read() if os.path.exists(path) else "# Performance\n"
+    cpus = os.cpu_count()
+    section = "\n".join(
+        [
+            BEGIN,
+            "## Peak memory of whole checkpoints",
+            "",
+            f"`python benches/streaming_memory.py --write-docs` ({cpus} logical CPUs; each command a new "
+            "process, peak resident memory by `/usr/bin/time -v`):",
+            "",
+            "```",
+            *lines,
+            "```",
+            END,
+        ]
+    )
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + section + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    with atomic_open(path) as f:
+        f.write(text)
 
 
 def bf16_bytes(a: np.ndarray) -> bytes:
@@ -86,17 +120,20 @@ def main() -> None:
     ap.add_argument("--precision", default="int8", help="quantize: the precision")
     ap.add_argument("--method", default=None, help="calibration method (default: the CLI's)")
     ap.add_argument("--only", choices=["quantize", "analyze", "plan"], action="append")
+    ap.add_argument("--write-docs", action="store_true", help="update docs/performance.md")
     args = ap.parse_args()
+    printed: list[str] = []
     work = tempfile.mkdtemp(prefix="rxquant-stream-", dir=args.dir)
     try:
         src = os.path.join(work, "big.safetensors")
         t = time.perf_counter()
         size, n = generate(src, args.gib, args.dtype)
         took = time.perf_counter() - t
-        print(
+        printed.append(
             f"generated {size / 2**30:.2f} GiB ({n} {args.dtype} tensors of 4096x4096 and 11008x4096) "
             f"in {took:.1f} s"
         )
+        print(printed[-1])
         rx = [sys.executable, "-m", "rxquant"]
         method = ["--method", args.method] if args.method else []
         runs = {
@@ -117,12 +154,15 @@ def main() -> None:
                 continue
             elapsed, peak, how = measure(cmd)
             shown = " ".join(cmd[3:]).replace(src, "big.safetensors").replace(work + os.sep, "")
-            print(
+            printed.append(
                 f"rxquant {shown}: {elapsed:.1f} s, peak resident memory {peak:.3f} GiB ({how}; "
                 f"target < {target} GiB)"
             )
+            print(printed[-1])
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if args.write_docs:
+        write_docs(printed)
 
 
 if __name__ == "__main__":

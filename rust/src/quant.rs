@@ -113,14 +113,16 @@ fn map_run<T: Copy, O>(
     q: (i32, i32),
     f: impl Fn(T, Param) -> (O, bool),
 ) -> usize {
-    let mut bad = 0usize;
+    // Counted in u32 lanes (a run is at most one chunk): a usize counter would make the
+    // vectorized loop widen every flag to 64 bits.
+    let mut bad = 0u32;
     match run {
         Run::Const(p) => {
             let k = Param::new(qp, p, q.0, q.1);
             for (o, &v) in out.iter_mut().zip(x) {
                 let (r, b) = f(v, k);
                 *o = r;
-                bad += b as usize;
+                bad += b as u32;
             }
         }
         Run::Seq(p) => {
@@ -129,11 +131,11 @@ fn map_run<T: Copy, O>(
             for (((o, &v), &s), &z) in out.iter_mut().zip(x).zip(s).zip(z) {
                 let (r, b) = f(v, Param { s, z, lo: (q.0 - z) as f32, hi: (q.1 - z) as f32 });
                 *o = r;
-                bad += b as usize;
+                bad += b as u32;
             }
         }
     }
-    bad
+    bad as usize
 }
 
 /// Quantizes one run; returns its non-finite count.

@@ -94,13 +94,18 @@ pub fn zeros<'py, T: numpy::Element>(py: Python<'py>, shape: &[usize]) -> Bound<
     PyArrayDyn::zeros(py, numpy::IxDyn(shape), false)
 }
 
-/// Fills a new array of `shape` with `f(slice)` run with the GIL released.
+/// Fills a new array of `shape` with `f(slice)` run with the GIL released. `f` writes every
+/// element (the array is returned only when it succeeds), so the memory is not zeroed first:
+/// `calloc`'s zeroing or fresh pages cost as much as a fast kernel's own pass, and an allocation
+/// the allocator reuses has its pages mapped already.
 pub fn fill<'py, T: numpy::Element + Send>(
     py: Python<'py>,
     shape: &[usize],
     f: impl FnOnce(&mut [T]) -> rxquant::Result<()> + Send,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let out = zeros::<T>(py, shape);
+    // SAFETY: the array is not readable from Python until `f` has written every element; on an
+    // error it is dropped unread.
+    let out = unsafe { PyArrayDyn::<T>::new(py, numpy::IxDyn(shape), false) };
     {
         let mut rw = out.readwrite();
         let slice = rw.as_slice_mut()?;
