@@ -217,14 +217,23 @@ impl ClBackend {
         items: usize,
         set: impl FnOnce(&mut ExecuteKernel),
     ) -> Result<()> {
+        self.enqueue_on(&self.queue, k, items, set)
+    }
+
+    /// [`ClBackend::enqueue`] on another queue of this context (the streaming lanes').
+    pub(super) fn enqueue_on(
+        &self,
+        queue: &CommandQueue,
+        k: &Kernel,
+        items: usize,
+        set: impl FnOnce(&mut ExecuteKernel),
+    ) -> Result<()> {
         let wg = self.work_group;
         let mut e = ExecuteKernel::new(k);
         set(&mut e);
         // SAFETY: every argument of the kernel was set by `set`, with buffers that outlive the launch.
         let ev = unsafe {
-            e.set_global_work_size(items.div_ceil(wg) * wg)
-                .set_local_work_size(wg)
-                .enqueue_nd_range(&self.queue)
+            e.set_global_work_size(items.div_ceil(wg) * wg).set_local_work_size(wg).enqueue_nd_range(queue)
         }
         .map_err(cl_err("kernel launch"))?;
         self.record(|| k.function_name().unwrap_or_default(), ev);

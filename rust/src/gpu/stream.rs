@@ -13,7 +13,7 @@ use crate::layout::ParamMap;
 use crate::qparams::QParams;
 use opencl3::command_queue::{CommandQueue, CL_QUEUE_PROFILING_ENABLE};
 use opencl3::event::Event;
-use opencl3::kernel::{ExecuteKernel, Kernel};
+use opencl3::kernel::Kernel;
 use opencl3::memory::{Buffer, CL_MAP_READ, CL_MAP_WRITE, CL_MEM_ALLOC_HOST_PTR, CL_MEM_READ_WRITE};
 use opencl3::types::{cl_int, cl_mem, cl_ulong, CL_BLOCKING, CL_NON_BLOCKING};
 use std::ptr;
@@ -155,25 +155,6 @@ fn drain(be: &ClBackend, lane: &mut Lane, out: &mut [u8]) -> Result<()> {
     Ok(())
 }
 
-fn launch(
-    be: &ClBackend,
-    q: &CommandQueue,
-    k: &Kernel,
-    items: usize,
-    set: impl FnOnce(&mut ExecuteKernel),
-) -> Result<()> {
-    let wg = be.work_group;
-    let mut e = ExecuteKernel::new(k);
-    set(&mut e);
-    // SAFETY: `set` sets every argument, with buffers that outlive the launch (the lanes).
-    let ev = unsafe {
-        e.set_global_work_size(items.div_ceil(wg) * wg).set_local_work_size(wg).enqueue_nd_range(q)
-    }
-    .map_err(cl_err("kernel launch"))?;
-    be.record(|| k.function_name().unwrap_or_default(), ev);
-    Ok(())
-}
-
 impl ClBackend {
     /// Codes of `x` (one byte each, or INT4 packed two to a byte when `pack`) into `out`,
     /// streamed through the device in chunks of [`CHUNK`] values (see the module docs).
@@ -239,14 +220,14 @@ impl ClBackend {
             .map_err(cl_err("upload"))?;
             self.record(|| "upload".into(), up);
             let (base, end) = (start as cl_ulong, (start + len) as cl_ulong);
-            launch(self, q, kernel, len, |e| unsafe {
+            self.enqueue_on(q, kernel, len, |e| unsafe {
                 e.set_arg(&lane.input).set_arg(&lane.codes).set_arg(&scale).set_arg(&zero);
                 e.set_arg(&base).set_arg(&base).set_arg(&end).set_arg(&dim).set_arg(&inner);
                 e.set_arg(&group).set_arg(&per_group).set_arg(&qmin).set_arg(&qmax);
             })?;
             let (result, bytes, at) = if pack {
                 let (zero_base, count) = (0 as cl_ulong, len as cl_ulong);
-                launch(self, q, &lanes.pack, len.div_ceil(2), |e| unsafe {
+                self.enqueue_on(q, &lanes.pack, len.div_ceil(2), |e| unsafe {
                     e.set_arg(&lane.codes).set_arg(&lane.packed).set_arg(&zero_base).set_arg(&count);
                 })?;
                 (&lane.packed, len.div_ceil(2), start / 2)
