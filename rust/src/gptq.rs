@@ -249,9 +249,11 @@ impl ColumnCodec for SchemeCodec<'_> {
 
 /// The inputs of the column sweep: the weight with dead inputs zeroed, the quantization order
 /// and `U`.
-pub(crate) struct Prepared {
+pub(crate) struct Prepared<'a> {
     /// The weight (row-major `rows × cols`) with dead inputs' columns set to 0.
-    pub wd: Vec<f32>,
+    /// The weight with dead inputs zeroed (borrowed when there are none: no 4-byte-per-weight
+    /// copy of a layer that needs no change).
+    pub wd: std::borrow::Cow<'a, [f32]>,
     pub order: Vec<usize>,
     u: Vec<f32>,
     pub dead_inputs: usize,
@@ -259,13 +261,13 @@ pub(crate) struct Prepared {
 }
 
 /// Checks `w` and `hessian`, zeroes dead inputs, orders the columns and factors `H⁻¹`.
-pub(crate) fn prepare(
-    w: &[f32],
+pub(crate) fn prepare<'a>(
+    w: &'a [f32],
     rows: usize,
     cols: usize,
     hessian: &[f64],
     opts: &GptqOptions,
-) -> Result<Prepared> {
+) -> Result<Prepared<'a>> {
     if w.len() != rows * cols {
         return Err(Error::Shape(format!(
             "weight has {} values, shape ({rows}, {cols}) has {}",
@@ -307,9 +309,10 @@ pub(crate) fn prepare(
     }
     let dead: Vec<bool> = diag.iter().map(|&d| d == 0.0).collect();
     let dead_inputs = dead.iter().filter(|&&d| d).count();
-    let mut wd = w.to_vec();
+    let mut wd = std::borrow::Cow::Borrowed(w);
     if dead_inputs > 0 {
-        wd.par_chunks_mut(cols.max(1))
+        wd.to_mut()
+            .par_chunks_mut(cols.max(1))
             .for_each(|row| row.iter_mut().zip(&dead).filter(|(_, &d)| d).for_each(|(v, _)| *v = 0.0));
     }
     let mut order: Vec<usize> = (0..cols).collect();
@@ -332,7 +335,7 @@ pub(crate) fn prepare(
 /// reaches them (so `g` columns are contiguous in the order). Returns the codes, row-major in the
 /// weight's own column order.
 pub(crate) fn sweep<C: ColumnCodec>(
-    prep: Prepared,
+    prep: Prepared<'_>,
     rows: usize,
     cols: usize,
     groups: Option<usize>,
@@ -358,6 +361,9 @@ pub(crate) fn sweep<C: ColumnCodec>(
     let sub = groups.map_or(SUB_BLOCK, |g| gcd(SUB_BLOCK, g));
     let mut codes_t = vec![0u8; cols * rows];
     let mut err = vec![0f32; block.min(cols) * rows];
+    // One group's weights, row-major, reused by every group (a fresh 2 MiB buffer per group of a
+    // 4096-row layer would fault in its pages each time).
+    let mut cell = Vec::new();
     for i1 in (0..cols).step_by(block) {
         let i2 = (i1 + block).min(cols);
         if let Some(d) = device.as_deref_mut() {
@@ -369,7 +375,7 @@ pub(crate) fn sweep<C: ColumnCodec>(
                 if s0 % g == 0 {
                     // A group starts on a sub-block boundary, where every column of the block is
                     // up to date.
-                    let mut cell = vec![0f32; rows * g];
+                    cell.resize(rows * g, 0.0);
                     transpose_into(&mut cell, g, |k, r| wt[(s0 + k) * rows + r]);
                     codec.choose(order[s0], &cell)?;
                 }
@@ -523,7 +529,7 @@ fn inverse_upper_factor(
     dead: &[bool],
     damping: f64,
 ) -> Result<Vec<f32>> {
-    let u = factor::<f32>(h, n, order, dead, damping, |v| v as f32, |v| v)
+    let u = factor_f32(h, n, order, dead, damping)
         .or_else(|_| factor::<f64>(h, n, order, dead, damping, |v| v, |v| v as f32))?;
     if let Some(i) = (0..n).find(|&i| !(u[i * n + i].is_finite() && u[i * n + i] > 0.0)) {
         return Err(Error::Invalid(format!(
@@ -536,15 +542,16 @@ fn inverse_upper_factor(
 
 /// [`inverse_upper_factor`] in precision `T`: `K = J P H P J` (index `i` of `K` is
 /// `order[n - 1 - i]`), `K = M Mᵀ`, `U = J M⁻¹ J`.
-fn factor<T: faer::traits::RealField + Copy>(
+/// The Cholesky factor of `J H J` (`J` reverses the quantization order), dampened, dead inputs
+/// set to the identity.
+fn reversed_llt<T: faer::traits::RealField + Copy>(
     h: &[f64],
     n: usize,
     order: &[usize],
     dead: &[bool],
     damping: f64,
     to: fn(f64) -> T,
-    back: fn(T) -> f32,
-) -> Result<Vec<f32>> {
+) -> Result<faer::linalg::solvers::Llt<T>> {
     let at = |i: usize| order[n - 1 - i];
     // faer fills column by column: reading H[b][a] (H is symmetric) walks a row of H in order.
     let k = Mat::<T>::from_fn(n, n, |i, j| {
@@ -557,13 +564,35 @@ fn factor<T: faer::traits::RealField + Copy>(
             h[b * n + a]
         })
     });
-    let llt = k.llt(Side::Lower).map_err(|_| {
+    k.llt(Side::Lower).map_err(|_| {
         Error::Invalid(format!(
             "the Hessian is not positive definite after dampening by {damping:e}; raise damp (or check that it is \
              2 XᵀX / N of the layer's inputs)"
         ))
-    })?;
-    drop(k);
+    })
+}
+
+/// [`factor`] in f32 without the intermediate inverse: `U` (row-major) is `Vᵀ` for the
+/// column-major `V = J (M⁻¹)ᵀ J`, the inverse of the lower-triangular `J Mᵀ J`, so the inverse is
+/// written straight into `U`'s buffer (one `n²` buffer and one pass fewer than [`factor`]).
+fn factor_f32(h: &[f64], n: usize, order: &[usize], dead: &[bool], damping: f64) -> Result<Vec<f32>> {
+    let llt = reversed_llt(h, n, order, dead, damping, |v| v as f32)?;
+    let mut u = vec![0f32; n * n];
+    let src = llt.L().transpose().reverse_rows_and_cols();
+    invert_lower_triangular(MatMut::from_column_major_slice_mut(&mut u, n, n), src, Par::rayon(0));
+    Ok(u)
+}
+
+fn factor<T: faer::traits::RealField + Copy>(
+    h: &[f64],
+    n: usize,
+    order: &[usize],
+    dead: &[bool],
+    damping: f64,
+    to: fn(f64) -> T,
+    back: fn(T) -> f32,
+) -> Result<Vec<f32>> {
+    let llt = reversed_llt(h, n, order, dead, damping, to)?;
     let mut m_inv = Mat::<T>::zeros(n, n);
     invert_lower_triangular(m_inv.as_mut(), llt.L(), Par::rayon(0));
     drop(llt);
