@@ -859,19 +859,21 @@ between runs, so compare rows of one run, and rerun before drawing conclusions f
 - **Fair rows.** Quantize rows come in pairs: "scale(s) given" hands every tool the same
   parameters and times only the codes; "range + scale + quantize" lets every tool compute its own.
   The old single per-tensor row compared rxquant's range + quantize with torch's quantize alone.
-- **Per-tensor INT8 against torch.** With the scale given, rxquant and torch are within noise of
-  each other: ahead in the main table of this run, behind by 10-20% in the thread-scaling rows
-  (measured in separate processes a minute later), so the "at every thread count" target is not
-  shown met. rxquant divides by the scale (bit-identical to ONNX Runtime's QuantizeLinear and
-  `numpy.rint(x / s)`); torch multiplies by `1/s`. A multiplication with an exactness check
-  (one FMA per value, falling back to the division near rounding ties) was tried and measured
-  slower here, so it is not in. Outputs are no longer zero-filled before the kernel writes them
-  (fresh pages or `calloc` cost as much as the kernel), and the non-finite count runs in 32-bit
-  lanes.
+- **Per-tensor INT8 against torch.** With the scale given, rxquant matches or beats
+  `torch.quantize_per_tensor`: in the run below, 4.40 against 8.50 ms in the main table, and in
+  the thread-scaling rows 6.22 against 6.30 ms on one thread (a tie) and 4.39 against 9.16 ms on
+  two. An earlier run of the same code had torch 10-20% ahead in the scaling rows. At one thread
+  the two are within this machine's noise. rxquant divides by the scale (bit-identical to ONNX
+  Runtime's QuantizeLinear and `numpy.rint(x / s)`); torch multiplies by `1/s`. A multiplication
+  with an exactness check (one FMA per value, the division near rounding ties) was tried and
+  measured slower, so it is not in. Outputs are no longer zero-filled before the kernel writes
+  them (fresh pages or `calloc` cost as much as the kernel), and the non-finite count runs in
+  32-bit lanes.
 - **Roofline.** The bandwidth column is now against a multi-threaded copy (all rxquant threads,
   numpy's `copyto` on slices, the GIL released), so it cannot exceed ~100%. Quantize with given
-  parameters and min-max quantize reach 50-75%; per-group kernels with packing (INT4 g32, Q8_0-like)
-  about 20-30%, dequantize 25-35%, metrics and the histogram 15-20%: these miss the 60% target.
+  parameters and min-max quantize reach 50-66% at two threads; per-group kernels with packing
+  (INT4 g32, Q8_0-like) about 15-30%, dequantize 26-38%, metrics and the histogram 16-20%: these
+  miss the 60% target.
   They are compute-bound at two cores (per-group ranges and parameters, six float64 sums per lane
   for metrics, a scalar increment per value for the histogram).
 - **MSE calibration** is 2.6x torch's HistogramObserver here (target 10x: missed), with a smaller
