@@ -160,3 +160,26 @@ def test_predictions_follow_the_formulas():
     assert costs.device_seconds(w, DEVICE, CPU) == pytest.approx(50e-6 + 0.4)
     h = Work.hessian(8192, 4096)
     assert costs.cpu_seconds(h, CPU) == pytest.approx(8192 * 4096**2 / 100e9)
+
+
+def test_a_corrupt_cache_file_is_measured_again_and_rewritten(fake):
+    dev, path = fake
+    path.write_text("{ not json")
+    dv.backend("auto", Work.hessian(8192, 4096))
+    assert dev.calls == 1
+    assert costs.device_key(GPU) in json.loads(path.read_text())
+
+
+def test_bad_device_names_are_refused_with_the_name():
+    import numpy as np
+
+    import rxquant as rq
+    from rxquant.core.gptq import output_error
+
+    with pytest.raises(ValueError, match="unknown device 'gpu9'"):
+        rq.HessianObserver(device="gpu9")
+    w = np.ones((4, 8), np.float32)
+    with pytest.raises(ValueError, match="unknown device 'cuda'"):
+        rq.gptq(w, rq.Scheme("int4", group_size=4), np.eye(8), device="cuda")
+    with pytest.raises(ValueError, match=r"Hessian has shape \(4, 4\); the weight has 8 inputs"):
+        output_error(w, w, np.eye(4))

@@ -320,3 +320,15 @@ def test_device_figures_and_trace():
     rq.quantize(x, rq.Scheme("int8"), rq.calibrate(x, "minmax"), device=DEVICE)
     kinds = [k for k, _ in be.take_trace()]
     assert "upload" in kinds and "quantize_f32" in kinds and "download" in kinds
+
+
+def test_device_matrix_paths_refuse_bad_input_like_the_cpu():
+    be = rxquant.core.devices.backend(DEVICE)
+    with pytest.raises(ValueError, match=r"difference has 12 values for \(3, 4\), Hessian 9"):
+        be.layer_error(np.ones((3, 4), np.float32), np.eye(3))
+    obs = rq.HessianObserver(device=DEVICE).update(np.ones((2, 3), np.float32))
+    with pytest.raises(ValueError, match="non-finite|NaN"):
+        obs.update(np.array([[np.nan, 0, 0]], np.float32))
+    assert obs.count == 2
+    with pytest.raises(ValueError, match="the Hessian has"):
+        rq.gptq(np.ones((4, 8), np.float32), rq.Scheme("int4", group_size=4), np.eye(4), device=DEVICE)

@@ -11,7 +11,7 @@ import numpy as np
 from . import native
 from .arrays import as_float_array
 from .costs import Work
-from .devices import backend, check_device
+from .devices import check_device, run
 
 
 class HessianObserver:
@@ -42,17 +42,15 @@ class HessianObserver:
     def update(self, x: Any) -> HessianObserver:
         """Folds a batch in; returns self."""
         a = as_float_array(x, "x")
-        rows = a.size // a.shape[-1] if a.ndim and a.shape[-1] else 0
-        be = backend(self.device, Work.hessian(rows, a.shape[-1] if a.ndim else 0)) if rows else None
-        if be is None:
-            self._obs.update(a)
-            return self
-        try:
-            self._obs.update(a, be)
-        except native.DeviceError:
-            if self.device != "auto":
-                raise
-            self._obs.update(a)
+        features = a.shape[-1] if a.ndim else 0
+        rows = a.size // features if features else 0
+        device = self.device if rows else "cpu"
+        run(
+            device,
+            lambda be: self._obs.update(a, be),
+            lambda: self._obs.update(a),
+            Work.hessian(rows, features),
+        )
         return self
 
     def merge(self, other: HessianObserver) -> HessianObserver:
