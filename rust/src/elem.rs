@@ -83,6 +83,19 @@ pub fn first_nonfinite<T: Elem>(x: &[T]) -> Option<usize> {
     x.iter().position(|v| !is_finite(v.to_f32()))
 }
 
+/// `x` as f32: itself when `T` is `f32`, else converted into `buf` (kept by the caller between
+/// calls, so repeated conversions reuse one allocation).
+pub fn f32_in<'a, T: Elem>(x: &'a [T], buf: &'a mut Vec<f32>) -> &'a [f32] {
+    match as_f32(x) {
+        Some(v) => v,
+        None => {
+            buf.clear();
+            buf.extend(x.iter().map(|v| v.to_f32()));
+            buf
+        }
+    }
+}
+
 /// `x` itself when `T` is `f32` (so callers can skip a conversion copy), else None.
 pub fn as_f32<T: Elem>(x: &[T]) -> Option<&[f32]> {
     if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {

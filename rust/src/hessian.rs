@@ -8,7 +8,7 @@
 //! A batch is reduced on its own first ([`HessianObserver::partial`]) and then added
 //! ([`HessianObserver::add`]): several threads can reduce batches at once and add them under a lock.
 
-use crate::elem::{as_f32, first_nonfinite, Elem};
+use crate::elem::{f32_in, first_nonfinite, Elem};
 use crate::error::{Error, Result};
 use faer::linalg::matmul::triangular::{matmul as tri_matmul, BlockStructure};
 use faer::{Accum, MatMut, MatRef, Par};
@@ -103,14 +103,7 @@ impl HessianObserver {
             for start in (0..rows).step_by(step) {
                 let n = step.min(rows - start);
                 let part = &x[start * f..(start + n) * f];
-                let xs = match as_f32(part) {
-                    Some(xs) => xs,
-                    None => {
-                        xb.clear();
-                        xb.extend(part.iter().map(|v| v.to_f32()));
-                        &xb[..]
-                    }
-                };
+                let xs = f32_in(part, xb);
                 let xm = MatRef::from_row_major_slice(xs, n, f);
                 tri_matmul(
                     MatMut::from_row_major_slice_mut(&mut block[..], f, f),

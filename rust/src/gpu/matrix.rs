@@ -7,7 +7,7 @@
 //! and in f64 on the host, so a long batch loses no more than the CPU path's f32 blocks do.
 
 use super::cl::{cl_err, ClBackend};
-use crate::elem::{as_f32, Elem};
+use crate::elem::{f32_in, Elem};
 use crate::error::{Error, Result};
 use crate::gptq::{gptq_with, Gptq, GptqOptions, Trailing};
 use crate::hessian::{tri_index, HessianObserver, Partial};
@@ -153,24 +153,14 @@ impl ClBackend {
         }
         let per_upload = (UPLOAD / f).max(1).div_ceil(SLICE_ROWS) * SLICE_ROWS;
         let per_upload = per_upload.min(rows.div_ceil(SLICE_ROWS) * SLICE_ROWS);
-        let xb = self.output::<cl_float>(per_upload * f)?;
+        let mut xb = self.output::<cl_float>(per_upload * f)?;
         let (c, hi, lo) = (self.zeros(f * f)?, self.zeros(f * f)?, self.zeros(f * f)?);
         let acc = self.kernel("accumulate2")?;
         let nn = (f * f) as cl_ulong;
-        let mut xb = xb;
         let mut convert = Vec::new();
         for r0 in (0..rows).step_by(per_upload) {
             let nr = per_upload.min(rows - r0);
-            let part = &x[r0 * f..(r0 + nr) * f];
-            let xs = match as_f32(part) {
-                Some(v) => v,
-                None => {
-                    convert.clear();
-                    convert.extend(part.iter().map(|v| v.to_f32()));
-                    &convert[..]
-                }
-            };
-            self.write(&mut xb, xs)?;
+            self.write(&mut xb, f32_in(&x[r0 * f..(r0 + nr) * f], &mut convert))?;
             for s0 in (0..nr).step_by(SLICE_ROWS) {
                 let k = SLICE_ROWS.min(nr - s0);
                 let xt = Operand { buf: &xb, off: s0 * f, rs: 1, cs: f };
