@@ -18,7 +18,7 @@ from ..core.ops import metrics
 from ..formats.gguf_file import GgufFile, is_gguf
 from ..formats.statistics import Statistics
 from ..models.bert_gguf import bert_gguf
-from .progress import Progress
+from .progress import PerItem
 
 
 def wants_gguf(args: argparse.Namespace) -> bool:
@@ -84,34 +84,25 @@ def cmd_quantize_gguf(
     if args.type is not None and args.type.upper() not in rg.OUTPUT_TYPES:
         choices = ", ".join(t.lower() for t in rg.OUTPUT_TYPES)
         raise usage(f"unknown --type {args.type!r}; llama.cpp types rxquant writes: {choices}")
-    bars: list[Progress] = []
-
-    def tick(report: rg.TensorReport, total: int) -> None:
-        if not bars:
-            bars.append(Progress(total, "quantizing", quiet=args.quiet or args.json))
-        bars[0].update(1)
-
     try:
-        res = rg.quantize_file(
-            src,
-            args.output,
-            type=args.type,
-            budget=args.budget,
-            rounding=rounding,
-            statistics=stats,
-            fallback_nearest="nearest" in fallbacks,
-            allow_requantize=args.allow_requantize,
-            progress=tick,
-        )
+        with PerItem("quantizing", quiet=args.quiet or args.json) as tick:
+            res = rg.quantize_file(
+                src,
+                args.output,
+                type=args.type,
+                budget=args.budget,
+                rounding=rounding,
+                statistics=stats,
+                fallback_nearest="nearest" in fallbacks,
+                allow_requantize=args.allow_requantize,
+                progress=tick,
+            )
     except ValueError as e:
         msg = str(e)
         refusals = ("already quantized", "no input statistics", "budget", "give either", "unknown")
         if any(k in msg for k in refusals):
             raise usage(msg) from None
         raise
-    finally:
-        for b in bars:
-            b.close()
     src_bytes = os.path.getsize(src) if src.is_file() else os.path.getsize(src / "model.safetensors")
     types = Counter(t.type for t in res.tensors if t.type != t.source_type)
     q = sum(types.values())

@@ -13,7 +13,7 @@ from typing import Any, Callable
 from .. import onnx as ro
 from ..core.scheme import Scheme
 from ..formats.statistics import Statistics
-from .progress import Progress
+from .progress import PerItem
 
 
 def wants_onnx(args: argparse.Namespace) -> bool:
@@ -79,26 +79,20 @@ def cmd_quantize_onnx(
     if os.path.isdir(args.output):
         raise usage(f"output {args.output} is a directory; give a file name")
     ops = ("MatMul", "Gemm", "Gather") if args.embeddings else ("MatMul", "Gemm")
-    bars: list[Progress] = []
-
-    def tick(report: ro.WeightReport, total: int) -> None:
-        if not bars:
-            bars.append(Progress(total, "quantizing", quiet=args.quiet or args.json))
-        bars[0].update(1)
-
     try:
-        res = ro.quantize_model(
-            args.file,
-            args.output,
-            scheme,
-            rounding=rounding,
-            statistics=stats,
-            format=args.format or "matmulnbits",
-            op_types=ops,
-            zero_points=zero_points,
-            fallback_nearest="nearest" in fallbacks,
-            progress=tick,
-        )
+        with PerItem("quantizing", quiet=args.quiet or args.json) as tick:
+            res = ro.quantize_model(
+                args.file,
+                args.output,
+                scheme,
+                rounding=rounding,
+                statistics=stats,
+                format=args.format or "matmulnbits",
+                op_types=ops,
+                zero_points=zero_points,
+                fallback_nearest="nearest" in fallbacks,
+                progress=tick,
+            )
     except ValueError as e:
         msg = str(e)
         refusals = (
@@ -112,9 +106,6 @@ def cmd_quantize_onnx(
         if any(k in msg for k in refusals):
             raise usage(msg) from None
         raise
-    finally:
-        for b in bars:
-            b.close()
     became = Counter(r.became for r in res.quantized)
     lines = [
         f"wrote {args.output}: {size(res.bytes)} (from {size(res.source_bytes)}, "

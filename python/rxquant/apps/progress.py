@@ -4,7 +4,7 @@ or with ``lines=True`` one line at every tenth of the work, so that a long stage
 from __future__ import annotations
 
 import sys
-from typing import Any, TextIO
+from typing import Any, Optional, TextIO
 
 
 class Progress:
@@ -36,5 +36,27 @@ class Progress:
             print(f"{self.desc}: {self.done}/{self.total}", file=self.stream, flush=True)
 
     def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+class PerItem:
+    """A ``progress(report, total)`` callback for the APIs that report each finished item
+    (``rxquant.gguf.quantize_file``, ``rxquant.onnx.quantize_model``): the bar is made on the
+    first call, when the total is known, and closed when the ``with`` block ends."""
+
+    def __init__(self, desc: str, quiet: bool = False) -> None:
+        self.desc, self.quiet = desc, quiet
+        self._bar: Optional[Progress] = None
+
+    def __call__(self, report: Any, total: int) -> None:
+        if self._bar is None:
+            self._bar = Progress(total, self.desc, quiet=self.quiet)
+        self._bar.update(1)
+
+    def __enter__(self) -> PerItem:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
         if self._bar is not None:
             self._bar.close()
