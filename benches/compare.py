@@ -878,7 +878,7 @@ between runs, so compare rows of one run, and rerun before drawing conclusions f
   for metrics, a scalar increment per value for the histogram).
 - **MSE calibration** is 2.6x torch's HistogramObserver here (target 10x: missed), with a smaller
   reconstruction error on the same grid (-128..127). Its time is the range pass plus the
-  histogram pass (about 11 ms of the 15), see the histogram row.
+  histogram pass (about 10 ms of the 13), see the histogram row.
 - **Whole files.** As processes, rxquant beats ONNX Runtime's MatMulNBitsQuantizer (which pays
   the same Python and numpy start-up) but not `llama-quantize`: importing rxquant's CLI (numpy
   among it) takes about 0.2 s, the whole gap. In-process, `rxquant.gguf.quantize_file` writes Q4_0
@@ -904,10 +904,11 @@ def write(docs: Path, text: str, r: dict[str, Any]) -> None:
         + ANALYSIS
     )
     # Keep the section benches/streaming_memory.py writes (it takes minutes, so it runs apart).
+    from streaming_memory import BEGIN, END
+
     old = (docs / "performance.md").read_text() if (docs / "performance.md").exists() else ""
-    begin, end = "<!-- streaming_memory.py: begin -->", "<!-- streaming_memory.py: end -->"
-    if begin in old and end in old:
-        body += "\n" + begin + old.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
+    if BEGIN in old and END in old:
+        body += "\n" + BEGIN + old.split(BEGIN, 1)[1].split(END, 1)[0] + END + "\n"
     with atomic_open(docs / "performance.md") as f:
         f.write(body)
     try:

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import write_section
 
 import rxquant.gguf as rg
 from rxquant.formats.gguf_file import GgufFile
@@ -116,13 +117,8 @@ def main() -> int:
     text = "\n".join(lines)
     print(text)
     if args.write_docs:
-        doc = ROOT / "docs" / "gguf.md"
-        body = doc.read_text(encoding="utf-8")
-        start, end = "<!-- interop table: benches/gguf_interop.py -->", "<!-- end interop table -->"
-        if start in body and end in body:
-            body = body[: body.index(start) + len(start)] + "\n" + text + "\n" + body[body.index(end) :]
-            doc.write_text(body, encoding="utf-8")
-            print(f"wrote {doc}")
+        begin, end = "<!-- interop table: benches/gguf_interop.py -->", "<!-- end interop table -->"
+        write_section(ROOT / "docs" / "gguf.md", begin, end, text)
     return 0
 
 

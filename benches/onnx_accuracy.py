@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
+from common import write_section
 
 import rxquant as rq
 import rxquant.onnx as ro
@@ -150,12 +151,8 @@ def main() -> int:
     text = "\n".join(lines)
     print(text)
     if args.write_docs:
-        doc = ROOT / "docs" / "onnx.md"
-        body = doc.read_text(encoding="utf-8")
-        start, end = "<!-- table: benches/onnx_accuracy.py -->", "<!-- end table -->"
-        body = body[: body.index(start) + len(start)] + "\n" + text + "\n" + body[body.index(end) :]
-        doc.write_text(body, encoding="utf-8")
-        print(f"wrote {doc}")
+        begin, end = "<!-- table: benches/onnx_accuracy.py -->", "<!-- end table -->"
+        write_section(ROOT / "docs" / "onnx.md", begin, end, text)
     return 0
 
 

@@ -32,32 +32,23 @@ BEGIN, END = "<!-- streaming_memory.py: begin -->", "<!-- streaming_memory.py: e
 
 def write_docs(lines: list[str]) -> None:
     """Replaces (or appends) the memory section of docs/performance.md."""
-    from rxquant.core.atomic import atomic_open
+    from pathlib import Path
 
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "performance.md")
-    text = open(path, encoding="utf-8").read() if os.path.exists(path) else "# Performance\n"
-    cpus = os.cpu_count()
-    section = "\n".join(
+    from common import write_section
+
+    text = "\n".join(
         [
-            BEGIN,
             "## Peak memory of whole checkpoints",
             "",
-            f"`python benches/streaming_memory.py --write-docs` ({cpus} logical CPUs; each command a new "
-            "process, peak resident memory by `/usr/bin/time -v`):",
+            f"`python benches/streaming_memory.py --write-docs` ({os.cpu_count()} logical CPUs; each "
+            "command a new process, peak resident memory by `/usr/bin/time -v`):",
             "",
             "```",
             *lines,
             "```",
-            END,
         ]
     )
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    with atomic_open(path) as f:
-        f.write(text)
+    write_section(Path(__file__).resolve().parents[1] / "docs" / "performance.md", BEGIN, END, text)
 
 
 def bf16_bytes(a: np.ndarray) -> bytes:
