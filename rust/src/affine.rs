@@ -54,6 +54,19 @@ pub fn affine_search(
             })
             .sum()
     };
+    // The least-squares scale and min for codes `q`; where the min must not be positive (the K
+    // types store it negated), a positive one is set to 0 and the scale refitted alone.
+    let fit = |q: &[i32]| -> Option<(f32, f32)> {
+        let (s, m) = affine_fit(x, q, w)?;
+        if !(nonpositive_min && m > 0.0) {
+            return Some((s, m));
+        }
+        let (num, den) = x.iter().zip(q).enumerate().fold((0f32, 0f32), |(a, b), (i, (&v, &qi))| {
+            let wi = w.map_or(1.0, |w| w[i]);
+            (a + wi * v * qi as f32, b + wi * (qi * qi) as f32)
+        });
+        Some((if den > 0.0 { num / den } else { s }, 0.0))
+    };
     let mut best = ((max - min) / nmax as f32, min);
     let mut best_err = err(best.0, best.1);
     let mut stack = [0i32; 256];
@@ -75,16 +88,7 @@ pub fn affine_search(
                 if c < 41 { nearest_int(iscale * (v - min)) } else { nmax - nearest_int(iscale * (max - v)) }
                     .clamp(0, nmax);
         }
-        if let Some((mut s, mut m)) = affine_fit(x, q, w) {
-            if nonpositive_min && m > 0.0 {
-                m = 0.0;
-                let (num, den) =
-                    x.iter().zip(q.iter()).enumerate().fold((0f32, 0f32), |(a, b), (i, (&v, &qi))| {
-                        let wi = w.map_or(1.0, |w| w[i]);
-                        (a + wi * v * qi as f32, b + wi * (qi * qi) as f32)
-                    });
-                s = if den > 0.0 { num / den } else { s };
-            }
+        if let Some((s, m)) = fit(q) {
             let e = err(s, m);
             if e < best_err {
                 (best, best_err) = ((s, m), e);
@@ -97,16 +101,7 @@ pub fn affine_search(
         for (o, &v) in q.iter_mut().zip(x) {
             *o = nearest_int((v - m) / s).clamp(0, nmax);
         }
-        let Some((mut s, mut m)) = affine_fit(x, q, w) else { break };
-        if nonpositive_min && m > 0.0 {
-            m = 0.0;
-            let (num, den) =
-                x.iter().zip(q.iter()).enumerate().fold((0f32, 0f32), |(a, b), (i, (&v, &qi))| {
-                    let wi = w.map_or(1.0, |w| w[i]);
-                    (a + wi * v * qi as f32, b + wi * (qi * qi) as f32)
-                });
-            s = if den > 0.0 { num / den } else { s };
-        }
+        let Some((s, m)) = fit(q) else { break };
         let e = err(s, m);
         if e.total_cmp(&best_err).is_ge() {
             break;
