@@ -49,21 +49,33 @@ fn chunk_sums<A: Elem, B: Elem>(x: &[A], y: &[B]) -> Sums {
     crate::simd::simd!(chunk_sums_impl(x, y))
 }
 
+/// Each sum in its own array of lanes (not one struct per lane), so that the lanes of a sum are
+/// one vector register and the loop vectorizes; lane `j` adds elements `j, j + LANES, …`.
 #[inline(always)]
 fn chunk_sums_impl<A: Elem, B: Elem>(x: &[A], y: &[B]) -> Sums {
-    let mut l = [Sums::default(); LANES];
+    let (mut xx, mut yy, mut xy) = ([0f64; LANES], [0f64; LANES], [0f64; LANES]);
+    let (mut ee, mut ae, mut mx) = ([0f64; LANES], [0f64; LANES], [0f64; LANES]);
     let mut it_x = x.chunks_exact(LANES);
     let mut it_y = y.chunks_exact(LANES);
     for (cx, cy) in (&mut it_x).zip(&mut it_y) {
         for j in 0..LANES {
-            add(&mut l[j], cx[j].to_f32() as f64, cy[j].to_f32() as f64);
+            let (a, b) = (cx[j].to_f32() as f64, cy[j].to_f32() as f64);
+            let e = a - b;
+            xx[j] += a * a;
+            yy[j] += b * b;
+            xy[j] += a * b;
+            ee[j] += e * e;
+            ae[j] += e.abs();
+            mx[j] = if e.abs() > mx[j] { e.abs() } else { mx[j] };
         }
     }
     let mut tail = Sums::default();
     for (a, b) in it_x.remainder().iter().zip(it_y.remainder()) {
         add(&mut tail, a.to_f32() as f64, b.to_f32() as f64);
     }
-    l.iter().fold(tail, |acc, s| acc.merge(*s))
+    (0..LANES).fold(tail, |acc, j| {
+        acc.merge(Sums { xx: xx[j], yy: yy[j], xy: xy[j], ee: ee[j], ae: ae[j], max: mx[j] })
+    })
 }
 
 #[inline(always)]

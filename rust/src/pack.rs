@@ -8,7 +8,9 @@ const CHUNK_BYTES: usize = 1 << 15;
 
 /// Packs the low nibbles of `codes` into `out` (`codes.len().div_ceil(2)` bytes). No range check.
 pub(crate) fn pack_nibbles<C: Copy + Into<i32> + Sync>(codes: &[C], out: &mut [u8]) {
-    out.par_chunks_mut(CHUNK_BYTES).zip(codes.par_chunks(2 * CHUNK_BYTES)).for_each(|(o, c)| pack_into(c, o));
+    out.par_chunks_mut(CHUNK_BYTES)
+        .zip(codes.par_chunks(2 * CHUNK_BYTES))
+        .for_each(|(o, c)| crate::simd::simd!(pack_into(c, o)));
 }
 
 /// [`pack_nibbles`] of one slice, on the calling thread (`out` has `ceil(codes / 2)` bytes).
@@ -40,7 +42,14 @@ pub fn pack_code_bytes(codes: &[u8], out: &mut [u8]) -> Result<()> {
 
 /// Finds the first value outside `min..=max`.
 fn check_range<C: Copy + Into<i32> + Sync>(v: &[C], min: i32, max: i32) -> Result<()> {
-    match v.par_iter().position_first(|&x| !(min..=max).contains(&x.into())) {
+    // Whole chunks, each one branch-free pass (it vectorizes); the index only on failure.
+    let outside = |x: C| !(min..=max).contains(&x.into());
+    let chunk = v
+        .par_chunks(CHUNK_BYTES)
+        .position_first(|c| crate::simd::simd!(c.iter().fold(false, |bad, &x| bad | outside(x))));
+    match chunk
+        .and_then(|i| v[i * CHUNK_BYTES..].iter().position(|&x| outside(x)).map(|j| i * CHUNK_BYTES + j))
+    {
         None => Ok(()),
         Some(index) => {
             Err(Error::OutOfRange { value: v[index].into() as i64, index, min: min as i64, max: max as i64 })

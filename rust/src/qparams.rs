@@ -98,7 +98,7 @@ impl QParams {
     }
 
     #[inline(always)]
-    fn pairs_into(scheme: Scheme, lo: &[f32], hi: &[f32], scale: &mut [f32], zp: &mut [i32]) {
+    pub(crate) fn pairs_into(scheme: Scheme, lo: &[f32], hi: &[f32], scale: &mut [f32], zp: &mut [i32]) {
         for (((&a, &b), s), z) in lo.iter().zip(hi).zip(scale.iter_mut()).zip(zp.iter_mut()) {
             (*s, *z) = scheme.params(a, b);
         }

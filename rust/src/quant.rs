@@ -330,7 +330,9 @@ fn fused_groups<T: Elem>(
 }
 
 /// One chunk of whole groups: ranges, parameters, codes (packed or as bytes); returns the
-/// non-finite count.
+/// non-finite count. Three passes over the chunk (it stays in cache), each a loop the compiler
+/// vectorizes: every group's range, then every group's parameters (independent divisions that
+/// overlap, not one per group between the code loops), then the codes.
 #[inline(always)]
 fn fused_chunk<T: Elem>(
     xc: &[T],
@@ -342,23 +344,34 @@ fn fused_chunk<T: Elem>(
     pack: bool,
 ) -> usize {
     let (qmin, qmax) = scheme.qrange();
-    let mut codes = vec![0i8; xc.len()];
+    let n = xc.len() / g;
+    let (mut lo, mut hi) = (vec![0f32; n], vec![0f32; n]);
     let mut bad = 0;
-    for (((xs, cs), s), z) in xc.chunks_exact(g).zip(codes.chunks_exact_mut(g)).zip(sc).zip(zc) {
+    for ((xs, l), h) in xc.chunks_exact(g).zip(&mut lo).zip(&mut hi) {
         let r = scan_impl(xs);
         bad += r.bad;
-        (*s, *z) = scheme.params(r.min, r.max);
-        let k = Param { s: *s, z: *z, lo: (qmin - *z) as f32, hi: (qmax - *z) as f32 };
-        for (c, &v) in cs.iter_mut().zip(xs) {
-            *c = i8::from_i32(code(v.to_f32(), k.s, k.lo, k.hi) + k.z);
-        }
+        (*l, *h) = (r.min, r.max);
     }
+    QParams::pairs_into(scheme, &lo, &hi, sc, zc);
     if pack {
+        let mut codes = vec![0u8; xc.len()];
+        group_codes(xc, &mut codes, sc, zc, g, qmin, qmax);
         pack_into(&codes, oc);
     } else {
-        oc.iter_mut().zip(&codes).for_each(|(o, &c)| *o = c as u8);
+        group_codes(xc, oc, sc, zc, g, qmin, qmax);
     }
     bad
+}
+
+/// Codes of whole groups (as bytes, two's complement for signed grids) from their parameters.
+#[inline(always)]
+fn group_codes<T: Elem>(xc: &[T], codes: &mut [u8], sc: &[f32], zc: &[i32], g: usize, qmin: i32, qmax: i32) {
+    for ((xs, cs), (&s, &z)) in xc.chunks_exact(g).zip(codes.chunks_exact_mut(g)).zip(sc.iter().zip(zc)) {
+        let (lo, hi) = ((qmin - z) as f32, (qmax - z) as f32);
+        for (c, &v) in cs.iter_mut().zip(xs) {
+            *c = (code(v.to_f32(), s, lo, hi) + z) as u8;
+        }
+    }
 }
 
 /// Dequantizes codes: `out = (q - z) * s`.
