@@ -23,6 +23,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..core import native
 from ..core.atomic import PathLike, current_umask
 
 TWO_GB = 2**31
@@ -70,8 +71,12 @@ def save_model(model: Any, path: PathLike) -> int:
                 all_tensors_to_one_file=True,
                 location=path.name + ".data",
             )
+        elif any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+            onnx.save_model(model, str(out))  # writes the external tensors it still refers to
         else:
-            onnx.save_model(model, str(out))
+            # The bytes onnx.save_model writes, without its walk of every node's attributes for
+            # external data (load_model brings external data into memory).
+            out.write_bytes(model.SerializeToString())
         files = sorted(tmp.iterdir(), key=lambda f: f == out)  # the data first, the model last
         mode = 0o666 & ~current_umask()
         total = 0
@@ -136,6 +141,8 @@ def pack_bits(codes: np.ndarray, bits: int) -> np.ndarray:
         return c
     if bits != 4:
         raise ValueError(f"packing {bits}-bit codes is not supported (4 or 8)")
+    if c.ndim and c.shape[-1] % 2 == 0:  # rows of whole bytes: the native packer (checks 0..15)
+        return native.pack_int4(c).reshape(*c.shape[:-1], c.shape[-1] // 2)
     if c.shape[-1] % 2:
         c = np.concatenate([c, np.zeros((*c.shape[:-1], 1), np.uint8)], axis=-1)
     return (c[..., 0::2] & 0x0F) | ((c[..., 1::2] & 0x0F) << 4)
