@@ -397,3 +397,24 @@ def test_cli_gguf_round_trip(tmp_path: Path) -> None:
     assert not (tmp_path / "x.gguf").exists()
     rc, _, err = run("quantize", str(src), "-o", str(tmp_path / "x.safetensors"), "--type", "q4_0")
     assert rc == 2 and "the output must be a .gguf file" in err
+
+
+def test_own_type_table_and_constants_agree_with_the_gguf_package() -> None:
+    """rxquant reads and writes its own types without importing the gguf package (start-up time);
+    its ids, block sizes and constants must be the package's."""
+    import gguf
+
+    from rxquant.formats import gguf_file as gf
+
+    for name, (type_id, block, size) in gf._OWN_TYPES.items():
+        assert int(QT[name]) == type_id, name
+        assert gguf.GGML_QUANT_SIZES[QT[name]] == (block, size), name
+        assert gf._type_name(type_id) == name
+    assert (gf.UINT32, gf.STRING) == (int(gguf.GGUFValueType.UINT32), int(gguf.GGUFValueType.STRING))
+    assert gf.GGML_QUANT_VERSION == gguf.GGML_QUANT_VERSION
+
+
+def test_cli_import_leaves_the_gguf_package_unloaded() -> None:
+    code = "import sys, rxquant.apps.cli; print('gguf' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Union
 
-import gguf as _gguf
 import numpy as np
 
 from .analysis.planner import parse_budget, solve_mckp
@@ -29,6 +28,9 @@ from .core.gptq import output_error
 from .core.native import __version__
 from .formats.gguf_file import (
     FILE_TYPES,
+    GGML_QUANT_VERSION,
+    STRING,
+    UINT32,
     Field,
     GgufFile,
     GgufWriter,
@@ -391,9 +393,8 @@ def _fields(
     main = counts.most_common(1)[0][0] if counts else (floats.most_common(1)[0][0] if floats else "F32")
     main = want or main
     own = ("general.file_type", "general.quantization_version", "general.quantized_by")
-    V = _gguf.GGUFValueType
     return [f for f in source.fields if f.key not in own] + [
-        Field.of("general.file_type", FILE_TYPES.get(main, 1024), V.UINT32),
-        Field.of("general.quantization_version", _gguf.GGML_QUANT_VERSION, V.UINT32),
-        Field.of("general.quantized_by", f"rxquant {__version__}, rounding {rounding}", V.STRING),
+        Field.of("general.file_type", FILE_TYPES.get(main, 1024), UINT32),
+        Field.of("general.quantization_version", GGML_QUANT_VERSION, UINT32),
+        Field.of("general.quantized_by", f"rxquant {__version__}, rounding {rounding}", STRING),
     ]

@@ -23,11 +23,6 @@ import numpy as np
 from ..core.atomic import PathLike, atomic_open
 from ..core.blocks import BLOCK_TYPES, dequantize_tensor
 
-try:  # the gguf package is a dependency; a clear message if it is missing all the same
-    import gguf
-except ImportError:  # pragma: no cover
-    gguf = None  # type: ignore[assignment]
-
 # Float types rxquant writes besides the block types.
 FLOAT_TYPES = ("F32", "F16")
 
@@ -51,9 +46,13 @@ _NOT_QUANTIZED_NAMES = ("position_embd.weight", "token_types.weight")
 _FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
 
 
-def _need_gguf() -> Any:
-    if gguf is None:  # pragma: no cover
-        raise ImportError("GGUF files need the gguf package: pip install gguf")
+def gguf_package() -> Any:
+    """The gguf package, imported on first use: it takes about 30 ms, which every CLI command
+    would pay (rxquant reads GGUF files itself)."""
+    try:
+        import gguf
+    except ImportError:  # pragma: no cover - a dependency; a clear message all the same
+        raise ImportError("GGUF files need the gguf package: pip install gguf") from None
     return gguf
 
 
@@ -94,7 +93,7 @@ def hf_to_gguf_names(arch: str, blocks: int) -> Callable[[str], Optional[str]]:
     """A function from a Hugging Face tensor name (``encoder.layer.0.attention.self.query.weight``)
     to its GGUF name (``blk.0.attn_q.weight``) for ``arch`` (as ``gguf.MODEL_ARCH`` names it), or
     None where the architecture has no such tensor."""
-    g = _need_gguf()
+    g = gguf_package()
     try:
         model_arch = next(a for a, n in g.MODEL_ARCH_NAMES.items() if n == arch)
     except StopIteration:
@@ -118,6 +117,10 @@ def hf_to_gguf_names(arch: str, blocks: int) -> Callable[[str], Optional[str]]:
 # GGUF value types (gguf.GGUFValueType): struct formats of the fixed-size ones.
 _SCALAR = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 _STRING, _ARRAY = 8, 9
+# The value types and the quantization version rxquant writes itself (the gguf package's
+# GGUFValueType.UINT32 / .STRING and GGML_QUANT_VERSION; a test checks that they agree).
+UINT32, STRING = 4, _STRING
+GGML_QUANT_VERSION = 2
 _MAGIC = b"GGUF"
 _DEFAULT_ALIGNMENT = 32
 
@@ -141,7 +144,7 @@ class Field:
     def of(cls, key: str, value: Any, vtype: int, sub: Optional[int] = None) -> Field:
         """A pair from a Python value (``vtype``/``sub`` as ``gguf.GGUFValueType`` numbers)."""
         if sub is None and int(vtype) == _ARRAY:
-            sub = _need_gguf().GGUFValueType.get_type(value[0])  # as the gguf writer infers it
+            sub = gguf_package().GGUFValueType.get_type(value[0])  # as the gguf writer infers it
         sub = None if sub is None else int(sub)
         return cls(key, int(vtype), struct.pack("<I", int(vtype)) + _encode(value, int(vtype), sub), sub)
 
@@ -208,16 +211,35 @@ def _skip(buf: Any, pos: int, vtype: int) -> int:
     raise ValueError(f"unknown GGUF value type {vtype}")
 
 
+# The ggml types rxquant writes, (id, values a block, bytes a block): from the core's own table,
+# so reading and writing them needs no import of the gguf package; others are looked up there.
+_OWN_TYPES = {"F32": (0, 1, 4), "F16": (1, 1, 2)} | {
+    n: (t.ggml_id, t.block_size, t.type_size) for n, t in BLOCK_TYPES.items()
+}
+_OWN_NAMES = {v[0]: n for n, v in _OWN_TYPES.items()}
+
+
+def _type_id(type_name: str) -> int:
+    own = _OWN_TYPES.get(type_name)
+    return own[0] if own else int(gguf_package().GGMLQuantizationType[type_name])
+
+
 def _type_name(type_id: int) -> str:
+    if type_id in _OWN_NAMES:
+        return _OWN_NAMES[type_id]
     try:
-        return str(_need_gguf().GGMLQuantizationType(type_id).name)
+        return str(gguf_package().GGMLQuantizationType(type_id).name)
     except ValueError:
         raise ValueError(f"unknown ggml type {type_id}") from None
 
 
 def _type_nbytes(type_name: str, shape: tuple[int, ...]) -> int:
-    g = _need_gguf()
-    block, size = g.GGML_QUANT_SIZES[g.GGMLQuantizationType[type_name]]
+    own = _OWN_TYPES.get(type_name)
+    if own:
+        block, size = own[1:]
+    else:
+        g = gguf_package()
+        block, size = g.GGML_QUANT_SIZES[g.GGMLQuantizationType[type_name]]
     return math.prod(shape) // block * size
 
 
@@ -240,7 +262,7 @@ class GgufTensor:
             return self.raw.view(np.float16).astype(np.float32).reshape(self.shape)
         if self.type in BLOCK_TYPES:
             return dequantize_tensor(self.raw, self.type, self.shape)
-        g = _need_gguf()
+        g = gguf_package()
         try:
             qt = g.GGMLQuantizationType[self.type]
             block, size = g.GGML_QUANT_SIZES[qt]
@@ -363,12 +385,11 @@ class GgufWriter:
             k = f.key.encode("utf-8")
             head += struct.pack("<Q", len(k)) + k + f.raw
         offset = 0
-        g = _need_gguf()
         for t in self.tensors:
             k = t.name.encode("utf-8")
             head += struct.pack("<Q", len(k)) + k
             head += struct.pack(f"<I{len(t.shape)}Q", len(t.shape), *reversed(t.shape))
-            head += struct.pack("<IQ", int(g.GGMLQuantizationType[t.type]), offset)
+            head += struct.pack("<IQ", _type_id(t.type), offset)
             offset += t.nbytes + (-t.nbytes % self.alignment)
         head += b"\0" * (-len(head) % self.alignment)
         return bytes(head)

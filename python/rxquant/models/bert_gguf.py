@@ -18,12 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..formats.checkpoint import Checkpoint
-from ..formats.gguf_file import Field, hf_to_gguf_names
-
-try:
-    import gguf
-except ImportError:  # pragma: no cover
-    gguf = None  # type: ignore[assignment]
+from ..formats.gguf_file import Field, gguf_package, hf_to_gguf_names
 
 SUPPORTED = ("bert",)
 # Tensors the converter drops: position ids and the heads an embedding model does not use.
@@ -63,6 +58,7 @@ def _load_json(path: Path) -> Any:
 def _vocab(tok: dict[str, Any], vocab_size: int) -> tuple[list[str], list[int], bool]:
     """Tokens (in llama.cpp's phantom-space form: ``▁word``, ``##piece`` → ``piece``), token
     types and whether the normalizer lowercases, from a WordPiece ``tokenizer.json``."""
+    gguf = gguf_package()
     model = tok.get("model") or {}
     if model.get("type") != "WordPiece":
         raise ValueError(
@@ -93,6 +89,7 @@ def _vocab(tok: dict[str, Any], vocab_size: int) -> tuple[list[str], list[int], 
 
 def _pooling(folder: Path) -> Any:
     """The sentence-transformers pooling (``modules.json`` → ``1_Pooling/config.json``), or None."""
+    gguf = gguf_package()
     modules = folder / "modules.json"
     if not modules.is_file():
         return None
@@ -112,8 +109,7 @@ def _pooling(folder: Path) -> Any:
 def bert_gguf(folder: Path, file_type: int = 0) -> BertGguf:
     """The GGUF metadata and tensors of the BERT folder ``folder``; ``file_type`` is llama.cpp's
     ``general.file_type`` of the file to be written."""
-    if gguf is None:  # pragma: no cover
-        raise ImportError("GGUF files need the gguf package: pip install gguf")
+    gguf = gguf_package()
     folder = Path(folder)
     cfg = _load_json(folder / "config.json")
     mt = cfg.get("model_type")
