@@ -921,15 +921,36 @@ fn choose_searched(ty: GgmlType, x: &[f32], w: Option<&[f32]>) -> BlockParams {
             }
             let max_scale = scales.iter().fold(0f32, |a, &b| a.max(b));
             let max_min = mins.iter().fold(0f32, |a, &b| a.max(b));
-            (p.d, p.m) = (f16r(max_scale / 63.0), f16r(max_min / 63.0));
             let start = |d: f32, v: f32| if d > 0.0 { nearest_int(v / d) } else { 0 };
-            for j in 0..8 {
-                p.sc[j] = start(p.d, scales[j]).clamp(0, 63) as u8;
-                p.mn[j] = start(p.m, mins[j]).clamp(0, 63) as u8;
+            // Lattices of the super-block scales (the largest sub-scale and sub-min at `ns`,
+            // `nm` of 63): each sub-block takes its best 6-bit pair next to its own fit.
+            let mut err = f32::INFINITY;
+            for ns in K_LATTICE {
+                for nm in K_LATTICE {
+                    let mut cand = BlockParams { d: f16r(max_scale / ns), m: f16r(max_min / nm), ..p };
+                    let mut total = 0f32;
+                    for j in 0..8 {
+                        let (s0, m0) = (start(cand.d, scales[j]), start(cand.m, mins[j]));
+                        let mut best = f32::INFINITY;
+                        for sc in (s0 - 1).max(0)..=(s0 + 1).min(63) {
+                            for mn in (m0 - 1).max(0)..=(m0 + 1).min(63) {
+                                let mut t = cand;
+                                (t.sc[j], t.mn[j]) = (sc as u8, mn as u8);
+                                let e = range_error(ty, &t, x, w, 32 * j..32 * j + 32);
+                                if e < best {
+                                    (best, cand.sc[j], cand.mn[j]) = (e, sc as u8, mn as u8);
+                                }
+                            }
+                        }
+                        total += best;
+                    }
+                    if total < err {
+                        (err, p) = (total, cand);
+                    }
+                }
             }
             // Alternate: the best 6-bit sub-scale and sub-min near each sub-block's (the
             // super-block scales fixed), then the super-block scales refitted (the codes fixed).
-            let mut err = block_error(ty, &p, x, w);
             for _ in 0..3 {
                 for j in 0..8 {
                     let (s0, m0) = (p.sc[j] as i32, p.mn[j] as i32);
@@ -1044,6 +1065,8 @@ fn q6k_search(x: &[f32], w: Option<&[f32]>) -> BlockParams {
     p
 }
 
+/// Q4_K/Q5_K: the largest 6-bit sub-scale (and sub-min) in each lattice the search tries.
+const K_LATTICE: [f32; 3] = [63.0, 59.0, 55.0];
 /// The largest sub-block's integer scale in each lattice [`q6k_search`] tries.
 const Q6K_LATTICE: [f32; 8] = [128.0, 124.0, 120.0, 116.0, 112.0, 108.0, 104.0, 100.0];
 /// How far from its own scale (in steps of `d`) each sub-block looks on a lattice.
