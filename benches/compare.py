@@ -902,7 +902,8 @@ def analysis(r: dict[str, Any]) -> str:
         f"**Per-tensor INT8 against torch**, scale given: {given.rxquant_s * 1e3:.2f} against "
         f"{peer(given) * 1e3:.2f} ms in the main table; in the thread-scaling rows {vs_torch}. "
         + (
-            f"Torch is ahead at {', '.join(map(str, behind))} thread(s) in this run: the target is missed there. "
+            f"Torch is ahead at {', '.join(map(str, behind))} thread(s) in this run: "
+            "the target is missed there. "
             if behind
             else "rxquant is ahead at every thread count in this run. "
         )

@@ -50,6 +50,17 @@ def test_pack_errors():
         rq.unpack_int4(np.zeros(2, np.int8), (4,))
 
 
+def test_pack_reports_the_first_bad_value_across_chunks():
+    """The range check runs in parallel chunks; the error still names the first bad value."""
+    v = np.zeros(300_001, np.uint8)
+    v[[70_001, 200_000, 300_000]] = [17, 16, 99]
+    with pytest.raises(ValueError, match=r"value 17 at flat index 70001 is outside the range 0..=15"):
+        rq.pack_int4(v)
+    v[70_001] = 15
+    with pytest.raises(ValueError, match=r"value 16 at flat index 200000 "):
+        rq.pack_int4(v)
+
+
 def test_quantize_pack_equals_pack_of_quantize():
     x = np.random.default_rng(4).standard_normal((8, 64)).astype(np.float32)
     for sym in (True, False):
