@@ -453,6 +453,12 @@ def run(repeat: int = 7, write_docs: bool = True, docs: Optional[Path] = None) -
             {"numpy": lambda: lambda: q.astype(np.float32) * s_col},
         ),
         (
+            "dequantize INT8 per channel 4096x4096 into an existing array (out=)",
+            lambda: rq.dequantize(q, qp, out=dst),
+            nb // 4 + nb,
+            {"numpy": lambda: lambda: np.multiply(q, s_col, out=dst)},
+        ),
+        (
             "metrics (SQNR, cosine, MSE, MAE, max) 4096x4096",
             lambda: rq.metrics(x, y),
             2 * nb,
@@ -884,6 +890,7 @@ def analysis(r: dict[str, Any]) -> str:
     given = row("INT8 quantize per tensor 4096x4096, scale given")
     groups = [row("INT8 symmetric groups of 32"), row("INT4 groups of 32 + packing")]
     deq, met, hist = row("dequantize INT8"), row("metrics"), row("histogram")
+    deq_out = row("dequantize INT8 per channel 4096x4096 into")
     mse_row, hess = row("MSE calibration"), row("Hessian observer")
     onnx_row = next((x for x in r["rows"] if x.work.startswith("MiniLM ONNX")), None)
     q = r.get("mse_quality") or {}
@@ -918,8 +925,9 @@ def analysis(r: dict[str, Any]) -> str:
         "miss the 60% target. The per-group kernels are compute-bound at two cores (a range, a scale "
         "and a zero point with float64 divisions for every 32 values, and a division per value); "
         "dequantize writes a new float32 array, whose fresh pages the kernel faults in (the copy "
-        "writes into an existing one); metrics keep six float64 sums per value so that they equal "
-        "numpy's float64 results to 1e-12; the histogram is one scalar increment per value.",
+        "writes into an existing one; into an existing array, `dequantize(..., out=)`, it reaches "
+        f"{pct(deq_out):.0f}%); metrics keep six float64 sums per value so that they equal numpy's "
+        "float64 results to 1e-12; the histogram is one scalar increment per value.",
         f"**MSE calibration** is {peer(mse_row) / mse_row.rxquant_s:.1f}x torch's HistogramObserver here "
         "(target 10x: missed)"
         + (

@@ -41,6 +41,9 @@ def test_opencl_matches_cpu(scheme, shape):
     np.testing.assert_array_equal(qp.scale, qp_cl.scale)
     np.testing.assert_array_equal(q_cpu, q_cl)
     np.testing.assert_array_equal(rq.dequantize(q_cpu, qp), rq.dequantize(q_cl, qp, device=DEVICE))
+    out = np.empty(x.shape, np.float32)
+    assert rq.dequantize(q_cl, qp, device=DEVICE, out=out) is out
+    np.testing.assert_array_equal(out, rq.dequantize(q_cpu, qp))
     y, m = rq.fake_quantize(x, qparams=qp, return_mask=True)
     y2, m2 = rq.fake_quantize(x, qparams=qp, return_mask=True, device=DEVICE)
     np.testing.assert_array_equal(y, y2)

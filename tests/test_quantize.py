@@ -258,3 +258,44 @@ def test_signed_scale_puts_the_extreme_value_on_qmin():
     bad = rq.QParams(rq.Scheme("int4", symmetric=True), np.float32(-1.0), np.int32(0), (2, 4))
     with pytest.raises(ValueError, match="not a positive finite number"):
         rq.quantize(x, qparams=bad)
+
+
+@pytest.mark.parametrize(
+    "scheme, packed",
+    [
+        (rq.Scheme("int8", axis=0), False),
+        (rq.Scheme("int4", symmetric=False, group_size=16), False),
+        (rq.Scheme("int4", group_size=16), True),
+        (rq.Scheme("fp16"), False),
+    ],
+)
+def test_dequantize_into_out_equals_a_new_array(scheme: rq.Scheme, packed: bool) -> None:
+    x = np.random.default_rng(3).standard_normal((8, 64)).astype(np.float32)
+    q, qp = rq.quantize(x, scheme, pack=packed)
+    out = np.full(x.shape, np.nan, np.float32)
+    got = rq.dequantize(q, qp, packed=packed, out=out)
+    assert got is out
+    np.testing.assert_array_equal(out, rq.dequantize(q, qp, packed=packed))
+
+
+def test_dequantize_out_refusals_name_the_problem() -> None:
+    x = np.random.default_rng(4).standard_normal((8, 64)).astype(np.float32)
+    q, qp = rq.quantize(x, rq.Scheme("int8", axis=0))
+    with pytest.raises(TypeError, match="out must be a float32 numpy array, got dtype float64"):
+        rq.dequantize(q, qp, out=np.empty((8, 64)))
+    with pytest.raises(TypeError, match="got list"):
+        rq.dequantize(q, qp, out=[0.0] * 512)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"out has shape \(64, 8\); the result has shape \(8, 64\)"):
+        rq.dequantize(q, qp, out=np.empty((64, 8), np.float32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        rq.dequantize(q, qp, out=np.empty((64, 8), np.float32).T)
+    ro = np.empty((8, 64), np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        rq.dequantize(q, qp, out=ro)
+    # Codes that live inside `out`'s memory: refused, not read while being overwritten.
+    buf = np.zeros((8, 64), np.float32)
+    codes = buf.reshape(-1).view(np.int8)[:512].reshape(8, 64)
+    codes[...] = q
+    with pytest.raises(ValueError, match="out cannot be written: it shares memory with an input"):
+        rq.dequantize(codes, qp, out=buf)

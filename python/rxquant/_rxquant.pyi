@@ -56,6 +56,7 @@ def dequantize(
     scale: np.ndarray,
     zero_point: np.ndarray,
     packed: bool,
+    out: Optional[np.ndarray] = None,
 ) -> np.ndarray: ...
 def fake_quantize(
     x: np.ndarray,

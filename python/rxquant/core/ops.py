@@ -133,18 +133,46 @@ def _quantize_float(a: np.ndarray, s: Scheme, ignore_nonfinite: bool) -> tuple[n
     return out, QParams(s, empty, empty.astype(np.int32), a.shape, overflow=overflow)
 
 
-def dequantize(q: Any, qparams: QParams, *, packed: bool = False, device: Optional[str] = None) -> np.ndarray:
+def _check_out(out: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """``out`` if it can take a float32 result of ``shape`` in place, else a clear error."""
+    if not isinstance(out, np.ndarray) or out.dtype != np.float32:
+        what = f"dtype {out.dtype}" if isinstance(out, np.ndarray) else type(out).__name__
+        raise TypeError(f"out must be a float32 numpy array, got {what}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"out has shape {out.shape}; the result has shape {tuple(shape)}")
+    if not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    return out
+
+
+def dequantize(
+    q: Any,
+    qparams: QParams,
+    *,
+    packed: bool = False,
+    device: Optional[str] = None,
+    out: Optional[np.ndarray] = None,
+) -> np.ndarray:
     """Reconstructs float32 values ``(q - zero_point) * scale`` in ``qparams.shape``.
 
-    ``packed=True`` reads INT4 codes packed two to a byte.
+    ``packed=True`` reads INT4 codes packed two to a byte. ``out``: a C-contiguous float32 array
+    of ``qparams.shape`` to write the values into (and return), so that a loop can reuse one
+    buffer instead of paying for a new array's pages on every call.
     """
     if not isinstance(qparams, QParams):
         raise TypeError(f"qparams must be a QParams, got {type(qparams).__name__}")
+    if out is not None:
+        out = _check_out(out, tuple(qparams.shape))
     s = qparams.scheme
     if not s.is_integer:
         a = as_float_array(q, "q")
         _check_qparams(qparams, a.shape, None)
-        return a.astype(np.float32)
+        if out is None:
+            return a.astype(np.float32)
+        np.copyto(out, a)
+        return out
     c = as_code_array(q)
     if packed:
         if s.precision != "int4":
@@ -164,10 +192,18 @@ def dequantize(q: Any, qparams: QParams, *, packed: bool = False, device: Option
                 f"{np.dtype(want).name}, got dtype {c.dtype}"
             )
     args = (s.spec(), qparams.scale, qparams.zero_point)
+
+    def on_device(be: Any) -> np.ndarray:
+        y = be.dequantize(c, *args)
+        if out is None:
+            return y
+        np.copyto(out, y.reshape(out.shape))
+        return out
+
     return run(
         "cpu" if packed else device,
-        lambda be: be.dequantize(c, *args),
-        lambda: native.dequantize(c, list(qparams.shape), *args, packed),
+        on_device,
+        lambda: native.dequantize(c, list(qparams.shape), *args, packed, out),
         Work.elementwise(c.nbytes, 4 * c.size),
     )
 

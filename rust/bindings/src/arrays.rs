@@ -114,6 +114,31 @@ pub fn fill<'py, T: numpy::Element + Send>(
     Ok(out.into_any())
 }
 
+/// [`fill`], or with `out` (a C-contiguous, writeable array of `T` and `shape`, checked with
+/// clear messages by the Python layer) written in place and returned.
+pub fn fill_or_into<'py, T: numpy::Element + Send>(
+    py: Python<'py>,
+    out: Option<&Bound<'py, PyAny>>,
+    shape: &[usize],
+    f: impl FnOnce(&mut [T]) -> rxquant::Result<()> + Send,
+) -> PyResult<Bound<'py, PyAny>> {
+    let Some(o) = out else { return fill(py, shape, f) };
+    let arr = o.cast::<PyArrayDyn<T>>().map_err(|_| PyTypeError::new_err("out has the wrong dtype"))?;
+    if arr.shape() != shape {
+        return Err(PyValueError::new_err(format!(
+            "out has shape {:?}; the result has {shape:?}",
+            arr.shape()
+        )));
+    }
+    // The Python layer refuses read-only arrays, so a borrow error means shared memory.
+    let mut rw = arr.try_readwrite().map_err(|e| {
+        PyValueError::new_err(format!("out cannot be written: it shares memory with an input ({e})"))
+    })?;
+    let slice = rw.as_slice_mut().map_err(|_| PyValueError::new_err("out must be C-contiguous"))?;
+    crate::errors::detach(py, || f(slice))?;
+    Ok(o.clone())
+}
+
 /// Moves a Rust vector into a numpy array of `shape` (no copy).
 pub fn to_numpy<'py, T: numpy::Element>(
     py: Python<'py>,

@@ -1,6 +1,6 @@
 //! quantize / dequantize / fake_quantize / fp16 bindings.
 
-use crate::arrays::{codes_with_params, fill, zeros, FloatArray};
+use crate::arrays::{codes_with_params, fill, fill_or_into, zeros, FloatArray};
 use crate::errors::detach;
 use crate::scheme::{parse, SchemeSpec};
 use crate::with_slice;
@@ -79,8 +79,11 @@ pub fn quantize_minmax<'py>(
     }))
 }
 
-/// Dequantizes int8/uint8 codes (or packed INT4 bytes when `packed`) to float32 of `shape`.
+/// Dequantizes int8/uint8 codes (or packed INT4 bytes when `packed`) to float32 of `shape`, into
+/// `out` when given.
 #[pyfunction]
+#[pyo3(signature = (q, shape, spec, scale, zero_point, packed, out=None))]
+#[allow(clippy::too_many_arguments)]
 pub fn dequantize<'py>(
     py: Python<'py>,
     q: &Bound<'py, PyAny>,
@@ -89,6 +92,7 @@ pub fn dequantize<'py>(
     scale: PyReadonlyArrayDyn<'py, f32>,
     zero_point: PyReadonlyArrayDyn<'py, i32>,
     packed: bool,
+    out: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let qp = qparams(&spec, &shape, scale, zero_point)?;
     let n = shape.iter().product::<usize>();
@@ -96,11 +100,11 @@ pub fn dequantize<'py>(
     if let Ok(a) = q.cast::<numpy::PyArrayDyn<i8>>() {
         let a = a.readonly();
         let codes = a.as_slice()?;
-        fill::<f32>(py, &shape, |o| rxquant::dequantize(codes, &shape, &qp, o))
+        fill_or_into::<f32>(py, out, &shape, |o| rxquant::dequantize(codes, &shape, &qp, o))
     } else if let Ok(a) = q.cast::<numpy::PyArrayDyn<u8>>() {
         let a = a.readonly();
         let codes = a.as_slice()?;
-        fill::<f32>(py, &shape, |o| {
+        fill_or_into::<f32>(py, out, &shape, |o| {
             if packed && signed {
                 rxquant::dequantize(&rxquant::unpack_int4_signed(codes, n)?, &shape, &qp, o)
             } else if packed {
