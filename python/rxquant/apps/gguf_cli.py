@@ -18,6 +18,7 @@ from ..core.ops import metrics
 from ..formats.gguf_file import GgufFile, is_gguf
 from ..formats.statistics import Statistics
 from ..models.bert_gguf import bert_gguf
+from .options import refuse_device, refuse_given
 from .progress import PerItem
 
 
@@ -37,9 +38,9 @@ def cmd_quantize_gguf(
     src = Path(args.file)
     if not str(args.output).lower().endswith(".gguf"):
         raise usage(f"{src} is a GGUF file; the output must be a .gguf file too, not {args.output}")
-    given = [
-        o
-        for o, v in (
+    refuse_given(
+        usage,
+        (
             ("--plan", args.plan),
             ("--precision", args.precision),
             ("--granularity", args.granularity),
@@ -47,16 +48,11 @@ def cmd_quantize_gguf(
             ("--method", args.method_given),
             ("--include", args.include),
             ("--exclude", args.exclude),
-        )
-        if v is not None
-    ]
-    if given:
-        raise usage(
-            f"{', '.join(given)} apply to rxquant's safetensors output; a GGUF file takes --type "
-            "(a llama.cpp type such as q4_k) or --budget"
-        )
-    if args.device not in ("auto", "cpu"):
-        raise usage(f"GGUF quantization runs on the CPU; --device {args.device} does not apply")
+        ),
+        "apply to rxquant's safetensors output; a GGUF file takes --type (a llama.cpp type such as "
+        "q4_k) or --budget",
+    )
+    refuse_device(args, usage, "GGUF quantization")
     if (args.type is None) == (args.budget is None):
         raise usage("a GGUF output needs --type (one llama.cpp type, e.g. q4_k) or --budget (e.g. 4.8bpw)")
     if "channel" in fallbacks:

@@ -13,6 +13,7 @@ from typing import Any, Callable
 from .. import onnx as ro
 from ..core.scheme import Scheme
 from ..formats.statistics import Statistics
+from .options import refuse_device, refuse_given
 from .progress import PerItem
 
 
@@ -42,9 +43,9 @@ def cmd_quantize_onnx(
     """``rxquant quantize model.onnx -o model.q.onnx``: see :func:`rxquant.onnx.quantize_model`."""
     if not str(args.output).lower().endswith(".onnx"):
         raise usage(f"{args.file} is an ONNX model; the output must be an .onnx file too, not {args.output}")
-    given = [
-        o
-        for o, v in (
+    refuse_given(
+        usage,
+        (
             ("--plan", args.plan),
             ("--type", args.type),
             ("--budget", args.budget),
@@ -52,17 +53,12 @@ def cmd_quantize_onnx(
             ("--method", args.method_given),
             ("--include", args.include),
             ("--exclude", args.exclude),
-        )
-        if v is not None
-    ]
-    if given or args.allow_requantize:
-        raise usage(
-            f"{', '.join(given) or '--allow-requantize'} do not apply to ONNX models; they take "
-            "--precision, --granularity group:N, --asymmetric, --rounding, --statistics, --format, "
-            "--zero-points, --embeddings"
-        )
-    if args.device not in ("auto", "cpu"):
-        raise usage(f"ONNX quantization runs on the CPU; --device {args.device} does not apply")
+            ("--allow-requantize", args.allow_requantize or None),
+        ),
+        "do not apply to ONNX models; they take --precision, --granularity group:N, --asymmetric, "
+        "--rounding, --statistics, --format, --zero-points, --embeddings",
+    )
+    refuse_device(args, usage, "ONNX quantization")
     if "channel" in fallbacks:
         raise usage("--fallback channel does not apply to ONNX models: choose a group size that divides them")
     scheme = _scheme(args, usage)
