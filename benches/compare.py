@@ -12,6 +12,7 @@ Run: python benches/compare.py [--repeat 7] [--no-docs]
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import io
 import os
@@ -303,27 +304,37 @@ def whole_file_rows(repeat: int) -> Optional[dict[str, Any]]:
     d = minilm_dir()
     if d is None:
         return None
+    # rxquant's modules as bytecode, as an installed package has them (pip compiles them on
+    # install; a source checkout run with PYTHONDONTWRITEBYTECODE=1 would compile every module
+    # at each start, 15 ms here).
+    compileall.compile_dir(str(Path(rq.__file__).parent), quiet=1)
     threads = str(rq.threads())
     env = dict(os.environ, RAYON_NUM_THREADS=threads, OMP_NUM_THREADS=threads)
     py = sys.executable
     rows: list[tuple[str, Optional[float]]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        gsrc, gout = Path(tmp) / "f32.gguf", Path(tmp) / "q.gguf"
+        gsrc, gout, lout = Path(tmp) / "f32.gguf", Path(tmp) / "q.gguf", Path(tmp) / "l.gguf"
         rg.quantize_file(d, gsrc, type="f32")
         osrc, oout = Path(tmp) / "m.onnx", Path(tmp) / "q.onnx"
         export_bert(d, osrc)
         rx = [py, "-m", "rxquant", "quantize"]
-        for rounding in ("nearest", "mse"):
-            cmd = rx + [str(gsrc), "-o", str(gout), "--type", "q4_0", "--rounding", rounding, "-q"]
-            rows.append(
-                (f"GGUF F32 -> Q4_0, rxquant quantize --rounding {rounding}", process_time(cmd, repeat, env))
-            )
         bin_dir = llama_cpp_bin()
-        t_llama = None
-        if bin_dir is not None:
-            llama = [str(bin_dir / "llama-quantize"), "--pure", str(gsrc), str(gout), "Q4_0", threads]
-            t_llama = process_time(llama, repeat, env)
-        rows.append(("GGUF F32 -> Q4_0, llama-quantize --pure", t_llama))
+
+        def run(cmd: list[str]) -> Callable[[], Any]:
+            return lambda: subprocess.run(cmd, check=True, capture_output=True, env=env)
+
+        for ty in ("Q4_0", "Q4_K"):
+            ours = rx + [str(gsrc), "-o", str(gout), "--type", ty, "-q"]
+            t_llama: Optional[float] = None
+            if bin_dir is not None:  # in turns: the two differ by less than this machine's drift
+                llama = [str(bin_dir / "llama-quantize"), "--pure", str(gsrc), str(lout), ty, threads]
+                t_ours, t_llama = alternating_times(run(ours), run(llama), 2 * repeat)
+            else:
+                t_ours = process_time(ours, repeat, env)
+            rows.append((f"GGUF F32 -> {ty}, rxquant quantize --rounding nearest", t_ours))
+            rows.append((f"GGUF F32 -> {ty}, llama-quantize --pure", t_llama))
+        cmd = rx + [str(gsrc), "-o", str(gout), "--type", "q4_0", "--rounding", "mse", "-q"]
+        rows.append(("GGUF F32 -> Q4_0, rxquant quantize --rounding mse", process_time(cmd, repeat, env)))
         for rounding in ("nearest", "mse"):
             cmd = rx + [str(osrc), "-o", str(oout), "--precision", "int4", "--granularity", "group:32",
                         "--asymmetric", "--rounding", rounding, "-q"]  # fmt: skip
@@ -943,18 +954,26 @@ def analysis(r: dict[str, Any]) -> str:
     ]
     if r.get("files"):
         files, start = dict(r["files"]["rows"]), r["files"]["startup"]
-        rx_g = files.get("GGUF F32 -> Q4_0, rxquant quantize --rounding nearest")
-        ll = files.get("GGUF F32 -> Q4_0, llama-quantize --pure")
         rx_o = files.get("ONNX -> INT4 asym g32, rxquant quantize --rounding nearest")
         ort = files.get("ONNX -> INT4 asym g32, ONNX Runtime MatMulNBitsQuantizer RTN")
         imp = start.get("python -c 'import rxquant.apps.cli'")
         text = "**Whole files, as processes.** "
         if rx_o and ort:
             text += f"ONNX: rxquant {rx_o:.3f} s against ONNX Runtime's RTN {ort:.3f} s. "
-        if rx_g and ll:
-            text += f"GGUF Q4_0: rxquant {rx_g:.3f} s against `llama-quantize` {ll:.3f} s"
-            text += " (missed)" if rx_g > ll else ""
-            text += f"; importing rxquant's CLI (numpy among it) takes {imp:.3f} s. " if imp else ". "
+        for ty in ("Q4_0", "Q4_K"):
+            rx_g = files.get(f"GGUF F32 -> {ty}, rxquant quantize --rounding nearest")
+            ll = files.get(f"GGUF F32 -> {ty}, llama-quantize --pure")
+            if rx_g and ll:
+                text += f"GGUF {ty}: rxquant {rx_g:.3f} s against `llama-quantize` {ll:.3f} s "
+                text += f"({ll / rx_g:.2f}x"
+                text += ", missed). " if rx_g > ll else "). "
+        if imp:
+            text += (
+                f"Importing rxquant's CLI takes {imp:.3f} s; requantizing a GGUF file imports no numpy "
+                "(the tensors go from the source's memory map to the Rust core and back as bytes), "
+                "and rxquant syncs the file to disk before renaming it into place, which "
+                "`llama-quantize` does not. "
+            )
         text += (
             "`--rounding mse` for GGUF Q4_0 searches each block's scale; the cheaper data-aware choice "
             "is `--rounding gptq` with statistics."

@@ -3,11 +3,13 @@ reader, writer and block (de)quantizers) and numpy ports of ggml's reference qua
 
 from __future__ import annotations
 
+import ctypes
 import os
 import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -152,6 +154,51 @@ def test_gptq_identity_hessian_is_the_search_and_real_hessian_helps(name: str) -
     e_gptq = out_err(rg.quantize_tensor(w, name, rounding="gptq", hessian=h))
     e_near = out_err(rg.quantize_tensor(w, name))
     assert e_gptq < e_imp < e_near
+
+
+def ggml_c_library() -> Optional[ctypes.CDLL]:
+    """llama.cpp's own ggml (libggml-base, as `make interop` builds it, or under $LLAMA_CPP_BIN)."""
+    for d in (os.environ.get("LLAMA_CPP_BIN"), str(Path(__file__).parents[1] / ".cache/llama.cpp/build/bin")):
+        if d and (Path(d) / "libggml-base.so").is_file():
+            return ctypes.CDLL(str(Path(d) / "libggml-base.so"))
+    return None
+
+
+def scan_edge_rows(n: int) -> np.ndarray:
+    """Rows whose minimum, maximum or largest magnitude is zero or tied in sign, where a scan's
+    first hit decides the stored sign bits; and float32 subnormals, whose inverse scale is
+    infinite (C's float-to-int conversion then decides the codes)."""
+    z = np.zeros(n, np.float32)
+    rows = [z.copy() for _ in range(8)]
+    rows[6][:] = np.where(np.arange(n) % 3 == 0, 1e-44, -3e-45)
+    rows[7][:] = np.linspace(-1e-43, 2e-44, n)
+    rows[0][1::2] = -0.0
+    rows[1][::2] = -0.0
+    rows[2][2:] = 1.0
+    rows[2][1] = -0.0
+    rows[3][2:] = -1.0
+    rows[3][0] = -0.0
+    rows[4][:] = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)
+    rows[5][:] = np.where(np.arange(n) % 2 == 0, -1.0, 1.0)
+    return np.stack(rows)
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_nearest_equals_ggml_c_reference(name: str) -> None:
+    """Bit for bit llama.cpp's own C ``quantize_row_*_ref`` (K types included), called through
+    ctypes where llama.cpp's library is built (make interop); skipped elsewhere."""
+    lib = ggml_c_library()
+    if lib is None:
+        pytest.skip("llama.cpp's libggml-base is not built (make interop, or set LLAMA_CPP_BIN)")
+    rng = np.random.default_rng(11)
+    x = np.concatenate(
+        [edge_rows(512), scan_edge_rows(512), rng.standard_normal((8, 512)) * rng.uniform(1e-3, 30, (8, 1))]
+    ).astype(np.float32)
+    f = getattr(lib, f"quantize_row_{name.lower().replace('_k', '_K')}_ref")
+    f.argtypes, f.restype = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64], None
+    ref = np.zeros(rg.BLOCK_TYPES[name].nbytes(x.shape), np.uint8)
+    f(x.ctypes.data, ref.ctypes.data, x.size)
+    assert np.array_equal(rg.quantize_tensor(x, name), ref)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -419,3 +466,103 @@ def test_cli_import_leaves_the_gguf_package_unloaded() -> None:
     code = "import sys, rxquant.apps.cli; print('gguf' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def write_float_gguf(path: Path) -> dict[str, np.ndarray]:
+    """Weights stored as F32, F16 and BF16 (rows of 256: every block type fits), and a norm."""
+    rng = np.random.default_rng(5)
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_block_count(1)
+    f32 = rng.standard_normal((8, 512)).astype(np.float32)
+    f16 = (rng.standard_normal((4, 256)) * 3).astype(np.float16)
+    bf16 = rng.standard_normal((4, 256)).astype(np.float32)
+    w.add_tensor("token_embd.weight", f32)
+    w.add_tensor("blk.0.attn_q.weight", f16)
+    bits = (bf16.view(np.uint32) >> 16).astype(np.uint16)  # truncated: exactly representable
+    w.add_tensor("blk.0.attn_k.weight", bits, raw_dtype=QT.BF16)
+    w.add_tensor("blk.0.attn_norm.weight", np.ones(256, np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return {"token_embd.weight": f32, "blk.0.attn_q.weight": f16.astype(np.float32),
+            "blk.0.attn_k.weight": (bits.astype(np.uint32) << 16).view(np.float32)}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["Q4_0", "Q5_1", "Q8_0", "Q4_K", "Q6_K"])
+def test_quantizing_from_the_memory_map_equals_the_array_path(tmp_path: Path, name: str) -> None:
+    """A GGUF file is requantized straight from its memory map (F32, F16 and BF16 widened in
+    the core, no numpy): the blocks equal those of the decoded array."""
+    from rxquant.core import native
+
+    src = tmp_path / "m.gguf"
+    values = write_float_gguf(src)
+    f = GgufFile(src)
+    for tname, x in values.items():
+        t = f.tensors[tname]
+        for rounding in ("nearest", "mse"):
+            got = native.ggml_quantize_file(t.path, t.offset, x.size, t.type, name, x.shape[-1], rounding)
+            assert isinstance(got, bytes)
+            want = rg.quantize_tensor(x, name, rounding=rounding)
+            assert np.array_equal(np.frombuffer(got, np.uint8), want)
+
+
+def test_quantizing_from_a_file_refuses_with_names(tmp_path: Path) -> None:
+    from rxquant.core import native
+
+    src = tmp_path / "m.gguf"
+    write_float_gguf(src)
+    t = GgufFile(src).tensors["token_embd.weight"]
+    size = os.path.getsize(src)
+    for args, exc, msg in (
+        ((str(src), size - 64, 4096, "F32", "Q4_0", 512, "nearest"), ValueError, "run past the end"),
+        ((str(src), t.offset, 4096, "Q4_0", "Q4_0", 512, "nearest"), ValueError, "F32, F16 or BF16"),
+        ((str(src), t.offset, 4096, "F32", "Q4_K", 96, "nearest"), ValueError, "whole blocks"),
+        ((str(src), t.offset, 4096, "F32", "Q4_0", 512, "importance"), ValueError, "nearest or mse"),
+        ((str(tmp_path / "none.gguf"), 0, 32, "F32", "Q4_0", 32, "nearest"), OSError, "none.gguf"),
+    ):
+        with pytest.raises(exc, match=msg):
+            native.ggml_quantize_file(*args)
+    x = np.zeros((2, 32), np.float32)
+    x[1, 5] = np.nan
+    (tmp_path / "nan.bin").write_bytes(x.tobytes())
+    with pytest.raises(ValueError, match="non-finite|NaN"):
+        native.ggml_quantize_file(str(tmp_path / "nan.bin"), 0, 64, "F32", "Q8_0", 32, "nearest")
+
+
+def test_requantizing_a_gguf_file_imports_no_numpy(tmp_path: Path) -> None:
+    """The command line requantizes a GGUF file without numpy (its import alone is most of
+    llama-quantize's whole run on a small model); the file is the one the Python API writes."""
+    src, dst, ref = tmp_path / "m.gguf", tmp_path / "q.gguf", tmp_path / "r.gguf"
+    write_float_gguf(src)
+    code = (
+        "import sys; from rxquant.apps.cli import main; "
+        f"rc = main(['quantize', {str(src)!r}, '-o', {str(dst)!r}, '--type', 'q4_k', '-q']); "
+        "print(rc, 'numpy' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-2:] == ["0", "False"], out.stdout + out.stderr
+    rg.quantize_file(src, ref, type="q4_k")
+    assert dst.read_bytes() == ref.read_bytes()
+
+
+def test_writer_reports_a_failed_background_write_and_leaves_nothing(tmp_path: Path) -> None:
+    """Large tensors are written by a thread while the next is quantized: its failure is raised
+    in the caller, and the file is not left behind (nor its temp file)."""
+    from rxquant.formats.gguf_file import GgufWriter, TensorOut
+
+    class Failing:
+        def __init__(self, f: object) -> None:
+            self.f = f
+
+        def write(self, b: object) -> int:
+            raise OSError("No space left on device")
+
+    n = (1 << 20) // 4 + 64
+    path = tmp_path / "out.gguf"
+    with pytest.raises(OSError, match="No space left"):
+        with GgufWriter(path, [], [TensorOut("a", (n,), "F32"), TensorOut("b", (8,), "F32")]) as w:
+            w._f = Failing(w._f)
+            w.write(np.zeros(n, np.float32))
+            w.write(np.zeros(8, np.float32))
+    assert list(tmp_path.iterdir()) == []

@@ -64,3 +64,31 @@ def test_the_private_name_check_finds_a_violation(tmp_path):
     p = tmp_path / "m.py"
     p.write_text("import numpy as np\nfrom .planner import _pareto\nnp._x\n")
     assert len(_private_uses(p)) == 2
+
+
+def test_lazy_exports_match_what_type_checkers_see():
+    """``rxquant.__init__`` imports each public name on first use (``_EXPORTS``); the imports
+    type checkers read (under TYPE_CHECKING) must name the same modules."""
+    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    seen = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            for imp in node.body:
+                assert isinstance(imp, ast.ImportFrom)
+                seen.update({a.name: "." * imp.level + (imp.module or "") for a in imp.names})
+    assert seen == rxquant._EXPORTS
+    assert set(rxquant.__all__) == {"__version__", *rxquant._EXPORTS}
+
+
+def test_import_loads_only_what_is_used():
+    """``import rxquant`` and the command line's module load no numpy (the GGUF command runs
+    without it); a public name loads its module on first use."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, rxquant, rxquant.apps.cli; a = 'numpy' in sys.modules; "
+        "rxquant.Scheme('int8'); rxquant.quantize; print(a, 'numpy' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]

@@ -19,37 +19,81 @@ see ``.importlinter``):
 - ``rxquant.core``: schemes, the functional ops, calibration, GPTQ and input statistics, devices,
   hardware facts; thin over the compiled module ``rxquant._rxquant``.
 
-Everything public is importable from here and listed in ``__all__``.
+Everything public is importable from here and listed in ``__all__``. Each name is imported on
+first use (as pydantic does), so ``import rxquant`` and the command line load only what they use:
+requantizing a GGUF file never imports numpy.
 """
 
-from .adaptive.config import QuantizationConfig
-from .adaptive.quantizer import (
-    AdaptiveQuantizer,
-    ROCmQuantizer,
-    benchmark_calibration_methods,
-    create_quantizer_for_gpu,
-)
-from .analysis.planner import Plan, parse_budget
-from .analysis.sensitivity import LayerQuantizationStats
-from .core.calibration import Observer, calibrate
-from .core.devices import DeviceError, get_rocm_status
-from .core.gptq import gptq
-from .core.hardware import GPU_FAMILIES, GpuFamily
-from .core.hessian import HessianObserver
-from .core.native import __version__, threads
-from .core.ops import (
-    Metrics,
-    dequantize,
-    fake_quantize,
-    metrics,
-    pack_int4,
-    quantize,
-    unpack_int4,
-)
-from .core.scheme import QParams, Scheme
-from .core.types import CalibrationMethod, QuantizationPrecision
-from .formats.checkpoint import Checkpoint
-from .formats.quantized import QuantizedTensor, load_quantized
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .core.native import __version__
+
+if TYPE_CHECKING:  # what type checkers and editors see; at run time `__getattr__` imports these
+    from .adaptive.config import QuantizationConfig
+    from .adaptive.quantizer import (
+        AdaptiveQuantizer,
+        ROCmQuantizer,
+        benchmark_calibration_methods,
+        create_quantizer_for_gpu,
+    )
+    from .analysis.planner import Plan, parse_budget
+    from .analysis.sensitivity import LayerQuantizationStats
+    from .core.calibration import Observer, calibrate
+    from .core.devices import DeviceError, get_rocm_status
+    from .core.gptq import gptq
+    from .core.hardware import GPU_FAMILIES, GpuFamily
+    from .core.hessian import HessianObserver
+    from .core.native import threads
+    from .core.ops import (
+        Metrics,
+        dequantize,
+        fake_quantize,
+        metrics,
+        pack_int4,
+        quantize,
+        unpack_int4,
+    )
+    from .core.qparams import QParams
+    from .core.scheme import Scheme
+    from .core.types import CalibrationMethod, QuantizationPrecision
+    from .formats.checkpoint import Checkpoint
+    from .formats.quantized import QuantizedTensor, load_quantized
+
+# Each public name and the module that defines it (a test checks these against the imports above).
+_EXPORTS = {
+    "QuantizationConfig": ".adaptive.config",
+    "AdaptiveQuantizer": ".adaptive.quantizer",
+    "ROCmQuantizer": ".adaptive.quantizer",
+    "benchmark_calibration_methods": ".adaptive.quantizer",
+    "create_quantizer_for_gpu": ".adaptive.quantizer",
+    "Plan": ".analysis.planner",
+    "parse_budget": ".analysis.planner",
+    "LayerQuantizationStats": ".analysis.sensitivity",
+    "Observer": ".core.calibration",
+    "calibrate": ".core.calibration",
+    "DeviceError": ".core.devices",
+    "get_rocm_status": ".core.devices",
+    "gptq": ".core.gptq",
+    "GPU_FAMILIES": ".core.hardware",
+    "GpuFamily": ".core.hardware",
+    "HessianObserver": ".core.hessian",
+    "threads": ".core.native",
+    "Metrics": ".core.ops",
+    "dequantize": ".core.ops",
+    "fake_quantize": ".core.ops",
+    "metrics": ".core.ops",
+    "pack_int4": ".core.ops",
+    "quantize": ".core.ops",
+    "unpack_int4": ".core.ops",
+    "QParams": ".core.qparams",
+    "Scheme": ".core.scheme",
+    "CalibrationMethod": ".core.types",
+    "QuantizationPrecision": ".core.types",
+    "Checkpoint": ".formats.checkpoint",
+    "QuantizedTensor": ".formats.quantized",
+    "load_quantized": ".formats.quantized",
+}
 
 __all__ = [
     "__version__",
@@ -85,3 +129,16 @@ __all__ = [
     "threads",
     "unpack_int4",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rxquant' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,6 +1,7 @@
 """Type stub of the compiled module (private; use the functions in `rxquant`)."""
 
-from typing import Any, Optional, final
+import os
+from typing import Any, Optional, Union, final
 
 import numpy as np
 
@@ -29,6 +30,7 @@ __all__ = [
     "affine_groups",
     "ggml_types",
     "ggml_quantize",
+    "ggml_quantize_file",
     "ggml_dequantize",
     "ggml_gptq",
 ]
@@ -171,6 +173,15 @@ def ggml_types() -> list[tuple[str, int, int, int]]: ...
 def ggml_quantize(
     x: np.ndarray, ty: str, row: int, rounding: str, importance: Optional[np.ndarray] = None
 ) -> np.ndarray: ...
+def ggml_quantize_file(
+    path: Union[str, os.PathLike[str]],
+    offset: int,
+    count: int,
+    src: str,
+    ty: str,
+    row: int,
+    rounding: str,
+) -> bytes: ...
 def ggml_dequantize(data: np.ndarray, ty: str, n: int) -> np.ndarray: ...
 def ggml_gptq(
     w: np.ndarray,

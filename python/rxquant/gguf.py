@@ -17,15 +17,12 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
-import numpy as np
-
-from .analysis.planner import parse_budget, solve_mckp
+from .core import native
 from .core.atomic import PathLike
-from .core.blocks import BLOCK_TYPES, ROUNDINGS, BlockType, dequantize_tensor, quantize_tensor
-from .core.gptq import output_error
-from .core.native import __version__
+from .core.block_types import BLOCK_TYPES, ROUNDINGS, BlockType
+from .core.blocks import dequantize_tensor, quantize_tensor
 from .formats.gguf_file import (
     FILE_TYPES,
     GGML_QUANT_VERSION,
@@ -40,8 +37,15 @@ from .formats.gguf_file import (
     is_gguf,
     type_for,
 )
-from .formats.statistics import LayerStatistics, Statistics
-from .models.bert_gguf import bert_gguf
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .formats.statistics import LayerStatistics, Statistics
+
+# numpy, the planner, the statistics files and the BERT converter are imported where used: a
+# GGUF file requantized by nearest or mse rounding needs none of them, and the command line that
+# does it starts in a fraction of numpy's import time (see docs/performance.md).
 
 __all__ = [
     "BLOCK_TYPES",
@@ -91,7 +95,8 @@ class _Tensor:
     shape: tuple[int, ...]
     type: str  # as stored in the source
     read_f32: Callable[[], np.ndarray]
-    raw: Optional[Callable[[], np.ndarray]] = None  # the stored bytes, for pass-through
+    raw: Optional[Callable[[], Any]] = None  # the stored bytes (a buffer), for pass-through
+    stored: Optional[tuple[str, int]] = None  # (file, byte offset) of F32/F16/BF16 values
 
 
 @dataclass
@@ -109,8 +114,16 @@ def _open_source(src: PathLike) -> _Source:
     p = Path(src)
     if is_gguf(p):
         f = GgufFile(p)
+        floats = ("F32", "F16", "BF16")
         tensors = [
-            _Tensor(t.name, t.shape, t.type, t.read_f32, (lambda t=t: np.asarray(t.raw)))
+            _Tensor(
+                t.name,
+                t.shape,
+                t.type,
+                t.read_f32,
+                (lambda t=t: t.data),
+                (t.path, t.offset) if t.type in floats else None,
+            )
             for t in f.tensors.values()
         ]
         blocks = int(f.value(f"{f.arch}.block_count", 0) or 0)
@@ -118,6 +131,8 @@ def _open_source(src: PathLike) -> _Source:
     folder = p if p.is_dir() else p.parent
     if p.is_file() and p.suffix != ".safetensors":
         raise ValueError(f"{src} is neither a GGUF file nor a model folder's model.safetensors")
+    from .models.bert_gguf import bert_gguf
+
     b = bert_gguf(folder)
     tensors = [_Tensor(t.name, t.shape, "F32", t.read_f32) for t in b.tensors]
     blocks = next((int(f.value) for f in b.fields if f.key == "bert.block_count"), 0)
@@ -149,6 +164,17 @@ class _StatsByName:
         return None if key is None else self.stats[key]
 
 
+def _encode(t: _Tensor, target: str, rounding: str, st: Optional[LayerStatistics]) -> Any:
+    """Tensor ``t`` as blocks of ``target``: straight from its memory map where it is stored as
+    floats and no statistics are needed (no numpy involved), else through numpy."""
+    if t.stored is not None and st is None and rounding in ("nearest", "mse"):
+        path, offset = t.stored
+        return native.ggml_quantize_file(
+            path, offset, math.prod(t.shape), t.type, target, t.shape[-1] if t.shape else 0, rounding
+        )
+    return _quantize_one(t.read_f32(), target, rounding, st, t.name)
+
+
 def _quantize_one(
     w: np.ndarray, t: str, rounding: str, st: Optional[LayerStatistics], name: str
 ) -> np.ndarray:
@@ -170,6 +196,10 @@ def _quantize_one(
 def _error(w: np.ndarray, t: str, rounding: str, st: Optional[LayerStatistics], name: str) -> float:
     """The planner's error of ``w`` in type ``t``: the layer's output error with statistics
     (``E[x²]``-weighted, or ``tr(D H Dᵀ)/2`` with a Hessian), else the squared weight error."""
+    import numpy as np
+
+    from .core.gptq import output_error
+
     wf = np.asarray(w, np.float32)
     if t == "F16":
         d = wf - wf.astype(np.float16).astype(np.float32)
@@ -227,6 +257,8 @@ def quantize_file(
     source = _open_source(src)
     stats = None
     if statistics is not None:
+        from .formats.statistics import Statistics
+
         st = statistics if isinstance(statistics, Statistics) else Statistics(statistics)
         stats = _StatsByName(st, source)
     if rounding in ("importance", "gptq") and stats is None:
@@ -283,8 +315,10 @@ def quantize_file(
             elif o.type in BLOCK_TYPES:
                 r = roundings[t.name]
                 st = stats.get(t.name) if stats is not None and r in ("importance", "gptq") else None
-                data = _quantize_one(t.read_f32(), o.type, r, st, t.name)
+                data = _encode(t, o.type, r, st)
             else:
+                import numpy as np
+
                 r = None
                 data = t.read_f32().astype(np.float16 if o.type == "F16" else np.float32)
             w.write(data)
@@ -307,6 +341,8 @@ def quantize_file(
 
 def _check_budget(result: GgufResult, budget: Union[str, int], n: int) -> None:
     """A budget is a promise: a file over it is removed and reported."""
+    from .analysis.planner import parse_budget
+
     if str(budget).strip().lower().endswith("bpw"):
         return  # met by construction (the planner counts block bytes exactly)
     limit = parse_budget(budget, max(n, 1))
@@ -329,6 +365,8 @@ def _plan_budget(
     """A type per quantizable tensor with the least total error within ``budget``: bits a weight
     over the quantized tensors, or bytes of the whole file (the tensors kept, plus the metadata
     as in the source, plus alignment)."""
+    from .analysis.planner import parse_budget, solve_mckp
+
     assert budget is not None
     names = [c.upper() for c in (candidates or [*BLOCK_TYPES, "F16"])]
     for c in names:
@@ -396,5 +434,5 @@ def _fields(
     return [f for f in source.fields if f.key not in own] + [
         Field.of("general.file_type", FILE_TYPES.get(main, 1024), UINT32),
         Field.of("general.quantization_version", GGML_QUANT_VERSION, UINT32),
-        Field.of("general.quantized_by", f"rxquant {__version__}, rounding {rounding}", STRING),
+        Field.of("general.quantized_by", f"rxquant {native.__version__}, rounding {rounding}", STRING),
     ]

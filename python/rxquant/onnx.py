@@ -29,7 +29,8 @@ from .core.calibration import calibrate
 from .core.gptq import gptq
 from .core.hessian import HessianObserver
 from .core.ops import quantize
-from .core.scheme import QParams, Scheme
+from .core.qparams import QParams
+from .core.scheme import Scheme
 from .formats.onnx_model import (
     consumers,
     int4_tensor,

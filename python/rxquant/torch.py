@@ -17,7 +17,8 @@ import torch
 
 from .core.hessian import HessianObserver
 from .core.ops import fake_quantize as _fake_quantize
-from .core.scheme import QParams, Scheme
+from .core.qparams import QParams
+from .core.scheme import Scheme
 from .formats.statistics import write_statistics
 
 

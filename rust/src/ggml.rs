@@ -208,11 +208,25 @@ pub(crate) fn nearest_int(v: f32) -> i32 {
     (val.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
 }
 
+/// A float converted to an integer as ggml's C code does on x86 (`cvttss2si`): truncated toward
+/// zero, and `i32::MIN` where the value is out of range or NaN (as when a block of values near
+/// 1e-44 makes the inverse scale infinite). Also what vectorizes: one `cvttps2dq`, where Rust's
+/// saturating `as` adds fix-ups. The C stores then keep the low byte (`as i8` / `as u8`).
+#[inline(always)]
+fn c_trunc(v: f32) -> i32 {
+    if v.abs() < 2_147_483_648.0 {
+        // SAFETY: finite and within i32's range, just checked.
+        unsafe { v.to_int_unchecked::<i32>() }
+    } else {
+        i32::MIN
+    }
+}
+
 /// C's `roundf` (half away from zero) for `|v| < 2^31`, the range of ggml's codes: the truncation
 /// is one conversion instruction, where `f32::round` is a libm call on baseline x86-64.
 #[inline(always)]
 fn roundf(v: f32) -> f32 {
-    let t = v as i32 as f32; // truncation; `v - t`, the fraction, is exact
+    let t = c_trunc(v) as f32; // truncation; `v - t`, the fraction, is exact
     if (v - t).abs() >= 0.5 {
         t + 1f32.copysign(v)
     } else {
@@ -328,8 +342,18 @@ fn unpack_scales_k4(q: &[u8]) -> ([u8; 16], [u8; 8]) {
     (sc, mn)
 }
 
+/// `out[i] = lo[i] & 0xF | hi[i] << 4` (the high nibble's extra bits, ggml's 5th bit, dropped),
+/// written over zipped slices so that it compiles to vector instructions without bound checks.
+#[inline(always)]
+fn pack_nibbles(lo: &[u8], hi: &[u8], out: &mut [u8]) {
+    for (o, (&a, &b)) in out.iter_mut().zip(lo.iter().zip(hi)) {
+        *o = (a & 0xF) | (b << 4);
+    }
+}
+
 /// Packs one block: parameters `p` (f16 ones rounded on the way) and stored codes `l`
 /// (`block_size` values, `0..=max_code`) into `out` (`type_size` bytes).
+#[inline(always)]
 pub fn pack(ty: GgmlType, p: &BlockParams, l: &[u8], out: &mut [u8]) {
     match ty {
         GgmlType::Q8_0 => {
@@ -342,9 +366,7 @@ pub fn pack(ty: GgmlType, p: &BlockParams, l: &[u8], out: &mut [u8]) {
             if ty == GgmlType::Q4_1 {
                 put_f16(&mut out[2..4], p.m);
             }
-            for j in 0..16 {
-                out[off + j] = (l[j] & 0xF) | (l[j + 16] << 4);
-            }
+            pack_nibbles(&l[..16], &l[16..32], &mut out[off..off + 16]);
         }
         GgmlType::Q5_0 | GgmlType::Q5_1 => {
             let off = if ty == GgmlType::Q5_1 { 4 } else { 2 };
@@ -354,18 +376,14 @@ pub fn pack(ty: GgmlType, p: &BlockParams, l: &[u8], out: &mut [u8]) {
             }
             let qh = (0..32).fold(0u32, |h, j| h | (((l[j] >> 4) as u32 & 1) << j));
             out[off..off + 4].copy_from_slice(&qh.to_le_bytes());
-            for j in 0..16 {
-                out[off + 4 + j] = (l[j] & 0xF) | ((l[j + 16] & 0xF) << 4);
-            }
+            pack_nibbles(&l[..16], &l[16..32], &mut out[off + 4..off + 20]);
         }
         GgmlType::Q4K => {
             put_f16(&mut out[..2], p.d);
             put_f16(&mut out[2..4], p.m);
             pack_scales_k4(&p.sc, &p.mn, &mut out[4..16]);
-            for (c, q) in out[16..144].chunks_mut(32).enumerate() {
-                for i in 0..32 {
-                    q[i] = (l[64 * c + i] & 0xF) | (l[64 * c + i + 32] << 4);
-                }
+            for (q, lc) in out[16..144].chunks_exact_mut(32).zip(l.chunks_exact(64)) {
+                pack_nibbles(&lc[..32], &lc[32..], q);
             }
         }
         GgmlType::Q5K => {
@@ -493,28 +511,71 @@ pub fn decode_block(ty: GgmlType, b: &[u8], out: &mut [f32]) {
 // ------------------------------------------------------------------ ggml's reference quantizers
 
 /// The signed value of largest magnitude (the first one on ties), as ggml picks it.
+/// ggml's signed maximum of a block of 32: the first value of the largest magnitude (0 for an
+/// all-zero block). The magnitude is found lane-wise, then its first holder from a bit mask of
+/// equal lanes (compares and a mask, no branch per value: a search loop's mispredicted exit cost
+/// as much as the rest of the block).
+#[inline(always)]
 fn signed_max(x: &[f32]) -> f32 {
-    let (mut amax, mut max) = (0f32, 0f32);
-    for &v in x {
-        if amax < v.abs() {
-            amax = v.abs();
-            max = v;
+    let amax = abs_max(x);
+    if amax == 0.0 {
+        return 0.0;
+    }
+    let mut mask = 0u32;
+    for (i, v) in x[..32].iter().enumerate() {
+        mask |= ((v.abs() == amax) as u32) << i;
+    }
+    x[mask.trailing_zeros() as usize & 31]
+}
+
+/// The largest `|v|` of `x` (whole groups of 8 values), in 8 lanes that compile to vector maxima.
+#[inline(always)]
+fn abs_max(x: &[f32]) -> f32 {
+    let mut m = [0f32; 8];
+    for c in x.chunks_exact(8) {
+        for i in 0..8 {
+            let a = c[i].abs();
+            m[i] = if a > m[i] { a } else { m[i] };
         }
     }
-    max
+    m.iter().fold(0f32, |a, &v| if v > a { v } else { a })
+}
+
+/// `(min, max)` of `x` (whole groups of 8 values) as ggml's sequential scan finds them: lane-wise,
+/// then a zero result takes the sign of the scan's first zero (the only values equal but for
+/// their bits).
+#[inline(always)]
+fn min_max(x: &[f32]) -> (f32, f32) {
+    let (mut mn, mut mx) = ([f32::MAX; 8], [-f32::MAX; 8]);
+    for c in x.chunks_exact(8) {
+        for i in 0..8 {
+            mn[i] = if c[i] < mn[i] { c[i] } else { mn[i] };
+            mx[i] = if c[i] > mx[i] { c[i] } else { mx[i] };
+        }
+    }
+    let mut min = mn.iter().fold(f32::MAX, |a, &v| if v < a { v } else { a });
+    let mut max = mx.iter().fold(-f32::MAX, |a, &v| if v > a { v } else { a });
+    let first_zero = || x.iter().copied().find(|&v| v == 0.0).unwrap_or(0.0);
+    if min == 0.0 {
+        min = first_zero();
+    }
+    if max == 0.0 {
+        max = first_zero();
+    }
+    (min, max)
 }
 
 /// One block by ggml's `quantize_row_*_ref`: the stored parameters and codes.
+#[inline(always)]
 fn encode_ref(ty: GgmlType, x: &[f32], l: &mut [u8]) -> BlockParams {
     let mut p = BlockParams::default();
     match ty {
         GgmlType::Q8_0 => {
-            let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
-            let d = amax / 127.0;
+            let d = abs_max(x) / 127.0;
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
             p.d = f16r(d);
             for (o, &v) in l.iter_mut().zip(x) {
-                *o = roundf(v * id) as i32 as i8 as u8;
+                *o = c_trunc(roundf(v * id)) as u8;
             }
         }
         GgmlType::Q4_0 | GgmlType::Q5_0 => {
@@ -523,15 +584,11 @@ fn encode_ref(ty: GgmlType, x: &[f32], l: &mut [u8]) -> BlockParams {
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
             p.d = f16r(d);
             for (o, &v) in l.iter_mut().zip(x) {
-                *o = (((v * id + off) as i8) as i32).min(top) as u8;
+                *o = ((c_trunc(v * id + off) as i8) as i32).min(top) as u8;
             }
         }
         GgmlType::Q4_1 | GgmlType::Q5_1 => {
-            let (mut min, mut max) = (f32::MAX, -f32::MAX);
-            for &v in x {
-                min = if v < min { v } else { min };
-                max = if v > max { v } else { max };
-            }
+            let (min, max) = min_max(x);
             let nmax = if ty == GgmlType::Q4_1 { 15 } else { 31 };
             let d = (max - min) / nmax as f32;
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -539,27 +596,28 @@ fn encode_ref(ty: GgmlType, x: &[f32], l: &mut [u8]) -> BlockParams {
             for (o, &v) in l.iter_mut().zip(x) {
                 // Q4_1 truncates through int8 and caps at 15; Q5_1 through uint8 (never above 31).
                 *o = if ty == GgmlType::Q4_1 {
-                    ((((v - min) * id + 0.5) as i8) as i32).min(15) as u8
+                    ((c_trunc((v - min) * id + 0.5) as i8) as i32).min(15) as u8
                 } else {
-                    ((v - min) * id + 0.5) as u8
+                    c_trunc((v - min) * id + 0.5) as u8
                 };
             }
         }
         GgmlType::Q4K | GgmlType::Q5K => {
             let (nmax, rmin, nstep) = if ty == GgmlType::Q4K { (15, -1.0, 20) } else { (31, -0.5, 15) };
-            let mut scales = [0f32; 8];
-            let mut mins = [0f32; 8];
-            let (mut max_scale, mut max_min) = (0f32, 0f32);
-            for j in 0..8 {
-                let xs = &x[32 * j..32 * j + 32];
+            let mut w = [0f32; QK_K];
+            for (ws, xs) in w.chunks_exact_mut(32).zip(x.chunks_exact(32)) {
                 let mut sum_x2 = 0f32;
                 for &v in xs {
                     sum_x2 += v * v;
                 }
                 let av_x = (sum_x2 / 32.0).sqrt();
-                let w: Vec<f32> = xs.iter().map(|v| av_x + v.abs()).collect();
-                (scales[j], mins[j]) =
-                    make_qkx2_quants(nmax, xs, &w, &mut l[32 * j..32 * j + 32], rmin, 0.1, nstep);
+                for (o, v) in ws.iter_mut().zip(xs) {
+                    *o = av_x + v.abs();
+                }
+            }
+            let (scales, mins) = make_qkx2_quants_x8(nmax, x, &w, l, rmin, 0.1, nstep);
+            let (mut max_scale, mut max_min) = (0f32, 0f32);
+            for j in 0..8 {
                 max_scale = if scales[j] > max_scale { scales[j] } else { max_scale };
                 max_min = if mins[j] > max_min { mins[j] } else { max_min };
             }
@@ -616,9 +674,15 @@ fn encode_ref(ty: GgmlType, x: &[f32], l: &mut [u8]) -> BlockParams {
     p
 }
 
-/// ggml's `make_qkx2_quants`: scale and (negated) min of an affine grid `0..=nmax` for `x`,
-/// least squares over `nstep + 1` candidate ranges; codes in `l`. Returns `(scale, -min)`.
-fn make_qkx2_quants(
+/// ggml's `make_qkx2_quants` for the 8 sub-blocks of 32 of a K super-block at once, one per
+/// lane: the scale and (negated) min of an affine grid `0..=nmax` for each sub-block, least
+/// squares over `nstep + 1` candidate ranges (each starting from the best so far, as in ggml),
+/// codes in `l`. Every lane runs ggml's scalar loop in its own order, so each result is bit for
+/// bit the scalar one; side by side, the lanes compile to vector instructions where one
+/// sub-block at a time was bound by the latency of its running sums (7x slower). `x`, `w`: 256
+/// values. Returns `(scales, -mins)`.
+#[inline(always)]
+fn make_qkx2_quants_x8(
     nmax: i32,
     x: &[f32],
     w: &[f32],
@@ -626,67 +690,113 @@ fn make_qkx2_quants(
     rmin: f32,
     rdelta: f32,
     nstep: i32,
-) -> (f32, f32) {
-    let n = x.len();
-    let (mut min, mut max) = (x[0], x[0]);
-    let mut sum_w = w[0];
-    let mut sum_x = sum_w * x[0];
-    for i in 1..n {
-        min = if x[i] < min { x[i] } else { min };
-        max = if x[i] > max { x[i] } else { max };
-        sum_w += w[i];
-        sum_x += w[i] * x[i];
+) -> ([f32; 8], [f32; 8]) {
+    const S: usize = 8;
+    const N: usize = 32;
+    // Lane s holds sub-block s: xt[i][s] = x[32 s + i].
+    let (mut xt, mut wt) = ([[0f32; S]; N], [[0f32; S]; N]);
+    for s in 0..S {
+        for i in 0..N {
+            xt[i][s] = x[N * s + i];
+            wt[i][s] = w[N * s + i];
+        }
     }
-    if min > 0.0 {
-        min = 0.0;
+    let (mut min, mut max, mut sum_w) = (xt[0], xt[0], wt[0]);
+    let mut sum_x = [0f32; S];
+    for s in 0..S {
+        sum_x[s] = sum_w[s] * xt[0][s];
     }
-    if max == min {
-        l[..n].fill(0);
-        return (0.0, -min);
+    for i in 1..N {
+        for s in 0..S {
+            let v = xt[i][s];
+            min[s] = if v < min[s] { v } else { min[s] };
+            max[s] = if v > max[s] { v } else { max[s] };
+            sum_w[s] += wt[i][s];
+            sum_x[s] += wt[i][s] * v;
+        }
     }
-    let mut iscale = nmax as f32 / (max - min);
-    let mut scale = 1.0 / iscale;
-    let mut best_error = 0f32;
-    for i in 0..n {
-        let q = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
-        l[i] = q as u8;
-        let diff = scale * q as f32 + min - x[i];
-        best_error += w[i] * (diff * diff);
+    let (mut scale, mut iscale, mut flat) = ([0f32; S], [0f32; S], [false; S]);
+    for s in 0..S {
+        if min[s] > 0.0 {
+            min[s] = 0.0;
+        }
+        // ggml returns at once for a constant sub-block (codes 0, scale 0); its lane runs along
+        // and is reset at the end.
+        flat[s] = max[s] == min[s];
+        iscale[s] = nmax as f32 / (max[s] - min[s]);
+        scale[s] = 1.0 / iscale[s];
     }
-    let mut laux = [0u8; QK_K];
+    let min0 = min;
+    let (mut lt, mut best_error) = ([[0u8; S]; N], [0f32; S]);
+    for i in 0..N {
+        for s in 0..S {
+            let q = nearest_int(iscale[s] * (xt[i][s] - min[s])).clamp(0, nmax);
+            lt[i][s] = q as u8;
+            let diff = scale[s] * q as f32 + min[s] - xt[i][s];
+            best_error[s] += wt[i][s] * (diff * diff);
+        }
+    }
+    let mut laux = [[0u8; S]; N];
     for is in 0..=nstep {
-        iscale = (rmin + rdelta * is as f32 + nmax as f32) / (max - min);
-        let (mut sum_l, mut sum_l2, mut sum_xl) = (0f32, 0f32, 0f32);
-        for i in 0..n {
-            let q = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
-            laux[i] = q as u8;
-            let qf = q as f32;
-            sum_l += w[i] * qf;
-            sum_l2 += w[i] * qf * qf;
-            sum_xl += w[i] * qf * x[i];
+        for s in 0..S {
+            iscale[s] = (rmin + rdelta * is as f32 + nmax as f32) / (max[s] - min[s]);
         }
-        let dd = sum_w * sum_l2 - sum_l * sum_l;
-        if dd > 0.0 {
-            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / dd;
-            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / dd;
-            if this_min > 0.0 {
-                this_min = 0.0;
-                this_scale = sum_xl / sum_l2;
+        let (mut sum_l, mut sum_l2, mut sum_xl) = ([0f32; S], [0f32; S], [0f32; S]);
+        for i in 0..N {
+            for s in 0..S {
+                let q = nearest_int(iscale[s] * (xt[i][s] - min[s])).clamp(0, nmax);
+                laux[i][s] = q as u8;
+                let qf = q as f32;
+                sum_l[s] += wt[i][s] * qf;
+                sum_l2[s] += wt[i][s] * qf * qf;
+                sum_xl[s] += wt[i][s] * qf * xt[i][s];
             }
-            let mut cur_error = 0f32;
-            for i in 0..n {
-                let diff = this_scale * laux[i] as f32 + this_min - x[i];
-                cur_error += w[i] * (diff * diff);
+        }
+        let (mut this_scale, mut this_min, mut fits) = ([0f32; S], [0f32; S], [false; S]);
+        for s in 0..S {
+            let dd = sum_w[s] * sum_l2[s] - sum_l[s] * sum_l[s];
+            fits[s] = dd > 0.0;
+            this_scale[s] = (sum_w[s] * sum_xl[s] - sum_x[s] * sum_l[s]) / dd;
+            this_min[s] = (sum_l2[s] * sum_x[s] - sum_l[s] * sum_xl[s]) / dd;
+            if this_min[s] > 0.0 {
+                this_min[s] = 0.0;
+                this_scale[s] = sum_xl[s] / sum_l2[s];
             }
-            if cur_error < best_error {
-                l[..n].copy_from_slice(&laux[..n]);
-                best_error = cur_error;
-                scale = this_scale;
-                min = this_min;
+        }
+        let mut cur_error = [0f32; S];
+        for i in 0..N {
+            for s in 0..S {
+                let diff = this_scale[s] * laux[i][s] as f32 + this_min[s] - xt[i][s];
+                cur_error[s] += wt[i][s] * (diff * diff);
+            }
+        }
+        let mut better = [false; S];
+        for s in 0..S {
+            better[s] = fits[s] && cur_error[s] < best_error[s];
+            if better[s] {
+                best_error[s] = cur_error[s];
+                scale[s] = this_scale[s];
+                min[s] = this_min[s];
+            }
+        }
+        for i in 0..N {
+            for s in 0..S {
+                lt[i][s] = if better[s] { laux[i][s] } else { lt[i][s] };
             }
         }
     }
-    (scale, -min)
+    let mut neg_min = [0f32; S];
+    for s in 0..S {
+        if flat[s] {
+            scale[s] = 0.0;
+            min[s] = min0[s];
+        }
+        neg_min[s] = -min[s];
+        for i in 0..N {
+            l[N * s + i] = if flat[s] { 0 } else { lt[i][s] };
+        }
+    }
+    (scale, neg_min)
 }
 
 /// ggml's `make_qx_quants` with `rmse_type = 1` (weights `x²`, or `qw` when given): the scale of
@@ -1073,6 +1183,7 @@ const Q6K_LATTICE: [f32; 8] = [128.0, 124.0, 120.0, 116.0, 112.0, 108.0, 104.0, 
 const Q6K_REACH: i32 = 2;
 
 /// The parameters of one block of `x` (`block_size` values) by `rounding`, and its stored codes.
+#[inline(always)]
 pub fn encode_block(
     ty: GgmlType,
     x: &[f32],
@@ -1131,9 +1242,6 @@ pub fn quantize_rows(
             x.len() / bs * ts
         )));
     }
-    if let Some(first_index) = crate::elem::first_nonfinite(x) {
-        return Err(Error::NonFinite { count: x.iter().filter(|v| !v.is_finite()).count(), first_index });
-    }
     if rounding == Rounding::Importance {
         match importance {
             Some(w) if w.len() == row => {
@@ -1153,22 +1261,143 @@ pub fn quantize_rows(
             }
         }
     }
-    let overflow = AtomicUsize::new(usize::MAX);
-    // Chunks of blocks per task, so the code buffer is set up once per chunk, not per block.
+    let (overflow, nonfinite) = (AtomicUsize::new(usize::MAX), AtomicUsize::new(usize::MAX));
+    // Chunks of blocks per task, so the code buffer is set up once per chunk, not per block; each
+    // chunk checks its own values for NaN/Inf (one pass over the data instead of two).
     let per = (16384 / bs).max(1);
     out.par_chunks_mut(ts * per).zip(x.par_chunks(bs * per)).enumerate().for_each(|(c, (oc, xc))| {
-        let mut l = [0u8; QK_K];
-        for (k, (o, xs)) in oc.chunks_mut(ts).zip(xc.chunks(bs)).enumerate() {
-            let b = c * per + k;
-            let w = importance.map(|w| &w[(b * bs) % row..(b * bs) % row + bs]);
-            let p = encode_block(ty, xs, rounding, w, &mut l[..bs]);
-            if !(p.d.is_finite() && p.m.is_finite()) {
-                overflow.fetch_min(b, Ordering::Relaxed);
-            }
-            pack(ty, &p, &l[..bs], o);
+        let done = if rounding == Rounding::Nearest {
+            // ggml's reference quantizers are a few operations a value: compiled for AVX2 here.
+            crate::simd::simd!(encode_chunk(ty, xc, rounding, None, row, c * per, oc))
+        } else {
+            encode_chunk(ty, xc, rounding, importance, row, c * per, oc)
+        };
+        match done {
+            Ok(Some(b)) => _ = overflow.fetch_min(b, Ordering::Relaxed),
+            Ok(None) => {}
+            Err(i) => _ = nonfinite.fetch_min(c * per * bs + i, Ordering::Relaxed),
         }
     });
+    let first_index = nonfinite.into_inner();
+    if first_index != usize::MAX {
+        return Err(Error::NonFinite { count: x.iter().filter(|v| !v.is_finite()).count(), first_index });
+    }
     check_overflow(ty, x, overflow.into_inner())
+}
+
+/// How a tensor's floats are stored in a file: little-endian F32, F16 or BF16 (ggml's names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoredFloat {
+    F32,
+    F16,
+    BF16,
+}
+
+impl StoredFloat {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "F32" => Ok(Self::F32),
+            "F16" => Ok(Self::F16),
+            "BF16" => Ok(Self::BF16),
+            _ => Err(Error::Invalid(format!("stored floats are F32, F16 or BF16, not {name}"))),
+        }
+    }
+
+    pub const fn size(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F16 | Self::BF16 => 2,
+        }
+    }
+}
+
+/// [`quantize_rows`] of floats as a file stores them (`bytes`, little-endian `src`): F32 bytes
+/// are used in place where aligned, F16/BF16 are widened first. This is how a GGUF or
+/// safetensors tensor is requantized straight from its memory map.
+pub fn quantize_stored(
+    ty: GgmlType,
+    src: StoredFloat,
+    bytes: &[u8],
+    row: usize,
+    rounding: Rounding,
+    out: &mut [u8],
+) -> Result<()> {
+    if bytes.len() % src.size() != 0 {
+        return Err(Error::Shape(format!("{} bytes are not whole {src:?} values", bytes.len())));
+    }
+    let widened: Vec<f32>;
+    let x: &[f32] = match src {
+        StoredFloat::F32 => match unsafe { bytes.align_to::<f32>() } {
+            // SAFETY: every bit pattern is an f32; `align_to` only hands out aligned values.
+            (&[], v, &[]) if cfg!(target_endian = "little") => v,
+            _ => {
+                widened =
+                    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+                &widened
+            }
+        },
+        StoredFloat::F16 => {
+            widened = bytes
+                .par_chunks(2 * 16384)
+                .flat_map_iter(|c| c.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()))
+                .collect();
+            &widened
+        }
+        StoredFloat::BF16 => {
+            widened = bytes
+                .par_chunks(2 * 16384)
+                .flat_map_iter(|c| {
+                    c.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                })
+                .collect();
+            &widened
+        }
+    };
+    quantize_rows(ty, x, row, rounding, None, out)
+}
+
+/// Encodes and packs the blocks of `xc` (the first is block `b0` of the tensor) into `oc`;
+/// returns the first block whose float16 scale or min overflowed, or as the error the index in
+/// `xc` of the first NaN/Inf. Each block is checked as it is encoded (one read of the data).
+#[inline(always)]
+fn encode_chunk(
+    ty: GgmlType,
+    xc: &[f32],
+    rounding: Rounding,
+    importance: Option<&[f32]>,
+    row: usize,
+    b0: usize,
+    oc: &mut [u8],
+) -> std::result::Result<Option<usize>, usize> {
+    let (bs, ts) = (ty.block_size(), ty.type_size());
+    let mut l = [0u8; QK_K];
+    let mut bad = None;
+    for (k, (o, xs)) in oc.chunks_mut(ts).zip(xc.chunks(bs)).enumerate() {
+        if !all_finite(xs) {
+            return Err(k * bs + xs.iter().position(|v| !v.is_finite()).unwrap_or(0));
+        }
+        let b = b0 + k;
+        let w = importance.map(|w| &w[(b * bs) % row..(b * bs) % row + bs]);
+        let p = encode_block(ty, xs, rounding, w, &mut l[..bs]);
+        if bad.is_none() && !(p.d.is_finite() && p.m.is_finite()) {
+            bad = Some(b);
+        }
+        pack(ty, &p, &l[..bs], o);
+    }
+    Ok(bad)
+}
+
+/// Whether every value is finite, in lanes of integer tests that vectorize (no early exit).
+#[inline(always)]
+fn all_finite(x: &[f32]) -> bool {
+    let mut bad = [0u32; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for i in 0..8 {
+            bad[i] |= ((c[i].to_bits() & 0x7f80_0000) == 0x7f80_0000) as u32;
+        }
+    }
+    bad.iter().all(|&b| b == 0) && chunks.remainder().iter().all(|v| v.is_finite())
 }
 
 /// The error for block `b` (`usize::MAX`: none) whose float16 scale or min overflowed.

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 from ..core.atomic import PathLike
-from ..core.scheme import QParams
+from ..core.qparams import QParams
 from ..core.types import CalibrationMethod, QuantizationPrecision
 
 SCHEMA_VERSION = 1

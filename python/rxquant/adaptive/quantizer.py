@@ -20,7 +20,8 @@ from ..core.gptq import gptq
 from ..core.hardware import GpuFamily
 from ..core.hardware import gpu_family as _family  # `gpu_family` is also a parameter name below
 from ..core.hessian import HessianObserver
-from ..core.scheme import QParams, Scheme
+from ..core.qparams import QParams
+from ..core.scheme import Scheme
 from ..core.types import CalibrationMethod, QuantizationPrecision
 from .config import SCHEMA_VERSION, QuantizationConfig, read_config_file
 from .report import format_report, report_dict

@@ -8,23 +8,18 @@ import math
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Optional
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .. import gguf as rg
-from ..core.arrays import sum_squares
-from ..core.ops import metrics
 from ..formats.gguf_file import GgufFile, is_gguf
-from ..formats.statistics import Statistics
-from ..models.bert_gguf import bert_gguf
 from .options import refuse_device, refuse_given
 from .progress import PerItem
 
+if TYPE_CHECKING:
+    import numpy as np
 
-def wants_gguf(args: argparse.Namespace) -> bool:
-    """Whether ``quantize`` writes GGUF: a ``.gguf`` output or a GGUF input."""
-    return str(args.output).lower().endswith(".gguf") or is_gguf(args.file)
+# numpy and what needs it are imported in the functions that use them: `quantize` of a GGUF file
+# by nearest or mse rounding runs without it (see rxquant.formats.gguf_file).
 
 
 def cmd_quantize_gguf(
@@ -71,6 +66,8 @@ def cmd_quantize_gguf(
         raise usage(f"output {args.output} is a directory; give a file name")
     stats = None
     if stats_path is not None:
+        from ..formats.statistics import Statistics
+
         try:
             stats = Statistics(stats_path)
         except (ValueError, ImportError) as e:
@@ -160,6 +157,8 @@ def _reference(path: str) -> tuple[dict[str, Callable[[], np.ndarray]], Optional
     if is_gguf(p):
         f = GgufFile(p)
         return {n: t.read_f32 for n, t in f.tensors.items()}, None
+    from ..models.bert_gguf import bert_gguf
+
     folder = p if p.is_dir() else p.parent
     b = bert_gguf(folder)
     return {t.name: t.read_f32 for t in b.tensors}, str(folder)
@@ -170,6 +169,11 @@ def cmd_verify_gguf(
 ) -> int:
     """Per-tensor SQNR and cosine of a quantized GGUF file against the original (GGUF, or the
     safetensors model it was converted from)."""
+    import numpy as np
+
+    from ..core.arrays import sum_squares
+    from ..core.ops import metrics
+
     got = GgufFile(args.quantized)
     ref, _ = _reference(args.original)
     rows = []

@@ -17,10 +17,6 @@ from .options import refuse_device, refuse_given
 from .progress import PerItem
 
 
-def wants_onnx(args: argparse.Namespace) -> bool:
-    return str(args.file).lower().endswith(".onnx")
-
-
 def _scheme(args: argparse.Namespace, usage: Callable[[str], Exception]) -> Scheme:
     precision = args.precision or "int4"
     if precision not in ("int4", "int8"):

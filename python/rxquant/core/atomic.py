@@ -5,9 +5,7 @@ new file gets (0666 less the umask), not the temp file's 0600."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import tempfile
 from collections.abc import Iterator
 from typing import IO, Any, Union
 
@@ -21,7 +19,7 @@ def atomic_open(path: PathLike, mode: str = "w") -> Iterator[IO[Any]]:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".rxquant-", suffix=".tmp", dir=folder)
+    fd, tmp = _create_temp(folder)
     try:
         os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, mode) as f:
@@ -35,8 +33,23 @@ def atomic_open(path: PathLike, mode: str = "w") -> Iterator[IO[Any]]:
         raise
 
 
+def _create_temp(folder: str) -> tuple[int, str]:
+    """A new file ``.rxquant-XXXXXXXXXXXX.tmp`` in ``folder``, opened for writing, mode 0600 (as
+    ``tempfile.mkstemp`` makes it, whose import costs the command line 3.5 ms at start-up)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = os.path.join(folder, f".rxquant-{os.urandom(6).hex()}.tmp")
+        try:
+            return os.open(tmp, flags, 0o600), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot create a temporary file in {folder}")
+
+
 def write_json(path: PathLike, data: Any) -> None:
     """Writes JSON atomically. Floats keep full precision; NaN/Inf are refused."""
+    import json  # on use: the GGUF command line starts without it
+
     text = json.dumps(data, indent=2, allow_nan=False)
     with atomic_open(path, "w") as f:
         f.write(text)

@@ -9,49 +9,18 @@ a row holds whole blocks (32 values; 256 for the K types).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Optional
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Optional
 
 from . import native
-from .arrays import as_float_array
+from .block_types import BLOCK_TYPES, ROUNDINGS, BlockType, block_type
 
-ROUNDINGS = ("nearest", "mse", "importance", "gptq")
+if TYPE_CHECKING:
+    import numpy as np
 
+# numpy is imported in the functions: the GGUF file path imports this module's names but
+# requantizes files without numpy (see rxquant.formats.gguf_file).
 
-@dataclass(frozen=True)
-class BlockType:
-    """A ggml block type: ``name`` as llama.cpp spells it (``Q4_K``), its ggml type id, values and
-    bytes per block."""
-
-    name: str
-    ggml_id: int
-    block_size: int
-    type_size: int
-
-    @property
-    def bits_per_weight(self) -> float:
-        return 8.0 * self.type_size / self.block_size
-
-    def nbytes(self, shape: tuple[int, ...]) -> int:
-        """Bytes of a tensor of ``shape`` in this type."""
-        return math.prod(shape) // self.block_size * self.type_size
-
-    def fits(self, shape: tuple[int, ...]) -> bool:
-        """Whether rows of ``shape`` (its last axis) hold whole blocks."""
-        return len(shape) >= 1 and shape[-1] > 0 and shape[-1] % self.block_size == 0
-
-
-BLOCK_TYPES: dict[str, BlockType] = {name: BlockType(name, *rest) for name, *rest in native.ggml_types()}
-
-
-def block_type(name: str) -> BlockType:
-    """The block type called ``name`` (any case: ``q4_k``, ``Q4_K``)."""
-    t = BLOCK_TYPES.get(name.upper())
-    if t is None:
-        raise ValueError(f"unknown block type {name!r}; expected one of {', '.join(BLOCK_TYPES)}")
-    return t
+__all__ = ["BLOCK_TYPES", "ROUNDINGS", "BlockType", "block_type", "dequantize_tensor", "quantize_tensor"]
 
 
 def quantize_tensor(
@@ -75,6 +44,10 @@ def quantize_tensor(
     ``importance`` if given, else ``diag H``) on the weights as updated; ``damp`` and
     ``act_order`` are GPTQ's. NaN/Inf weights are refused.
     """
+    import numpy as np
+
+    from .arrays import as_float_array
+
     t = block_type(type)
     if rounding not in ROUNDINGS:
         raise ValueError(f"unknown rounding {rounding!r}; expected one of {', '.join(ROUNDINGS)}")
@@ -108,6 +81,8 @@ def quantize_tensor(
 
 def dequantize_tensor(data: Any, type: str, shape: tuple[int, ...]) -> np.ndarray:
     """The float32 tensor of ``shape`` that ggml blocks ``data`` (uint8) of ``type`` decode to."""
+    import numpy as np
+
     t = block_type(type)
     raw = np.ascontiguousarray(np.asarray(data).reshape(-1))
     if raw.dtype != np.uint8:

@@ -16,7 +16,8 @@ from . import native
 from .arrays import as_float_array
 from .costs import Work
 from .devices import run
-from .scheme import QParams, Scheme, check_fits
+from .qparams import QParams
+from .scheme import Scheme, check_fits
 
 METHODS = ("minmax", "percentile", "entropy", "mse")
 # Below this many values per scale, the KL search sees a sparse histogram (see docs/calibration.md).

@@ -14,7 +14,8 @@ from .arrays import as_float_array
 from .calibration import options_spec
 from .costs import Work
 from .devices import run
-from .scheme import QParams, Scheme, check_fits
+from .qparams import QParams
+from .scheme import Scheme, check_fits
 
 
 def gptq(

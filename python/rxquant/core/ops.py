@@ -18,7 +18,8 @@ from .arrays import as_code_array, as_float_array
 from .calibration import calibrate
 from .costs import Work
 from .devices import backend, run
-from .scheme import QParams, Scheme, check_fits
+from .qparams import QParams
+from .scheme import Scheme, check_fits
 
 SchemeLike = Union[Scheme, str, None]
 

@@ -4,6 +4,10 @@ streamed (the header with every tensor's type and size first, then one tensor at
 atomic (see :mod:`rxquant.core.atomic`). Type names, sizes and the architectures' tensor names
 come from the ``gguf`` package, llama.cpp's own.
 
+Reading, planning and writing need no numpy (it is imported where a tensor is decoded to an
+array): requantizing a GGUF file starts without its import, which alone takes most of
+``llama-quantize``'s whole run on a small model.
+
 Also here: llama.cpp's rule for which tensors a single-type quantization touches and the types
 it falls back to (``src/llama-quant.cpp``: ``tensor_allows_quantization`` and
 ``tensor_type_fallback``), and the mapping between Hugging Face and GGUF tensor names.
@@ -12,16 +16,19 @@ it falls back to (``src/llama-quant.cpp``: ``tensor_allows_quantization`` and
 from __future__ import annotations
 
 import math
+import mmap
 import os
 import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..core.atomic import PathLike, atomic_open
-from ..core.blocks import BLOCK_TYPES, dequantize_tensor
+from ..core.block_types import BLOCK_TYPES
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # Float types rxquant writes besides the block types.
 FLOAT_TYPES = ("F32", "F16")
@@ -123,6 +130,8 @@ UINT32, STRING = 4, _STRING
 GGML_QUANT_VERSION = 2
 _MAGIC = b"GGUF"
 _DEFAULT_ALIGNMENT = 32
+# Tensors from this size on are written by a thread while the next one is quantized.
+_BACKGROUND_BYTES = 1 << 20
 
 
 @dataclass
@@ -211,9 +220,9 @@ def _skip(buf: Any, pos: int, vtype: int) -> int:
     raise ValueError(f"unknown GGUF value type {vtype}")
 
 
-# The ggml types rxquant writes, (id, values a block, bytes a block): from the core's own table,
-# so reading and writing them needs no import of the gguf package; others are looked up there.
-_OWN_TYPES = {"F32": (0, 1, 4), "F16": (1, 1, 2)} | {
+# The ggml types rxquant reads and writes itself, (id, values a block, bytes a block): the floats
+# and the core's table, so these need no import of the gguf package; others are looked up there.
+_OWN_TYPES = {"F32": (0, 1, 4), "F16": (1, 1, 2), "BF16": (30, 1, 2)} | {
     n: (t.ggml_id, t.block_size, t.type_size) for n, t in BLOCK_TYPES.items()
 }
 _OWN_NAMES = {v[0]: n for n, v in _OWN_TYPES.items()}
@@ -246,27 +255,42 @@ def _type_nbytes(type_name: str, shape: tuple[int, ...]) -> int:
 @dataclass
 class GgufTensor:
     """One tensor of a GGUF file: ``shape`` in numpy order (rows first; GGUF lists it reversed),
-    ``type`` as ggml names it (``F32``, ``Q4_K``)."""
+    ``type`` as ggml names it (``F32``, ``Q4_K``), its stored bytes (``data``, memory-mapped)
+    and where they lie in the file (``path``, ``offset``)."""
 
     name: str
     type: str
     shape: tuple[int, ...]
     nbytes: int
-    raw: np.ndarray  # the stored bytes (memory-mapped uint8)
+    data: memoryview
+    path: str
+    offset: int
+
+    @property
+    def raw(self) -> np.ndarray:
+        """The stored bytes as a read-only uint8 array (no copy)."""
+        import numpy as np
+
+        return np.frombuffer(self.data, np.uint8)
 
     def read_f32(self) -> np.ndarray:
         """The tensor as float32 (decoded if quantized)."""
+        import numpy as np
+
+        from ..core.blocks import dequantize_tensor
+
+        raw = self.raw
         if self.type == "F32":
-            return self.raw.view(np.float32).reshape(self.shape)
+            return raw.view(np.float32).reshape(self.shape)
         if self.type == "F16":
-            return self.raw.view(np.float16).astype(np.float32).reshape(self.shape)
+            return raw.view(np.float16).astype(np.float32).reshape(self.shape)
         if self.type in BLOCK_TYPES:
-            return dequantize_tensor(self.raw, self.type, self.shape)
+            return dequantize_tensor(raw, self.type, self.shape)
         g = gguf_package()
         try:
             qt = g.GGMLQuantizationType[self.type]
             block, size = g.GGML_QUANT_SIZES[qt]
-            out = g.quants.dequantize(self.raw.reshape(-1, self.shape[-1] // block * size), qt)
+            out = g.quants.dequantize(raw.reshape(-1, self.shape[-1] // block * size), qt)
         except (NotImplementedError, KeyError):
             raise ValueError(f"tensor {self.name} is {self.type}, which rxquant cannot decode") from None
         return np.asarray(out, np.float32).reshape(self.shape)
@@ -283,16 +307,16 @@ class GgufFile:
     def __init__(self, path: PathLike) -> None:
         self.path = os.fspath(path)
         try:
-            data = np.memmap(self.path, dtype=np.uint8, mode="r")
+            with open(self.path, "rb") as f:
+                data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except (OSError, ValueError) as e:
             raise ValueError(f"cannot read {self.path}: {e}") from None
         try:
-            self._parse(data)
+            self._parse(memoryview(data))
         except (struct.error, ValueError, IndexError, KeyError, UnicodeDecodeError) as e:
             raise ValueError(f"{self.path} is not a GGUF file rxquant reads: {e}") from None
 
-    def _parse(self, data: np.ndarray) -> None:
-        buf = memoryview(data)
+    def _parse(self, buf: memoryview) -> None:
         if bytes(buf[:4]) != _MAGIC:
             raise ValueError("it does not start with the GGUF magic")
         version, n_tensors, n_kv = struct.unpack_from("<IQQ", buf, 4)
@@ -321,11 +345,10 @@ class GgufFile:
         self.tensors: dict[str, GgufTensor] = {}
         for name, shape, type_name, offset in infos:
             n = _type_nbytes(type_name, shape)
-            if start + offset + n > data.size:
+            at = start + offset
+            if at + n > len(buf):
                 raise ValueError(f"tensor {name} runs past the end of the file")
-            self.tensors[name] = GgufTensor(
-                name, type_name, shape, n, data[start + offset : start + offset + n]
-            )
+            self.tensors[name] = GgufTensor(name, type_name, shape, n, buf[at : at + n], self.path, at)
 
     @property
     def arch(self) -> str:
@@ -373,6 +396,8 @@ class GgufWriter:
         self._f: Any = None
         self._next = 0
         self.bytes = 0
+        self._job: Optional[threading.Thread] = None
+        self._error: Optional[BaseException] = None
 
     def header(self) -> bytes:
         """The header, key-value pairs and tensor table, padded to the alignment."""
@@ -404,23 +429,56 @@ class GgufWriter:
         self.bytes = len(head)
         return self
 
-    def write(self, data: np.ndarray) -> None:
-        """Writes the next tensor: uint8 blocks for a block type, else the values' bytes."""
+    def write(self, data: Any) -> None:
+        """Writes the next tensor: uint8 blocks for a block type, else the values' bytes (an
+        array, bytes or any buffer)."""
         if self._next >= len(self.tensors):
             raise ValueError("every tensor of the GGUF file has been written already")
         t = self.tensors[self._next]
-        a = np.ascontiguousarray(data)
-        if a.nbytes != t.nbytes:
+        view = memoryview(data)
+        if not view.c_contiguous:
+            import numpy as np
+
+            view = memoryview(np.ascontiguousarray(data))
+        if view.nbytes != t.nbytes:
             raise ValueError(
-                f"tensor {t.name} ({t.type}, shape {t.shape}) needs {t.nbytes} bytes, got {a.nbytes}"
+                f"tensor {t.name} ({t.type}, shape {t.shape}) needs {t.nbytes} bytes, got {view.nbytes}"
             )
-        self._f.write(memoryview(a.reshape(-1)).cast("B"))
-        pad = -a.nbytes % self.alignment
-        self._f.write(b"\0" * pad)
-        self.bytes += a.nbytes + pad
+        self._wait()
+        pad = -view.nbytes % self.alignment
+        if view.nbytes >= _BACKGROUND_BYTES:
+            # Written by a thread while the caller quantizes the next tensor (the write and the
+            # quantization both run without the GIL); one write at a time, in order.
+            self._job = threading.Thread(target=self._put, args=(view, pad), daemon=True)
+            self._job.start()
+        else:
+            self._put(view, pad)
+        self.bytes += view.nbytes + pad
         self._next += 1
 
+    def _put(self, view: memoryview, pad: int) -> None:
+        try:
+            self._f.write(view.cast("B") if view.ndim else view)
+            self._f.write(b"\0" * pad)
+        except BaseException as e:  # raised in the caller's thread by `_wait`
+            self._error = e
+
+    def _wait(self) -> None:
+        """Waits for the write in flight; its error, if any, is raised here."""
+        if self._job is not None:
+            self._job.join()
+            self._job = None
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            self._wait()
+        except BaseException as e:
+            if exc_type is None:
+                self._ctx.__exit__(type(e), e, e.__traceback__)
+                raise
         if exc_type is None and self._next != len(self.tensors):
             err = ValueError(f"GGUF writer closed before tensor {self.tensors[self._next].name} was written")
             self._ctx.__exit__(ValueError, err, None)

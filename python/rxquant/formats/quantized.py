@@ -15,7 +15,8 @@ from ..core.atomic import PathLike
 from ..core.calibration import calibrate
 from ..core.gptq import gptq
 from ..core.ops import dequantize, pack_int4, quantize, unpack_int4
-from ..core.scheme import QParams, Scheme
+from ..core.qparams import QParams
+from ..core.scheme import Scheme
 from .checkpoint import Checkpoint
 from .writer import SafetensorsWriter, TensorSpec, file_size
 

@@ -5,7 +5,8 @@ use crate::arrays::{fill, FloatArray};
 use crate::errors::to_py;
 use numpy::{PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
-use rxquant::ggml::{GgmlType, Rounding};
+use pyo3::types::PyBytes;
+use rxquant::ggml::{GgmlType, Rounding, StoredFloat};
 use rxquant::GptqOptions;
 
 /// `(name, ggml type id, values per block, bytes per block)` of every type.
@@ -38,6 +39,55 @@ pub fn ggml_quantize<'py>(
     // Rows that do not hold whole blocks are refused by the core with a message naming them.
     let bytes = n / ty.block_size() * ty.type_size();
     fill::<u8>(py, &[bytes], |out| rxquant::ggml::quantize_rows(ty, &data, row, rounding, w, out))
+}
+
+/// Quantizes the `count` floats stored at byte `offset` of the file `path` (as `src`: `F32`,
+/// `F16` or `BF16`; rows of `row` values) into blocks of `type` by `rounding` (`nearest` or
+/// `mse`), read from a memory map and returned as bytes. It needs no numpy: the GGUF command line
+/// requantizes a file without importing it (numpy's import alone is most of `llama-quantize`'s
+/// whole run on a small model). The GIL is released.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+pub fn ggml_quantize_file<'py>(
+    py: Python<'py>,
+    path: std::path::PathBuf,
+    offset: u64,
+    count: usize,
+    src: &str,
+    ty: &str,
+    row: usize,
+    rounding: &str,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let (ty, src, rounding) =
+        (parse_type(ty)?, StoredFloat::parse(src).map_err(to_py)?, Rounding::parse(rounding).map_err(to_py)?);
+    if !matches!(rounding, Rounding::Nearest | Rounding::Mse) {
+        return Err(to_py(rxquant::Error::Invalid("rounding from a file is nearest or mse".into())));
+    }
+    let shown = path.display().to_string();
+    let file = std::fs::File::open(&path)
+        .map_err(|e| to_py(rxquant::Error::Io(format!("cannot open {shown}: {e}"))))?;
+    // SAFETY: the map is read while this call holds it; a file truncated meanwhile by another
+    // process is outside what any memory-mapped reader (numpy's, the gguf package's) can guard.
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let nbytes = count.checked_mul(src.size()).and_then(|n| u64::try_from(n).ok());
+    let Some(nbytes) = nbytes.filter(|&n| offset.checked_add(n).is_some_and(|end| end <= len)) else {
+        return Err(to_py(rxquant::Error::Format(format!(
+            "{shown}: {count} values at byte {offset} run past the end of the file ({len} bytes)"
+        ))));
+    };
+    // Only the tensor's bytes (its pages are faulted in by the threads that quantize them).
+    let map = unsafe { memmap2::MmapOptions::new().offset(offset).len(nbytes as usize).map(&file) }
+        .map_err(|e| to_py(rxquant::Error::Io(format!("cannot map {shown}: {e}"))))?;
+    let bytes: &[u8] = &map;
+    // Rows that do not hold whole blocks are refused by the core with a message naming them.
+    let n = count / ty.block_size() * ty.type_size();
+    let mut err = Ok(());
+    let out = PyBytes::new_with(py, n, |out| {
+        err =
+            crate::errors::detach(py, || rxquant::ggml::quantize_stored(ty, src, bytes, row, rounding, out));
+        Ok(())
+    })?;
+    err.map(|_| out)
 }
 
 /// Decodes `data` (uint8, whole blocks of `type`) into `n` float32 values.

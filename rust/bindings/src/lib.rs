@@ -38,6 +38,7 @@ fn _rxquant(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(affine::affine_groups, m)?)?;
     m.add_function(wrap_pyfunction!(ggml::ggml_types, m)?)?;
     m.add_function(wrap_pyfunction!(ggml::ggml_quantize, m)?)?;
+    m.add_function(wrap_pyfunction!(ggml::ggml_quantize_file, m)?)?;
     m.add_function(wrap_pyfunction!(ggml::ggml_dequantize, m)?)?;
     m.add_function(wrap_pyfunction!(ggml::ggml_gptq, m)?)?;
     m.add_class::<checkpoint::SafetensorsFile>()?;

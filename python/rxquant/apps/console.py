@@ -1,0 +1,48 @@
+"""What every command prints and how it refuses: the usage error (exit code 2), JSON or text
+output, sizes for people, progress bars."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any, Optional
+
+from .progress import Progress
+
+
+class UsageError(ValueError):
+    """The request cannot be done as asked (exit code 2)."""
+
+
+def progress_bar(args: argparse.Namespace, total: int, desc: str) -> Progress:
+    return Progress(total, desc, quiet=args.quiet or args.json)
+
+
+def emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    """``data`` as JSON with ``--json`` (non-finite floats as null), else ``text``."""
+    import json  # imported when asked for: every command's start-up counts
+
+    print(json.dumps(data, indent=2, allow_nan=False, default=_json_default) if args.json else text)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def allowed_fallbacks(args: argparse.Namespace) -> set[str]:
+    """The substitutes ``--fallback`` allows (``channel``, ``nearest``)."""
+    return set(getattr(args, "fallback", "none").split(",")) - {"none"}
+
+
+def finite(v: float) -> Optional[float]:
+    return v if math.isfinite(v) else None
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return str(n)
