@@ -354,6 +354,7 @@ def whole_file_rows(repeat: int) -> Optional[dict[str, Any]]:
         rows.append(("ONNX -> INT4 asym g32, ONNX Runtime MatMulNBitsQuantizer RTN", t_ort))
     startup = {
         "python -c pass": process_time([py, "-c", "pass"], repeat, env),
+        "python -c 'import numpy'": process_time([py, "-c", "import numpy"], repeat, env),
         "python -c 'import rxquant.apps.cli'": process_time(
             [py, "-c", "import rxquant.apps.cli"], repeat, env
         ),
