@@ -33,6 +33,7 @@ __all__ = [
     "ggml_quantize_file",
     "ggml_dequantize",
     "ggml_gptq",
+    "gguf_layout",
 ]
 
 _SchemeSpec = tuple[str, bool, bool, bool, Optional[int], Optional[int]]
@@ -183,6 +184,14 @@ def ggml_quantize_file(
     rounding: str,
 ) -> bytes: ...
 def ggml_dequantize(data: np.ndarray, ty: str, n: int) -> np.ndarray: ...
+def gguf_layout(
+    path: Union[str, os.PathLike[str]],
+) -> tuple[
+    int,
+    list[tuple[str, int, int, int, Optional[int]]],
+    list[tuple[str, list[int], int, int]],
+    int,
+]: ...
 def ggml_gptq(
     w: np.ndarray,
     ty: str,

@@ -6,6 +6,7 @@ mod calib;
 mod checkpoint;
 mod errors;
 mod ggml;
+mod gguf;
 mod gptq;
 mod gpu;
 mod hessian;
@@ -37,6 +38,7 @@ fn _rxquant(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(gptq::calibrate_weighted, m)?)?;
     m.add_function(wrap_pyfunction!(affine::affine_groups, m)?)?;
     m.add_function(wrap_pyfunction!(ggml::ggml_types, m)?)?;
+    m.add_function(wrap_pyfunction!(gguf::gguf_layout, m)?)?;
     m.add_function(wrap_pyfunction!(ggml::ggml_quantize, m)?)?;
     m.add_function(wrap_pyfunction!(ggml::ggml_quantize_file, m)?)?;
     m.add_function(wrap_pyfunction!(ggml::ggml_dequantize, m)?)?;
