@@ -640,11 +640,9 @@ fn encode_ref(ty: GgmlType, x: &[f32], l: &mut [u8]) -> BlockParams {
             }
         }
         GgmlType::Q6K => {
-            let mut scales = [0f32; 16];
+            let scales = make_qx_quants_x16(32, x, l);
             let (mut max_scale, mut max_abs_scale) = (0f32, 0f32);
             for ib in 0..16 {
-                scales[ib] =
-                    make_qx_quants(32, &x[16 * ib..16 * ib + 16], &mut l[16 * ib..16 * ib + 16], None);
                 if scales[ib].abs() > max_abs_scale {
                     max_abs_scale = scales[ib].abs();
                     max_scale = scales[ib];
@@ -736,7 +734,7 @@ fn make_qkx2_quants_x8(
             best_error[s] += wt[i][s] * (diff * diff);
         }
     }
-    let mut laux = [[0u8; S]; N];
+    let code = |iscale: f32, v: f32, min: f32| nearest_int(iscale * (v - min)).clamp(0, nmax);
     for is in 0..=nstep {
         for s in 0..S {
             iscale[s] = (rmin + rdelta * is as f32 + nmax as f32) / (max[s] - min[s]);
@@ -744,9 +742,7 @@ fn make_qkx2_quants_x8(
         let (mut sum_l, mut sum_l2, mut sum_xl) = ([0f32; S], [0f32; S], [0f32; S]);
         for i in 0..N {
             for s in 0..S {
-                let q = nearest_int(iscale[s] * (xt[i][s] - min[s])).clamp(0, nmax);
-                laux[i][s] = q as u8;
-                let qf = q as f32;
+                let qf = code(iscale[s], xt[i][s], min[s]) as f32;
                 sum_l[s] += wt[i][s] * qf;
                 sum_l2[s] += wt[i][s] * qf * qf;
                 sum_xl[s] += wt[i][s] * qf * xt[i][s];
@@ -763,26 +759,27 @@ fn make_qkx2_quants_x8(
                 this_scale[s] = sum_xl[s] / sum_l2[s];
             }
         }
+        // The step's codes again (cheaper than keeping them: the lanes stay in registers).
         let mut cur_error = [0f32; S];
         for i in 0..N {
             for s in 0..S {
-                let diff = this_scale[s] * laux[i][s] as f32 + this_min[s] - xt[i][s];
+                let qf = code(iscale[s], xt[i][s], min[s]) as f32;
+                let diff = this_scale[s] * qf + this_min[s] - xt[i][s];
                 cur_error[s] += wt[i][s] * (diff * diff);
             }
         }
-        let mut better = [false; S];
+        // Few lanes improve at a step: their codes are kept (computed with the step's min,
+        // before it moves), the others' left alone.
         for s in 0..S {
-            better[s] = fits[s] && cur_error[s] < best_error[s];
-            if better[s] {
-                best_error[s] = cur_error[s];
-                scale[s] = this_scale[s];
-                min[s] = this_min[s];
+            if !(fits[s] && cur_error[s] < best_error[s]) {
+                continue;
             }
-        }
-        for i in 0..N {
-            for s in 0..S {
-                lt[i][s] = if better[s] { laux[i][s] } else { lt[i][s] };
+            for i in 0..N {
+                lt[i][s] = code(iscale[s], xt[i][s], min[s]) as u8;
             }
+            best_error[s] = cur_error[s];
+            scale[s] = this_scale[s];
+            min[s] = this_min[s];
         }
     }
     let mut neg_min = [0f32; S];
@@ -799,52 +796,93 @@ fn make_qkx2_quants_x8(
     (scale, neg_min)
 }
 
-/// ggml's `make_qx_quants` with `rmse_type = 1` (weights `x²`, or `qw` when given): the scale of
-/// a symmetric grid `-nmax..nmax-1`; codes (plus `nmax`) in `l`.
-fn make_qx_quants(nmax: i32, x: &[f32], l: &mut [u8], qw: Option<&[f32]>) -> f32 {
-    let n = x.len();
-    let (mut max, mut amax) = (0f32, 0f32);
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
+/// ggml's `make_qx_quants` with `rmse_type = 1` (weights `x²`) for the 16 sub-blocks of 16 of a
+/// Q6_K super-block at once, one per lane: the scale of a symmetric grid `-nmax..nmax-1` for each
+/// sub-block, the best of 19 candidates; codes (plus `nmax`) in `l`. As in
+/// [`make_qkx2_quants_x8`], each lane runs ggml's loop in its own order, so results are bit for
+/// bit the scalar ones. `x`: 256 values. Returns the 16 scales.
+#[inline(always)]
+fn make_qx_quants_x16(nmax: i32, x: &[f32], l: &mut [u8]) -> [f32; 16] {
+    const S: usize = 16;
+    const N: usize = 16;
+    let mut xt = [[0f32; S]; N];
+    for s in 0..S {
+        for i in 0..N {
+            xt[i][s] = x[N * s + i];
         }
     }
-    if amax < GROUP_MAX_EPS {
-        l[..n].fill(0);
-        return 0.0;
+    // The first value of the largest magnitude, as ggml's scan keeps it.
+    let (mut max, mut amax) = ([0f32; S], [0f32; S]);
+    for row in &xt {
+        for s in 0..S {
+            let a = row[s].abs();
+            let gt = a > amax[s];
+            amax[s] = if gt { a } else { amax[s] };
+            max[s] = if gt { row[s] } else { max[s] };
+        }
     }
-    let weight = |i: usize| qw.map_or(x[i] * x[i], |w| w[i]);
-    let mut iscale = -(nmax as f32) / max;
-    let (mut sumlx, mut suml2) = (0f32, 0f32);
-    for i in 0..n {
-        let q = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
-        l[i] = (q + nmax) as u8;
-        let w = weight(i);
-        sumlx += w * x[i] * q as f32;
-        suml2 += w * q as f32 * q as f32;
+    let code = |iscale: f32, v: f32| nearest_int(iscale * v).clamp(-nmax, nmax - 1);
+    let (mut iscale, mut sumlx, mut suml2) = ([0f32; S], [0f32; S], [0f32; S]);
+    let mut lt = [[0u8; S]; N];
+    for s in 0..S {
+        iscale[s] = -(nmax as f32) / max[s];
     }
-    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
-    let mut best = scale * sumlx;
+    for i in 0..N {
+        for s in 0..S {
+            let v = xt[i][s];
+            let q = code(iscale[s], v);
+            lt[i][s] = (q + nmax) as u8;
+            let w = v * v;
+            sumlx[s] += w * v * q as f32;
+            suml2[s] += w * q as f32 * q as f32;
+        }
+    }
+    let (mut scale, mut best) = ([0f32; S], [0f32; S]);
+    for s in 0..S {
+        scale[s] = if suml2[s] != 0.0 { sumlx[s] / suml2[s] } else { 0.0 };
+        best[s] = scale[s] * sumlx[s];
+    }
     for is in -9..=9 {
         if is == 0 {
             continue;
         }
-        iscale = -(nmax as f32 + 0.1 * is as f32) / max;
-        sumlx = 0.0;
-        suml2 = 0.0;
-        for i in 0..n {
-            let q = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
-            let w = weight(i);
-            sumlx += w * x[i] * q as f32;
-            suml2 += w * q as f32 * q as f32;
+        for s in 0..S {
+            iscale[s] = -(nmax as f32 + 0.1 * is as f32) / max[s];
+            sumlx[s] = 0.0;
+            suml2[s] = 0.0;
         }
-        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
-            for i in 0..n {
-                l[i] = (nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1) + nmax) as u8;
+        for i in 0..N {
+            for s in 0..S {
+                let v = xt[i][s];
+                let q = code(iscale[s], v) as f32;
+                let w = v * v;
+                sumlx[s] += w * v * q;
+                suml2[s] += w * q * q;
             }
-            scale = sumlx / suml2;
-            best = scale * sumlx;
+        }
+        let mut better = [false; S];
+        for s in 0..S {
+            better[s] = suml2[s] > 0.0 && sumlx[s] * sumlx[s] > best[s] * suml2[s];
+            if better[s] {
+                scale[s] = sumlx[s] / suml2[s];
+                best[s] = scale[s] * sumlx[s];
+            }
+        }
+        // Few lanes improve at a step: their codes are recomputed, the others' left alone.
+        for s in (0..S).filter(|&s| better[s]) {
+            for i in 0..N {
+                lt[i][s] = (code(iscale[s], xt[i][s]) + nmax) as u8;
+            }
+        }
+    }
+    for s in 0..S {
+        // ggml returns 0 with codes 0 for a sub-block of (near) zeros; its lane ran along.
+        let zero = amax[s] < GROUP_MAX_EPS;
+        if zero {
+            scale[s] = 0.0;
+        }
+        for i in 0..N {
+            l[N * s + i] = if zero { 0 } else { lt[i][s] };
         }
     }
     scale
