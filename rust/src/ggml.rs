@@ -1304,7 +1304,9 @@ pub fn quantize_rows(
     // chunk checks its own values for NaN/Inf (one pass over the data instead of two).
     let per = (16384 / bs).max(1);
     out.par_chunks_mut(ts * per).zip(x.par_chunks(bs * per)).enumerate().for_each(|(c, (oc, xc))| {
-        let done = if rounding == Rounding::Nearest {
+        let done = if let Some(done) = encode_chunk_avx2(ty, rounding, xc, c * per, oc) {
+            done
+        } else if rounding == Rounding::Nearest {
             // ggml's reference quantizers are a few operations a value: compiled for AVX2 here.
             crate::simd::simd!(encode_chunk(ty, xc, rounding, None, row, c * per, oc))
         } else {
@@ -1392,6 +1394,30 @@ pub fn quantize_stored(
         }
     };
     quantize_rows(ty, x, row, rounding, None, out)
+}
+
+/// [`encode_chunk`] of Q4_0 and Q8_0 by nearest rounding in AVX2 intrinsics where the CPU has
+/// them (see `ggml_avx2.rs`); None for other types and CPUs.
+#[inline(always)]
+fn encode_chunk_avx2(
+    ty: GgmlType,
+    rounding: Rounding,
+    xc: &[f32],
+    b0: usize,
+    oc: &mut [u8],
+) -> Option<std::result::Result<Option<usize>, usize>> {
+    #[cfg(target_arch = "x86_64")]
+    if rounding == Rounding::Nearest && matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0) && crate::simd::avx2() {
+        use crate::ggml_avx2::{encode_chunk, Flag};
+        // SAFETY: the CPU was just checked for AVX2, FMA and F16C.
+        return Some(match unsafe { encode_chunk(ty == GgmlType::Q8_0, xc, oc) } {
+            None => Ok(None),
+            Some(Flag::Overflow(k)) => Ok(Some(b0 + k)),
+            Some(Flag::NonFinite(i)) => Err(i),
+        });
+    }
+    let _ = (ty, rounding, xc, b0, oc);
+    None
 }
 
 /// Encodes and packs the blocks of `xc` (the first is block `b0` of the tensor) into `oc`;
@@ -1681,6 +1707,46 @@ mod tests {
                 .map(err)
                 .fold(f64::INFINITY, f64::min);
             assert!(err(d) <= grid * (1.0 + 1e-4) + 1e-12, "{} > {grid}", err(d));
+        }
+    }
+
+    /// Blocks whose encoding turns on a detail: zeros of either sign, ties in magnitude, float32
+    /// subnormals (an infinite inverse scale), halves, a lone spike; then noise at many scales.
+    fn awkward_blocks() -> Vec<f32> {
+        let mut x = Vec::new();
+        let mut push = |f: &mut dyn FnMut(usize) -> f32| x.extend((0..32).map(f));
+        push(&mut |_| 0.0);
+        push(&mut |i| if i % 2 == 0 { 0.0 } else { -0.0 });
+        push(&mut |i| if i % 2 == 0 { 1.0 } else { -1.0 });
+        push(&mut |i| if i % 2 == 0 { -1.0 } else { 1.0 });
+        push(&mut |i| if i % 3 == 0 { 1e-44 } else { -3e-45 });
+        push(&mut |i| (i as f32 - 15.5) * 0.5);
+        push(&mut |i| if i == 7 { 900.0 } else { 0.01 * i as f32 });
+        let mut seed = 12345u64;
+        for b in 0..250 {
+            let scale = 10f32.powi(b % 9 - 5);
+            push(&mut |_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
+            });
+        }
+        x
+    }
+
+    #[test]
+    fn vector_path_equals_portable_blocks() {
+        let x = awkward_blocks();
+        for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+            let ts = ty.type_size();
+            let mut got = vec![0u8; x.len() / 32 * ts];
+            quantize_rows(ty, &x, 32, Rounding::Nearest, None, &mut got).unwrap();
+            let mut want = vec![0u8; got.len()];
+            let mut l = [0u8; 32];
+            for (xs, o) in x.chunks(32).zip(want.chunks_mut(ts)) {
+                let p = encode_ref(ty, xs, &mut l);
+                pack(ty, &p, &l, o);
+            }
+            assert_eq!(got, want, "{}", ty.name());
         }
     }
 

@@ -25,6 +25,7 @@ pub mod elem;
 pub mod error;
 pub mod fp16;
 pub mod ggml;
+mod ggml_avx2;
 pub mod gguf;
 pub mod gptq;
 pub mod gpu;

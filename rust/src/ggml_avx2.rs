@@ -1,0 +1,111 @@
+//! ggml's Q4_0 and Q8_0 reference quantizers (`quantize_row_q4_0_ref`, `quantize_row_q8_0_ref`)
+//! in AVX2 intrinsics: a block of 32 values in four registers, no scalar work but the scale.
+//! They are the two types users pick for speed, and the portable encoder ([`super::ggml`]),
+//! compiled for AVX2 too, spent about 4 cycles a value on per-block reductions, branches and
+//! scalar conversions. Results are bit for bit the portable ones and ggml's C (Rust tests against
+//! the portable path; Python tests against llama.cpp's library), including C's x86 conversion of
+//! out-of-range floats to `i32::MIN` (whose low byte ggml stores).
+
+#![cfg(target_arch = "x86_64")]
+
+use std::arch::x86_64::*;
+
+/// The first block of the chunk (its index within `xc`'s blocks) that holds NaN/Inf, with the
+/// value's index in `xc`, or the first block whose float16 scale overflowed.
+pub(crate) enum Flag {
+    NonFinite(usize),
+    Overflow(usize),
+}
+
+/// Encodes the blocks of 32 in `xc` into `oc` (18 bytes a block for Q4_0, 34 for Q8_0); the
+/// first problem found stops the chunk (a non-finite value) or is reported after it (overflow).
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C ([`crate::simd::avx2`]).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn encode_chunk(q8: bool, xc: &[f32], oc: &mut [u8]) -> Option<Flag> {
+    let ts = if q8 { 34 } else { 18 };
+    let mut overflow = None;
+    for (k, (x, o)) in xc.chunks_exact(32).zip(oc.chunks_exact_mut(ts)).enumerate() {
+        let p = x.as_ptr();
+        let v = [
+            _mm256_loadu_ps(p),
+            _mm256_loadu_ps(p.add(8)),
+            _mm256_loadu_ps(p.add(16)),
+            _mm256_loadu_ps(p.add(24)),
+        ];
+        let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+        let a = v.map(|v| _mm256_and_ps(v, abs_mask));
+        // Finite: |v| < inf (NaN compares false).
+        let inf = _mm256_set1_ps(f32::INFINITY);
+        let finite = a
+            .iter()
+            .fold(0xffff_ffffu32, |m, &a| m & _mm256_movemask_ps(_mm256_cmp_ps(a, inf, _CMP_LT_OQ)) as u32);
+        if finite != 0xff {
+            return Some(Flag::NonFinite(k * 32 + x.iter().position(|v| !v.is_finite()).unwrap_or(0)));
+        }
+        let m = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
+        let (d, codes) = if q8 {
+            let d = amax / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            (d, v.map(|v| round_away(_mm256_mul_ps(v, _mm256_set1_ps(id)))))
+        } else {
+            // ggml's signed maximum: the first value of the largest magnitude (0 if none).
+            let max = if amax == 0.0 {
+                0.0
+            } else {
+                let b = _mm256_set1_ps(amax);
+                let eq = a.map(|a| _mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_EQ_OQ)) as u32);
+                x[((eq[0] | eq[1] << 8 | eq[2] << 16 | eq[3] << 24).trailing_zeros() & 31) as usize]
+            };
+            let d = max / -8.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            let (vid, off) = (_mm256_set1_ps(id), _mm256_set1_ps(8.5));
+            (d, v.map(|v| _mm256_add_ps(_mm256_mul_ps(v, vid), off)))
+        };
+        let h = _mm_extract_epi16::<0>(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(d))) as u16;
+        if h & 0x7c00 == 0x7c00 && overflow.is_none() {
+            overflow = Some(k);
+        }
+        o[..2].copy_from_slice(&h.to_le_bytes());
+        let bytes = low_bytes(codes.map(|c| _mm256_cvttps_epi32(c)));
+        if q8 {
+            _mm256_storeu_si256(o.as_mut_ptr().add(2) as *mut __m256i, bytes);
+        } else {
+            // MIN(15, (int8_t)v), then the first 16 codes in the low nibbles, the others above.
+            let c = _mm256_min_epi8(bytes, _mm256_set1_epi8(15));
+            let (lo, hi) = (_mm256_castsi256_si128(c), _mm256_extracti128_si256::<1>(c));
+            let nib = _mm_or_si128(
+                _mm_and_si128(lo, _mm_set1_epi8(0x0f)),
+                _mm_and_si128(_mm_slli_epi16::<4>(hi), _mm_set1_epi8(0xf0u8 as i8)),
+            );
+            _mm_storeu_si128(o.as_mut_ptr().add(2) as *mut __m128i, nib);
+        }
+    }
+    overflow.map(Flag::Overflow)
+}
+
+/// C's `roundf` (half away from zero) of each lane; large values and infinities pass through
+/// (their conversion then gives `i32::MIN`, as in C).
+#[inline(always)]
+unsafe fn round_away(v: __m256) -> __m256 {
+    let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(v);
+    let frac = _mm256_and_ps(_mm256_sub_ps(v, t), _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)));
+    let one = _mm256_or_ps(_mm256_and_ps(v, _mm256_set1_ps(-0.0)), _mm256_set1_ps(1.0));
+    let up = _mm256_cmp_ps(frac, _mm256_set1_ps(0.5), _CMP_GE_OQ);
+    _mm256_add_ps(t, _mm256_and_ps(up, one))
+}
+
+/// The low byte of each of 32 `i32` lanes (4 registers), in order: what C's store of an `int`
+/// into an `int8_t` keeps.
+#[inline(always)]
+unsafe fn low_bytes(q: [__m256i; 4]) -> __m256i {
+    let ff = _mm256_set1_epi32(0xff);
+    let q = q.map(|q| _mm256_and_si256(q, ff));
+    // Packs work within 128-bit lanes; the permutation puts the 32 bytes back in order.
+    let b = _mm256_packus_epi16(_mm256_packus_epi32(q[0], q[1]), _mm256_packus_epi32(q[2], q[3]));
+    _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+}
