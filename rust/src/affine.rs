@@ -8,6 +8,7 @@ use crate::ggml::nearest_int;
 use rayon::prelude::*;
 
 /// Least-squares affine fit `x ≈ scale · q + min` of codes `q` with weights `w`.
+#[inline(always)]
 fn affine_fit(x: &[f32], q: &[i32], w: Option<&[f32]>) -> Option<(f32, f32)> {
     let (mut sw, mut sx, mut sl, mut sl2, mut sxl) = (0f32, 0f32, 0f32, 0f32, 0f32);
     for i in 0..x.len() {
@@ -25,6 +26,7 @@ fn affine_fit(x: &[f32], q: &[i32], w: Option<&[f32]>) -> Option<(f32, f32)> {
 /// The affine parameters `(scale, min)` of a grid `0..=nmax` with the least weighted squared
 /// error for `x`: candidate ranges shrunk and stretched around the data's, each refitted by least
 /// squares; `min <= 0` when `nonpositive_min` (the K types store `-min`), as stored (`round`).
+#[inline(always)]
 pub fn affine_search(
     x: &[f32],
     w: Option<&[f32]>,

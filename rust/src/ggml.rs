@@ -891,6 +891,7 @@ fn make_qx_quants_x16(nmax: i32, x: &[f32], l: &mut [u8]) -> [f32; 16] {
 // ------------------------------------------------------------------ searched parameters
 
 /// Weighted squared error of `x` coded with `p` (codes from [`encode_value`]).
+#[inline(always)]
 fn block_error(ty: GgmlType, p: &BlockParams, x: &[f32], w: Option<&[f32]>) -> f32 {
     let mut e = 0f32;
     for (k, &v) in x.iter().enumerate() {
@@ -901,6 +902,7 @@ fn block_error(ty: GgmlType, p: &BlockParams, x: &[f32], w: Option<&[f32]>) -> f
 }
 
 /// Weighted squared error of values `r` of `x` (positions in the block) coded with `p`.
+#[inline(always)]
 fn range_error(
     ty: GgmlType,
     p: &BlockParams,
@@ -918,6 +920,7 @@ fn range_error(
 /// Refits the stored float16 scales of `p` by weighted least squares with the codes fixed
 /// (`x ≈ d · a − dmin · b`, where `a`, `b` are what multiplies `d` and `dmin` at each position),
 /// re-encodes, and keeps the refit while the error falls.
+#[inline(always)]
 fn refit(ty: GgmlType, p: &mut BlockParams, x: &[f32], w: Option<&[f32]>, mut err: f32) -> f32 {
     let with_min = matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K);
     for _ in 0..4 {
@@ -964,6 +967,7 @@ fn refit(ty: GgmlType, p: &mut BlockParams, x: &[f32], w: Option<&[f32]>, mut er
 /// the best `d` is the least-squares `Σ w y q / Σ w q²` with error `Σ w y² − (Σ w y q)² / Σ w q²`.
 /// Sweeping the sorted change points keeps both sums up to date in O(1) per point; they are
 /// float64, as the error is a small difference of two large terms.
+#[inline(always)]
 fn symmetric_search(y: &[f32], w: Option<&[f32]>, qmin: i32, qmax: i32, lo: f32, hi: f32) -> f32 {
     let amax = y.iter().fold(0f32, |a, v| a.max(v.abs()));
     if amax < GROUP_MAX_EPS {
@@ -1020,6 +1024,7 @@ fn symmetric_search(y: &[f32], w: Option<&[f32]>, qmin: i32, qmax: i32, lo: f32,
 
 /// A block's parameters searched for the least (weighted) squared error; the codes are then the
 /// nearest ones to each value with the stored parameters.
+#[inline(always)]
 fn choose_searched(ty: GgmlType, x: &[f32], w: Option<&[f32]>) -> BlockParams {
     let mut p = BlockParams::default();
     match ty {
@@ -1134,6 +1139,7 @@ fn choose_searched(ty: GgmlType, x: &[f32], w: Option<&[f32]>) -> BlockParams {
 /// use multiples of `d`, and each one's error is jagged in its scale (its least-squares optimum
 /// sits where codes change), so the lattice phase matters. For each `d` every sub-block takes its
 /// best integer scale near its own; the best total is then refined as before.
+#[inline(always)]
 fn q6k_search(x: &[f32], w: Option<&[f32]>) -> BlockParams {
     let ty = GgmlType::Q6K;
     let mut scales = [0f32; 16];
@@ -1306,11 +1312,8 @@ pub fn quantize_rows(
     out.par_chunks_mut(ts * per).zip(x.par_chunks(bs * per)).enumerate().for_each(|(c, (oc, xc))| {
         let done = if let Some(done) = encode_chunk_avx2(ty, rounding, xc, c * per, oc) {
             done
-        } else if rounding == Rounding::Nearest {
-            // ggml's reference quantizers are a few operations a value: compiled for AVX2 here.
-            crate::simd::simd!(encode_chunk(ty, xc, rounding, None, row, c * per, oc))
         } else {
-            encode_chunk(ty, xc, rounding, importance, row, c * per, oc)
+            crate::simd::simd!(encode_chunk(ty, xc, rounding, importance, row, c * per, oc))
         };
         match done {
             Ok(Some(b)) => _ = overflow.fetch_min(b, Ordering::Relaxed),
