@@ -677,7 +677,7 @@ fn encode_ref(ty: GgmlType, x: &[f32], l: &mut [u8]) -> BlockParams {
 /// squares over `nstep + 1` candidate ranges (each starting from the best so far, as in ggml),
 /// codes in `l`. Every lane runs ggml's scalar loop in its own order, so each result is bit for
 /// bit the scalar one; side by side, the lanes compile to vector instructions where one
-/// sub-block at a time was bound by the latency of its running sums (7x slower). `x`, `w`: 256
+/// sub-block at a time was bound by the latency of its running sums. `x`, `w`: 256
 /// values. Returns `(scales, -mins)`.
 #[inline(always)]
 fn make_qkx2_quants_x8(

@@ -10,8 +10,8 @@
 
 use std::arch::x86_64::*;
 
-/// The first block of the chunk (its index within `xc`'s blocks) that holds NaN/Inf, with the
-/// value's index in `xc`, or the first block whose float16 scale overflowed.
+/// What stopped or marked a chunk: the index in `xc` of the first NaN/Inf, or the index (among
+/// the chunk's blocks) of the first block whose float16 scale overflowed.
 pub(crate) enum Flag {
     NonFinite(usize),
     Overflow(usize),

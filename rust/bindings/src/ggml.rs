@@ -63,21 +63,11 @@ pub fn ggml_quantize_file<'py>(
     if !matches!(rounding, Rounding::Nearest | Rounding::Mse) {
         return Err(to_py(rxquant::Error::Invalid("rounding from a file is nearest or mse".into())));
     }
-    let shown = path.display().to_string();
-    let file = std::fs::File::open(&path)
-        .map_err(|e| to_py(rxquant::Error::Io(format!("cannot open {shown}: {e}"))))?;
-    // SAFETY: the map is read while this call holds it; a file truncated meanwhile by another
-    // process is outside what any memory-mapped reader (numpy's, the gguf package's) can guard.
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let nbytes = count.checked_mul(src.size()).and_then(|n| u64::try_from(n).ok());
-    let Some(nbytes) = nbytes.filter(|&n| offset.checked_add(n).is_some_and(|end| end <= len)) else {
-        return Err(to_py(rxquant::Error::Format(format!(
-            "{shown}: {count} values at byte {offset} run past the end of the file ({len} bytes)"
-        ))));
+    let Some(nbytes) = count.checked_mul(src.size()).and_then(|n| u64::try_from(n).ok()) else {
+        return Err(to_py(rxquant::Error::Shape(format!("{count} values do not fit in memory"))));
     };
     // Only the tensor's bytes (its pages are faulted in by the threads that quantize them).
-    let map = unsafe { memmap2::MmapOptions::new().offset(offset).len(nbytes as usize).map(&file) }
-        .map_err(|e| to_py(rxquant::Error::Io(format!("cannot map {shown}: {e}"))))?;
+    let map = crate::files::map(&path, offset, Some(nbytes))?;
     let bytes: &[u8] = &map;
     // Rows that do not hold whole blocks are refused by the core with a message naming them.
     let n = count / ty.block_size() * ty.type_size();

@@ -1,6 +1,6 @@
 //! GGUF header layout (wrapped by `rxquant.formats.gguf_file`).
 
-use crate::errors::{detach, to_py};
+use crate::errors::detach;
 use pyo3::prelude::*;
 
 type KvRow = (String, u32, usize, usize, Option<u32>);
@@ -15,12 +15,7 @@ pub fn gguf_layout(
     py: Python<'_>,
     path: std::path::PathBuf,
 ) -> PyResult<(u32, Vec<KvRow>, Vec<TensorRow>, usize)> {
-    let shown = path.display().to_string();
-    let file = std::fs::File::open(&path)
-        .map_err(|e| to_py(rxquant::Error::Io(format!("cannot open {shown}: {e}"))))?;
-    // SAFETY: read while held here; see `ggml_quantize_file` on files truncated meanwhile.
-    let map = unsafe { memmap2::Mmap::map(&file) }
-        .map_err(|e| to_py(rxquant::Error::Io(format!("cannot map {shown}: {e}"))))?;
+    let map = crate::files::map(&path, 0, None)?;
     let l = detach(py, || rxquant::gguf::layout(&map))?;
     let kv = l.kv.into_iter().map(|k| (k.key, k.vtype, k.start, k.end, k.sub)).collect();
     let tensors = l.tensors.into_iter().map(|t| (t.name, t.dims, t.ggml_type, t.offset)).collect();

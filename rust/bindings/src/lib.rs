@@ -5,6 +5,7 @@ mod arrays;
 mod calib;
 mod checkpoint;
 mod errors;
+mod files;
 mod ggml;
 mod gguf;
 mod gptq;
