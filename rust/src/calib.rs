@@ -533,6 +533,7 @@ impl Entropy {
 
 /// Mean squared error of values spread evenly over `[a, b]` under a quantizer with step `s` whose
 /// code offsets `q - z` run over `kmin..=kmax` (values beyond saturate at the end codes).
+#[inline(always)]
 fn bin_sq_error(a: f64, b: f64, s: f64, kmin: f64, kmax: f64) -> f64 {
     if b - a > 16.0 * s && a >= (kmin - 0.5) * s && b <= (kmax + 0.5) * s {
         return s * s / 12.0; // many whole steps inside the grid: the uniform-rounding limit
@@ -587,16 +588,20 @@ pub fn mse_range(h: &Hist, kind: HistKind, scheme: &Scheme) -> (f64, f64) {
     let cost = |lo: f64, hi: f64| -> f64 {
         let (s, z) = scheme.params(lo as f32, hi as f32);
         let (s, kmin, kmax) = (s as f64, (qmin - z) as f64, (qmax - z) as f64);
-        nz.iter().map(|&(a, b, c)| c * bin_sq_error(a, b, s, kmin, kmax)).sum()
+        // Compiled for AVX2 too, where `floor` is one instruction rather than a libm call.
+        crate::simd::simd!(nz.iter().map(|&(a, b, c)| c * bin_sq_error(a, b, s, kmin, kmax)).sum())
     };
-    // Best index in `lo..=hi` for `f`: a coarse pass, then every index around the best.
-    let search = |lo: usize, hi: usize, f: &dyn Fn(usize) -> f64| -> usize {
-        let best = |c: &mut dyn Iterator<Item = usize>| {
-            c.map(|i| (i, f(i))).fold((hi, f64::INFINITY), |a, b| if b.1 < a.1 { b } else { a }).0
+    // Best index in `lo..=hi` for `f`: a coarse pass, then every index around the best. The
+    // candidates' costs are computed in parallel (each sums over every nonzero bin: about 2 ms of
+    // one core for 2048 bins), then compared in order, so the pick is that of a serial scan.
+    let search = |lo: usize, hi: usize, f: &(dyn Fn(usize) -> f64 + Sync)| -> usize {
+        let best = |c: Vec<usize>| {
+            let costs: Vec<f64> = c.par_iter().map(|&i| f(i)).collect();
+            c.into_iter().zip(costs).fold((hi, f64::INFINITY), |a, b| if b.1 < a.1 { b } else { a }).0
         };
-        let b = best(&mut coarse(lo, hi).into_iter());
+        let b = best(coarse(lo, hi));
         let r = (hi - lo).div_ceil(256);
-        best(&mut (b.saturating_sub(r).max(lo)..=(b + r).min(hi)))
+        best((b.saturating_sub(r).max(lo)..=(b + r).min(hi)).collect())
     };
     if symmetric {
         let k = search(1, bins, &|k| cost(-edge(k), edge(k)));

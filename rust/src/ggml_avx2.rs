@@ -28,6 +28,8 @@ pub(crate) unsafe fn encode_chunk(q8: bool, xc: &[f32], oc: &mut [u8]) -> Option
     let mut overflow = None;
     for (k, (x, o)) in xc.chunks_exact(32).zip(oc.chunks_exact_mut(ts)).enumerate() {
         let p = x.as_ptr();
+        crate::simd::prefetch(p);
+        crate::simd::prefetch(p.add(16));
         let v = [
             _mm256_loadu_ps(p),
             _mm256_loadu_ps(p.add(8)),

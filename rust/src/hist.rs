@@ -193,21 +193,45 @@ fn count_into_impl<T: Elem, const ABS: bool>(x: &[T], lo: f64, inv: f64, h: &mut
         }
         return zeros;
     }
-    // Slots of BUF values first (a vector loop), then their increments (a scalar loop of
-    // independent read-modify-writes the CPU overlaps), into u32 counts with the two spare slots.
-    let mut sub = vec![0u32; bins + 2];
+    // Slots of BUF values first (a vector loop), then their increments (a scalar loop), into u32
+    // counts with the two spare slots. Consecutive values go to four separate count arrays: peaked
+    // data puts neighbours in the same bin, and one array would chain each increment to the
+    // previous one's store (about 5 cycles a value instead of 1-2).
+    const WAYS: usize = 4;
+    let stride = bins + 2;
+    let mut sub = vec![0u32; WAYS * stride];
     let mut ix = [0u32; BUF];
     for block in x.chunks(BLOCK) {
         for c in block.chunks(BUF) {
+            // The loop alternates a vector phase with a scalar one, and the hardware prefetcher
+            // alone left it waiting on memory (a third of its time on one core).
+            for line in c.chunks(64 / std::mem::size_of::<T>().max(1)) {
+                crate::simd::prefetch(line.as_ptr());
+            }
             for (s, v) in ix.iter_mut().zip(c) {
                 *s = slot::<ABS>(v.to_f32(), lo, inv, last, bins) as u32;
             }
-            for &i in &ix[..c.len()] {
-                sub[i as usize] += 1;
+            let (quads, rest) = ix[..c.len()].split_at(c.len() / WAYS * WAYS);
+            let (s0, s123) = sub.split_at_mut(stride);
+            let (s1, s23) = s123.split_at_mut(stride);
+            let (s2, s3) = s23.split_at_mut(stride);
+            for q in quads.chunks_exact(WAYS) {
+                // SAFETY: `slot` returns at most `bins + 1`, and each way has `bins + 2` counts.
+                unsafe {
+                    *s0.get_unchecked_mut(q[0] as usize) += 1;
+                    *s1.get_unchecked_mut(q[1] as usize) += 1;
+                    *s2.get_unchecked_mut(q[2] as usize) += 1;
+                    *s3.get_unchecked_mut(q[3] as usize) += 1;
+                }
+            }
+            for &i in rest {
+                s0[i as usize] += 1;
             }
         }
-        zeros += sub[bins] as u64;
-        h.iter_mut().zip(&sub).for_each(|(a, &b)| *a += b as u64);
+        for w in sub.chunks_exact(stride) {
+            zeros += w[bins] as u64;
+            h.iter_mut().zip(w).for_each(|(a, &b)| *a += b as u64);
+        }
         sub.fill(0);
     }
     zeros

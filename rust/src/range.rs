@@ -46,6 +46,7 @@ pub(crate) fn scan_impl<T: Elem>(x: &[T]) -> Scan {
     let mut bad = [0u32; LANES];
     let mut chunks = x.chunks_exact(LANES);
     for c in &mut chunks {
+        crate::simd::prefetch(c.as_ptr());
         for j in 0..LANES {
             let v = c[j].to_f32();
             let fin = is_finite(v);
@@ -56,10 +57,18 @@ pub(crate) fn scan_impl<T: Elem>(x: &[T]) -> Scan {
             mx[j] = if hi > mx[j] { hi } else { mx[j] };
         }
     }
-    let mut s = Scan::EMPTY;
-    for j in 0..LANES {
-        s = s.merge(Scan { min: mn[j], max: mx[j], bad: bad[j] as usize });
+    // Lanes folded in halves (vector min/max: the lanes hold no NaN), not one by one: for a
+    // group of 32 a lane-by-lane merge cost more than the scan itself.
+    let mut w = LANES;
+    while w > 1 {
+        w /= 2;
+        for j in 0..w {
+            mn[j] = if mn[j + w] < mn[j] { mn[j + w] } else { mn[j] };
+            mx[j] = if mx[j + w] > mx[j] { mx[j + w] } else { mx[j] };
+            bad[j] += bad[j + w];
+        }
     }
+    let mut s = Scan { min: mn[0], max: mx[0], bad: bad[0] as usize };
     for v in chunks.remainder() {
         let v = v.to_f32();
         if is_finite(v) {
