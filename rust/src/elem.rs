@@ -44,6 +44,8 @@ impl Elem for bf16 {
 
 /// A stored integer code: `i8` for signed grids, `u8` for unsigned ones.
 pub trait QInt: Copy + Send + Sync + Default + 'static {
+    /// True for `i8`.
+    const SIGNED: bool;
     /// Converts an in-range integer; callers clamp first.
     fn from_i32(v: i32) -> Self;
     /// Widens to `i32`.
@@ -51,6 +53,7 @@ pub trait QInt: Copy + Send + Sync + Default + 'static {
 }
 
 impl QInt for i8 {
+    const SIGNED: bool = true;
     #[inline(always)]
     fn from_i32(v: i32) -> Self {
         v as i8
@@ -62,6 +65,7 @@ impl QInt for i8 {
 }
 
 impl QInt for u8 {
+    const SIGNED: bool = false;
     #[inline(always)]
     fn from_i32(v: i32) -> Self {
         v as u8

@@ -37,6 +37,7 @@ pub mod mse;
 pub mod pack;
 pub mod qparams;
 pub mod quant;
+mod quant_avx2;
 pub mod range;
 pub mod scheme;
 mod simd;

@@ -4,7 +4,7 @@
 //! Division (not multiplication by `1/s`) and round-half-to-even match ONNX Runtime's
 //! QuantizeLinear and `numpy.rint`, so results are bit-identical to those references.
 
-use crate::elem::{is_finite, Elem, QInt};
+use crate::elem::{as_f32, is_finite, Elem, QInt};
 use crate::error::{Error, Result};
 use crate::layout::{ParamMap, Run};
 use crate::pack::{pack_into, pack_nibbles};
@@ -141,6 +141,39 @@ fn map_run<T: Copy, O>(
 /// Quantizes one run; returns its non-finite count.
 #[inline(always)]
 fn quant_run<T: Elem, Q: QInt>(x: &[T], out: &mut [Q], run: Run, qp: &QParams, q: (i32, i32)) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if let (Run::Const(p), Some(xf), true) = (run, as_f32(x), crate::simd::avx2()) {
+        let k = Param::new(qp, p, q.0, q.1);
+        if crate::quant_avx2::applies(k.s, k.lo, k.hi) {
+            // SAFETY: `Q` is `i8` or `u8`, one byte like `u8`.
+            let bytes = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), out.len()) };
+            let (s, z, lo, hi) = (k.s, k.z, k.lo, k.hi);
+            // SAFETY: AVX2 was just checked, `applies` holds and `out` is as long as `x`.
+            let done = unsafe {
+                if Q::SIGNED {
+                    crate::quant_avx2::quantize_const::<true>(xf, bytes, s, z, lo, hi)
+                } else {
+                    crate::quant_avx2::quantize_const::<false>(xf, bytes, s, z, lo, hi)
+                }
+            };
+            // A NaN or Inf (`None`) sends the run to the counting loop below.
+            if let Some(done) = done {
+                return quant_run_portable(&x[done..], &mut out[done..], run, qp, q);
+            }
+        }
+    }
+    quant_run_portable(x, out, run, qp, q)
+}
+
+/// [`quant_run`] as plain loops (every element type, every run, every CPU).
+#[inline(always)]
+fn quant_run_portable<T: Elem, Q: QInt>(
+    x: &[T],
+    out: &mut [Q],
+    run: Run,
+    qp: &QParams,
+    q: (i32, i32),
+) -> usize {
     map_run(x, out, run, qp, q, |v, k| {
         let v = v.to_f32();
         (Q::from_i32(code(v, k.s, k.lo, k.hi) + k.z), !is_finite(v))
@@ -366,8 +399,29 @@ fn fused_chunk<T: Elem>(
 /// Codes of whole groups (as bytes, two's complement for signed grids) from their parameters.
 #[inline(always)]
 fn group_codes<T: Elem>(xc: &[T], codes: &mut [u8], sc: &[f32], zc: &[i32], g: usize, qmin: i32, qmax: i32) {
-    for ((xs, cs), (&s, &z)) in xc.chunks_exact(g).zip(codes.chunks_exact_mut(g)).zip(sc.iter().zip(zc)) {
+    #[cfg(target_arch = "x86_64")]
+    let (fast, xf) = (crate::simd::avx2(), as_f32(xc));
+    for (j, ((xs, cs), (&s, &z))) in
+        xc.chunks_exact(g).zip(codes.chunks_exact_mut(g)).zip(sc.iter().zip(zc)).enumerate()
+    {
         let (lo, hi) = ((qmin - z) as f32, (qmax - z) as f32);
+        #[cfg(target_arch = "x86_64")]
+        if let (true, Some(xf), true) = (fast, xf, crate::quant_avx2::applies(s, lo, hi)) {
+            let xs = &xf[j * g..(j + 1) * g];
+            // SAFETY: AVX2 was checked, `applies` holds and `cs` is as long as `xs`. Finite
+            // values only reach here (the caller's range pass found no NaN/Inf, else it reports
+            // them), so `None` cannot occur; the loop below would redo the group anyway.
+            let done = unsafe {
+                if qmin < 0 {
+                    crate::quant_avx2::quantize_const::<true>(xs, cs, s, z, lo, hi)
+                } else {
+                    crate::quant_avx2::quantize_const::<false>(xs, cs, s, z, lo, hi)
+                }
+            };
+            if done == Some(g) {
+                continue;
+            }
+        }
         for (c, &v) in cs.iter_mut().zip(xs) {
             *c = (code(v.to_f32(), s, lo, hi) + z) as u8;
         }
