@@ -128,19 +128,26 @@ impl QParams {
                 self.zero_point.len()
             )));
         }
-        if self.scheme.signed_scale {
-            if let Some((i, s)) =
-                self.scale.iter().enumerate().find(|(_, s)| !(s.is_finite() && s.abs() >= f32::MIN_POSITIVE))
-            {
-                return Err(Error::Invalid(format!("scale {s} at index {i} is not a nonzero normal number")));
+        // Each check is a branch-free fold over all values first (vectorized: per-group
+        // parameters run to millions), and a search for the culprit only when one fails.
+        let signed = self.scheme.signed_scale;
+        let scale_ok = |s: &f32| {
+            if signed {
+                s.abs() <= f32::MAX && s.abs() >= f32::MIN_POSITIVE
+            } else {
+                s.abs() <= f32::MAX && *s > 0.0
             }
-        } else if let Some((i, s)) =
-            self.scale.iter().enumerate().find(|(_, s)| !(s.is_finite() && **s > 0.0))
-        {
-            return Err(Error::Invalid(format!("scale {s} at index {i} is not a positive finite number")));
+        };
+        if !self.scale.iter().fold(true, |ok, s| ok & scale_ok(s)) {
+            let (i, s) = self.scale.iter().enumerate().find(|(_, s)| !scale_ok(s)).expect("a failing scale");
+            let what = if signed { "a nonzero normal number" } else { "a positive finite number" };
+            return Err(Error::Invalid(format!("scale {s} at index {i} is not {what}")));
         }
         let (qmin, qmax) = self.scheme.qrange();
-        if let Some((i, z)) = self.zero_point.iter().enumerate().find(|(_, z)| !(qmin..=qmax).contains(*z)) {
+        let zp_ok = |z: &i32| (qmin <= *z) & (*z <= qmax);
+        if !self.zero_point.iter().fold(true, |ok, z| ok & zp_ok(z)) {
+            let (i, z) =
+                self.zero_point.iter().enumerate().find(|(_, z)| !zp_ok(z)).expect("a failing zero point");
             return Err(Error::Invalid(format!("zero point {z} at index {i} is outside {qmin}..={qmax}")));
         }
         Ok(())

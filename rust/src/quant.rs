@@ -250,8 +250,47 @@ pub fn quantize<T: Elem, Q: QInt>(
 ) -> Result<()> {
     let map = prepare(x.len(), shape, qp, out.len())?;
     let q = qp.scheme.qrange();
-    let bad = for_each_run(x, out, &map, |xs, os, _, run| quant_run(xs, os, run, qp, q));
+    let bad = match given_groups(x, &map, qp, q, out) {
+        Some(bad) => bad,
+        None => for_each_run(x, out, &map, |xs, os, _, run| quant_run(xs, os, run, qp, q)),
+    };
     settle_nonfinite(x, bad, ignore_nonfinite, &map, qp, out)
+}
+
+/// Short groups along the last axis of an `f32` tensor (group `p` is elements `p g .. (p + 1) g`),
+/// in the AVX2 group kernel a chunk at a time; None where that kernel does not apply. Long
+/// groups (a whole tensor is one) go through the runs, which split them across threads.
+fn given_groups<T: Elem, Q: QInt>(
+    x: &[T],
+    map: &ParamMap,
+    qp: &QParams,
+    q: (i32, i32),
+    out: &mut [Q],
+) -> Option<usize> {
+    let g = map.group;
+    let short = map.per_group && map.inner == 1 && g % 32 == 0 && g * 8 <= CHUNK;
+    if !(short && crate::simd::avx2() && as_f32(x).is_some()) {
+        return None;
+    }
+    let cg = (CHUNK / g).max(1) * g;
+    let bad = out
+        .par_chunks_mut(cg)
+        .zip(x.par_chunks(cg))
+        .enumerate()
+        .map(|(ci, (oc, xc))| {
+            let (p0, n) = (ci * (cg / g), xc.len() / g);
+            // SAFETY: `Q` is `i8` or `u8`, one byte like `u8`.
+            let bytes = unsafe { std::slice::from_raw_parts_mut(oc.as_mut_ptr().cast::<u8>(), oc.len()) };
+            let (sc, zc) = (&qp.scale[p0..p0 + n], &qp.zero_point[p0..p0 + n]);
+            if groups_avx2(xc, bytes, g, sc, zc, q.0, q.1) {
+                return 0;
+            }
+            // A NaN or Inf (or an extreme scale): the counting loop, group by group.
+            let runs = xc.chunks_exact(g).zip(oc.chunks_exact_mut(g)).enumerate();
+            runs.map(|(j, (xs, os))| quant_run_portable(xs, os, Run::Const(p0 + j), qp, q)).sum()
+        })
+        .sum();
+    Some(bad)
 }
 
 /// Quantizes to INT4 and packs two codes per byte (element `2i` in the low nibble) in one pass.
@@ -396,32 +435,41 @@ fn fused_chunk<T: Elem>(
     bad
 }
 
+/// Whole groups of an `f32` chunk in the AVX2 group kernel ([`crate::quant_avx2`]), as code
+/// bytes; false where it does not apply (another CPU, element type or group size, a NaN or Inf,
+/// an extreme scale), for the caller's portable loop to redo the chunk.
+#[inline(always)]
+fn groups_avx2<T: Elem>(
+    xc: &[T],
+    codes: &mut [u8],
+    g: usize,
+    sc: &[f32],
+    zc: &[i32],
+    qmin: i32,
+    qmax: i32,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(xf), true, true) = (as_f32(xc), g % 32 == 0, crate::simd::avx2()) {
+        // SAFETY: AVX2 was checked, g % 32 == 0, and the slices hold `sc.len()` whole groups.
+        return unsafe {
+            if qmin < 0 {
+                crate::quant_avx2::quantize_groups::<true>(xf, codes, g, sc, zc, qmin, qmax)
+            } else {
+                crate::quant_avx2::quantize_groups::<false>(xf, codes, g, sc, zc, qmin, qmax)
+            }
+        };
+    }
+    false
+}
+
 /// Codes of whole groups (as bytes, two's complement for signed grids) from their parameters.
 #[inline(always)]
 fn group_codes<T: Elem>(xc: &[T], codes: &mut [u8], sc: &[f32], zc: &[i32], g: usize, qmin: i32, qmax: i32) {
-    #[cfg(target_arch = "x86_64")]
-    let (fast, xf) = (crate::simd::avx2(), as_f32(xc));
-    for (j, ((xs, cs), (&s, &z))) in
-        xc.chunks_exact(g).zip(codes.chunks_exact_mut(g)).zip(sc.iter().zip(zc)).enumerate()
-    {
+    if groups_avx2(xc, codes, g, &sc[..xc.len() / g], &zc[..xc.len() / g], qmin, qmax) {
+        return;
+    }
+    for ((xs, cs), (&s, &z)) in xc.chunks_exact(g).zip(codes.chunks_exact_mut(g)).zip(sc.iter().zip(zc)) {
         let (lo, hi) = ((qmin - z) as f32, (qmax - z) as f32);
-        #[cfg(target_arch = "x86_64")]
-        if let (true, Some(xf), true) = (fast, xf, crate::quant_avx2::applies(s, lo, hi)) {
-            let xs = &xf[j * g..(j + 1) * g];
-            // SAFETY: AVX2 was checked, `applies` holds and `cs` is as long as `xs`. Finite
-            // values only reach here (the caller's range pass found no NaN/Inf, else it reports
-            // them), so `None` cannot occur; the loop below would redo the group anyway.
-            let done = unsafe {
-                if qmin < 0 {
-                    crate::quant_avx2::quantize_const::<true>(xs, cs, s, z, lo, hi)
-                } else {
-                    crate::quant_avx2::quantize_const::<false>(xs, cs, s, z, lo, hi)
-                }
-            };
-            if done == Some(g) {
-                continue;
-            }
-        }
         for (c, &v) in cs.iter_mut().zip(xs) {
             *c = (code(v.to_f32(), s, lo, hi) + z) as u8;
         }

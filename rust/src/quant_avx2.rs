@@ -23,6 +23,72 @@ pub(crate) fn applies(s: f32, lo: f32, hi: f32) -> bool {
     (1.0 / s).is_normal() && lo >= -256.0 && hi <= 256.0
 }
 
+/// One scale's constants, broadcast.
+struct Grid {
+    s: __m256,
+    r: __m256,
+    lo: __m256,
+    hi: __m256,
+    z: __m256i,
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn grid(s: f32, z: i32, lo: f32, hi: f32) -> Grid {
+    Grid {
+        s: _mm256_set1_ps(s),
+        r: _mm256_set1_ps(1.0 / s),
+        lo: _mm256_set1_ps(lo),
+        hi: _mm256_set1_ps(hi),
+        z: _mm256_set1_epi32(z),
+    }
+}
+
+/// Codes of the 32 values at `p` into the 32 bytes at `o`; false (nothing written) when one of
+/// them is NaN or Inf. (Compiled with the features itself, not `inline(always)`: the closures
+/// inside a function without them become calls that pass every vector through memory.)
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn step32<const SIGNED: bool>(p: *const f32, o: *mut u8, k: &Grid) -> bool {
+    const RN: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    crate::simd::prefetch(p);
+    crate::simd::prefetch(p.wrapping_add(16));
+    let v = [
+        _mm256_loadu_ps(p),
+        _mm256_loadu_ps(p.add(8)),
+        _mm256_loadu_ps(p.add(16)),
+        _mm256_loadu_ps(p.add(24)),
+    ];
+    // NaN and Inf fail `|v| < inf`.
+    let inf = _mm256_set1_ps(f32::INFINITY);
+    let finite = v.iter().fold(0xffu32, |m, &v| {
+        m & _mm256_movemask_ps(_mm256_cmp_ps(_mm256_and_ps(v, abs_mask), inf, _CMP_LT_OQ)) as u32
+    });
+    if finite != 0xff {
+        return false;
+    }
+    let prod = v.map(|v| _mm256_mul_ps(v, k.r));
+    let mut r = prod.map(|p| _mm256_round_ps::<RN>(p));
+    let near = _mm256_set1_ps(0.5 - DELTA);
+    let close = prod.iter().zip(&r).fold(0u32, |m, (&p, &r)| {
+        let f = _mm256_and_ps(_mm256_sub_ps(p, r), abs_mask);
+        m | _mm256_movemask_ps(_mm256_cmp_ps(f, near, _CMP_GT_OQ)) as u32
+    });
+    if close != 0 {
+        r = v.map(|v| _mm256_round_ps::<RN>(_mm256_div_ps(v, k.s)));
+    }
+    // Clamped to integer bounds, the truncating conversion is exact.
+    let c =
+        r.map(|r| _mm256_add_epi32(_mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(r, k.lo), k.hi)), k.z));
+    let (a, b) = (_mm256_packs_epi32(c[0], c[1]), _mm256_packs_epi32(c[2], c[3]));
+    let bytes = if SIGNED { _mm256_packs_epi16(a, b) } else { _mm256_packus_epi16(a, b) };
+    // The packs leave dwords in the order [0-3, 8-11, 16-19, 24-27 | 4-7, …].
+    let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(o.cast(), bytes);
+    true
+}
+
 /// Writes `clamp(rint(x / s), lo, hi) + z` for the whole 32-value steps of `x` into `out` as
 /// bytes (`i8` codes when `SIGNED`, else `u8`) and returns how many values it wrote, or `None`
 /// at the first step holding a NaN or Inf (the caller redoes the run on its counting path).
@@ -42,51 +108,48 @@ pub(crate) unsafe fn quantize_const<const SIGNED: bool>(
 ) -> Option<usize> {
     debug_assert!(out.len() >= x.len() && applies(s, lo, hi));
     let n = x.len() / 32 * 32;
-    let (vs, vr) = (_mm256_set1_ps(s), _mm256_set1_ps(1.0 / s));
-    let (vlo, vhi, vz) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi), _mm256_set1_epi32(z));
-    let near = _mm256_set1_ps(0.5 - DELTA);
-    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
-    let inf = _mm256_set1_ps(f32::INFINITY);
-    // Bytes come out of the two packs in the order [0-3, 8-11, 16-19, 24-27 | 4-7, …] (dwords).
-    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    const RN: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-    let mut i = 0;
-    while i < n {
-        let p = x.as_ptr().add(i);
-        crate::simd::prefetch(p);
-        crate::simd::prefetch(p.wrapping_add(16));
-        let v = [
-            _mm256_loadu_ps(p),
-            _mm256_loadu_ps(p.add(8)),
-            _mm256_loadu_ps(p.add(16)),
-            _mm256_loadu_ps(p.add(24)),
-        ];
-        // NaN and Inf fail `|v| < inf`.
-        let finite = v.iter().fold(0xffu32, |m, &v| {
-            m & _mm256_movemask_ps(_mm256_cmp_ps(_mm256_and_ps(v, abs_mask), inf, _CMP_LT_OQ)) as u32
-        });
-        if finite != 0xff {
+    let k = grid(s, z, lo, hi);
+    for i in (0..n).step_by(32) {
+        if !step32::<SIGNED>(x.as_ptr().add(i), out.as_mut_ptr().add(i), &k) {
             return None;
         }
-        let prod = v.map(|v| _mm256_mul_ps(v, vr));
-        let mut r = prod.map(|p| _mm256_round_ps::<RN>(p));
-        let close = prod.iter().zip(&r).fold(0u32, |m, (&p, &r)| {
-            let f = _mm256_and_ps(_mm256_sub_ps(p, r), abs_mask);
-            m | _mm256_movemask_ps(_mm256_cmp_ps(f, near, _CMP_GT_OQ)) as u32
-        });
-        if close != 0 {
-            r = v.map(|v| _mm256_round_ps::<RN>(_mm256_div_ps(v, vs)));
-        }
-        // Clamped to integer bounds, the truncating conversion is exact.
-        let c =
-            r.map(|r| _mm256_add_epi32(_mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(r, vlo), vhi)), vz));
-        let (a, b) = (_mm256_packs_epi32(c[0], c[1]), _mm256_packs_epi32(c[2], c[3]));
-        let bytes = if SIGNED { _mm256_packs_epi16(a, b) } else { _mm256_packus_epi16(a, b) };
-        let bytes = _mm256_permutevar8x32_epi32(bytes, order);
-        _mm256_storeu_si256(out.as_mut_ptr().add(i).cast(), bytes);
-        i += 32;
     }
     Some(n)
+}
+
+/// Codes of consecutive groups of `g` values (a multiple of 32), group `j` under `sc[j]` and
+/// `zc[j]` on the grid `qmin..=qmax`, into `out` as bytes. Returns false, with `out` partly
+/// written, at a NaN or Inf or a group where [`applies`] fails: the caller then redoes the
+/// groups on its counting path. One call for many groups, so that short groups pay no call and
+/// no CPU check each (a call per group of 32 cost twice the codes themselves).
+///
+/// # Safety
+/// The CPU must have AVX2 ([`crate::simd::avx2`]); `g % 32 == 0`; `x` and `out` hold
+/// `sc.len() * g` values, `zc` as many zero points as `sc`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_groups<const SIGNED: bool>(
+    x: &[f32],
+    out: &mut [u8],
+    g: usize,
+    sc: &[f32],
+    zc: &[i32],
+    qmin: i32,
+    qmax: i32,
+) -> bool {
+    debug_assert!(g % 32 == 0 && x.len() == sc.len() * g && out.len() == x.len() && zc.len() == sc.len());
+    for (j, (&s, &z)) in sc.iter().zip(zc).enumerate() {
+        let (lo, hi) = ((qmin - z) as f32, (qmax - z) as f32);
+        if !applies(s, lo, hi) {
+            return false;
+        }
+        let k = grid(s, z, lo, hi);
+        for i in (j * g..(j + 1) * g).step_by(32) {
+            if !step32::<SIGNED>(x.as_ptr().add(i), out.as_mut_ptr().add(i), &k) {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -138,6 +201,39 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Groups of 64 under their own scales and zero points (ties among their values), against the
+    /// portable code of each value; a NaN in the last group fails the call.
+    #[test]
+    fn groups_equal_the_portable_codes() {
+        if !crate::simd::avx2() {
+            return;
+        }
+        let (g, groups, qmin, qmax) = (64usize, 40usize, 0, 15);
+        let sc: Vec<f32> = (0..groups).map(|j| 0.01 + j as f32 * 0.013).collect();
+        let zc: Vec<i32> = (0..groups).map(|j| (j % 16) as i32).collect();
+        let x: Vec<f32> = (0..groups * g)
+            .map(|i| {
+                let (j, k) = (i / g, (i % g) as f32);
+                let s = sc[j];
+                if i % 3 == 0 {
+                    (k - 32.0 + 0.5) * s
+                } else {
+                    (k * 0.37).sin() * 9.0 * s
+                }
+            })
+            .collect();
+        let mut got = vec![0u8; x.len()];
+        assert!(unsafe { quantize_groups::<false>(&x, &mut got, g, &sc, &zc, qmin, qmax) });
+        for (i, &v) in x.iter().enumerate() {
+            let (s, z) = (sc[i / g], zc[i / g]);
+            let want = (code(v, s, (qmin - z) as f32, (qmax - z) as f32) + z) as u8;
+            assert_eq!(got[i], want, "value {i} = {v:e}, s = {s:e}, z = {z}");
+        }
+        let mut bad = x.clone();
+        bad[groups * g - 1] = f32::NAN;
+        assert!(!unsafe { quantize_groups::<false>(&bad, &mut got, g, &sc, &zc, qmin, qmax) });
     }
 
     #[test]

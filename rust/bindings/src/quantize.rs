@@ -17,12 +17,8 @@ pub(crate) fn qparams(
 ) -> PyResult<QParams> {
     let scheme = parse(spec)?;
     let map = ParamMap::new(shape, scheme.granularity).map_err(crate::errors::to_py)?;
-    let qp = QParams {
-        scheme,
-        grid: map.grid.clone(),
-        scale: scale.as_array().iter().copied().collect(),
-        zero_point: zero_point.as_array().iter().copied().collect(),
-    };
+    let qp =
+        QParams { scheme, grid: map.grid.clone(), scale: to_vec(&scale), zero_point: to_vec(&zero_point) };
     if scale.shape() != map.grid.as_slice() || zero_point.shape() != map.grid.as_slice() {
         return Err(crate::errors::to_py(rxquant::Error::Shape(format!(
             "scale has shape {:?} and zero point {:?}, but a tensor of shape {shape:?} needs {:?}",
@@ -32,6 +28,15 @@ pub(crate) fn qparams(
         ))));
     }
     Ok(qp)
+}
+
+/// The array's values in C order: one copy when contiguous (per-group parameters run to millions,
+/// and ndarray's element iterator over dynamic dimensions cost more than the quantization).
+fn to_vec<T: numpy::Element + Copy>(a: &PyReadonlyArrayDyn<'_, T>) -> Vec<T> {
+    match a.as_slice() {
+        Ok(s) => s.to_vec(),
+        Err(_) => a.as_array().iter().copied().collect(),
+    }
 }
 
 /// Quantizes with given parameters; returns int8 (symmetric) or uint8 codes, or packed uint8 for INT4.
