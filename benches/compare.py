@@ -262,12 +262,15 @@ def scaling_point(repeat: int) -> dict[str, Optional[float]]:
         SCALING[5][0]: lambda: rq.metrics(x, y),
         SCALING[6][0]: lambda: rq.calibrate(big, "mse", FULL8),
     }
-    try:
-        calls[SCALING[1][0]] = _torch_per_tensor(x, float(qp_t.scale.reshape(-1)[0]))
-    except ImportError:
-        out[SCALING[1][0]] = None
     for name, fn in calls.items():
         out[name] = median_time(fn, repeat)
+    try:
+        torch_fn = _torch_per_tensor(x, float(qp_t.scale.reshape(-1)[0]))
+    except ImportError:
+        out[SCALING[1][0]] = None
+    else:  # the target's pair in turns: this machine drifts between one timing and the next
+        ours = calls[SCALING[0][0]]
+        out[SCALING[0][0]], out[SCALING[1][0]] = alternating_times(ours, torch_fn, 3 * repeat)
     out[SCALING[7][0]] = 2 * x.nbytes / parallel_copy_bw(x, rq.threads(), repeat)
     return out
 
@@ -795,7 +798,8 @@ def mse_over_minmax(repeat: int = 3) -> Optional[tuple[float, float]]:
 def render(r: dict[str, Any]) -> str:
     lines = [
         f"machine: {os.cpu_count()} logical CPUs, {cpu_model()}; rxquant threads: {rq.threads()} "
-        "(peers get the same: torch.set_num_threads, OMP_NUM_THREADS)",
+        "(peers get the same: torch.set_num_threads, OMP_NUM_THREADS; OpenMP threads sleep between "
+        "calls, OMP_WAIT_POLICY=PASSIVE, so that a peer's spinning threads do not slow the next timing)",
         f"memory bandwidth, copy of 64 MiB (read + write): {r['copy_bw'] / 1e9:.2f} GB/s with "
         f"{rq.threads()} threads (the roofline below), {r['copy_bw1'] / 1e9:.2f} GB/s single-threaded",
         "",
@@ -978,8 +982,8 @@ def analysis(r: dict[str, Any]) -> str:
             {
                 "the per-group kernels": (
                     min(map(pct, groups)),
-                    "a range, then a scale and a zero point in float64 (to equal ONNX Runtime's "
-                    "parameters bit for bit) for every 32 values, in compiled loops, not intrinsics",
+                    "for every 32 values a range, then a scale and a zero point in float64, to "
+                    "equal ONNX Runtime's parameters bit for bit; compiled loops, not intrinsics",
                 ),
                 "llama.cpp's Q4_0/Q8_0 blocks": (
                     min(map(pct, ggml_rows)),
@@ -1113,6 +1117,12 @@ def write(docs: Path, text: str, r: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
+    if os.environ.get("OMP_WAIT_POLICY") != "PASSIVE":
+        # The peers' OpenMP threads (torch, ONNX Runtime) spin for a while after each call, and on
+        # a machine with few cores that spinning takes the CPU from whatever is timed next (it
+        # doubled rxquant's per-tensor time when timed in turns with torch). Passive threads sleep
+        # at once; the setting must be there before a runtime starts, so the script restarts.
+        os.execve(sys.executable, [sys.executable, *sys.argv], dict(os.environ, OMP_WAIT_POLICY="PASSIVE"))
     if sys.argv[1:2] == ["--scaling-point"]:  # one point of the thread-scaling curve
         import json
 

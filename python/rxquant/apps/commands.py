@@ -536,8 +536,9 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Runs benches/compare.py of a source checkout (the benchmarks are not part of the package)."""
-    import runpy
+    """Runs benches/compare.py of a source checkout (the benchmarks are not part of the package),
+    as its own process: it sets the peers' thread settings before any runtime starts."""
+    import subprocess
 
     script = Path(__file__).resolve().parents[3] / "benches" / "compare.py"
     if not script.is_file():
@@ -546,13 +547,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"none was found beside this installation ({script})"
         )
     argv = [str(script), "--repeat", str(args.repeat)] + ([] if args.write_docs else ["--no-docs"])
-    saved = sys.argv
-    try:
-        sys.argv = argv
-        runpy.run_path(str(script), run_name="__main__")
-    finally:
-        sys.argv = saved
-    return 0
+    return subprocess.run([sys.executable, *argv], check=False).returncode
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
