@@ -940,6 +940,7 @@ def analysis(r: dict[str, Any]) -> str:
     )
     behind = [c for c, a, b in pairs if a > b]
     given = row("INT8 quantize per tensor 4096x4096, scale given")
+    given_c = row("INT8 quantize per channel 4096x4096, scales given")
     groups = [row("INT8 symmetric groups of 32"), row("INT4 groups of 32 + packing")]
     ggml_rows = [row("llama.cpp Q4_0 blocks"), row("llama.cpp Q8_0 blocks")]
     deq, met, hist = row("dequantize INT8"), row("metrics"), row("histogram")
@@ -980,6 +981,18 @@ def analysis(r: dict[str, Any]) -> str:
         f"{pct(met):.0f}%; the histogram {pct(hist):.0f}%. "
         + roofline_misses(
             {
+                "quantize with given parameters": (
+                    min(pct(given), pct(given_c)),
+                    "no bound of its own: one loop per scale, per tensor or per row; in the "
+                    "thread-scaling rows of this run it takes "
+                    + ", ".join(
+                        f"{sc[c][k] * 1e3:.2f} ms ({k}, {c} thread{'s' if int(c) > 1 else ''})"
+                        for c in counts
+                        for k in (ours, "INT8 per channel, scales given")
+                        if sc[c].get(k)
+                    )
+                    + ", to compare with the main table's rows (this machine drifts between timings)",
+                ),
                 "the per-group kernels": (
                     min(map(pct, groups)),
                     "for every 32 values a range, then a scale and a zero point in float64, to "
