@@ -96,3 +96,19 @@ def test_metrics_errors():
 
 def test_gil_released_and_threads():
     assert rq.threads() >= 1
+
+
+def test_native_transpose_equals_numpy_and_refuses_other_arrays():
+    from rxquant.core import native
+
+    rng = np.random.default_rng(3)
+    for shape in [(1, 1), (3, 70), (384, 1536), (33, 65)]:
+        a = rng.standard_normal(shape).astype(np.float32)
+        t = native.transpose(a)
+        assert t.flags.c_contiguous and np.array_equal(t, a.T)
+    with pytest.raises(TypeError, match="2-D float32"):
+        native.transpose(np.zeros((2, 2), np.float64))
+    with pytest.raises(TypeError, match="2-D float32"):
+        native.transpose(np.zeros((2, 2, 2), np.float32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        native.transpose(np.zeros((4, 4), np.float32)[:, ::2])

@@ -156,11 +156,11 @@ def _sites(graph: Any, op_types: tuple[str, ...]) -> tuple[list[_Site], list[Wei
 
 def _matrix(t: Any, site: _Site) -> np.ndarray:
     """The weight as ``out x in`` rows (``[N, K]``; a Gather table as it is)."""
-    a = np.asarray(to_array(t), dtype=np.float32)
+    a = np.ascontiguousarray(to_array(t), dtype=np.float32)
     _, op, transposed = site.uses[0]
     if op == "Gather" or transposed:
-        return np.ascontiguousarray(a)
-    return np.ascontiguousarray(a.T)
+        return a
+    return native.transpose(a)  # tiled: numpy's copy of a.T cost as much as the quantization
 
 
 def _stats_for(stats: Optional[Statistics], name: str) -> Optional[LayerStatistics]:

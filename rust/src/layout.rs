@@ -10,6 +10,7 @@
 
 use crate::error::{Error, Result};
 use crate::scheme::Granularity;
+use rayon::prelude::*;
 
 /// A stretch of elements and the parameters it uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,9 +192,71 @@ fn split(shape: &[usize], a: usize) -> (usize, usize, usize) {
     (outer, shape[a], inner)
 }
 
+/// `src` (`rows x cols`, row-major) transposed into `dst` (`cols x rows`). Rows of 32-column
+/// strips: each read is a contiguous run, and the 32 output rows it writes stay in cache (numpy's
+/// copy of `a.T` walks the input down its columns, a new cache line per value). Strips of
+/// output rows run in parallel.
+pub fn transpose<T: Copy + Send + Sync>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) -> Result<()> {
+    if src.len() != rows * cols || dst.len() != src.len() {
+        return Err(Error::Shape(format!(
+            "transposing {rows}x{cols} needs {} values in and out, got {} and {}",
+            rows * cols,
+            src.len(),
+            dst.len()
+        )));
+    }
+    if src.is_empty() {
+        return Ok(());
+    }
+    const STRIP: usize = 32;
+    const T: usize = 8;
+    dst.par_chunks_mut(STRIP * rows).enumerate().for_each(|(b, strip)| {
+        let (c0, nc) = (b * STRIP, strip.len() / rows);
+        let (r8, c8) = (rows / T * T, nc / T * T);
+        // 8x8 tiles through a local buffer: eight contiguous reads, eight contiguous writes.
+        for r0 in (0..r8).step_by(T) {
+            for cc in (0..c8).step_by(T) {
+                let mut tile = [[src[0]; T]; T];
+                for (i, row) in src[r0 * cols + c0 + cc..].chunks(cols).take(T).enumerate() {
+                    for (j, t) in tile.iter_mut().enumerate() {
+                        t[i] = row[j];
+                    }
+                }
+                for (j, t) in tile.iter().enumerate() {
+                    strip[(cc + j) * rows + r0..(cc + j) * rows + r0 + T].copy_from_slice(t);
+                }
+            }
+        }
+        // The edges (rows or columns past the last whole tile), value by value.
+        for r in 0..rows {
+            let from = if r < r8 { c8 } else { 0 };
+            for c in from..nc {
+                strip[c * rows + r] = src[r * cols + c0 + c];
+            }
+        }
+    });
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transpose_equals_the_index_swap() {
+        for (rows, cols) in [(1, 1), (3, 70), (64, 32), (33, 65), (1, 100), (100, 1)] {
+            let src: Vec<u32> = (0..(rows * cols) as u32).collect();
+            let mut dst = vec![0u32; src.len()];
+            transpose(&src, rows, cols, &mut dst).unwrap();
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(dst[c * rows + r], src[r * cols + c], "{rows}x{cols} at ({r}, {c})");
+                }
+            }
+        }
+        assert!(transpose(&[1u8, 2, 3], 2, 2, &mut [0u8; 3]).is_err());
+        assert!(transpose::<f32>(&[], 0, 5, &mut []).is_ok());
+    }
 
     /// Slow reference: the parameter index of flat element `i`.
     fn param_of(m: &ParamMap, shape: &[usize], g: Granularity, i: usize) -> usize {

@@ -48,7 +48,7 @@ pub use error::{Error, Result};
 pub use fp16::to_fp16;
 pub use gptq::{gptq, Gptq, GptqOptions};
 pub use hessian::HessianObserver;
-pub use layout::ParamMap;
+pub use layout::{transpose, ParamMap};
 pub use metrics::{metrics, Metrics};
 pub use pack::{pack_int4_signed, pack_int4_unsigned, unpack_int4_signed, unpack_int4_unsigned};
 pub use qparams::{scale_zero_point, QParams};

@@ -33,6 +33,7 @@ from rxquant._rxquant import (
     rocm_status,
     threads,
     to_fp16,
+    transpose,
     unpack_int4,
 )
 
@@ -64,5 +65,6 @@ __all__ = [
     "rocm_status",
     "threads",
     "to_fp16",
+    "transpose",
     "unpack_int4",
 ]

@@ -188,3 +188,20 @@ pub fn codes_view<'py>(py: Python<'py>, q: Bound<'py, PyAny>, signed: bool) -> P
         Ok(q)
     }
 }
+
+/// `a.T` of a C-contiguous 2-D float32 array, as a new C-contiguous array (the ONNX writer lays
+/// every MatMul weight out as `N x K`).
+#[pyfunction]
+pub fn transpose<'py>(py: Python<'py>, a: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let a = a
+        .cast::<numpy::PyArray2<f32>>()
+        .map_err(|_| PyTypeError::new_err("transpose takes a 2-D float32 array"))?
+        .readonly();
+    let (rows, cols) = (a.shape()[0], a.shape()[1]);
+    let src = a.as_slice().map_err(|_| PyValueError::new_err("transpose needs a C-contiguous array"))?;
+    let out = crate::errors::detach(py, || {
+        let mut dst = vec![0f32; src.len()];
+        rxquant::transpose(src, rows, cols, &mut dst).map(|_| dst)
+    })?;
+    to_numpy(py, out, &[cols, rows])
+}

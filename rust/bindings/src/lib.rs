@@ -29,6 +29,7 @@ fn _rxquant(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(quantize::fake_quantize, m)?)?;
     m.add_function(wrap_pyfunction!(quantize::to_fp16, m)?)?;
     m.add_function(wrap_pyfunction!(pack::pack_int4, m)?)?;
+    m.add_function(wrap_pyfunction!(arrays::transpose, m)?)?;
     m.add_function(wrap_pyfunction!(pack::unpack_int4, m)?)?;
     m.add_function(wrap_pyfunction!(metrics::metrics, m)?)?;
     m.add_function(wrap_pyfunction!(threads, m)?)?;
