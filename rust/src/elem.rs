@@ -76,6 +76,15 @@ impl QInt for u8 {
     }
 }
 
+/// `out` as the bytes the SIMD kernels write: `Some` for the one-byte codes (`i8`, `u8`), `None`
+/// for any other `QInt` (the trait is public), which then takes the portable loops.
+#[inline(always)]
+pub(crate) fn code_bytes<Q: QInt>(out: &mut [Q]) -> Option<&mut [u8]> {
+    // SAFETY: `Q` is one byte (checked), plain data like every `QInt` (`Copy`, no padding).
+    (std::mem::size_of::<Q>() == 1)
+        .then(|| unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), out.len()) })
+}
+
 /// True for finite values, written so that it vectorizes (`NaN` and `Inf` fail `|v| <= MAX`).
 #[inline(always)]
 pub fn is_finite(v: f32) -> bool {

@@ -254,7 +254,8 @@ mod tests {
                 }
             }
         }
-        assert!(transpose(&[1u8, 2, 3], 2, 2, &mut [0u8; 3]).is_err());
+        let e = transpose(&[1u8, 2, 3], 2, 2, &mut [0u8; 3]).unwrap_err().to_string();
+        assert!(e.contains("transposing 2x2 needs 4 values in and out, got 3 and 3"), "{e}");
         assert!(transpose::<f32>(&[], 0, 5, &mut []).is_ok());
     }
 

@@ -4,7 +4,7 @@
 //! Division (not multiplication by `1/s`) and round-half-to-even match ONNX Runtime's
 //! QuantizeLinear and `numpy.rint`, so results are bit-identical to those references.
 
-use crate::elem::{as_f32, is_finite, Elem, QInt};
+use crate::elem::{as_f32, code_bytes, is_finite, Elem, QInt};
 use crate::error::{Error, Result};
 use crate::layout::{ParamMap, Run};
 use crate::pack::{pack_into, pack_nibbles};
@@ -144,9 +144,7 @@ fn quant_run<T: Elem, Q: QInt>(x: &[T], out: &mut [Q], run: Run, qp: &QParams, q
     #[cfg(target_arch = "x86_64")]
     if let (Run::Const(p), Some(xf), true) = (run, as_f32(x), crate::simd::avx2()) {
         let k = Param::new(qp, p, q.0, q.1);
-        if crate::quant_avx2::applies(k.s, k.lo, k.hi) {
-            // SAFETY: `Q` is `i8` or `u8`, one byte like `u8`.
-            let bytes = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), out.len()) };
+        if let (true, Some(bytes)) = (crate::quant_avx2::applies(k.s, k.lo, k.hi), code_bytes(out)) {
             let (s, z, lo, hi) = (k.s, k.z, k.lo, k.hi);
             // SAFETY: AVX2 was just checked, `applies` holds and `out` is as long as `x`.
             let done = unsafe {
@@ -279,10 +277,8 @@ fn given_groups<T: Elem, Q: QInt>(
         .enumerate()
         .map(|(ci, (oc, xc))| {
             let (p0, n) = (ci * (cg / g), xc.len() / g);
-            // SAFETY: `Q` is `i8` or `u8`, one byte like `u8`.
-            let bytes = unsafe { std::slice::from_raw_parts_mut(oc.as_mut_ptr().cast::<u8>(), oc.len()) };
             let (sc, zc) = (&qp.scale[p0..p0 + n], &qp.zero_point[p0..p0 + n]);
-            if groups_avx2(xc, bytes, g, sc, zc, q.0, q.1) {
+            if code_bytes(oc).is_some_and(|bytes| groups_avx2(xc, bytes, g, sc, zc, q.0, q.1)) {
                 return 0;
             }
             // A NaN or Inf (or an extreme scale): the counting loop, group by group.
@@ -439,6 +435,7 @@ fn fused_chunk<T: Elem>(
 /// bytes; false where it does not apply (another CPU, element type or group size, a NaN or Inf,
 /// an extreme scale), for the caller's portable loop to redo the chunk.
 #[inline(always)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn groups_avx2<T: Elem>(
     xc: &[T],
     codes: &mut [u8],
