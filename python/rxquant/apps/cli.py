@@ -19,7 +19,7 @@ from typing import Callable, Optional
 from ..core.hardware import GPU_FAMILIES
 from ..core.native import DeviceError, __version__
 from ..formats.gguf_file import is_gguf
-from .console import UsageError, allowed_fallbacks, emit, finite, human_size
+from .console import UsageError, allowed_fallbacks, emit, human_size
 
 # The commands' modules are imported when one runs (see `_command`): the GGUF side starts without
 # numpy, which `rxquant quantize model.gguf` never needs (docs/performance.md: start-up share).
@@ -254,7 +254,7 @@ def _command(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
     if args.command == "verify" and is_gguf(args.quantized):
         from .gguf_cli import cmd_verify_gguf
 
-        return lambda a: cmd_verify_gguf(a, out, finite)
+        return lambda a: cmd_verify_gguf(a, out)
     from . import commands
 
     return getattr(commands, args.func)  # type: ignore[no-any-return]

@@ -31,7 +31,7 @@ from ..formats.quantized import Entry, load_quantized, predicted_size, write_qua
 from ..formats.statistics import Statistics
 from ..models.bert import Bert, collect_statistics
 from ..models.sentences import CALIBRATION
-from .console import UsageError, allowed_fallbacks, emit, finite, human_size, progress_bar
+from .console import UsageError, allowed_fallbacks, emit, finite, human_size, progress_bar, sqnr_report
 from .demo import run_demo
 from .onnx_cli import cmd_statistics_onnx
 
@@ -480,13 +480,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         rows.append(
             {"tensor": n, "sqnr_db": finite(m.sqnr_db), "cosine": m.cosine, "max_abs_error": m.max_abs_error}
         )
-    total = 10 * math.log10(sx / se) if se > 0 else math.inf
-    lines = [f"{'tensor':<52} {'SQNR dB':>8} {'cosine':>10}"]
-    for r in rows:
-        sq = f"{r['sqnr_db']:8.2f}" if r["sqnr_db"] is not None else f"{'exact':>8}"
-        lines.append(f"{r['tensor'][:52]:<52} {sq} {r['cosine']:10.6f}")
-    lines.append(f"total (energy-weighted) SQNR {total:.2f} dB over {len(rows)} floating tensors")
-    emit(args, {"tensors": rows, "total_sqnr_db": finite(total)}, "\n".join(lines))
+    emit(args, *sqnr_report(rows, sx, se, "floating tensors"))
     return 0
 
 

@@ -40,6 +40,23 @@ def finite(v: float) -> Optional[float]:
     return v if math.isfinite(v) else None
 
 
+def sqnr_report(
+    rows: list[dict[str, Any]], sx: float, se: float, what: str, column: Optional[str] = None
+) -> tuple[dict[str, Any], str]:
+    """What ``verify`` prints: one line per tensor (``tensor``, the optional ``column``,
+    ``sqnr_db``, ``cosine``) and the energy-weighted total SQNR ``10 log10(sum x² / sum e²)``
+    from the sums ``sx`` and ``se``; returns the JSON data and the text."""
+    total = 10 * math.log10(sx / se) if se > 0 else math.inf
+    w = 44 if column else 52
+    extra = (lambda v: f" {v:>6}") if column else (lambda v: "")
+    lines = [f"{'tensor':<{w}}{extra(column)} {'SQNR dB':>8} {'cosine':>10}"]
+    for r in rows:
+        sq = f"{r['sqnr_db']:8.2f}" if r["sqnr_db"] is not None else f"{'exact':>8}"
+        lines.append(f"{r['tensor'][:w]:<{w}}{extra(r[column] if column else '')} {sq} {r['cosine']:10.6f}")
+    lines.append(f"total (energy-weighted) SQNR {total:.2f} dB over {len(rows)} {what}")
+    return {"tensors": rows, "total_sqnr_db": finite(total)}, "\n".join(lines)
+
+
 def human_size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if abs(n) < 1000 or unit == "GB":

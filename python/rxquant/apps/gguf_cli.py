@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .. import gguf as rg
 from ..formats.gguf_file import GgufFile, is_gguf
+from .console import finite, sqnr_report
 from .options import refuse_device, refuse_given
 from .progress import PerItem
 
@@ -164,9 +165,7 @@ def _reference(path: str) -> tuple[dict[str, Callable[[], np.ndarray]], Optional
     return {t.name: t.read_f32 for t in b.tensors}, str(folder)
 
 
-def cmd_verify_gguf(
-    args: argparse.Namespace, emit: Callable[[Any, str], None], finite: Callable[[float], Optional[float]]
-) -> int:
+def cmd_verify_gguf(args: argparse.Namespace, emit: Callable[[Any, str], None]) -> int:
     """Per-tensor SQNR and cosine of a quantized GGUF file against the original (GGUF, or the
     safetensors model it was converted from)."""
     import numpy as np
@@ -189,11 +188,5 @@ def cmd_verify_gguf(
         sx += sum_squares(x)
         se += m.mse * m.count
         rows.append({"tensor": n, "type": t.type, "sqnr_db": finite(m.sqnr_db), "cosine": m.cosine})
-    total = 10 * math.log10(sx / se) if se > 0 else math.inf
-    lines = [f"{'tensor':<44} {'type':>6} {'SQNR dB':>8} {'cosine':>10}"]
-    for r in rows:
-        sq = f"{r['sqnr_db']:8.2f}" if r["sqnr_db"] is not None else f"{'exact':>8}"
-        lines.append(f"{r['tensor'][:44]:<44} {r['type']:>6} {sq} {r['cosine']:10.6f}")
-    lines.append(f"total (energy-weighted) SQNR {total:.2f} dB over {len(rows)} tensors")
-    emit({"tensors": rows, "total_sqnr_db": finite(total)}, "\n".join(lines))
+    emit(*sqnr_report(rows, sx, se, "tensors", column="type"))
     return 0
