@@ -39,6 +39,7 @@ pub mod qparams;
 pub mod quant;
 mod quant_avx2;
 pub mod range;
+mod range_avx2;
 pub mod scheme;
 mod simd;
 

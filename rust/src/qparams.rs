@@ -225,12 +225,12 @@ impl QParams {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// The branch-free lanes against the branchy reference on edge and random ranges, every grid.
-    #[test]
-    fn lanes_equal_scale_zero_point() {
+    /// Ranges that test the parameter rule: every pair of edge values (zeros of both signs,
+    /// subnormals, ±MAX, ±Inf, NaN, ...) and 20,000 random ordered pairs over 2⁻⁴⁰..2²³.
+    pub(crate) fn edge_and_random_ranges() -> Vec<(f32, f32)> {
         let edge = [
             0.0f32,
             -0.0,
@@ -267,6 +267,13 @@ mod tests {
             let (a, b) = (rand(), rand());
             (a.min(b), a.max(b))
         }));
+        pairs
+    }
+
+    /// The branch-free lanes against the branchy reference on edge and random ranges, every grid.
+    #[test]
+    fn lanes_equal_scale_zero_point() {
+        let pairs = edge_and_random_ranges();
         for (qmin, qmax) in [(0, 255), (0, 15), (-127, 127), (-8, 7), (-128, 127), (-7, 7)] {
             for &(a, b) in &pairs {
                 let sym = qmin < 0;

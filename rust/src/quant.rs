@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::layout::{ParamMap, Run};
 use crate::pack::{pack_into, pack_nibbles};
 use crate::qparams::QParams;
-use crate::range::{ranges, scan_impl, CHUNK};
+use crate::range::{ranges, short_groups, CHUNK};
 use crate::scheme::Scheme;
 use rayon::prelude::*;
 
@@ -411,15 +411,13 @@ fn fused_chunk<T: Elem>(
     scheme: Scheme,
     pack: bool,
 ) -> usize {
+    if fused_avx2(xc, oc, sc, zc, g, scheme, pack) {
+        return 0;
+    }
     let (qmin, qmax) = scheme.qrange();
     let n = xc.len() / g;
     let (mut lo, mut hi) = (vec![0f32; n], vec![0f32; n]);
-    let mut bad = 0;
-    for ((xs, l), h) in xc.chunks_exact(g).zip(&mut lo).zip(&mut hi) {
-        let r = scan_impl(xs);
-        bad += r.bad;
-        (*l, *h) = (r.min, r.max);
-    }
+    let bad = short_groups(xc, g, &mut lo, &mut hi);
     QParams::pairs_into(scheme, &lo, &hi, sc, zc);
     if pack {
         let mut codes = vec![0u8; xc.len()];
@@ -429,6 +427,38 @@ fn fused_chunk<T: Elem>(
         group_codes(xc, oc, sc, zc, g, qmin, qmax);
     }
     bad
+}
+
+/// [`fused_chunk`] in the one-pass AVX2 kernel ([`crate::quant_avx2::fused_groups`]); false where
+/// it does not apply (another CPU, element type or group size, a NaN or Inf, an extreme scale),
+/// for the caller's passes to redo the chunk.
+#[inline(always)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+fn fused_avx2<T: Elem>(
+    xc: &[T],
+    oc: &mut [u8],
+    sc: &mut [f32],
+    zc: &mut [i32],
+    g: usize,
+    scheme: Scheme,
+    pack: bool,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(xf), true, true) = (as_f32(xc), g % 32 == 0, crate::simd::avx2()) {
+        use crate::quant_avx2::fused_groups;
+        let n = xf.len() / g;
+        let (sc, zc) = (&mut sc[..n], &mut zc[..n]);
+        // SAFETY: AVX2 was checked, g % 32 == 0, and the slices hold `n` whole groups.
+        return unsafe {
+            match (scheme.signed(), pack) {
+                (true, true) => fused_groups::<true, true>(xf, oc, g, sc, zc, scheme),
+                (true, false) => fused_groups::<true, false>(xf, oc, g, sc, zc, scheme),
+                (false, true) => fused_groups::<false, true>(xf, oc, g, sc, zc, scheme),
+                (false, false) => fused_groups::<false, false>(xf, oc, g, sc, zc, scheme),
+            }
+        };
+    }
+    false
 }
 
 /// Whole groups of an `f32` chunk in the AVX2 group kernel ([`crate::quant_avx2`]), as code

@@ -12,6 +12,8 @@
 
 #![cfg(target_arch = "x86_64")]
 
+use crate::qparams::QParams;
+use crate::scheme::Scheme;
 use std::arch::x86_64::*;
 
 /// Margin from a half-integer beyond which the product rounds like the quotient (see above).
@@ -44,22 +46,23 @@ unsafe fn grid(s: f32, z: i32, lo: f32, hi: f32) -> Grid {
     }
 }
 
+/// The 32 values at `p`, prefetching ahead.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load32(p: *const f32) -> [__m256; 4] {
+    crate::simd::prefetch(p);
+    crate::simd::prefetch(p.wrapping_add(16));
+    [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)), _mm256_loadu_ps(p.add(16)), _mm256_loadu_ps(p.add(24))]
+}
+
 /// Codes of the 32 values at `p` into the 32 bytes at `o`; false (nothing written) when one of
 /// them is NaN or Inf. (Compiled with the features itself, not `inline(always)`: the closures
 /// inside a function without them become calls that pass every vector through memory.)
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn step32<const SIGNED: bool>(p: *const f32, o: *mut u8, k: &Grid) -> bool {
-    const RN: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
     let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
-    crate::simd::prefetch(p);
-    crate::simd::prefetch(p.wrapping_add(16));
-    let v = [
-        _mm256_loadu_ps(p),
-        _mm256_loadu_ps(p.add(8)),
-        _mm256_loadu_ps(p.add(16)),
-        _mm256_loadu_ps(p.add(24)),
-    ];
+    let v = load32(p);
     // NaN and Inf fail `|v| < inf`.
     let inf = _mm256_set1_ps(f32::INFINITY);
     let finite = v.iter().fold(0xffu32, |m, &v| {
@@ -68,14 +71,23 @@ unsafe fn step32<const SIGNED: bool>(p: *const f32, o: *mut u8, k: &Grid) -> boo
     if finite != 0xff {
         return false;
     }
+    _mm256_storeu_si256(o.cast(), codes32::<SIGNED>(v, k));
+    true
+}
+
+/// The 32 code bytes, in order, of the finite values `v` under `k`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn codes32<const SIGNED: bool>(v: [__m256; 4], k: &Grid) -> __m256i {
+    const RN: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
     let prod = v.map(|v| _mm256_mul_ps(v, k.r));
     let mut r = prod.map(|p| _mm256_round_ps::<RN>(p));
     let near = _mm256_set1_ps(0.5 - DELTA);
-    let close = prod.iter().zip(&r).fold(0u32, |m, (&p, &r)| {
-        let f = _mm256_and_ps(_mm256_sub_ps(p, r), abs_mask);
-        m | _mm256_movemask_ps(_mm256_cmp_ps(f, near, _CMP_GT_OQ)) as u32
-    });
-    if close != 0 {
+    // The largest distance from an integer among the 32 products, one compare for all.
+    let f: [__m256; 4] = std::array::from_fn(|i| _mm256_and_ps(_mm256_sub_ps(prod[i], r[i]), abs_mask));
+    let far = _mm256_max_ps(_mm256_max_ps(f[0], f[1]), _mm256_max_ps(f[2], f[3]));
+    if _mm256_movemask_ps(_mm256_cmp_ps(far, near, _CMP_GT_OQ)) != 0 {
         r = v.map(|v| _mm256_round_ps::<RN>(_mm256_div_ps(v, k.s)));
     }
     // Clamped to integer bounds, the truncating conversion is exact.
@@ -84,9 +96,17 @@ unsafe fn step32<const SIGNED: bool>(p: *const f32, o: *mut u8, k: &Grid) -> boo
     let (a, b) = (_mm256_packs_epi32(c[0], c[1]), _mm256_packs_epi32(c[2], c[3]));
     let bytes = if SIGNED { _mm256_packs_epi16(a, b) } else { _mm256_packus_epi16(a, b) };
     // The packs leave dwords in the order [0-3, 8-11, 16-19, 24-27 | 4-7, …].
-    let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    _mm256_storeu_si256(o.cast(), bytes);
-    true
+    _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+}
+
+/// 32 code bytes two to a byte, element `2i` in the low nibble (as [`crate::pack`]): 16 bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn nibbles(b: __m256i) -> __m128i {
+    // Each byte pair becomes `b[2i] + 16 b[2i+1]` (at most 255) in 16 bits, then one byte.
+    let w = _mm256_maddubs_epi16(_mm256_and_si256(b, _mm256_set1_epi8(0x0f)), _mm256_set1_epi16(0x1001));
+    let p = _mm256_packus_epi16(w, w);
+    _mm256_castsi256_si128(_mm256_permute4x64_epi64::<0b1000>(p))
 }
 
 /// Writes `clamp(rint(x / s), lo, hi) + z` for the whole 32-value steps of `x` into `out` as
@@ -150,6 +170,175 @@ pub(crate) unsafe fn quantize_groups<const SIGNED: bool>(
         }
     }
     true
+}
+
+/// [`QParams::pairs_into`] of eight ranges on the grid `qmin..=qmax` (ONNX Runtime's rule, not
+/// llama.cpp's signed scale) in vectors, bit for bit: the same float64 steps as the portable
+/// lanes, whose two divisions the compiler left scalar (a quarter of the one-pass kernel's time).
+/// NaN reaches only lanes that a later selection replaces, as there.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn params8<const SYMMETRIC: bool>(
+    rmin: __m256,
+    rmax: __m256,
+    qmin: i32,
+    qmax: i32,
+) -> (__m256, __m256i) {
+    const RN: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    let abs_ps = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let (zero, sign) = (_mm256_setzero_pd(), _mm256_set1_pd(-0.0));
+    let (k, qlo, qhi) =
+        (_mm256_set1_pd((qmax - qmin) as f64), _mm256_set1_pd(qmin as f64), _mm256_set1_pd(qmax as f64));
+    let (mut s4, mut z4) = ([_mm_setzero_ps(); 2], [_mm_setzero_si128(); 2]);
+    for h in 0..2 {
+        let (a, b) = if h == 0 {
+            (_mm256_castps256_ps128(rmin), _mm256_castps256_ps128(rmax))
+        } else {
+            (_mm256_extractf128_ps::<1>(rmin), _mm256_extractf128_ps::<1>(rmax))
+        };
+        // The range widened to hold 0 (max/min return the second operand on ties and NaN).
+        let (mut lo, mut hi) =
+            (_mm256_min_pd(_mm256_cvtps_pd(a), zero), _mm256_max_pd(_mm256_cvtps_pd(b), zero));
+        if SYMMETRIC {
+            hi = _mm256_max_pd(_mm256_andnot_pd(sign, lo), _mm256_andnot_pd(sign, hi));
+            lo = _mm256_xor_pd(hi, sign);
+        }
+        let scale = _mm256_div_pd(_mm256_sub_pd(hi, lo), k);
+        let zpf = if SYMMETRIC {
+            _mm256_set1_pd(crate::qparams::round_even((qmin + qmax) as f64 / 2.0))
+        } else {
+            _mm256_round_pd::<RN>(_mm256_sub_pd(qlo, _mm256_div_pd(lo, scale)))
+        };
+        let zp = _mm256_cvttpd_epi32(_mm256_min_pd(_mm256_max_pd(zpf, qlo), qhi));
+        // The low dword of each 64-bit mask lane: a 32-bit mask per range.
+        let tiny =
+            _mm256_castpd_si256(_mm256_cmp_pd(scale, _mm256_set1_pd(f32::MIN_POSITIVE as f64), _CMP_LT_OQ));
+        let tiny = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(
+            tiny,
+            _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6),
+        ));
+        s4[h] = _mm_blendv_ps(_mm256_cvtpd_ps(scale), _mm_set1_ps(1.0), _mm_castsi128_ps(tiny));
+        z4[h] = _mm_andnot_si128(tiny, zp);
+    }
+    let (mut s, mut z) = (_mm256_set_m128(s4[1], s4[0]), _mm256_set_m128i(z4[1], z4[0]));
+    let zero_ps = _mm256_setzero_ps();
+    let constant =
+        _mm256_and_ps(_mm256_cmp_ps(rmin, rmax, _CMP_EQ_OQ), _mm256_cmp_ps(rmin, zero_ps, _CMP_NEQ_UQ));
+    let kzp = if SYMMETRIC {
+        _mm256_setzero_si256()
+    } else {
+        let positive = _mm256_castps_si256(_mm256_cmp_ps(rmin, zero_ps, _CMP_GT_OQ));
+        _mm256_andnot_si256(positive, _mm256_set1_epi32(qmin + 1))
+    };
+    s = _mm256_blendv_ps(s, _mm256_and_ps(rmin, abs_ps), constant);
+    z = _mm256_blendv_epi8(z, kzp, _mm256_castps_si256(constant));
+    let most = _mm256_set1_ps(f32::MAX);
+    let good = _mm256_and_ps(
+        _mm256_cmp_ps(rmin, rmax, _CMP_LE_OQ),
+        _mm256_and_ps(
+            _mm256_cmp_ps(_mm256_and_ps(rmin, abs_ps), most, _CMP_LE_OQ),
+            _mm256_cmp_ps(_mm256_and_ps(rmax, abs_ps), most, _CMP_LE_OQ),
+        ),
+    );
+    (_mm256_blendv_ps(_mm256_set1_ps(1.0), s, good), _mm256_and_si256(z, _mm256_castps_si256(good)))
+}
+
+/// Short groups in one pass, eight at a time: their ranges ([`crate::range_avx2`]), their
+/// parameters ([`QParams::pairs_into`], the portable rule compiled here) and their codes, the
+/// values read again from L1. Writes the parameters into `sc` and `zc` and the codes into `out`
+/// as bytes, or two to a byte when `PACK`. Returns false, with the outputs partly written, at a
+/// NaN or Inf, at a parameter where [`applies`] fails, or when the group count is not a multiple
+/// of 8: the caller then redoes the groups on its portable path. The three passes over a chunk
+/// that this replaces spent more time in per-group overhead than in reading memory.
+///
+/// # Safety
+/// The CPU must have AVX2 ([`crate::simd::avx2`]); `g % 32 == 0`; `x` holds `sc.len() * g`
+/// values, `zc` as many zero points as `sc`, `out` `x.len()` bytes (half as many when `PACK`).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn fused_groups<const SIGNED: bool, const PACK: bool>(
+    x: &[f32],
+    out: &mut [u8],
+    g: usize,
+    sc: &mut [f32],
+    zc: &mut [i32],
+    scheme: Scheme,
+) -> bool {
+    use crate::range_avx2::{fold8, scan_group};
+    let n = sc.len();
+    debug_assert!(g % 32 == 0 && x.len() == n * g && zc.len() == n);
+    debug_assert!(out.len() == if PACK { x.len() / 2 } else { x.len() });
+    if n % 8 != 0 {
+        return false;
+    }
+    let (qmin, qmax) = scheme.qrange();
+    let mut bad = _mm256_setzero_ps();
+    for j in (0..n).step_by(8) {
+        let base = x.as_ptr().add(j * g);
+        let (mut mn, mut mx) = ([_mm256_setzero_ps(); 8], [_mm256_setzero_ps(); 8]);
+        for k in 0..8 {
+            let (a, b, c) = scan_group(base.add(k * g), g);
+            (mn[k], mx[k], bad) = (a, b, _mm256_or_ps(bad, c));
+        }
+        let (rmin, rmax) = (fold8::<false>(mn), fold8::<true>(mx));
+        let (s8, z8) = (&mut sc[j..j + 8], &mut zc[j..j + 8]);
+        let (s, z) = if scheme.signed_scale {
+            let (mut lo8, mut hi8) = ([0f32; 8], [0f32; 8]);
+            _mm256_storeu_ps(lo8.as_mut_ptr(), rmin);
+            _mm256_storeu_ps(hi8.as_mut_ptr(), rmax);
+            QParams::pairs_into(scheme, &lo8, &hi8, s8, z8);
+            (_mm256_loadu_ps(s8.as_ptr()), _mm256_loadu_si256(z8.as_ptr().cast()))
+        } else {
+            let (s, z) = if scheme.symmetric {
+                params8::<true>(rmin, rmax, qmin, qmax)
+            } else {
+                params8::<false>(rmin, rmax, qmin, qmax)
+            };
+            _mm256_storeu_ps(s8.as_mut_ptr(), s);
+            _mm256_storeu_si256(z8.as_mut_ptr().cast(), z);
+            (s, z)
+        };
+        // The eight grids at once, [`applies`] and [`grid`] as vectors: one division for 1/s.
+        let r = _mm256_div_ps(_mm256_set1_ps(1.0), s);
+        let lo = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_set1_epi32(qmin), z));
+        let hi = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_set1_epi32(qmax), z));
+        let abs_r = _mm256_and_ps(r, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)));
+        let ok = _mm256_and_ps(
+            _mm256_and_ps(
+                _mm256_cmp_ps(abs_r, _mm256_set1_ps(f32::MIN_POSITIVE), _CMP_GE_OQ),
+                _mm256_cmp_ps(abs_r, _mm256_set1_ps(f32::MAX), _CMP_LE_OQ),
+            ),
+            _mm256_and_ps(
+                _mm256_cmp_ps(lo, _mm256_set1_ps(-256.0), _CMP_GE_OQ),
+                _mm256_cmp_ps(hi, _mm256_set1_ps(256.0), _CMP_LE_OQ),
+            ),
+        );
+        if _mm256_movemask_ps(ok) != 0xff {
+            return false;
+        }
+        let (mut r8, mut lo8, mut hi8) = ([0f32; 8], [0f32; 8], [0f32; 8]);
+        _mm256_storeu_ps(r8.as_mut_ptr(), r);
+        _mm256_storeu_ps(lo8.as_mut_ptr(), lo);
+        _mm256_storeu_ps(hi8.as_mut_ptr(), hi);
+        for k in 0..8 {
+            let grid = Grid {
+                s: _mm256_set1_ps(s8[k]),
+                r: _mm256_set1_ps(r8[k]),
+                lo: _mm256_set1_ps(lo8[k]),
+                hi: _mm256_set1_ps(hi8[k]),
+                z: _mm256_set1_epi32(z8[k]),
+            };
+            for i in (0..g).step_by(32) {
+                let at = (j + k) * g + i;
+                let c = codes32::<SIGNED>(load32(x.as_ptr().add(at)), &grid);
+                if PACK {
+                    _mm_storeu_si128(out.as_mut_ptr().add(at / 2).cast(), nibbles(c));
+                } else {
+                    _mm256_storeu_si256(out.as_mut_ptr().add(at).cast(), c);
+                }
+            }
+        }
+    }
+    _mm256_movemask_ps(bad) == 0
 }
 
 #[cfg(test)]
@@ -234,6 +423,130 @@ mod tests {
         let mut bad = x.clone();
         bad[groups * g - 1] = f32::NAN;
         assert!(!unsafe { quantize_groups::<false>(&bad, &mut got, g, &sc, &zc, qmin, qmax) });
+    }
+
+    /// The vector parameter rule against the portable one on edge and random ranges, six grids.
+    #[test]
+    fn params8_equal_scale_zero_point() {
+        if !crate::simd::avx2() {
+            return;
+        }
+        let mut pairs = crate::qparams::tests::edge_and_random_ranges();
+        pairs.resize(pairs.len().next_multiple_of(8), (0.0, 1.0));
+        for (qmin, qmax) in [(0, 255), (0, 15), (-127, 127), (-8, 7), (-128, 127), (-7, 7)] {
+            for p in pairs.chunks_exact(8) {
+                let lo: Vec<f32> = p.iter().map(|r| r.0).collect();
+                let hi: Vec<f32> = p.iter().map(|r| r.1).collect();
+                let (mut s, mut z) = ([0f32; 8], [0i32; 8]);
+                unsafe {
+                    let (a, b) = (_mm256_loadu_ps(lo.as_ptr()), _mm256_loadu_ps(hi.as_ptr()));
+                    let (sv, zv) = if qmin < 0 {
+                        params8::<true>(a, b, qmin, qmax)
+                    } else {
+                        params8::<false>(a, b, qmin, qmax)
+                    };
+                    _mm256_storeu_ps(s.as_mut_ptr(), sv);
+                    _mm256_storeu_si256(z.as_mut_ptr().cast(), zv);
+                }
+                for (k, &(a, b)) in p.iter().enumerate() {
+                    let want = crate::qparams::scale_zero_point(a, b, qmin, qmax, qmin < 0);
+                    assert_eq!(
+                        (s[k].to_bits(), z[k]),
+                        (want.0.to_bits(), want.1),
+                        "{a:e}..{b:e} on {qmin}..={qmax}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The one-pass kernel against ranges, parameters and codes computed value by value, for
+    /// six schemes (llama.cpp's signed scale among them), two group sizes, codes as bytes and
+    /// packed; groups of ties, zeros, constants and tiny values included. It refuses NaN, Inf,
+    /// a group count that is not a multiple of 8, and a grid it cannot hold exactly.
+    #[test]
+    fn fused_groups_equal_the_value_by_value_rule() {
+        use crate::scheme::{Granularity, Precision};
+        if !crate::simd::avx2() {
+            return;
+        }
+        let group = Granularity::PerGroup { axis: -1, size: 32 };
+        let int4 = Scheme::new(Precision::Int4).with_granularity(group);
+        let int8 = Scheme::new(Precision::Int8).with_granularity(group);
+        let mut int8_full = int8;
+        int8_full.full_range = true;
+        let schemes =
+            [int4, int4.asymmetric(true), int8, int8.asymmetric(true), int8_full, int4.with_signed_scale()];
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut unit = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        for g in [32usize, 64] {
+            let n = 24;
+            let mut x: Vec<f32> = (0..n * g).map(|i| unit() * (1 + i / g) as f32).collect();
+            x[..g].fill(0.0);
+            x[g..2 * g].fill(-2.5);
+            x[2 * g..3 * g].fill(0.75);
+            x[3 * g..4 * g].iter_mut().for_each(|v| *v *= 1e-39);
+            // Values on half-integers of the group's step (ties of x / s).
+            for (i, v) in x[4 * g..5 * g].iter_mut().enumerate() {
+                *v = (i as f32 - 16.5) * 0.125;
+            }
+            for scheme in schemes {
+                let (qmin, qmax) = scheme.qrange();
+                let mut want = vec![0u8; x.len()];
+                for (xs, ws) in x.chunks_exact(g).zip(want.chunks_exact_mut(g)) {
+                    let mn = xs.iter().fold(f32::INFINITY, |a, &b| a.min(b));
+                    let mx = xs.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                    let (s, z) = scheme.params(mn, mx);
+                    for (w, &v) in ws.iter_mut().zip(xs) {
+                        *w = (code(v, s, (qmin - z) as f32, (qmax - z) as f32) + z) as u8;
+                    }
+                }
+                let mut packed = vec![0u8; x.len() / 2];
+                crate::pack::pack_into(&want, &mut packed);
+                let (mut sc, mut zc) = (vec![0f32; n], vec![0i32; n]);
+                let mut got = vec![0u8; x.len()];
+                let mut got_packed = vec![0u8; x.len() / 2];
+                let signed = scheme.signed();
+                unsafe {
+                    let ok = if signed {
+                        fused_groups::<true, false>(&x, &mut got, g, &mut sc, &mut zc, scheme)
+                            && fused_groups::<true, true>(&x, &mut got_packed, g, &mut sc, &mut zc, scheme)
+                    } else {
+                        fused_groups::<false, false>(&x, &mut got, g, &mut sc, &mut zc, scheme)
+                            && fused_groups::<false, true>(&x, &mut got_packed, g, &mut sc, &mut zc, scheme)
+                    };
+                    assert!(ok, "{scheme:?}");
+                }
+                assert_eq!(got, want, "{scheme:?}, g {g}");
+                assert_eq!(got_packed, packed, "{scheme:?}, g {g}");
+                for (j, xs) in x.chunks_exact(g).enumerate() {
+                    let mn = xs.iter().fold(f32::INFINITY, |a, &b| a.min(b));
+                    let mx = xs.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                    assert_eq!(scheme.params(mn, mx), (sc[j], zc[j]), "{scheme:?}, group {j}");
+                }
+            }
+            let scheme = int8;
+            let (mut sc, mut zc) = (vec![0f32; n], vec![0i32; n]);
+            let mut out = vec![0u8; x.len()];
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let mut y = x.clone();
+                y[n * g - 3] = bad;
+                assert!(!unsafe { fused_groups::<true, false>(&y, &mut out, g, &mut sc, &mut zc, scheme) });
+            }
+            let short = &x[..7 * g];
+            assert!(!unsafe {
+                fused_groups::<true, false>(short, &mut out[..7 * g], g, &mut sc[..7], &mut zc[..7], scheme)
+            });
+            // A group of f32::MAX (a constant: s = MAX) has 1/s below the smallest normal float.
+            let mut y = x.clone();
+            y[5 * g..6 * g].fill(f32::MAX);
+            assert!(!unsafe { fused_groups::<true, false>(&y, &mut out, g, &mut sc, &mut zc, scheme) });
+        }
     }
 
     #[test]

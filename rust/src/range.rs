@@ -40,7 +40,7 @@ fn scan<T: Elem>(x: &[T]) -> Scan {
 }
 
 #[inline(always)]
-pub(crate) fn scan_impl<T: Elem>(x: &[T]) -> Scan {
+fn scan_impl<T: Elem>(x: &[T]) -> Scan {
     let mut mn = [f32::INFINITY; LANES];
     let mut mx = [f32::NEG_INFINITY; LANES];
     let mut bad = [0u32; LANES];
@@ -143,6 +143,9 @@ fn per_group<T: Elem>(x: &[T], map: &ParamMap, r: &mut Ranges) -> usize {
 
 #[inline(always)]
 fn group_blocks<T: Elem>(xs: &[T], block: usize, inner: usize, mn: &mut [f32], mx: &mut [f32]) -> usize {
+    if inner == 1 && xs.len() % block == 0 {
+        return short_groups(xs, block, mn, mx);
+    }
     let mut bad = 0;
     for ((xb, mn), mx) in xs.chunks(block).zip(mn.chunks_mut(inner)).zip(mx.chunks_mut(inner)) {
         if inner == 1 {
@@ -153,6 +156,29 @@ fn group_blocks<T: Elem>(xs: &[T], block: usize, inner: usize, mn: &mut [f32], m
         } else {
             bad += xb.chunks(inner).map(|row| scan_into_impl(row, mn, mx)).sum::<usize>();
         }
+    }
+    bad
+}
+
+/// The ranges of the consecutive groups of `g` values that make up `xs` into `mn` and `mx`;
+/// returns the non-finite count. `f32` groups of a multiple of 8 values go to the AVX2 kernel
+/// ([`crate::range_avx2`]) when the CPU has it, which reads eight groups at a time; the lane
+/// scan redoes them where it finds a NaN or Inf, to count them.
+#[inline(always)]
+pub(crate) fn short_groups<T: Elem>(xs: &[T], g: usize, mn: &mut [f32], mx: &mut [f32]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(xf), true, true) = (crate::elem::as_f32(xs), g % 8 == 0 && g > 0, crate::simd::avx2()) {
+        // SAFETY: AVX2 was checked, g is a positive multiple of 8 and `xs` holds whole groups.
+        if unsafe { crate::range_avx2::group_ranges(xf, g, &mut mn[..xf.len() / g], &mut mx[..xf.len() / g]) }
+        {
+            return 0;
+        }
+    }
+    let mut bad = 0;
+    for ((xb, mn), mx) in xs.chunks_exact(g).zip(mn.iter_mut()).zip(mx.iter_mut()) {
+        let s = scan_impl(xb);
+        (*mn, *mx) = (s.min, s.max);
+        bad += s.bad;
     }
     bad
 }
