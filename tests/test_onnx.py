@@ -290,6 +290,25 @@ def test_external_data_above_the_limit(tmp_path: Path, monkeypatch: pytest.Monke
     assert not list(tmp_path.glob(".rxquant-*"))
 
 
+def test_load_model_equals_onnx_load(tmp_path: Path) -> None:
+    """The memory-mapped parse returns what onnx.load does, external data loaded; an empty file
+    and a text-format model take onnx.load's own path."""
+    rng = np.random.default_rng(8)
+    matmul_model(tmp_path / "m.onnx", {"w": rng.standard_normal((64, 32)).astype(np.float32)})
+    m = onnx.load(str(tmp_path / "m.onnx"))
+    assert onnx_model.load_model(tmp_path / "m.onnx") == m
+    w = numpy_helper.to_array(m.graph.initializer[0])
+    onnx.save(m, str(tmp_path / "e.onnx"), save_as_external_data=True, location="e.data", size_threshold=0)
+    assert (tmp_path / "e.data").is_file()
+    loaded = onnx_model.load_model(tmp_path / "e.onnx")  # onnx.save moved m's tensor out
+    assert np.array_equal(numpy_helper.to_array(loaded.graph.initializer[0]), w)
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty.onnx is not an ONNX model: it has no graph"):
+        onnx_model.load_model(tmp_path / "empty.onnx")
+    onnx.save(loaded, str(tmp_path / "t.txtpb"))
+    assert onnx_model.load_model(tmp_path / "t.txtpb") == loaded
+
+
 def test_cli(tmp_path: Path) -> None:
     rng = np.random.default_rng(7)
     matmul_model(tmp_path / "m.onnx", {"w": rng.standard_normal((64, 32)).astype(np.float32)})

@@ -106,6 +106,13 @@ def test_native_transpose_equals_numpy_and_refuses_other_arrays():
         a = rng.standard_normal(shape).astype(np.float32)
         t = native.transpose(a)
         assert t.flags.c_contiguous and np.array_equal(t, a.T)
+        out = np.full(shape[::-1], np.nan, np.float32)
+        assert native.transpose(a, out) is out and np.array_equal(out, a.T)
+    a = np.zeros((2, 3), np.float32)
+    with pytest.raises(ValueError, match=r"out has shape \[2, 3\]; the result has \[3, 2\]"):
+        native.transpose(a, np.zeros((2, 3), np.float32))
+    with pytest.raises(TypeError, match="wrong dtype"):
+        native.transpose(a, np.zeros((3, 2), np.float64))
     with pytest.raises(TypeError, match="2-D float32"):
         native.transpose(np.zeros((2, 2), np.float64))
     with pytest.raises(TypeError, match="2-D float32"):

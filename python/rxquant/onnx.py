@@ -154,13 +154,18 @@ def _sites(graph: Any, op_types: tuple[str, ...]) -> tuple[list[_Site], list[Wei
     return sites, left
 
 
-def _matrix(t: Any, site: _Site) -> np.ndarray:
-    """The weight as ``out x in`` rows (``[N, K]``; a Gather table as it is)."""
+def _matrix(t: Any, site: _Site, scratch: list[np.ndarray]) -> np.ndarray:
+    """The weight as ``out x in`` rows (``[N, K]``; a Gather table as it is). A transposed
+    weight is written into ``scratch[0]`` (grown as needed), so valid until the next call: one
+    buffer for every weight, since a new array's fresh pages cost as much as the transpose."""
     a = np.ascontiguousarray(to_array(t), dtype=np.float32)
     _, op, transposed = site.uses[0]
     if op == "Gather" or transposed:
         return a
-    return native.transpose(a)  # tiled: numpy's copy of a.T cost as much as the quantization
+    if not scratch or scratch[0].size < a.size:
+        scratch[:] = [np.empty(a.size, np.float32)]
+    out = scratch[0][: a.size].reshape(a.shape[1], a.shape[0])
+    return native.transpose(a, out)  # tiled: numpy's copy of a.T cost as much as the quantization
 
 
 def _stats_for(stats: Optional[Statistics], name: str) -> Optional[LayerStatistics]:
@@ -306,9 +311,10 @@ def quantize_model(
     signed = s.symmetric
     bits = 4 if s.precision == "int4" else 8
     offset = 1 << (bits - 1)
+    scratch: list[np.ndarray] = []
     for site, t, r, st in plan:
         f16 = t.data_type == 10
-        w = _matrix(t, site)
+        w = _matrix(t, site, scratch)
         n, k = w.shape
         float_zp = zero_points == "float" and site.uses[0][1] != "Gather" and r in ("mse", "importance")
         ucodes, scale, zp = _encode(w, s, r, st if r in ("importance", "gptq") else None, f16, float_zp)

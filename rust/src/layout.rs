@@ -209,24 +209,32 @@ pub fn transpose<T: Copy + Send + Sync>(src: &[T], rows: usize, cols: usize, dst
         return Ok(());
     }
     const STRIP: usize = 32;
-    const T: usize = 8;
+    const TILE: usize = 8;
     dst.par_chunks_mut(STRIP * rows).enumerate().for_each(|(b, strip)| {
         let (c0, nc) = (b * STRIP, strip.len() / rows);
-        let (r8, c8) = (rows / T * T, nc / T * T);
-        // 8x8 tiles through a local buffer: eight contiguous reads, eight contiguous writes.
-        for r0 in (0..r8).step_by(T) {
-            for cc in (0..c8).step_by(T) {
-                let mut tile = [[src[0]; T]; T];
-                for (i, row) in src[r0 * cols + c0 + cc..].chunks(cols).take(T).enumerate() {
-                    for (j, t) in tile.iter_mut().enumerate() {
-                        t[i] = row[j];
-                    }
-                }
-                for (j, t) in tile.iter().enumerate() {
-                    strip[(cc + j) * rows + r0..(cc + j) * rows + r0 + T].copy_from_slice(t);
+        let (r8, c8) = (rows / TILE * TILE, nc / TILE * TILE);
+        #[cfg(target_arch = "x86_64")]
+        if std::mem::size_of::<T>() == 4 && crate::simd::avx2() {
+            for r0 in (0..r8).step_by(TILE) {
+                for cc in (0..c8).step_by(TILE) {
+                    // SAFETY: AVX2 was checked; rows r0..r0 + 8 and columns c0 + cc..+8 lie inside
+                    // `src` (r0 + 8 <= rows, cc + 8 <= nc), rows r0..+8 of output rows cc..+8
+                    // inside `strip`; 4-byte values move as bits.
+                    unsafe {
+                        tile8_avx2(
+                            src.as_ptr().add(r0 * cols + c0 + cc).cast(),
+                            cols,
+                            strip.as_mut_ptr().add(cc * rows + r0).cast(),
+                            rows,
+                        )
+                    };
                 }
             }
+        } else {
+            tiles(src, cols, c0, strip, rows, r8, c8);
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        tiles(src, cols, c0, strip, rows, r8, c8);
         // The edges (rows or columns past the last whole tile), value by value.
         for r in 0..rows {
             let from = if r < r8 { c8 } else { 0 };
@@ -238,22 +246,84 @@ pub fn transpose<T: Copy + Send + Sync>(src: &[T], rows: usize, cols: usize, dst
     Ok(())
 }
 
+/// The whole 8x8 tiles of one output strip (`r8` rows, `c8` columns), through a local buffer:
+/// eight contiguous reads, eight contiguous writes.
+fn tiles<T: Copy>(src: &[T], cols: usize, c0: usize, strip: &mut [T], rows: usize, r8: usize, c8: usize) {
+    const TILE: usize = 8;
+    for r0 in (0..r8).step_by(TILE) {
+        for cc in (0..c8).step_by(TILE) {
+            let mut tile = [[src[0]; TILE]; TILE];
+            for (i, row) in src[r0 * cols + c0 + cc..].chunks(cols).take(TILE).enumerate() {
+                for (j, t) in tile.iter_mut().enumerate() {
+                    t[i] = row[j];
+                }
+            }
+            for (j, t) in tile.iter().enumerate() {
+                strip[(cc + j) * rows + r0..(cc + j) * rows + r0 + TILE].copy_from_slice(t);
+            }
+        }
+    }
+}
+
+/// An 8x8 tile of 4-byte values in registers: eight rows at `src` (a row every `ld` values)
+/// to eight rows at `dst` (every `ldd`), by the unpack / shuffle / lane-swap network; the tile
+/// loop in [`tiles`] compiled to scalar moves at a third of the memory's speed.
+///
+/// # Safety
+/// The CPU must have AVX2; the eight rows of eight values at both ends must be valid.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile8_avx2(src: *const f32, ld: usize, dst: *mut f32, ldd: usize) {
+    use std::arch::x86_64::*;
+    let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * ld)));
+    // Pairs of rows interleaved, then quads: u[j] holds columns j and j + 4 of rows 0-3 / 4-7.
+    let t: [__m256; 8] = std::array::from_fn(|i| {
+        let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+        if i % 2 == 0 {
+            _mm256_unpacklo_ps(a, b)
+        } else {
+            _mm256_unpackhi_ps(a, b)
+        }
+    });
+    let u: [__m256; 8] = std::array::from_fn(|i| {
+        // i = 0..3 from rows 0-3 (t[0..4]), 4..7 from rows 4-7 (t[4..8]).
+        let (h, j) = (i / 4 * 4, i % 4);
+        let (a, b) = (t[h + j / 2], t[h + 2 + j / 2]);
+        if j % 2 == 0 {
+            _mm256_shuffle_ps::<0x44>(a, b)
+        } else {
+            _mm256_shuffle_ps::<0xee>(a, b)
+        }
+    });
+    for j in 0..4 {
+        _mm256_storeu_ps(dst.add(j * ldd), _mm256_permute2f128_ps::<0x20>(u[j], u[j + 4]));
+        _mm256_storeu_ps(dst.add((j + 4) * ldd), _mm256_permute2f128_ps::<0x31>(u[j], u[j + 4]));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn transpose_equals_the_index_swap() {
-        for (rows, cols) in [(1, 1), (3, 70), (64, 32), (33, 65), (1, 100), (100, 1)] {
-            let src: Vec<u32> = (0..(rows * cols) as u32).collect();
-            let mut dst = vec![0u32; src.len()];
-            transpose(&src, rows, cols, &mut dst).unwrap();
-            for r in 0..rows {
-                for c in 0..cols {
-                    assert_eq!(dst[c * rows + r], src[r * cols + c], "{rows}x{cols} at ({r}, {c})");
+        fn check<T: Copy + Send + Sync + PartialEq + std::fmt::Debug>(f: impl Fn(usize) -> T) {
+            for (rows, cols) in [(1, 1), (3, 70), (64, 32), (33, 65), (1, 100), (100, 1), (40, 96), (17, 23)]
+            {
+                let src: Vec<T> = (0..rows * cols).map(&f).collect();
+                let mut dst = vec![src[0]; src.len()];
+                transpose(&src, rows, cols, &mut dst).unwrap();
+                for r in 0..rows {
+                    for c in 0..cols {
+                        assert_eq!(dst[c * rows + r], src[r * cols + c], "{rows}x{cols} at ({r}, {c})");
+                    }
                 }
             }
         }
+        // 4-byte values take the AVX2 tiles where the CPU has them (moved as bits).
+        check(|i| i as u32);
+        check(|i| i as u8);
+        check(|i| i as f64);
         let e = transpose(&[1u8, 2, 3], 2, 2, &mut [0u8; 3]).unwrap_err().to_string();
         assert!(e.contains("transposing 2x2 needs 4 values in and out, got 3 and 3"), "{e}");
         assert!(transpose::<f32>(&[], 0, 5, &mut []).is_ok());

@@ -189,19 +189,21 @@ pub fn codes_view<'py>(py: Python<'py>, q: Bound<'py, PyAny>, signed: bool) -> P
     }
 }
 
-/// `a.T` of a C-contiguous 2-D float32 array, as a new C-contiguous array (the ONNX writer lays
-/// every MatMul weight out as `N x K`).
+/// `a.T` of a C-contiguous 2-D float32 array, as a C-contiguous array: new, or `out` (the ONNX
+/// writer lays every MatMul weight out as `N x K`, through one buffer for all of them, since
+/// fresh pages cost as much as the transpose).
 #[pyfunction]
-pub fn transpose<'py>(py: Python<'py>, a: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+#[pyo3(signature = (a, out=None))]
+pub fn transpose<'py>(
+    py: Python<'py>,
+    a: &Bound<'py, PyAny>,
+    out: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
     let a = a
         .cast::<numpy::PyArray2<f32>>()
         .map_err(|_| PyTypeError::new_err("transpose takes a 2-D float32 array"))?
         .readonly();
     let (rows, cols) = (a.shape()[0], a.shape()[1]);
     let src = a.as_slice().map_err(|_| PyValueError::new_err("transpose needs a C-contiguous array"))?;
-    let out = crate::errors::detach(py, || {
-        let mut dst = vec![0f32; src.len()];
-        rxquant::transpose(src, rows, cols, &mut dst).map(|_| dst)
-    })?;
-    to_numpy(py, out, &[cols, rows])
+    fill_or_into::<f32>(py, out, &[cols, rows], |dst| rxquant::transpose(src, rows, cols, dst))
 }
