@@ -19,7 +19,7 @@ from typing import Callable, Optional
 from ..core.hardware import GPU_FAMILIES
 from ..core.native import DeviceError, __version__
 from ..formats.gguf_file import is_gguf
-from .console import UsageError, allowed_fallbacks, emit, human_size
+from .console import UsageError, allowed_fallbacks
 
 # The commands' modules are imported when one runs (see `_command`): the GGUF side starts without
 # numpy, which `rxquant quantize model.gguf` never needs (docs/performance.md: start-up share).
@@ -238,23 +238,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
     """The function that runs ``args.command``: GGUF and ONNX files go to their own modules."""
-    out = lambda d, t: emit(args, d, t)  # noqa: E731
     if args.command == "quantize" and str(args.file).lower().endswith(".onnx"):
         from .onnx_cli import cmd_quantize_onnx
 
-        return lambda a: cmd_quantize_onnx(a, UsageError, out, human_size, allowed_fallbacks(a))
+        return lambda a: cmd_quantize_onnx(a, allowed_fallbacks(a))
     if args.command == "quantize" and (str(args.output).lower().endswith(".gguf") or is_gguf(args.file)):
         from .gguf_cli import cmd_quantize_gguf
 
-        return lambda a: cmd_quantize_gguf(a, UsageError, out, human_size, allowed_fallbacks(a))
+        return lambda a: cmd_quantize_gguf(a, allowed_fallbacks(a))
     if args.command == "inspect" and is_gguf(args.file):
         from .gguf_cli import cmd_inspect_gguf
 
-        return lambda a: cmd_inspect_gguf(a, out, human_size)
+        return cmd_inspect_gguf
     if args.command == "verify" and is_gguf(args.quantized):
         from .gguf_cli import cmd_verify_gguf
 
-        return lambda a: cmd_verify_gguf(a, out)
+        return cmd_verify_gguf
     from . import commands
 
     return getattr(commands, args.func)  # type: ignore[no-any-return]

@@ -12,6 +12,7 @@ import math
 import os
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional
 
@@ -79,7 +80,7 @@ def _family_and_weights(args: argparse.Namespace) -> tuple[Any, Checkpoint, Lazy
 def cmd_inspect(args: argparse.Namespace) -> int:
     ck = Checkpoint(args.file)
     chosen = set(select(ck))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for n in ck.names():
         dt, shape = ck.info(n)
         rows.append(
@@ -179,7 +180,7 @@ def _statistics(args: argparse.Namespace, weights: LazyTensors) -> Optional[Stat
     return stats
 
 
-def _entries_for(ck: Checkpoint, schemes: dict[str, Optional[Scheme]], method: str) -> list[Entry]:
+def _entries_for(ck: Checkpoint, schemes: Mapping[str, Optional[Scheme]], method: str) -> list[Entry]:
     """One entry per tensor of ``ck``: the scheme given for it, or pass-through (fp32 of an F32
     tensor is pass-through; of another float dtype, a float32 copy)."""
     entries = []
@@ -443,7 +444,7 @@ def cmd_statistics(args: argparse.Namespace) -> int:
     else:
         sentences = list(CALIBRATION)
     if str(args.model_dir).lower().endswith(".onnx"):
-        return cmd_statistics_onnx(args, UsageError, lambda d, t: emit(args, d, t), human_size, sentences)
+        return cmd_statistics_onnx(args, sentences)
     folder = Path(args.model_dir)
     for need in ("config.json", "tokenizer.json", "model.safetensors"):
         if not (folder / need).is_file():

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .. import gguf as rg
 from ..formats.gguf_file import GgufFile, is_gguf
-from .console import finite, sqnr_report
+from .console import UsageError, emit, finite, human_size, sqnr_report
 from .options import refuse_device, refuse_given
 from .progress import PerItem
 
@@ -23,19 +23,13 @@ if TYPE_CHECKING:
 # by nearest or mse rounding runs without it (see rxquant.formats.gguf_file).
 
 
-def cmd_quantize_gguf(
-    args: argparse.Namespace,
-    usage: Callable[[str], Exception],
-    emit: Callable[[Any, str], None],
-    size: Callable[[float], str],
-    fallbacks: set[str],
-) -> int:
+def cmd_quantize_gguf(args: argparse.Namespace, fallbacks: set[str]) -> int:
     """``rxquant quantize SRC -o OUT.gguf --type T | --budget B``: see :func:`rxquant.gguf.quantize_file`."""
     src = Path(args.file)
     if not str(args.output).lower().endswith(".gguf"):
-        raise usage(f"{src} is a GGUF file; the output must be a .gguf file too, not {args.output}")
+        raise UsageError(f"{src} is a GGUF file; the output must be a .gguf file too, not {args.output}")
     refuse_given(
-        usage,
+        UsageError,
         (
             ("--plan", args.plan),
             ("--precision", args.precision),
@@ -48,23 +42,25 @@ def cmd_quantize_gguf(
         "apply to rxquant's safetensors output; a GGUF file takes --type (a llama.cpp type such as "
         "q4_k) or --budget",
     )
-    refuse_device(args, usage, "GGUF quantization")
+    refuse_device(args, UsageError, "GGUF quantization")
     if (args.type is None) == (args.budget is None):
-        raise usage("a GGUF output needs --type (one llama.cpp type, e.g. q4_k) or --budget (e.g. 4.8bpw)")
+        raise UsageError(
+            "a GGUF output needs --type (one llama.cpp type, e.g. q4_k) or --budget (e.g. 4.8bpw)"
+        )
     if "channel" in fallbacks:
-        raise usage("--fallback channel applies to group sizes; GGUF types fall back as llama.cpp does")
+        raise UsageError("--fallback channel applies to group sizes; GGUF types fall back as llama.cpp does")
     if args.imatrix and args.statistics:
-        raise usage("give --imatrix or --statistics, not both")
+        raise UsageError("give --imatrix or --statistics, not both")
     stats_path = args.imatrix or args.statistics
     rounding = args.rounding or "nearest"
     if rounding in ("importance", "gptq") and stats_path is None:
-        raise usage(f"--rounding {rounding} needs --statistics (or a llama.cpp --imatrix)")
+        raise UsageError(f"--rounding {rounding} needs --statistics (or a llama.cpp --imatrix)")
     if rounding == "nearest" and stats_path is not None and args.budget is None:
-        raise usage(
+        raise UsageError(
             "--statistics/--imatrix are used by --rounding importance or gptq (or to plan a --budget)"
         )
     if os.path.isdir(args.output):
-        raise usage(f"output {args.output} is a directory; give a file name")
+        raise UsageError(f"output {args.output} is a directory; give a file name")
     stats = None
     if stats_path is not None:
         from ..formats.statistics import Statistics
@@ -72,12 +68,12 @@ def cmd_quantize_gguf(
         try:
             stats = Statistics(stats_path)
         except (ValueError, ImportError) as e:
-            raise usage(str(e)) from None
+            raise UsageError(str(e)) from None
         if rounding == "gptq" and stats.kind != "hessian":
-            raise usage(f"--rounding gptq needs Hessians; {stats_path} holds only {stats.kind}")
+            raise UsageError(f"--rounding gptq needs Hessians; {stats_path} holds only {stats.kind}")
     if args.type is not None and args.type.upper() not in rg.OUTPUT_TYPES:
         choices = ", ".join(t.lower() for t in rg.OUTPUT_TYPES)
-        raise usage(f"unknown --type {args.type!r}; llama.cpp types rxquant writes: {choices}")
+        raise UsageError(f"unknown --type {args.type!r}; llama.cpp types rxquant writes: {choices}")
     try:
         with PerItem("quantizing", quiet=args.quiet or args.json) as tick:
             res = rg.quantize_file(
@@ -95,13 +91,13 @@ def cmd_quantize_gguf(
         msg = str(e)
         refusals = ("already quantized", "no input statistics", "budget", "give either", "unknown")
         if any(k in msg for k in refusals):
-            raise usage(msg) from None
+            raise UsageError(msg) from None
         raise
     src_bytes = os.path.getsize(src) if src.is_file() else os.path.getsize(src / "model.safetensors")
     types = Counter(t.type for t in res.tensors if t.type != t.source_type)
     q = sum(types.values())
     lines = [
-        f"wrote {args.output}: {size(res.bytes)} (from {size(src_bytes)}, "
+        f"wrote {args.output}: {human_size(res.bytes)} (from {human_size(src_bytes)}, "
         f"{src_bytes / max(res.bytes, 1):.2f}x smaller), {q} tensors quantized, {len(res.tensors) - q} kept"
     ]
     if types:
@@ -123,28 +119,28 @@ def cmd_quantize_gguf(
         "tensors": [vars(t) | {"shape": list(t.shape)} for t in res.tensors],
         "fallbacks": [{"tensor": t.name, "used": t.type, "reason": t.reason} for t in res.fallbacks],
     }
-    emit(data, "\n".join(lines))
+    emit(args, data, "\n".join(lines))
     return 0
 
 
-def cmd_inspect_gguf(
-    args: argparse.Namespace, emit: Callable[[Any, str], None], size: Callable[[float], str]
-) -> int:
+def cmd_inspect_gguf(args: argparse.Namespace) -> int:
     f = GgufFile(args.file)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"name": n, "type": t.type, "shape": list(t.shape), "bytes": t.nbytes} for n, t in f.tensors.items()
     ]
     total = sum(r["bytes"] for r in rows)
-    lines = [f"GGUF {f.arch}: {len(f.fields)} key-value pairs, {len(rows)} tensors, {size(total)} of data"]
+    lines = [
+        f"GGUF {f.arch}: {len(f.fields)} key-value pairs, {len(rows)} tensors, {human_size(total)} of data"
+    ]
     lines.append(f"{'tensor':<44} {'type':>6} {'shape':>16} {'size':>10}")
     for r in rows:
         shape = "x".join(map(str, r["shape"]))
-        lines.append(f"{r['name'][:44]:<44} {r['type']:>6} {shape:>16} {size(r['bytes']):>10}")
+        lines.append(f"{r['name'][:44]:<44} {r['type']:>6} {shape:>16} {human_size(r['bytes']):>10}")
     types = Counter(r["type"] for r in rows)
     lines.append("types: " + ", ".join(f"{t} x{n}" for t, n in types.most_common()))
     meta = {k: _short(fl.value) for k, fl in f.fields.items() if not k.startswith("tokenizer.ggml.")}
     data = {"file": str(args.file), "arch": f.arch, "metadata": meta, "tensors": rows, "total_bytes": total}
-    emit(data, "\n".join(lines))
+    emit(args, data, "\n".join(lines))
     return 0
 
 
@@ -165,7 +161,7 @@ def _reference(path: str) -> tuple[dict[str, Callable[[], np.ndarray]], Optional
     return {t.name: t.read_f32 for t in b.tensors}, str(folder)
 
 
-def cmd_verify_gguf(args: argparse.Namespace, emit: Callable[[Any, str], None]) -> int:
+def cmd_verify_gguf(args: argparse.Namespace) -> int:
     """Per-tensor SQNR and cosine of a quantized GGUF file against the original (GGUF, or the
     safetensors model it was converted from)."""
     import numpy as np
@@ -188,5 +184,5 @@ def cmd_verify_gguf(args: argparse.Namespace, emit: Callable[[Any, str], None]) 
         sx += sum_squares(x)
         se += m.mse * m.count
         rows.append({"tensor": n, "type": t.type, "sqnr_db": finite(m.sqnr_db), "cosine": m.cosine})
-    emit(*sqnr_report(rows, sx, se, "tensors", column="type"))
+    emit(args, *sqnr_report(rows, sx, se, "tensors", column="type"))
     return 0

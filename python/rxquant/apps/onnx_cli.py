@@ -8,39 +8,37 @@ import os
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
 
 from .. import onnx as ro
 from ..core.scheme import Scheme
 from ..formats.statistics import Statistics
+from .console import UsageError, emit, human_size
 from .options import refuse_device, refuse_given
 from .progress import PerItem
 
 
-def _scheme(args: argparse.Namespace, usage: Callable[[str], Exception]) -> Scheme:
+def _scheme(args: argparse.Namespace) -> Scheme:
     precision = args.precision or "int4"
     if precision not in ("int4", "int8"):
-        raise usage(f"ONNX Runtime's weight-only operators take --precision int4 or int8, not {precision}")
+        raise UsageError(
+            f"ONNX Runtime's weight-only operators take --precision int4 or int8, not {precision}"
+        )
     g = args.granularity or "group:32"
     m = re.fullmatch(r"group:(\d+)", g)
     if not m or int(m.group(1)) <= 0:
-        raise usage(f"ONNX weight-only quantization is blockwise: --granularity group:N, not {g!r}")
+        raise UsageError(f"ONNX weight-only quantization is blockwise: --granularity group:N, not {g!r}")
     sym = not args.asymmetric
     return Scheme(precision, symmetric=sym, signed_scale=sym, axis=-1, group_size=int(m.group(1)))
 
 
-def cmd_quantize_onnx(
-    args: argparse.Namespace,
-    usage: Callable[[str], Exception],
-    emit: Callable[[Any, str], None],
-    size: Callable[[float], str],
-    fallbacks: set[str],
-) -> int:
+def cmd_quantize_onnx(args: argparse.Namespace, fallbacks: set[str]) -> int:
     """``rxquant quantize model.onnx -o model.q.onnx``: see :func:`rxquant.onnx.quantize_model`."""
     if not str(args.output).lower().endswith(".onnx"):
-        raise usage(f"{args.file} is an ONNX model; the output must be an .onnx file too, not {args.output}")
+        raise UsageError(
+            f"{args.file} is an ONNX model; the output must be an .onnx file too, not {args.output}"
+        )
     refuse_given(
-        usage,
+        UsageError,
         (
             ("--plan", args.plan),
             ("--type", args.type),
@@ -54,22 +52,24 @@ def cmd_quantize_onnx(
         "do not apply to ONNX models; they take --precision, --granularity group:N, --asymmetric, "
         "--rounding, --statistics, --format, --zero-points, --embeddings",
     )
-    refuse_device(args, usage, "ONNX quantization")
+    refuse_device(args, UsageError, "ONNX quantization")
     if "channel" in fallbacks:
-        raise usage("--fallback channel does not apply to ONNX models: choose a group size that divides them")
-    scheme = _scheme(args, usage)
+        raise UsageError(
+            "--fallback channel does not apply to ONNX models: choose a group size that divides them"
+        )
+    scheme = _scheme(args)
     rounding = args.rounding or "nearest"
     if rounding in ("importance", "gptq") and args.statistics is None:
-        raise usage(f"--rounding {rounding} needs --statistics (rxquant statistics MODEL.onnx ...)")
+        raise UsageError(f"--rounding {rounding} needs --statistics (rxquant statistics MODEL.onnx ...)")
     zero_points = args.zero_points or "int"
     stats = None
     if args.statistics is not None:
         try:
             stats = Statistics(args.statistics)
         except (ValueError, ImportError) as e:
-            raise usage(str(e)) from None
+            raise UsageError(str(e)) from None
     if os.path.isdir(args.output):
-        raise usage(f"output {args.output} is a directory; give a file name")
+        raise UsageError(f"output {args.output} is a directory; give a file name")
     ops = ("MatMul", "Gemm", "Gather") if args.embeddings else ("MatMul", "Gemm")
     try:
         with PerItem("quantizing", quiet=args.quiet or args.json) as tick:
@@ -96,11 +96,11 @@ def cmd_quantize_onnx(
             "block size",
         )
         if any(k in msg for k in refusals):
-            raise usage(msg) from None
+            raise UsageError(msg) from None
         raise
     became = Counter(r.became for r in res.quantized)
     lines = [
-        f"wrote {args.output}: {size(res.bytes)} (from {size(res.source_bytes)}, "
+        f"wrote {args.output}: {human_size(res.bytes)} (from {human_size(res.source_bytes)}, "
         f"{res.source_bytes / max(res.bytes, 1):.2f}x smaller); {scheme.describe()}, rounding {rounding}",
         "quantized: " + ", ".join(f"{n} weights -> {op}" for op, n in became.most_common()),
     ]
@@ -119,17 +119,11 @@ def cmd_quantize_onnx(
         "quantized": [vars(r) | {"shape": list(r.shape)} for r in res.quantized],
         "left": [vars(r) | {"shape": list(r.shape)} for r in res.left],
     }
-    emit(data, "\n".join(lines))
+    emit(args, data, "\n".join(lines))
     return 0
 
 
-def cmd_statistics_onnx(
-    args: argparse.Namespace,
-    usage: Callable[[str], Exception],
-    emit: Callable[[Any, str], None],
-    size: Callable[[float], str],
-    sentences: list[str],
-) -> int:
+def cmd_statistics_onnx(args: argparse.Namespace, sentences: list[str]) -> int:
     """Input statistics of an ONNX text model run by ONNX Runtime: ``--tokenizer`` (a
     tokenizer.json or its folder) turns sentences into ``input_ids``/``attention_mask`` feeds
     (and ``token_type_ids`` when the model takes them)."""
@@ -138,11 +132,11 @@ def cmd_statistics_onnx(
     tok = Path(args.tokenizer) if args.tokenizer else Path(args.model_dir).parent
     folder = tok if tok.is_dir() else tok.parent
     if not (folder / "tokenizer.json").is_file():
-        raise usage(f"{folder} has no tokenizer.json: give --tokenizer for the ONNX model's inputs")
+        raise UsageError(f"{folder} has no tokenizer.json: give --tokenizer for the ONNX model's inputs")
     feeds = sentence_feeds(folder, sentences)
     stats = ro.collect_statistics(args.model_dir, feeds, path=args.output, kind=args.kind)
     n = sum(len(f["input_ids"]) for f in feeds)
     lines = [f"{len(stats)} weights, {n} sentences, run by ONNX Runtime"]
-    lines.append(f"wrote {args.output}: {size(os.path.getsize(args.output))} ({args.kind})")
-    emit({"output": args.output, "layers": len(stats), "sentences": n}, "\n".join(lines))
+    lines.append(f"wrote {args.output}: {human_size(os.path.getsize(args.output))} ({args.kind})")
+    emit(args, {"output": args.output, "layers": len(stats), "sentences": n}, "\n".join(lines))
     return 0

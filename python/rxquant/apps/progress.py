@@ -20,7 +20,7 @@ class Progress:
         if quiet or total <= 0:
             return
         if stream.isatty():
-            from tqdm.auto import tqdm
+            from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
             self._bar = tqdm(total=total, desc=desc, leave=False, file=stream)
         elif lines:
