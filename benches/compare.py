@@ -247,6 +247,7 @@ SCALING = (
     ("INT8 per channel, scales given", 5 * N * N),
     ("INT4 groups of 32 + packing", 9 * N * N // 2),
     ("dequantize INT8 per channel", 5 * N * N),
+    ("dequantize INT8 per channel into an existing array (out=)", 5 * N * N),
     ("metrics", 8 * N * N),
     ("MSE calibration (16M values)", None),
     ("parallel copy (np.copyto)", 8 * N * N),
@@ -262,6 +263,7 @@ def scaling_point(repeat: int) -> dict[str, Optional[float]]:
     qp_t, qp_c = rq.calibrate(x, "minmax", per_t), rq.calibrate(x, "minmax", per_c)
     q, _ = rq.quantize(x, per_c, qp_c)
     y = rq.dequantize(q, qp_c)
+    dst = np.empty_like(y)
     g32 = rq.Scheme("int4", symmetric=False, group_size=32)
     out: dict[str, Optional[float]] = {}
     calls: dict[str, Callable[[], Any]] = {
@@ -269,8 +271,9 @@ def scaling_point(repeat: int) -> dict[str, Optional[float]]:
         SCALING[2][0]: lambda: rq.quantize(x, per_c, qp_c),
         SCALING[3][0]: lambda: rq.quantize(x, g32, pack=True),
         SCALING[4][0]: lambda: rq.dequantize(q, qp_c),
-        SCALING[5][0]: lambda: rq.metrics(x, y),
-        SCALING[6][0]: lambda: rq.calibrate(big, "mse", FULL8),
+        SCALING[5][0]: lambda: rq.dequantize(q, qp_c, out=dst),
+        SCALING[6][0]: lambda: rq.metrics(x, y),
+        SCALING[7][0]: lambda: rq.calibrate(big, "mse", FULL8),
     }
     for name, fn in calls.items():
         out[name] = median_time(fn, repeat)
@@ -281,7 +284,7 @@ def scaling_point(repeat: int) -> dict[str, Optional[float]]:
     else:  # the target's pair in turns: this machine drifts between one timing and the next
         ours = calls[SCALING[0][0]]
         out[SCALING[0][0]], out[SCALING[1][0]] = alternating_times(ours, torch_fn, 3 * repeat)
-    out[SCALING[7][0]] = 2 * x.nbytes / parallel_copy_bw(x, rq.threads(), repeat)
+    out[SCALING[-1][0]] = 2 * x.nbytes / parallel_copy_bw(x, rq.threads(), repeat)
     return out
 
 
