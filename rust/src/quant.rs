@@ -398,7 +398,8 @@ fn fused_groups<T: Elem>(
 }
 
 /// One chunk of whole groups: ranges, parameters, codes (packed or as bytes); returns the
-/// non-finite count. Three passes over the chunk (it stays in cache), each a loop the compiler
+/// non-finite count. With AVX2, one pass ([`fused_avx2`]); elsewhere, or where that kernel
+/// declines, three passes over the chunk (it stays in cache), each a loop the compiler
 /// vectorizes: every group's range, then every group's parameters (independent divisions that
 /// overlap, not one per group between the code loops), then the codes.
 #[inline(always)]
