@@ -1753,6 +1753,25 @@ mod tests {
         }
     }
 
+    /// Eight-block batches (Q4_0, Q8_0 in AVX2) report the first NaN/Inf by its index, after a
+    /// finite batch and with another bad value later, and a float16 scale overflow inside a batch.
+    #[test]
+    fn batches_report_the_first_nonfinite_value_and_overflow() {
+        for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+            let mut x: Vec<f32> = (0..24 * 32).map(|i| ((i * 37) % 101) as f32 * 0.01 - 0.5).collect();
+            let mut out = vec![0u8; 24 * ty.type_size()];
+            (x[10 * 32 + 5], x[12 * 32], x[20 * 32 + 1]) = (f32::NAN, f32::INFINITY, f32::NAN);
+            match quantize_rows(ty, &x, 32, Rounding::Nearest, None, &mut out) {
+                Err(Error::NonFinite { count: 3, first_index: 325 }) => {}
+                other => panic!("{}: {other:?}", ty.name()),
+            }
+            (x[10 * 32 + 5], x[12 * 32], x[20 * 32 + 1]) = (0.1, 0.2, 0.3);
+            x[11 * 32 + 3] = 1e20;
+            let e = quantize_rows(ty, &x, 32, Rounding::Nearest, None, &mut out).unwrap_err();
+            assert!(e.to_string().contains("cannot hold values as large as 1e20 (values 352..384)"), "{e}");
+        }
+    }
+
     #[test]
     fn refusals_name_the_problem() {
         let mut out = vec![0u8; 18];

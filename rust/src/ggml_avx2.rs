@@ -1,5 +1,6 @@
 //! ggml's Q4_0 and Q8_0 reference quantizers (`quantize_row_q4_0_ref`, `quantize_row_q8_0_ref`)
-//! in AVX2 intrinsics: a block of 32 values in four registers, no scalar work but the scale.
+//! in AVX2 intrinsics: a block of 32 values in four registers, and the scales of eight blocks
+//! computed together as vectors.
 //! They are the two types users pick for speed, and the portable encoder ([`super::ggml`]),
 //! compiled for AVX2 too, spent about 4 cycles a value on per-block reductions, branches and
 //! scalar conversions. Results are bit for bit the portable ones and ggml's C (Rust tests against
@@ -26,7 +27,19 @@ pub(crate) enum Flag {
 pub(crate) unsafe fn encode_chunk(q8: bool, xc: &[f32], oc: &mut [u8]) -> Option<Flag> {
     let ts = if q8 { 34 } else { 18 };
     let mut overflow = None;
+    // Eight blocks at a time while they are finite; the rest, and a batch holding a NaN or Inf
+    // (which the loop below finds and reports), block by block.
+    let mut k0 = 0;
+    while k0 + 8 <= xc.len() / 32 {
+        let Some(ov) = encode8(q8, &xc[k0 * 32..(k0 + 8) * 32], &mut oc[k0 * ts..(k0 + 8) * ts]) else {
+            break;
+        };
+        overflow = overflow.or(ov.map(|j| k0 + j));
+        k0 += 8;
+    }
+    let (xc, oc) = (&xc[k0 * 32..], &mut oc[k0 * ts..]);
     for (k, (x, o)) in xc.chunks_exact(32).zip(oc.chunks_exact_mut(ts)).enumerate() {
+        let k = k0 + k;
         let p = x.as_ptr();
         crate::simd::prefetch(p);
         crate::simd::prefetch(p.add(16));
@@ -73,21 +86,94 @@ pub(crate) unsafe fn encode_chunk(q8: bool, xc: &[f32], oc: &mut [u8]) -> Option
             overflow = Some(k);
         }
         o[..2].copy_from_slice(&h.to_le_bytes());
-        let bytes = low_bytes(codes.map(|c| _mm256_cvttps_epi32(c)));
-        if q8 {
-            _mm256_storeu_si256(o.as_mut_ptr().add(2) as *mut __m256i, bytes);
-        } else {
-            // MIN(15, (int8_t)v), then the first 16 codes in the low nibbles, the others above.
-            let c = _mm256_min_epi8(bytes, _mm256_set1_epi8(15));
-            let (lo, hi) = (_mm256_castsi256_si128(c), _mm256_extracti128_si256::<1>(c));
-            let nib = _mm_or_si128(
-                _mm_and_si128(lo, _mm_set1_epi8(0x0f)),
-                _mm_and_si128(_mm_slli_epi16::<4>(hi), _mm_set1_epi8(0xf0u8 as i8)),
-            );
-            _mm_storeu_si128(o.as_mut_ptr().add(2) as *mut __m128i, nib);
-        }
+        store_codes(q8, codes, o);
     }
     overflow.map(Flag::Overflow)
+}
+
+/// Eight blocks of 32 (`x`, 256 values) into `o` (`8 * ts` bytes), their scales computed as
+/// vectors: the eight maxima folded together ([`crate::range_avx2::fold8`]), one division each for
+/// `d` and `1/d` and one float16 conversion for the eight, where [`encode_chunk`]'s loop spends
+/// a horizontal reduction, two scalar divisions and a scalar conversion on every block. The same
+/// operations on the same values, so the same bytes. Returns the first block (0..8) whose float16
+/// scale overflowed, or None without writing anything when a value is NaN or Inf.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn encode8(q8: bool, x: &[f32], o: &mut [u8]) -> Option<Option<usize>> {
+    let ts = if q8 { 34 } else { 18 };
+    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let inf = _mm256_set1_ps(f32::INFINITY);
+    let p = x.as_ptr();
+    let load = |k: usize| -> [__m256; 4] { std::array::from_fn(|i| _mm256_loadu_ps(p.add(32 * k + 8 * i))) };
+    let mut am = [_mm256_setzero_ps(); 8];
+    let mut bad = _mm256_setzero_ps();
+    for (k, m) in am.iter_mut().enumerate() {
+        crate::simd::prefetch(p.add(32 * k));
+        crate::simd::prefetch(p.add(32 * k + 16));
+        let a = load(k).map(|v| _mm256_and_ps(v, abs_mask));
+        for &a in &a {
+            // NaN and Inf pass `!(|v| < inf)`.
+            bad = _mm256_or_ps(bad, _mm256_cmp_ps(a, inf, _CMP_NLT_UQ));
+        }
+        *m = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
+    }
+    if _mm256_movemask_ps(bad) != 0 {
+        return None;
+    }
+    let amax = crate::range_avx2::fold8::<true>(am);
+    let d = if q8 {
+        _mm256_div_ps(amax, _mm256_set1_ps(127.0))
+    } else {
+        // ggml's signed maximum: the first value of the largest magnitude in each block (0 if none).
+        let mut a8 = [0f32; 8];
+        _mm256_storeu_ps(a8.as_mut_ptr(), amax);
+        let max: [f32; 8] = std::array::from_fn(|k| {
+            if a8[k] == 0.0 {
+                return 0.0;
+            }
+            let b = _mm256_set1_ps(a8[k]);
+            let eq = load(k)
+                .map(|v| _mm256_movemask_ps(_mm256_cmp_ps(_mm256_and_ps(v, abs_mask), b, _CMP_EQ_OQ)) as u32);
+            x[32 * k + ((eq[0] | eq[1] << 8 | eq[2] << 16 | eq[3] << 24).trailing_zeros() & 31) as usize]
+        });
+        _mm256_div_ps(_mm256_loadu_ps(max.as_ptr()), _mm256_set1_ps(-8.0))
+    };
+    let zero = _mm256_cmp_ps(d, _mm256_setzero_ps(), _CMP_EQ_OQ);
+    let id = _mm256_andnot_ps(zero, _mm256_div_ps(_mm256_set1_ps(1.0), d));
+    let mut h = [0u16; 8];
+    _mm_storeu_si128(h.as_mut_ptr().cast(), _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(d));
+    let mut i8s = [0f32; 8];
+    _mm256_storeu_ps(i8s.as_mut_ptr(), id);
+    for (k, o) in o.chunks_exact_mut(ts).enumerate() {
+        o[..2].copy_from_slice(&h[k].to_le_bytes());
+        let (v, vid) = (load(k), _mm256_set1_ps(i8s[k]));
+        let codes = if q8 {
+            v.map(|v| round_away(_mm256_mul_ps(v, vid)))
+        } else {
+            let off = _mm256_set1_ps(8.5);
+            v.map(|v| _mm256_add_ps(_mm256_mul_ps(v, vid), off))
+        };
+        store_codes(q8, codes, o);
+    }
+    Some(h.iter().position(|&h| h & 0x7c00 == 0x7c00))
+}
+
+/// The codes of one block (the scaled values before conversion) into its bytes after the scale.
+#[inline(always)]
+unsafe fn store_codes(q8: bool, codes: [__m256; 4], o: &mut [u8]) {
+    let bytes = low_bytes(codes.map(|c| _mm256_cvttps_epi32(c)));
+    if q8 {
+        _mm256_storeu_si256(o.as_mut_ptr().add(2) as *mut __m256i, bytes);
+    } else {
+        // MIN(15, (int8_t)v), then the first 16 codes in the low nibbles, the others above.
+        let c = _mm256_min_epi8(bytes, _mm256_set1_epi8(15));
+        let (lo, hi) = (_mm256_castsi256_si128(c), _mm256_extracti128_si256::<1>(c));
+        let nib = _mm_or_si128(
+            _mm_and_si128(lo, _mm_set1_epi8(0x0f)),
+            _mm_and_si128(_mm_slli_epi16::<4>(hi), _mm_set1_epi8(0xf0u8 as i8)),
+        );
+        _mm_storeu_si128(o.as_mut_ptr().add(2) as *mut __m128i, nib);
+    }
 }
 
 /// C's `roundf` (half away from zero) of each lane; large values and infinities pass through
