@@ -75,21 +75,29 @@ unsafe fn step32<const SIGNED: bool>(p: *const f32, o: *mut u8, k: &Grid) -> boo
     true
 }
 
+/// `rint(x / s)` of the 32 finite values `v`, from the products `x · r` (`r = 1/s`) where all of
+/// them lie more than [`DELTA`] from a half-integer, else from the quotients (see the module docs).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rint_quotients(v: [__m256; 4], s: __m256, r: __m256) -> [__m256; 4] {
+    const RN: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let prod = v.map(|v| _mm256_mul_ps(v, r));
+    let q = prod.map(|p| _mm256_round_ps::<RN>(p));
+    // The largest distance from an integer among the 32 products, one compare for all.
+    let f: [__m256; 4] = std::array::from_fn(|i| _mm256_and_ps(_mm256_sub_ps(prod[i], q[i]), abs_mask));
+    let far = _mm256_max_ps(_mm256_max_ps(f[0], f[1]), _mm256_max_ps(f[2], f[3]));
+    if _mm256_movemask_ps(_mm256_cmp_ps(far, _mm256_set1_ps(0.5 - DELTA), _CMP_GT_OQ)) != 0 {
+        return v.map(|v| _mm256_round_ps::<RN>(_mm256_div_ps(v, s)));
+    }
+    q
+}
+
 /// The 32 code bytes, in order, of the finite values `v` under `k`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn codes32<const SIGNED: bool>(v: [__m256; 4], k: &Grid) -> __m256i {
-    const RN: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
-    let prod = v.map(|v| _mm256_mul_ps(v, k.r));
-    let mut r = prod.map(|p| _mm256_round_ps::<RN>(p));
-    let near = _mm256_set1_ps(0.5 - DELTA);
-    // The largest distance from an integer among the 32 products, one compare for all.
-    let f: [__m256; 4] = std::array::from_fn(|i| _mm256_and_ps(_mm256_sub_ps(prod[i], r[i]), abs_mask));
-    let far = _mm256_max_ps(_mm256_max_ps(f[0], f[1]), _mm256_max_ps(f[2], f[3]));
-    if _mm256_movemask_ps(_mm256_cmp_ps(far, near, _CMP_GT_OQ)) != 0 {
-        r = v.map(|v| _mm256_round_ps::<RN>(_mm256_div_ps(v, k.s)));
-    }
+    let r = rint_quotients(v, k.s, k.r);
     // Clamped to integer bounds, the truncating conversion is exact.
     let c =
         r.map(|r| _mm256_add_epi32(_mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(r, k.lo), k.hi)), k.z));
@@ -115,16 +123,7 @@ struct Bounded {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn codes32_bounded<const SIGNED: bool>(v: [__m256; 4], k: &Bounded) -> __m256i {
-    const RN: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
-    let prod = v.map(|v| _mm256_mul_ps(v, k.r));
-    let mut r = prod.map(|p| _mm256_round_ps::<RN>(p));
-    let near = _mm256_set1_ps(0.5 - DELTA);
-    let f: [__m256; 4] = std::array::from_fn(|i| _mm256_and_ps(_mm256_sub_ps(prod[i], r[i]), abs_mask));
-    let far = _mm256_max_ps(_mm256_max_ps(f[0], f[1]), _mm256_max_ps(f[2], f[3]));
-    if _mm256_movemask_ps(_mm256_cmp_ps(far, near, _CMP_GT_OQ)) != 0 {
-        r = v.map(|v| _mm256_round_ps::<RN>(_mm256_div_ps(v, k.s)));
-    }
+    let r = rint_quotients(v, k.s, k.r);
     // Integers within ±256: exact in 32 and 16 bits; `q + z` saturates into a byte, then the clamp
     // to the grid is that of the float path.
     let c = r.map(|r| _mm256_cvttps_epi32(r));
