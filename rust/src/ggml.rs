@@ -961,60 +961,73 @@ fn refit(ty: GgmlType, p: &mut BlockParams, x: &[f32], w: Option<&[f32]>, mut er
     err
 }
 
-/// The scale `d > 0` of the grid `qmin..=qmax` with the least weighted squared error for `y`
-/// among `d` from `lo · amax / -qmin` to `hi · amax / qmax`: exact over that interval. As `t = 1/d` grows, each
-/// code `clamp(round(y t))` changes by one at known points; between them the codes are fixed and
-/// the best `d` is the least-squares `Σ w y q / Σ w q²` with error `Σ w y² − (Σ w y q)² / Σ w q²`.
-/// Sweeping the sorted change points keeps both sums up to date in O(1) per point; they are
-/// float64, as the error is a small difference of two large terms.
+/// The scale `d > 0` of the grid `qmin..=qmax` with the least weighted squared error for
+/// `flip · x` among `d` from `lo · amax / -qmin` to `hi · amax / qmax`: exact over that interval.
+/// As `t = 1/d` grows, each code `clamp(round(y t))` changes by one at known points; between them
+/// the codes are fixed and the best `d` is the least-squares `Σ w y q / Σ w q²` with error
+/// `Σ w y² − (Σ w y q)² / Σ w q²`. Sweeping the sorted change points keeps both sums up to date
+/// in O(1) per point; they are float64, as the error is a small difference of two large terms.
+/// Change points at the same `t` (values equal in magnitude, or in ratio) are applied together:
+/// only the codes after all of them hold just beyond `t`, and so the result does not depend on
+/// how the sort orders ties, nor on the order of the values. Each point is one `u64` (`t`'s bits
+/// above the value's index; `t > 0`, so the bits sort as the floats do), a sort of plain integers
+/// where tuples with a float comparison were a third of the search.
 #[inline(always)]
-fn symmetric_search(y: &[f32], w: Option<&[f32]>, qmin: i32, qmax: i32, lo: f32, hi: f32) -> f32 {
-    let amax = y.iter().fold(0f32, |a, v| a.max(v.abs()));
+fn symmetric_search(x: &[f32], flip: f32, w: Option<&[f32]>, qmin: i32, qmax: i32, lo: f32, hi: f32) -> f32 {
+    debug_assert!(x.len() <= 32);
+    let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
     if amax < GROUP_MAX_EPS {
         return 0.0;
     }
     let t_lo = qmax as f32 / (amax * hi);
     let t_hi = -(qmin as f32) / (amax * lo);
     let (mut sxq, mut sqq) = (0f64, 0f64);
-    // (t, index, step): at t the code of y[index] moves by step (±1).
-    let mut events: Vec<(f32, u32, i8)> = Vec::with_capacity(4 * y.len());
-    for (i, &v) in y.iter().enumerate() {
-        let wi = w.map_or(1.0, |w| w[i]);
-        let q = (v * t_lo).round().clamp(qmin as f32, qmax as f32) as i32;
+    let mut codes = [0i32; 32];
+    let mut events: Vec<u64> = Vec::with_capacity(8 * x.len());
+    for (i, &xv) in x.iter().enumerate() {
+        let (v, wi) = (xv * flip, w.map_or(1.0, |w| w[i]));
+        let q = roundf(v * t_lo).clamp(qmin as f32, qmax as f32) as i32;
+        codes[i] = q;
         sxq += (wi * v) as f64 * q as f64;
         sqq += wi as f64 * (q * q) as f64;
         if v == 0.0 || wi == 0.0 {
             continue;
         }
-        let (step, end) = if v > 0.0 { (1, qmax) } else { (-1, qmin) };
-        let mut k = q;
-        while k != end {
-            // Crossing from k to k + step at |y t| = |k| + 0.5 (k + step has the larger magnitude).
-            let t = (k.abs() as f32 + 0.5) / v.abs();
+        let end = if v > 0.0 { qmax } else { qmin };
+        // Crossing from code ±k to ±(k + 1) at |y t| = k + 0.5 (`q` has the sign of `v`).
+        let inv = 1.0 / v.abs();
+        for k in q.abs()..end.abs() {
+            let t = (k as f32 + 0.5) * inv;
             if t > t_hi {
                 break;
             }
             if t > t_lo {
-                events.push((t, i as u32, step as i8));
+                events.push((t.to_bits() as u64) << 32 | i as u64);
             }
-            k += step;
         }
     }
-    events.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-    let mut codes: Vec<i32> =
-        y.iter().map(|&v| (v * t_lo).round().clamp(qmin as f32, qmax as f32) as i32).collect();
-    let (mut best, mut d) =
-        (if sqq > 0.0 { sxq * sxq / sqq } else { 0.0 }, if sqq > 0.0 { (sxq / sqq) as f32 } else { 0.0 });
-    for &(_, i, step) in &events {
-        let (i, step) = (i as usize, step as i32);
-        let (v, wi, q) = (y[i], w.map_or(1.0, |w| w[i]), codes[i]);
-        sxq += (wi * v) as f64 * step as f64;
-        sqq += wi as f64 * ((2 * q + step) * step) as f64;
-        codes[i] = q + step;
-        if sqq > 0.0 && sxq * sxq / sqq > best && sxq > 0.0 {
-            (best, d) = (sxq * sxq / sqq, (sxq / sqq) as f32);
+    events.sort_unstable();
+    // The best point so far as its two sums; the codes at `t_lo` first.
+    let (mut best_sxq, mut best_sqq) = if sqq > 0.0 { (sxq, sqq) } else { (0.0, 1.0) };
+    let mut n = 0;
+    while n < events.len() {
+        let t = events[n] >> 32;
+        while n < events.len() && events[n] >> 32 == t {
+            let i = events[n] as u32 as usize;
+            let (v, wi, q) = (x[i] * flip, w.map_or(1.0, |w| w[i]), codes[i]);
+            let step = if v > 0.0 { 1 } else { -1 };
+            sxq += (wi * v) as f64 * step as f64;
+            sqq += wi as f64 * ((2 * q + step) * step) as f64;
+            codes[i] = q + step;
+            n += 1;
+        }
+        // `sxq² / sqq > best_sxq² / best_sqq`, multiplied out (a division per point cost a tenth
+        // of the search).
+        if sxq > 0.0 && sqq > 0.0 && sxq * sxq * best_sqq > best_sxq * best_sxq * sqq {
+            (best_sxq, best_sqq) = (sxq, sqq);
         }
     }
+    let d = if best_sqq > 0.0 { (best_sxq / best_sqq) as f32 } else { 0.0 };
     if d > 0.0 {
         d
     } else {
@@ -1038,8 +1051,7 @@ fn choose_searched(ty: GgmlType, x: &[f32], w: Option<&[f32]>) -> BlockParams {
             // at the short, positive one): search `y = ±x` with d > 0, then flip d's sign back.
             let mut best = f32::INFINITY;
             for flip in [1.0f32, -1.0] {
-                let y: Vec<f32> = x.iter().map(|v| v * flip).collect();
-                let d = symmetric_search(&y, w, qmin, qmax, lo, hi);
+                let d = symmetric_search(x, flip, w, qmin, qmax, lo, hi);
                 if d == 0.0 {
                     return p;
                 }
@@ -1148,8 +1160,7 @@ fn q6k_search(x: &[f32], w: Option<&[f32]>) -> BlockParams {
         let (xs, ws) = (&x[16 * ib..16 * ib + 16], w.map(|w| &w[16 * ib..16 * ib + 16]));
         let mut best = f32::INFINITY;
         for flip in [1.0f32, -1.0] {
-            let y: Vec<f32> = xs.iter().map(|v| v * flip).collect();
-            let d = symmetric_search(&y, ws, -32, 31, 0.6, SEARCH_HI) * flip;
+            let d = symmetric_search(xs, flip, ws, -32, 31, 0.6, SEARCH_HI) * flip;
             let e: f32 = xs
                 .iter()
                 .enumerate()
@@ -1703,13 +1714,42 @@ mod tests {
             let err = |d: f32| -> f64 {
                 y.iter().map(|&v| ((v - d * (v / d).round().clamp(-32.0, 31.0)) as f64).powi(2)).sum()
             };
-            let d = symmetric_search(&y, None, -32, 31, 0.6, SEARCH_HI);
+            let d = symmetric_search(&y, 1.0, None, -32, 31, 0.6, SEARCH_HI);
             let amax = y.iter().fold(0f32, |a, v| a.max(v.abs()));
             let grid = (0..4000)
                 .map(|i| amax / 32.0 * (0.6 + (SEARCH_HI * 32.0 / 31.0 - 0.6) * i as f32 / 3999.0))
                 .map(err)
                 .fold(f64::INFINITY, f64::min);
             assert!(err(d) <= grid * (1.0 + 1e-4) + 1e-12, "{} > {grid}", err(d));
+        }
+    }
+
+    /// Tied change points (equal magnitudes, equal ratios) are applied together, so permuting the
+    /// values (and their weights) cannot change the scale.
+    #[test]
+    fn symmetric_search_ignores_the_order_of_the_values() {
+        let mut s = 987_654_321u32;
+        let mut next = |n: u32| {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (s >> 8) % n
+        };
+        for case in 0..3000 {
+            // Magnitudes from a few levels (bf16-like weights repeat), so many points tie.
+            let x: Vec<f32> = (0..32)
+                .map(|_| (next(12) as f32 + 1.0) / 8.0 * if next(2) == 0 { 1.0 } else { -1.0 })
+                .collect();
+            let w: Vec<f32> = (0..32).map(|_| 1.0 + next(3) as f32).collect();
+            let (qmin, qmax) = [(-8, 7), (-16, 15), (-127, 127)][case % 3];
+            let flip = if case % 2 == 0 { 1.0 } else { -1.0 };
+            let d = symmetric_search(&x, flip, Some(&w), qmin, qmax, 0.5, SEARCH_HI);
+            let mut order: Vec<usize> = (0..32).collect();
+            for i in (1..32).rev() {
+                order.swap(i, next(i as u32 + 1) as usize);
+            }
+            let xp: Vec<f32> = order.iter().map(|&i| x[i]).collect();
+            let wp: Vec<f32> = order.iter().map(|&i| w[i]).collect();
+            let e = symmetric_search(&xp, flip, Some(&wp), qmin, qmax, 0.5, SEARCH_HI);
+            assert_eq!(d.to_bits(), e.to_bits(), "case {case}: {x:?}");
         }
     }
 
