@@ -63,24 +63,8 @@ pub(crate) unsafe fn encode_chunk(q8: bool, xc: &[f32], oc: &mut [u8]) -> Option
         let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
         let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
         let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
-        let (d, codes) = if q8 {
-            let d = amax / 127.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            (d, v.map(|v| round_away(_mm256_mul_ps(v, _mm256_set1_ps(id)))))
-        } else {
-            // ggml's signed maximum: the first value of the largest magnitude (0 if none).
-            let max = if amax == 0.0 {
-                0.0
-            } else {
-                let b = _mm256_set1_ps(amax);
-                let eq = a.map(|a| _mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_EQ_OQ)) as u32);
-                x[((eq[0] | eq[1] << 8 | eq[2] << 16 | eq[3] << 24).trailing_zeros() & 31) as usize]
-            };
-            let d = max / -8.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            let (vid, off) = (_mm256_set1_ps(id), _mm256_set1_ps(8.5));
-            (d, v.map(|v| _mm256_add_ps(_mm256_mul_ps(v, vid), off)))
-        };
+        let d = if q8 { amax / 127.0 } else { signed_max(x, a, amax) / -8.0 };
+        let codes = scaled(q8, v, _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 }));
         let h = _mm_extract_epi16::<0>(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(d))) as u16;
         if h & 0x7c00 == 0x7c00 && overflow.is_none() {
             overflow = Some(k);
@@ -128,13 +112,7 @@ unsafe fn encode8(q8: bool, x: &[f32], o: &mut [u8]) -> Option<Option<usize>> {
         let mut a8 = [0f32; 8];
         _mm256_storeu_ps(a8.as_mut_ptr(), amax);
         let max: [f32; 8] = std::array::from_fn(|k| {
-            if a8[k] == 0.0 {
-                return 0.0;
-            }
-            let b = _mm256_set1_ps(a8[k]);
-            let eq = load(k)
-                .map(|v| _mm256_movemask_ps(_mm256_cmp_ps(_mm256_and_ps(v, abs_mask), b, _CMP_EQ_OQ)) as u32);
-            x[32 * k + ((eq[0] | eq[1] << 8 | eq[2] << 16 | eq[3] << 24).trailing_zeros() & 31) as usize]
+            signed_max(&x[32 * k..32 * k + 32], load(k).map(|v| _mm256_and_ps(v, abs_mask)), a8[k])
         });
         _mm256_div_ps(_mm256_loadu_ps(max.as_ptr()), _mm256_set1_ps(-8.0))
     };
@@ -146,20 +124,41 @@ unsafe fn encode8(q8: bool, x: &[f32], o: &mut [u8]) -> Option<Option<usize>> {
     _mm256_storeu_ps(i8s.as_mut_ptr(), id);
     for (k, o) in o.chunks_exact_mut(ts).enumerate() {
         o[..2].copy_from_slice(&h[k].to_le_bytes());
-        let (v, vid) = (load(k), _mm256_set1_ps(i8s[k]));
-        let codes = if q8 {
-            v.map(|v| round_away(_mm256_mul_ps(v, vid)))
-        } else {
-            let off = _mm256_set1_ps(8.5);
-            v.map(|v| _mm256_add_ps(_mm256_mul_ps(v, vid), off))
-        };
-        store_codes(q8, codes, o);
+        store_codes(q8, scaled(q8, load(k), _mm256_set1_ps(i8s[k])), o);
     }
     Some(h.iter().position(|&h| h & 0x7c00 == 0x7c00))
 }
 
+/// ggml's signed maximum of a block of 32 (`x`; `a` its magnitudes, `amax` the largest): the first
+/// value of that magnitude, found from a bit mask of equal lanes; 0 for an all-zero block.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn signed_max(x: &[f32], a: [__m256; 4], amax: f32) -> f32 {
+    if amax == 0.0 {
+        return 0.0;
+    }
+    let b = _mm256_set1_ps(amax);
+    let eq = a.map(|a| _mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_EQ_OQ)) as u32);
+    x[((eq[0] | eq[1] << 8 | eq[2] << 16 | eq[3] << 24).trailing_zeros() & 31) as usize]
+}
+
+/// A block's values times `1/d` (`id`), as ggml's C scales them before converting: rounded half
+/// away from zero for Q8_0, offset by 8.5 (truncated later) for Q4_0. (These helpers are compiled
+/// with the features themselves: a closure inside an `inline(always)` function without them
+/// became a call that passed every vector through memory, 20x slower.)
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scaled(q8: bool, v: [__m256; 4], id: __m256) -> [__m256; 4] {
+    if q8 {
+        v.map(|v| round_away(_mm256_mul_ps(v, id)))
+    } else {
+        v.map(|v| _mm256_add_ps(_mm256_mul_ps(v, id), _mm256_set1_ps(8.5)))
+    }
+}
+
 /// The codes of one block (the scaled values before conversion) into its bytes after the scale.
-#[inline(always)]
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn store_codes(q8: bool, codes: [__m256; 4], o: &mut [u8]) {
     let bytes = low_bytes(codes.map(|c| _mm256_cvttps_epi32(c)));
     if q8 {
