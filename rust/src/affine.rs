@@ -7,20 +7,67 @@ use crate::error::{Error, Result};
 use crate::ggml::nearest_int;
 use rayon::prelude::*;
 
-/// Least-squares affine fit `x ≈ scale · q + min` of codes `q` with weights `w`.
-#[inline(always)]
-fn affine_fit(x: &[f32], q: &[i32], w: Option<&[f32]>) -> Option<(f32, f32)> {
-    let (mut sw, mut sx, mut sl, mut sl2, mut sxl) = (0f32, 0f32, 0f32, 0f32, 0f32);
-    for i in 0..x.len() {
-        let (wi, qi) = (w.map_or(1.0, |w| w[i]), q[i] as f32);
-        sw += wi;
-        sx += wi * x[i];
-        sl += wi * qi;
-        sl2 += wi * qi * qi;
-        sxl += wi * qi * x[i];
+/// One group's search: its values, weights, grid and how its parameters are stored. The fits and
+/// errors of eight candidates are taken at once, one a lane, each sum over the values in order:
+/// a candidate at a time, the search was scalar sums and their reductions.
+struct Group<'a> {
+    x: &'a [f32],
+    w: Option<&'a [f32]>,
+    nmax: i32,
+    nonpositive_min: bool,
+    round: fn(f32) -> f32,
+}
+
+impl Group<'_> {
+    /// Least-squares fits `x ≈ scale · q + min` of `L` code sets (lane `l`'s code of value `v` is
+    /// `code(v, l)`, clamped to the grid); None where the codes do not determine both. Where the
+    /// min must not be positive (the K types store it negated), a positive one is set to 0 and
+    /// the scale refitted alone.
+    #[inline(always)]
+    fn fits<const L: usize>(&self, code: impl Fn(f32, usize) -> i32) -> [Option<(f32, f32)>; L] {
+        let (mut sw, mut sx) = (0f32, 0f32);
+        let (mut sl, mut sl2, mut sxl) = ([0f32; L], [0f32; L], [0f32; L]);
+        for (i, &v) in self.x.iter().enumerate() {
+            let wi = self.w.map_or(1.0, |w| w[i]);
+            (sw, sx) = (sw + wi, sx + wi * v);
+            for l in 0..L {
+                let q = code(v, l).clamp(0, self.nmax) as f32;
+                sl[l] += wi * q;
+                sl2[l] += wi * q * q;
+                sxl[l] += wi * q * v;
+            }
+        }
+        std::array::from_fn(|l| {
+            // dd > 0 also makes sw and sl2 positive.
+            let dd = sw * sl2[l] - sl[l] * sl[l];
+            (dd > 0.0).then(|| {
+                let m = (sl2[l] * sx - sl[l] * sxl[l]) / dd;
+                if self.nonpositive_min && m > 0.0 {
+                    (sxl[l] / sl2[l], 0.0)
+                } else {
+                    ((sw * sxl[l] - sx * sl[l]) / dd, m)
+                }
+            })
+        })
     }
-    let dd = sw * sl2 - sl * sl;
-    (dd > 0.0).then(|| ((sw * sxl - sx * sl) / dd, (sl2 * sx - sl * sxl) / dd))
+
+    /// Weighted squared errors of `L` parameter pairs as stored (nearest codes); infinite for a
+    /// scale that is not positive.
+    #[inline(always)]
+    fn errors<const L: usize>(&self, sm: [(f32, f32); L]) -> [f32; L] {
+        let (s, m) = (sm.map(|(s, _)| (self.round)(s)), sm.map(|(_, m)| (self.round)(m)));
+        let inv = s.map(|s| 1.0 / s);
+        let mut e = [0f32; L];
+        for (i, &v) in self.x.iter().enumerate() {
+            let wi = self.w.map_or(1.0, |w| w[i]);
+            for l in 0..L {
+                let q = nearest_int((v - m[l]) * inv[l]).clamp(0, self.nmax);
+                let d = v - (s[l] * q as f32 + m[l]);
+                e[l] += wi * d * d;
+            }
+        }
+        std::array::from_fn(|l| if s[l] > 0.0 { e[l] } else { f32::INFINITY })
+    }
 }
 
 /// The affine parameters `(scale, min)` of a grid `0..=nmax` with the least weighted squared
@@ -41,74 +88,43 @@ pub fn affine_search(
     if max <= min {
         return (0.0, round(min));
     }
-    let err = |s: f32, m: f32| -> f32 {
-        let (s, m) = (round(s), round(m));
-        if s <= 0.0 {
-            return f32::INFINITY;
-        }
-        let inv = 1.0 / s;
-        x.iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                let q = nearest_int((v - m) * inv).clamp(0, nmax);
-                let d = v - (s * q as f32 + m);
-                w.map_or(1.0, |w| w[i]) * d * d
-            })
-            .sum()
-    };
-    // The least-squares scale and min for codes `q`; where the min must not be positive (the K
-    // types store it negated), a positive one is set to 0 and the scale refitted alone.
-    let fit = |q: &[i32]| -> Option<(f32, f32)> {
-        let (s, m) = affine_fit(x, q, w)?;
-        if !(nonpositive_min && m > 0.0) {
-            return Some((s, m));
-        }
-        let (num, den) = x.iter().zip(q).enumerate().fold((0f32, 0f32), |(a, b), (i, (&v, &qi))| {
-            let wi = w.map_or(1.0, |w| w[i]);
-            (a + wi * v * qi as f32, b + wi * (qi * qi) as f32)
-        });
-        Some((if den > 0.0 { num / den } else { s }, 0.0))
-    };
+    let g = Group { x, w, nmax, nonpositive_min, round };
     let mut best = ((max - min) / nmax as f32, min);
-    let mut best_err = err(best.0, best.1);
-    let mut stack = [0i32; 256];
-    let mut heap = Vec::new();
-    let q: &mut [i32] = if x.len() <= stack.len() {
-        &mut stack[..x.len()]
-    } else {
-        heap.resize(x.len(), 0);
-        &mut heap
-    };
-    // Codes counted up from the minimum; for the affine types also down from the maximum (that
-    // finds the fits which clip the low end). The K types' sub-blocks gain nothing from it.
-    let starts = if nonpositive_min { 41 } else { 82 };
-    for c in 0..starts {
-        let is = c % 41;
-        let iscale = (nmax as f32 - 2.0 + 0.1 * is as f32) / (max - min);
-        for (o, &v) in q.iter_mut().zip(x) {
-            *o =
-                if c < 41 { nearest_int(iscale * (v - min)) } else { nmax - nearest_int(iscale * (max - v)) }
-                    .clamp(0, nmax);
+    let [mut best_err] = g.errors([best]);
+    // 41 inverse scales around the range's, with codes counted up from the minimum; for the
+    // affine types also down from the maximum (that finds the fits which clip the low end; the K
+    // types' sub-blocks gain nothing from it). Eight a batch, in order, the last one repeated to
+    // fill the sixth.
+    for down in [false, true] {
+        if down && nonpositive_min {
+            break;
         }
-        if let Some((s, m)) = fit(q) {
-            let e = err(s, m);
-            if e < best_err {
-                (best, best_err) = ((s, m), e);
+        for b in 0..6 {
+            let iscale: [f32; 8] =
+                std::array::from_fn(|l| (nmax as f32 - 2.0 + 0.1 * (8 * b + l).min(40) as f32) / (max - min));
+            let fits = if down {
+                g.fits::<8>(|v, l| nmax - nearest_int(iscale[l] * (max - v)))
+            } else {
+                g.fits::<8>(|v, l| nearest_int(iscale[l] * (v - min)))
+            };
+            // A lane without a fit is scored with scale 0: infinite.
+            let errs = g.errors(fits.map(|f| f.unwrap_or((0.0, 0.0))));
+            for (f, e) in fits.into_iter().zip(errs) {
+                if let Some(f) = f.filter(|_| e < best_err) {
+                    (best, best_err) = (f, e);
+                }
             }
         }
     }
     // Alternate from the best: nearest codes for the parameters, parameters refitted to the codes.
     for _ in 0..4 {
         let (s, m) = (round(best.0), round(best.1));
-        for (o, &v) in q.iter_mut().zip(x) {
-            *o = nearest_int((v - m) / s).clamp(0, nmax);
-        }
-        let Some((s, m)) = fit(q) else { break };
-        let e = err(s, m);
+        let [Some(f)] = g.fits::<1>(|v, _| nearest_int((v - m) / s)) else { break };
+        let [e] = g.errors([f]);
         if e.total_cmp(&best_err).is_ge() {
             break;
         }
-        (best, best_err) = ((s, m), e);
+        (best, best_err) = (f, e);
     }
     (round(best.0), round(best.1))
 }
@@ -175,6 +191,27 @@ mod tests {
         for (g, xs) in x.chunks(64).enumerate() {
             let (lo, hi) = xs.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
             assert!(sq_error(xs, scale[g], min[g], 15) <= sq_error(xs, (hi - lo) / 15.0, lo, 15) * 1.0001);
+        }
+    }
+
+    /// A lane's fit and error do not depend on the other lanes: eight at once equal one at a time.
+    #[test]
+    fn eight_lanes_equal_one_at_a_time() {
+        let x: Vec<f32> = (0..96).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0).powi(3)).collect();
+        let w: Vec<f32> = (0..96).map(|i| (i % 5) as f32 * 0.25).collect();
+        for (k, xs) in x.chunks(32).enumerate() {
+            let w = (k != 1).then(|| &w[32 * k..32 * k + 32]);
+            for nonpositive_min in [false, true] {
+                let g = Group { x: xs, w, nmax: 15, nonpositive_min, round: |v| v };
+                let iscale: [f32; 8] = std::array::from_fn(|l| 5.0 + 2.0 * l as f32);
+                let code = |v: f32, l: usize| nearest_int(iscale[l] * (v + 0.3));
+                let fits = g.fits::<8>(code);
+                let errs = g.errors(fits.map(|f| f.unwrap_or((0.0, 0.0))));
+                for l in 0..8 {
+                    assert_eq!(fits[l], g.fits::<1>(|v, _| code(v, l))[0], "group {k} lane {l}");
+                    assert_eq!(errs[l].to_bits(), g.errors([fits[l].unwrap_or((0.0, 0.0))])[0].to_bits());
+                }
+            }
         }
     }
 
