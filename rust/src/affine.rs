@@ -165,7 +165,7 @@ pub fn affine_groups(
                 let start = (g * group) % w.len();
                 &w[start..start + group]
             });
-            affine_search(xs, w, nmax, false, round)
+            crate::simd::simd!(affine_search(xs, w, nmax, false, round))
         })
         .unzip();
     Ok((scale, min))
