@@ -61,6 +61,26 @@ fn kernels(c: &mut Criterion) {
 
     g.throughput(Throughput::Bytes(2 * bytes));
     g.bench_function("metrics", |b| b.iter(|| metrics(black_box(&x), black_box(&y)).unwrap()));
+
+    // llama.cpp's block formats, round to nearest, and back into a buffer already in use.
+    g.throughput(Throughput::Bytes(bytes));
+    for ty in [
+        ggml::GgmlType::Q8_0,
+        ggml::GgmlType::Q4_0,
+        ggml::GgmlType::Q5_0,
+        ggml::GgmlType::Q4K,
+        ggml::GgmlType::Q6K,
+    ] {
+        let mut blocks = vec![0u8; x.len() / ty.block_size() * ty.type_size()];
+        g.bench_function(format!("gguf_{}_quantize", ty.name()), |b| {
+            b.iter(|| {
+                ggml::quantize_rows(ty, black_box(&x), C, ggml::Rounding::Nearest, None, &mut blocks).unwrap()
+            })
+        });
+        g.bench_function(format!("gguf_{}_dequantize", ty.name()), |b| {
+            b.iter(|| ggml::dequantize_rows(ty, black_box(&blocks), &mut y).unwrap())
+        });
+    }
     g.finish();
 }
 
