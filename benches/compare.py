@@ -109,6 +109,14 @@ def _gguf(x: np.ndarray, name: str) -> Callable[[], Any]:
     return lambda: quants.quantize(x, t)
 
 
+def _gguf_dequantize(blocks: np.ndarray, name: str) -> Callable[[], Any]:
+    from gguf import GGMLQuantizationType, quants
+
+    t = getattr(GGMLQuantizationType, name)
+    rows = blocks.reshape(N, -1)
+    return lambda: quants.dequantize(rows, t)
+
+
 def _torch() -> Any:
     import warnings
 
@@ -421,6 +429,7 @@ def run(repeat: int = 7, write_docs: bool = True, docs: Optional[Path] = None) -
     q8g = rq.Scheme("int8", axis=-1, group_size=32)
     q, qp = rq.quantize(x, per_c)
     y = rq.dequantize(q, qp)
+    b40 = rg.quantize_tensor(x, "Q4_0")
     s_col = qp.scale[:, None]
     qp_t = rq.calibrate(x, "minmax", per_t)
     s_t = float(qp_t.scale.reshape(-1)[0])
@@ -488,6 +497,18 @@ def run(repeat: int = 7, write_docs: bool = True, docs: Optional[Path] = None) -
             lambda: rg.quantize_tensor(x, "Q8_0"),
             nb + nb * 34 // 128,
             {"gguf Q8_0": lambda: _gguf(x, "Q8_0")},
+        ),
+        (
+            "llama.cpp Q4_0 blocks 4096x4096 back to float32 (rxquant.gguf.dequantize_tensor)",
+            lambda: rg.dequantize_tensor(b40, "Q4_0", x.shape),
+            nb * 18 // 128 + nb,
+            {"gguf Q4_0": lambda: _gguf_dequantize(b40, "Q4_0")},
+        ),
+        (
+            "llama.cpp Q4_0 blocks 4096x4096 back to float32 into an existing array (out=)",
+            lambda: rg.dequantize_tensor(b40, "Q4_0", x.shape, out=dst),
+            nb * 18 // 128 + nb,
+            {},  # the gguf package has no out=: its row is the one above
         ),
         (
             "dequantize INT8 per channel 4096x4096",

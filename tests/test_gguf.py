@@ -70,6 +70,30 @@ def test_decode_equals_gguf_on_random_blocks(name: str) -> None:
     assert same_floats(ours, ref)
 
 
+def test_decode_into_out() -> None:
+    """``out=`` is written in place and returned, with the same values as a new array; a buffer
+    that cannot take the result is refused by name, and nothing is written into it."""
+    x = edge_rows(256)
+    q = rg.quantize_tensor(x, "q4_k")
+    want = rg.dequantize_tensor(q, "q4_k", x.shape)
+    out = np.full(x.shape, 7.0, np.float32)
+    assert rg.dequantize_tensor(q, "q4_k", x.shape, out=out) is out
+    assert same_floats(out, want)
+    keep = np.full(x.shape, 7.0, np.float32)
+    bad = [
+        (TypeError, "float32", keep.astype(np.float64)),
+        (ValueError, "shape", keep[:, :128]),
+        (ValueError, "C-contiguous", np.full(x.shape[::-1], 7.0, np.float32).T),
+    ]
+    ro = keep.copy()
+    ro.flags.writeable = False
+    bad.append((ValueError, "read-only", ro))
+    for err, match, o in bad:
+        with pytest.raises(err, match=match):
+            rg.dequantize_tensor(q, "q4_k", x.shape, out=o)
+        assert np.all(o == 7.0)
+
+
 @pytest.mark.parametrize("name", TYPES)
 def test_decode_equals_gguf_on_edge_rows(name: str) -> None:
     n = 512

@@ -91,17 +91,19 @@ pub fn affine_search(
     let g = Group { x, w, nmax, nonpositive_min, round };
     let mut best = ((max - min) / nmax as f32, min);
     let [mut best_err] = g.errors([best]);
-    // 41 inverse scales around the range's, with codes counted up from the minimum; for the
+    // STARTS inverse scales around the range's, with codes counted up from the minimum; for the
     // affine types also down from the maximum (that finds the fits which clip the low end; the K
     // types' sub-blocks gain nothing from it). Eight a batch, in order, the last one repeated to
-    // fill the sixth.
+    // fill the last batch.
+    const STARTS: usize = 41;
     for down in [false, true] {
         if down && nonpositive_min {
             break;
         }
-        for b in 0..6 {
-            let iscale: [f32; 8] =
-                std::array::from_fn(|l| (nmax as f32 - 2.0 + 0.1 * (8 * b + l).min(40) as f32) / (max - min));
+        for b in 0..STARTS.div_ceil(8) {
+            let iscale: [f32; 8] = std::array::from_fn(|l| {
+                (nmax as f32 - 2.0 + 0.1 * (8 * b + l).min(STARTS - 1) as f32) / (max - min)
+            });
             let fits = if down {
                 g.fits::<8>(|v, l| nmax - nearest_int(iscale[l] * (max - v)))
             } else {

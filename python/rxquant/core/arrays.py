@@ -25,6 +25,20 @@ def as_code_array(q: Any, name: str = "q") -> np.ndarray:
     return np.asarray(a, order="C")
 
 
+def check_out(out: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """``out`` if it can take a float32 result of ``shape`` in place, else a clear error."""
+    if not isinstance(out, np.ndarray) or out.dtype != np.float32:
+        what = f"dtype {out.dtype}" if isinstance(out, np.ndarray) else type(out).__name__
+        raise TypeError(f"out must be a float32 numpy array, got {what}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"out has shape {out.shape}; the result has shape {tuple(shape)}")
+    if not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    return out
+
+
 def sum_squares(x: np.ndarray) -> float:
     """``sum(x**2)`` in float64, over blocks of 1M values (no float64 copy of a large array)."""
     flat = np.asarray(x).reshape(-1)

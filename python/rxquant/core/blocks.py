@@ -79,8 +79,15 @@ def quantize_tensor(
     return q
 
 
-def dequantize_tensor(data: Any, type: str, shape: tuple[int, ...]) -> np.ndarray:
-    """The float32 tensor of ``shape`` that ggml blocks ``data`` (uint8) of ``type`` decode to."""
+def dequantize_tensor(
+    data: Any, type: str, shape: tuple[int, ...], *, out: Optional[np.ndarray] = None
+) -> np.ndarray:
+    """The float32 tensor of ``shape`` that ggml blocks ``data`` (uint8) of ``type`` decode to.
+
+    ``out``: a C-contiguous float32 array of ``shape`` to write the values into (and return), so
+    that a loop over a file's tensors can reuse one buffer instead of paying for a new array's
+    pages on every call (those page faults take longer than the decoding).
+    """
     import numpy as np
 
     t = block_type(type)
@@ -93,4 +100,10 @@ def dequantize_tensor(data: Any, type: str, shape: tuple[int, ...]) -> np.ndarra
             f"{raw.size} bytes of {t.name} do not hold a tensor of shape {shape} "
             f"({t.nbytes(shape) if t.fits(shape) else 'rows not whole blocks of ' + str(t.block_size)})"
         )
-    return native.ggml_dequantize(raw, t.name, math.prod(shape)).reshape(shape)
+    if out is None:
+        return native.ggml_dequantize(raw, t.name, math.prod(shape)).reshape(shape)
+    from .arrays import check_out
+
+    out = check_out(out, shape)
+    native.ggml_dequantize(raw, t.name, math.prod(shape), out.reshape(-1))
+    return out

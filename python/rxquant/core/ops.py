@@ -14,7 +14,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from . import native
-from .arrays import as_code_array, as_float_array
+from .arrays import as_code_array, as_float_array, check_out
 from .calibration import calibrate
 from .costs import Work
 from .devices import backend, run
@@ -134,20 +134,6 @@ def _quantize_float(a: np.ndarray, s: Scheme, ignore_nonfinite: bool) -> tuple[n
     return out, QParams(s, empty, empty.astype(np.int32), a.shape, overflow=overflow)
 
 
-def _check_out(out: Any, shape: tuple[int, ...]) -> np.ndarray:
-    """``out`` if it can take a float32 result of ``shape`` in place, else a clear error."""
-    if not isinstance(out, np.ndarray) or out.dtype != np.float32:
-        what = f"dtype {out.dtype}" if isinstance(out, np.ndarray) else type(out).__name__
-        raise TypeError(f"out must be a float32 numpy array, got {what}")
-    if out.shape != tuple(shape):
-        raise ValueError(f"out has shape {out.shape}; the result has shape {tuple(shape)}")
-    if not out.flags.c_contiguous:
-        raise ValueError("out must be C-contiguous")
-    if not out.flags.writeable:
-        raise ValueError("out is read-only")
-    return out
-
-
 def dequantize(
     q: Any,
     qparams: QParams,
@@ -165,7 +151,7 @@ def dequantize(
     if not isinstance(qparams, QParams):
         raise TypeError(f"qparams must be a QParams, got {type(qparams).__name__}")
     if out is not None:
-        out = _check_out(out, tuple(qparams.shape))
+        out = check_out(out, tuple(qparams.shape))
     s = qparams.scheme
     if not s.is_integer:
         a = as_float_array(q, "q")

@@ -1,7 +1,7 @@
 //! llama.cpp block format bindings: quantize rows into ggml blocks (by nearest, MSE, importance
 //! or GPTQ rounding) and decode them. Blocks come and go as flat uint8 arrays.
 
-use crate::arrays::{fill, FloatArray};
+use crate::arrays::{fill, fill_or_into, FloatArray};
 use crate::errors::to_py;
 use numpy::{PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
@@ -80,17 +80,20 @@ pub fn ggml_quantize_file<'py>(
     err.map(|_| out)
 }
 
-/// Decodes `data` (uint8, whole blocks of `type`) into `n` float32 values.
+/// Decodes `data` (uint8, whole blocks of `type`) into `n` float32 values: a new array, or `out`
+/// (float32, `n` values, checked by the Python layer) written in place and returned.
 #[pyfunction]
+#[pyo3(signature = (data, ty, n, out=None))]
 pub fn ggml_dequantize<'py>(
     py: Python<'py>,
     data: PyReadonlyArray1<'py, u8>,
     ty: &str,
     n: usize,
+    out: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let ty = parse_type(ty)?;
     let d = data.as_slice()?;
-    fill::<f32>(py, &[n], |out| rxquant::ggml::dequantize_rows(ty, d, out))
+    fill_or_into::<f32>(py, out.as_ref(), &[n], |out| rxquant::ggml::dequantize_rows(ty, d, out))
 }
 
 /// GPTQ of a float32 `(out, in)` weight into blocks of `type` with a float64 `(in, in)` Hessian;
