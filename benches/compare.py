@@ -849,14 +849,15 @@ def render(r: dict[str, Any]) -> str:
         peer = (
             f"{best[0]} | {best[1] * 1e3:.2f} | {best[1] / row.rxquant_s:.1f}x"
             if best
-            else "(none installed) | | "
+            else ("(none installed) | | " if row.peers else "(no peer does this) | | ")
         )
         roof = f"{row.bytes_moved / row.rxquant_s / r['copy_bw'] * 100:.0f}%" if row.bytes_moved else ""
         lines.append(f"| {row.work} | {row.rxquant_s * 1e3:.2f} | {peer} | {roof} |")
     lines += ["", "All peers, medians (ms; 'missing' = not installed here):", ""]
     for row in r["rows"]:
-        peers = ", ".join(
-            f"{k}: {'missing' if v is None else f'{v * 1e3:.2f}'}" for k, v in row.peers.items()
+        peers = (
+            ", ".join(f"{k}: {'missing' if v is None else f'{v * 1e3:.2f}'}" for k, v in row.peers.items())
+            or "no peer does this"
         )
         lines.append(f"- {row.work}: {peers}" + (f" ({row.notes})" if row.notes else ""))
     lines += ["", *render_scaling(r["scaling"])]
@@ -983,6 +984,10 @@ def analysis(r: dict[str, Any]) -> str:
     ggml_rows = [row("llama.cpp Q4_0 blocks"), row("llama.cpp Q8_0 blocks")]
     deq, met, hist = row("dequantize INT8"), row("metrics"), row("histogram")
     deq_out = row("dequantize INT8 per channel 4096x4096 into")
+    gdeq, gdeq_out = (
+        row("llama.cpp Q4_0 blocks 4096x4096 back"),
+        row("llama.cpp Q4_0 blocks 4096x4096 back to float32 into"),
+    )
     mse_row, hess = row("MSE calibration"), row("Hessian observer")
     onnx_row = next((x for x in r["rows"] if x.work.startswith("MiniLM ONNX")), None)
     q = r.get("mse_quality") or {}
@@ -1020,7 +1025,8 @@ def analysis(r: dict[str, Any]) -> str:
         + f"Quantize with given parameters reaches {pct(given):.0f}%; the per-group kernels "
         f"(Q8_0-like, INT4 g32 with packing) {min(map(pct, groups)):.0f}-{max(map(pct, groups)):.0f}%; "
         f"llama.cpp's Q4_0 and Q8_0 blocks {pct(ggml_rows[0]):.0f}% and {pct(ggml_rows[1]):.0f}%; "
-        f"dequantize {pct(deq):.0f}% ({pct(deq_out):.0f}% into an existing array, `out=`); metrics "
+        f"dequantize {pct(deq):.0f}% ({pct(deq_out):.0f}% into an existing array, `out=`); llama.cpp's "
+        f"Q4_0 blocks back to float32 {pct(gdeq):.0f}% ({pct(gdeq_out):.0f}% with `out=`); metrics "
         f"{pct(met):.0f}%; the histogram {pct(hist):.0f}%. "
         + roofline_misses(
             {
@@ -1047,10 +1053,10 @@ def analysis(r: dict[str, Any]) -> str:
                     "a range, a float16 scale and the codes for every 32 values, in AVX2 "
                     "intrinsics, more arithmetic per byte than a copy's",
                 ),
-                "dequantize": (
-                    pct(deq),
-                    "four bytes written for each byte read, and " + fresh_pages + "; into an "
-                    "existing array (`out=`) it does not pay for them",
+                "dequantize (INT8, and llama.cpp's Q4_0 blocks)": (
+                    min(pct(deq), pct(gdeq)),
+                    "four bytes or more written for each byte read, and " + fresh_pages + "; into "
+                    "an existing array (`out=`) it does not pay for them",
                 ),
                 "metrics": (pct(met), "six float64 sums per value, to match numpy's float64 to 1e-12"),
                 "the histogram": (pct(hist), "a range pass, then one scalar increment per value"),
