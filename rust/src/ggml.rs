@@ -429,7 +429,6 @@ pub fn pack(ty: GgmlType, p: &BlockParams, l: &[u8], out: &mut [u8]) {
     }
 }
 
-/// Decodes one block into `out` (`block_size` values), in ggml's arithmetic order.
 /// The 32 values of a Q4/Q5 block: values `j` and `j + 16` from byte `j`'s low and high nibbles
 /// of `qs` (16 bytes), with bits `j` and `j + 16` of `qh` as their fifth bits (Q5; 0 for Q4).
 /// One loop a type, without bounds checks, so that it vectorizes.
@@ -445,6 +444,7 @@ fn decode_nibbles(out: &mut [f32], qs: &[u8], qh: u32, value: impl Fn(i32) -> f3
     }
 }
 
+/// Decodes one block into `out` (`block_size` values), in ggml's arithmetic order.
 #[inline(always)]
 pub fn decode_block(ty: GgmlType, b: &[u8], out: &mut [f32]) {
     match ty {
