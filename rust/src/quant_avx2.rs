@@ -284,10 +284,11 @@ unsafe fn params8<const SYMMETRIC: bool>(
 /// Short groups in one pass, eight at a time: their ranges ([`crate::range_avx2`]), their
 /// parameters ([`params8`]; for llama.cpp's signed scale [`QParams::pairs_into`], the portable
 /// rule compiled here) and their codes, the values read again from L1. Writes the parameters into
-/// `sc` and `zc` and the codes into `out` as bytes, or two to a byte when `PACK`. Returns false, with the outputs partly written, at a
-/// NaN or Inf, at a parameter where [`applies`] fails, or when the group count is not a multiple
-/// of 8: the caller then redoes the groups on its portable path. The three passes over a chunk
-/// that this replaces spent more time in per-group overhead than in reading memory.
+/// `sc` and `zc` and the codes into `out` as bytes, or two to a byte when `PACK`. Returns false,
+/// with the outputs partly written, at a NaN or Inf, at a parameter where [`applies`] fails, or
+/// when the group count is not a multiple of 8: the caller then redoes the groups on its portable
+/// path. The three passes over a chunk that this replaces spent more time in per-group overhead
+/// than in reading memory.
 ///
 /// # Safety
 /// The CPU must have AVX2 ([`crate::simd::avx2`]); `g % 32 == 0`; `x` holds `sc.len() * g`
