@@ -895,6 +895,14 @@ def render(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def scaling_pct(point: dict[str, Optional[float]], name: str) -> Optional[float]:
+    """A thread-scaling row's share (%) of the parallel copy bandwidth measured in the same process."""
+    t, copy, moved = point.get(name), point.get(SCALING[-1][0]), dict(SCALING).get(name)
+    if not (t and copy and moved) or name == SCALING[-1][0]:
+        return None
+    return moved / t / (8 * N * N / copy) * 100
+
+
 def render_scaling(sc: dict[Any, dict[str, Optional[float]]]) -> list[str]:
     counts = sorted(sc, key=int)
     lines = [
@@ -904,14 +912,14 @@ def render_scaling(sc: dict[Any, dict[str, Optional[float]]]) -> list[str]:
         "| kernel | " + " | ".join(f"{c} thread{'s' if int(c) > 1 else ''}" for c in counts) + " |",
         "|---|" + "---:|" * len(counts),
     ]
-    for name, moved in SCALING:
+    for name, _ in SCALING:
         cells = []
         for c in counts:
-            t, copy = sc[c].get(name), sc[c][SCALING[-1][0]]
+            t, share = sc[c].get(name), scaling_pct(sc[c], name)
             if t is None:
                 cells.append("missing")
-            elif moved and copy and name != SCALING[-1][0]:
-                cells.append(f"{t * 1e3:.2f} ({moved / t / (8 * N * N / copy) * 100:.0f}%)")
+            elif share is not None:
+                cells.append(f"{t * 1e3:.2f} ({share:.0f}%)")
             else:
                 cells.append(f"{t * 1e3:.2f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -972,6 +980,7 @@ def analysis(r: dict[str, Any]) -> str:
 
     sc = r["scaling"]
     counts = sorted(sc, key=int)
+    g4 = [(c, v) for c in counts if (v := scaling_pct(sc[c], "INT4 groups of 32 + packing")) is not None]
     ours, theirs = "INT8 per tensor, scale given", "torch.quantize_per_tensor, scale given"
     pairs = [(c, sc[c][ours], sc[c][theirs]) for c in counts if sc[c].get(ours) and sc[c].get(theirs)]
     vs_torch = "; ".join(
@@ -1046,7 +1055,15 @@ def analysis(r: dict[str, Any]) -> str:
                     min(map(pct, groups)),
                     "one pass in AVX2 intrinsics, eight groups of 32 at a time: a range fold, two "
                     "float64 divisions per group (parameters equal to ONNX Runtime's bit for bit) "
-                    "and tie-checked codes, more arithmetic per byte than a copy's",
+                    "and tie-checked codes, more arithmetic per byte than a copy's"
+                    + (
+                        "; the same INT4 call reaches "
+                        + ", ".join(f"{v:.0f}% at {c} thread{'s' if int(c) > 1 else ''}" for c, v in g4)
+                        + " in the thread-scaling rows, each a fresh process with nothing timed before "
+                        "it, where in this table it follows peers that sweep hundreds of MiB"
+                        if g4
+                        else ""
+                    ),
                 ),
                 "llama.cpp's Q4_0/Q8_0 blocks": (
                     min(map(pct, ggml_rows)),
