@@ -1060,7 +1060,8 @@ def analysis(r: dict[str, Any]) -> str:
                         "; the same INT4 call reaches "
                         + ", ".join(f"{v:.0f}% at {c} thread{'s' if int(c) > 1 else ''}" for c, v in g4)
                         + " in the thread-scaling rows, each a fresh process with nothing timed before "
-                        "it, where in this table it follows peers that sweep hundreds of MiB"
+                        "it, where in this table it follows peers that allocate and free hundreds of "
+                        "MiB, after which its new output arrays fault their pages in again"
                         if g4
                         else ""
                     ),
