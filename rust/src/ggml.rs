@@ -1862,7 +1862,7 @@ mod tests {
     }
 
     /// Eight-block batches (Q4_0, Q8_0 in AVX2) report the first NaN/Inf by its index, after a
-    /// finite batch and with another bad value later, and a float16 scale overflow inside a batch.
+    /// finite batch and with another bad value later, and the first float16 scale overflow of two.
     #[test]
     fn batches_report_the_first_nonfinite_value_and_overflow() {
         for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
@@ -1874,7 +1874,7 @@ mod tests {
                 other => panic!("{}: {other:?}", ty.name()),
             }
             (x[10 * 32 + 5], x[12 * 32], x[20 * 32 + 1]) = (0.1, 0.2, 0.3);
-            x[11 * 32 + 3] = 1e20;
+            (x[11 * 32 + 3], x[21 * 32]) = (1e20, 1e21);
             let e = quantize_rows(ty, &x, 32, Rounding::Nearest, None, &mut out).unwrap_err();
             assert!(e.to_string().contains("cannot hold values as large as 1e20 (values 352..384)"), "{e}");
         }

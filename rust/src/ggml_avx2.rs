@@ -27,14 +27,18 @@ pub(crate) enum Flag {
 pub(crate) unsafe fn encode_chunk(q8: bool, xc: &[f32], oc: &mut [u8]) -> Option<Flag> {
     let ts = if q8 { 34 } else { 18 };
     let mut overflow = None;
-    // Eight blocks at a time while they are finite; the rest, and a batch holding a NaN or Inf
-    // (which the loop below finds and reports), block by block.
+    // Eight blocks at a time while they are finite, each batch's scales computed before the
+    // previous batch's codes so that their divisions overlap those codes instead of stalling
+    // before them; the rest, and a batch holding a NaN or Inf (which the loop below finds and
+    // reports), block by block.
+    let nb = xc.len() / 32;
+    let batch = |k: usize| &xc[k * 32..(k + 8) * 32];
     let mut k0 = 0;
-    while k0 + 8 <= xc.len() / 32 {
-        let Some(ov) = encode8(q8, &xc[k0 * 32..(k0 + 8) * 32], &mut oc[k0 * ts..(k0 + 8) * ts]) else {
-            break;
-        };
-        overflow = overflow.or(ov.map(|j| k0 + j));
+    let mut next = if nb >= 8 { scales8(q8, batch(0)) } else { None };
+    while let Some(cur) = next {
+        next = if k0 + 16 <= nb { scales8(q8, batch(k0 + 8)) } else { None };
+        codes8(q8, batch(k0), &mut oc[k0 * ts..(k0 + 8) * ts], &cur);
+        overflow = overflow.or(cur.h.iter().position(|&h| h & 0x7c00 == 0x7c00).map(|j| k0 + j));
         k0 += 8;
     }
     let (xc, oc) = (&xc[k0 * 32..], &mut oc[k0 * ts..]);
@@ -75,26 +79,29 @@ pub(crate) unsafe fn encode_chunk(q8: bool, xc: &[f32], oc: &mut [u8]) -> Option
     overflow.map(Flag::Overflow)
 }
 
-/// Eight blocks of 32 (`x`, 256 values) into `o` (`8 * ts` bytes), their scales computed as
-/// vectors: the eight maxima folded together ([`crate::range_avx2::fold8`]), one division each for
-/// `d` and `1/d` and one float16 conversion for the eight, where [`encode_chunk`]'s loop spends
-/// a horizontal reduction, two scalar divisions and a scalar conversion on every block. The same
-/// operations on the same values, so the same bytes. Returns the first block (0..8) whose float16
-/// scale overflowed, or None without writing anything when a value is NaN or Inf.
+/// Eight blocks' float16 scales `h` (as stored) and the multipliers `1/d` of their codes.
+struct Scales {
+    h: [u16; 8],
+    id: [f32; 8],
+}
+
+/// The scales of eight blocks of 32 (`x`, 256 values), computed as vectors: the eight maxima
+/// folded together ([`crate::range_avx2::fold8`]), one division each for `d` and `1/d` and one
+/// float16 conversion for the eight, where [`encode_chunk`]'s block loop spends a horizontal
+/// reduction, two scalar divisions and a scalar conversion on every block. The same operations
+/// on the same values, so the same bytes. None when a value is NaN or Inf.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn encode8(q8: bool, x: &[f32], o: &mut [u8]) -> Option<Option<usize>> {
-    let ts = if q8 { 34 } else { 18 };
+unsafe fn scales8(q8: bool, x: &[f32]) -> Option<Scales> {
     let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
     let inf = _mm256_set1_ps(f32::INFINITY);
     let p = x.as_ptr();
-    let load = |k: usize| -> [__m256; 4] { std::array::from_fn(|i| _mm256_loadu_ps(p.add(32 * k + 8 * i))) };
     let mut am = [_mm256_setzero_ps(); 8];
     let mut bad = _mm256_setzero_ps();
     for (k, m) in am.iter_mut().enumerate() {
         crate::simd::prefetch(p.add(32 * k));
         crate::simd::prefetch(p.add(32 * k + 16));
-        let a = load(k).map(|v| _mm256_and_ps(v, abs_mask));
+        let a = load(p, k).map(|v| _mm256_and_ps(v, abs_mask));
         for &a in &a {
             // NaN and Inf pass `!(|v| < inf)`.
             bad = _mm256_or_ps(bad, _mm256_cmp_ps(a, inf, _CMP_NLT_UQ));
@@ -112,21 +119,34 @@ unsafe fn encode8(q8: bool, x: &[f32], o: &mut [u8]) -> Option<Option<usize>> {
         let mut a8 = [0f32; 8];
         _mm256_storeu_ps(a8.as_mut_ptr(), amax);
         let max: [f32; 8] = std::array::from_fn(|k| {
-            signed_max(&x[32 * k..32 * k + 32], load(k).map(|v| _mm256_and_ps(v, abs_mask)), a8[k])
+            signed_max(&x[32 * k..32 * k + 32], load(p, k).map(|v| _mm256_and_ps(v, abs_mask)), a8[k])
         });
         _mm256_div_ps(_mm256_loadu_ps(max.as_ptr()), _mm256_set1_ps(-8.0))
     };
     let zero = _mm256_cmp_ps(d, _mm256_setzero_ps(), _CMP_EQ_OQ);
     let id = _mm256_andnot_ps(zero, _mm256_div_ps(_mm256_set1_ps(1.0), d));
-    let mut h = [0u16; 8];
-    _mm_storeu_si128(h.as_mut_ptr().cast(), _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(d));
-    let mut i8s = [0f32; 8];
-    _mm256_storeu_ps(i8s.as_mut_ptr(), id);
+    let mut out = Scales { h: [0; 8], id: [0.0; 8] };
+    _mm_storeu_si128(out.h.as_mut_ptr().cast(), _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(d));
+    _mm256_storeu_ps(out.id.as_mut_ptr(), id);
+    Some(out)
+}
+
+/// Eight blocks of 32 (`x`) into `o` (`8 * ts` bytes) under their [`scales8`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn codes8(q8: bool, x: &[f32], o: &mut [u8], sc: &Scales) {
+    let ts = if q8 { 34 } else { 18 };
     for (k, o) in o.chunks_exact_mut(ts).enumerate() {
-        o[..2].copy_from_slice(&h[k].to_le_bytes());
-        store_codes(q8, scaled(q8, load(k), _mm256_set1_ps(i8s[k])), o);
+        o[..2].copy_from_slice(&sc.h[k].to_le_bytes());
+        store_codes(q8, scaled(q8, load(x.as_ptr(), k), _mm256_set1_ps(sc.id[k])), o);
     }
-    Some(h.iter().position(|&h| h & 0x7c00 == 0x7c00))
+}
+
+/// Block `k` of 32 values from `p`, in four registers.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load(p: *const f32, k: usize) -> [__m256; 4] {
+    std::array::from_fn(|i| _mm256_loadu_ps(p.add(32 * k + 8 * i)))
 }
 
 /// ggml's signed maximum of a block of 32 (`x`; `a` its magnitudes, `amax` the largest): the first

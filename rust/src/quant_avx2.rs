@@ -281,6 +281,9 @@ unsafe fn params8<const SYMMETRIC: bool>(
     (_mm256_blendv_ps(_mm256_set1_ps(1.0), s, good), _mm256_and_si256(z, _mm256_castps_si256(good)))
 }
 
+/// Eight groups' reciprocal scales, from [`batch_params`] for [`batch_codes`].
+type Batch = [f32; 8];
+
 /// Short groups in one pass, eight at a time: their ranges ([`crate::range_avx2`]), their
 /// parameters ([`params8`]; for llama.cpp's signed scale [`QParams::pairs_into`], the portable
 /// rule compiled here) and their codes, the values read again from L1. Writes the parameters into
@@ -289,6 +292,9 @@ unsafe fn params8<const SYMMETRIC: bool>(
 /// when the group count is not a multiple of 8: the caller then redoes the groups on its portable
 /// path. The three passes over a chunk that this replaces spent more time in per-group overhead
 /// than in reading memory.
+///
+/// The parameters run one batch ahead of the codes: their float64 divisions (a long dependent
+/// chain) then overlap the previous batch's codes instead of stalling before them.
 ///
 /// # Safety
 /// The CPU must have AVX2 ([`crate::simd::avx2`]); `g % 32 == 0`; `x` holds `sc.len() * g`
@@ -302,81 +308,123 @@ pub(crate) unsafe fn fused_groups<const SIGNED: bool, const PACK: bool>(
     zc: &mut [i32],
     scheme: Scheme,
 ) -> bool {
-    use crate::range_avx2::{fold8, scan_group};
     let n = sc.len();
     debug_assert!(g % 32 == 0 && x.len() == n * g && zc.len() == n);
     debug_assert!(out.len() == if PACK { x.len() / 2 } else { x.len() });
     if n % 8 != 0 {
         return false;
     }
+    let mut bad = _mm256_setzero_ps();
+    let Some(mut next) = batch_params(x, g, 0, sc, zc, scheme, &mut bad) else { return false };
+    for j in (0..n).step_by(8) {
+        let r8 = next;
+        if j + 8 < n {
+            match batch_params(x, g, j + 8, sc, zc, scheme, &mut bad) {
+                Some(r) => next = r,
+                None => return false,
+            }
+        }
+        batch_codes::<SIGNED, PACK>(x, out, g, j, &sc[j..j + 8], &zc[j..j + 8], &r8, scheme);
+    }
+    _mm256_movemask_ps(bad) == 0
+}
+
+/// The parameters of groups `j..j + 8` into `sc` and `zc`, NaN and Inf flagged into `bad`; their
+/// reciprocal scales, or None where [`applies`] fails.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn batch_params(
+    x: &[f32],
+    g: usize,
+    j: usize,
+    sc: &mut [f32],
+    zc: &mut [i32],
+    scheme: Scheme,
+    bad: &mut __m256,
+) -> Option<Batch> {
+    use crate::range_avx2::{fold8, scan_group};
+    let (qmin, qmax) = scheme.qrange();
+    let base = x.as_ptr().add(j * g);
+    let (mut mn, mut mx) = ([_mm256_setzero_ps(); 8], [_mm256_setzero_ps(); 8]);
+    for k in 0..8 {
+        let (a, b, c) = scan_group(base.add(k * g), g);
+        (mn[k], mx[k], *bad) = (a, b, _mm256_or_ps(*bad, c));
+    }
+    let (rmin, rmax) = (fold8::<false>(mn), fold8::<true>(mx));
+    let (s8, z8) = (&mut sc[j..j + 8], &mut zc[j..j + 8]);
+    let (s, z) = if scheme.signed_scale {
+        let (mut lo8, mut hi8) = ([0f32; 8], [0f32; 8]);
+        _mm256_storeu_ps(lo8.as_mut_ptr(), rmin);
+        _mm256_storeu_ps(hi8.as_mut_ptr(), rmax);
+        QParams::pairs_into(scheme, &lo8, &hi8, s8, z8);
+        (_mm256_loadu_ps(s8.as_ptr()), _mm256_loadu_si256(z8.as_ptr().cast()))
+    } else {
+        let (s, z) = if scheme.symmetric {
+            params8::<true>(rmin, rmax, qmin, qmax)
+        } else {
+            params8::<false>(rmin, rmax, qmin, qmax)
+        };
+        _mm256_storeu_ps(s8.as_mut_ptr(), s);
+        _mm256_storeu_si256(z8.as_mut_ptr().cast(), z);
+        (s, z)
+    };
+    // The eight grids at once, [`applies`] and [`grid`] as vectors: one division for 1/s.
+    let r = _mm256_div_ps(_mm256_set1_ps(1.0), s);
+    let lo = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_set1_epi32(qmin), z));
+    let hi = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_set1_epi32(qmax), z));
+    let abs_r = _mm256_and_ps(r, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)));
+    let ok = _mm256_and_ps(
+        _mm256_and_ps(
+            _mm256_cmp_ps(abs_r, _mm256_set1_ps(f32::MIN_POSITIVE), _CMP_GE_OQ),
+            _mm256_cmp_ps(abs_r, _mm256_set1_ps(f32::MAX), _CMP_LE_OQ),
+        ),
+        _mm256_and_ps(
+            _mm256_cmp_ps(lo, _mm256_set1_ps(-256.0), _CMP_GE_OQ),
+            _mm256_cmp_ps(hi, _mm256_set1_ps(256.0), _CMP_LE_OQ),
+        ),
+    );
+    if _mm256_movemask_ps(ok) != 0xff {
+        return None;
+    }
+    let mut r8 = [0f32; 8];
+    _mm256_storeu_ps(r8.as_mut_ptr(), r);
+    Some(r8)
+}
+
+/// The codes of groups `j..j + 8` under their scales `s8`, zero points `z8` and reciprocals `r8`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn batch_codes<const SIGNED: bool, const PACK: bool>(
+    x: &[f32],
+    out: &mut [u8],
+    g: usize,
+    j: usize,
+    s8: &[f32],
+    z8: &[i32],
+    r8: &Batch,
+    scheme: Scheme,
+) {
     let (qmin, qmax) = scheme.qrange();
     let (qlo, qhi) = (_mm256_set1_epi8(qmin as i8), _mm256_set1_epi8(qmax as i8));
-    let mut bad = _mm256_setzero_ps();
-    for j in (0..n).step_by(8) {
-        let base = x.as_ptr().add(j * g);
-        let (mut mn, mut mx) = ([_mm256_setzero_ps(); 8], [_mm256_setzero_ps(); 8]);
-        for k in 0..8 {
-            let (a, b, c) = scan_group(base.add(k * g), g);
-            (mn[k], mx[k], bad) = (a, b, _mm256_or_ps(bad, c));
-        }
-        let (rmin, rmax) = (fold8::<false>(mn), fold8::<true>(mx));
-        let (s8, z8) = (&mut sc[j..j + 8], &mut zc[j..j + 8]);
-        let (s, z) = if scheme.signed_scale {
-            let (mut lo8, mut hi8) = ([0f32; 8], [0f32; 8]);
-            _mm256_storeu_ps(lo8.as_mut_ptr(), rmin);
-            _mm256_storeu_ps(hi8.as_mut_ptr(), rmax);
-            QParams::pairs_into(scheme, &lo8, &hi8, s8, z8);
-            (_mm256_loadu_ps(s8.as_ptr()), _mm256_loadu_si256(z8.as_ptr().cast()))
-        } else {
-            let (s, z) = if scheme.symmetric {
-                params8::<true>(rmin, rmax, qmin, qmax)
-            } else {
-                params8::<false>(rmin, rmax, qmin, qmax)
-            };
-            _mm256_storeu_ps(s8.as_mut_ptr(), s);
-            _mm256_storeu_si256(z8.as_mut_ptr().cast(), z);
-            (s, z)
+    for k in 0..8 {
+        let grid = Bounded {
+            s: _mm256_set1_ps(s8[k]),
+            r: _mm256_set1_ps(r8[k]),
+            z: _mm256_set1_epi16(z8[k] as i16),
+            qlo,
+            qhi,
         };
-        // The eight grids at once, [`applies`] and [`grid`] as vectors: one division for 1/s.
-        let r = _mm256_div_ps(_mm256_set1_ps(1.0), s);
-        let lo = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_set1_epi32(qmin), z));
-        let hi = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_set1_epi32(qmax), z));
-        let abs_r = _mm256_and_ps(r, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)));
-        let ok = _mm256_and_ps(
-            _mm256_and_ps(
-                _mm256_cmp_ps(abs_r, _mm256_set1_ps(f32::MIN_POSITIVE), _CMP_GE_OQ),
-                _mm256_cmp_ps(abs_r, _mm256_set1_ps(f32::MAX), _CMP_LE_OQ),
-            ),
-            _mm256_and_ps(
-                _mm256_cmp_ps(lo, _mm256_set1_ps(-256.0), _CMP_GE_OQ),
-                _mm256_cmp_ps(hi, _mm256_set1_ps(256.0), _CMP_LE_OQ),
-            ),
-        );
-        if _mm256_movemask_ps(ok) != 0xff {
-            return false;
-        }
-        let mut r8 = [0f32; 8];
-        _mm256_storeu_ps(r8.as_mut_ptr(), r);
-        for k in 0..8 {
-            let grid = Bounded {
-                s: _mm256_set1_ps(s8[k]),
-                r: _mm256_set1_ps(r8[k]),
-                z: _mm256_set1_epi16(z8[k] as i16),
-                qlo,
-                qhi,
-            };
-            for i in (0..g).step_by(32) {
-                let at = (j + k) * g + i;
-                let c = codes32_bounded::<SIGNED>(load32(x.as_ptr().add(at)), &grid);
-                if PACK {
-                    _mm_storeu_si128(out.as_mut_ptr().add(at / 2).cast(), nibbles(c));
-                } else {
-                    _mm256_storeu_si256(out.as_mut_ptr().add(at).cast(), c);
-                }
+        for i in (0..g).step_by(32) {
+            let at = (j + k) * g + i;
+            let c = codes32_bounded::<SIGNED>(load32(x.as_ptr().add(at)), &grid);
+            if PACK {
+                _mm_storeu_si128(out.as_mut_ptr().add(at / 2).cast(), nibbles(c));
+            } else {
+                _mm256_storeu_si256(out.as_mut_ptr().add(at).cast(), c);
             }
         }
     }
-    _mm256_movemask_ps(bad) == 0
 }
 
 #[cfg(test)]
@@ -626,10 +674,14 @@ mod tests {
             assert!(!unsafe {
                 fused_groups::<true, false>(short, &mut out[..7 * g], g, &mut sc[..7], &mut zc[..7], scheme)
             });
-            // A group of f32::MAX (a constant: s = MAX) has 1/s below the smallest normal float.
-            let mut y = x.clone();
-            y[5 * g..6 * g].fill(f32::MAX);
-            assert!(!unsafe { fused_groups::<true, false>(&y, &mut out, g, &mut sc, &mut zc, scheme) });
+            // A group of f32::MAX (a constant: s = MAX) has 1/s below the smallest normal float;
+            // in the first batch, and in the third, whose parameters come while the second's
+            // codes are still to be written.
+            for group in [5, 17] {
+                let mut y = x.clone();
+                y[group * g..(group + 1) * g].fill(f32::MAX);
+                assert!(!unsafe { fused_groups::<true, false>(&y, &mut out, g, &mut sc, &mut zc, scheme) });
+            }
         }
     }
 
