@@ -8,10 +8,25 @@ from typing import Any, Callable
 
 import numpy as np
 
+#: Seconds of warm-up calls before a timing. On this project's 2-vCPU VM a 2-thread kernel right
+#: after idle or single-threaded work runs 2-5x slower for its first ~30 ms, while the host wakes
+#: the second vCPU (``cold_call`` in compare.py prints it); criterion warms up for the same reason.
+WARMUP_S = 0.1
+
+
+def _warm_up(fns: tuple[Callable[[], Any], ...], calls: int) -> None:
+    """Runs ``fns`` in turns at least ``calls`` times, then until WARMUP_S seconds have passed
+    (nothing when ``calls`` is 0: a reference that takes seconds is timed once, cold)."""
+    start, n = time.perf_counter(), 0
+    while n < calls or (calls and time.perf_counter() - start < WARMUP_S):
+        for fn in fns:
+            fn()
+        n += 1
+
 
 def median_time(fn: Callable[[], Any], repeat: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
+    """Median of ``repeat`` timed calls of ``fn`` after a warm-up (``_warm_up``)."""
+    _warm_up((fn,), warmup)
     ts = []
     for _ in range(repeat):
         t = time.perf_counter()
@@ -21,10 +36,9 @@ def median_time(fn: Callable[[], Any], repeat: int, warmup: int = 1) -> float:
 
 
 def alternating_times(a: Callable[[], Any], b: Callable[[], Any], repeat: int) -> tuple[float, float]:
-    """Medians of ``a`` and ``b`` timed in turns (ab, ba, ab, ...), after one warm-up each: neither
-    always runs right after the other's writes to disk or frees of memory."""
-    a()
-    b()
+    """Medians of ``a`` and ``b`` timed in turns (ab, ba, ab, ...), after warming up both in turns:
+    neither always runs right after the other's writes to disk or frees of memory."""
+    _warm_up((a, b), 1)
     ta, tb = [], []
     for i in range(repeat):
         for fn, ts in ((a, ta), (b, tb)) if i % 2 == 0 else ((b, tb), (a, ta)):
