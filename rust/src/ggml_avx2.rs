@@ -47,12 +47,7 @@ pub(crate) unsafe fn encode_chunk(q8: bool, xc: &[f32], oc: &mut [u8]) -> Option
         let p = x.as_ptr();
         crate::simd::prefetch(p);
         crate::simd::prefetch(p.add(16));
-        let v = [
-            _mm256_loadu_ps(p),
-            _mm256_loadu_ps(p.add(8)),
-            _mm256_loadu_ps(p.add(16)),
-            _mm256_loadu_ps(p.add(24)),
-        ];
+        let v = load(p, 0);
         let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
         let a = v.map(|v| _mm256_and_ps(v, abs_mask));
         // Finite: |v| < inf (NaN compares false).
