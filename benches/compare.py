@@ -283,15 +283,15 @@ def scaling_point(repeat: int) -> dict[str, Optional[float]]:
         SCALING[6][0]: lambda: rq.metrics(x, y),
         SCALING[7][0]: lambda: rq.calibrate(big, "mse", FULL8),
     }
-    for name, fn in calls.items():
-        out[name] = median_time(fn, repeat)
     try:
         torch_fn = _torch_per_tensor(x, float(qp_t.scale.reshape(-1)[0]))
     except ImportError:
         out[SCALING[1][0]] = None
     else:  # the target's pair in turns: this machine drifts between one timing and the next
-        ours = calls[SCALING[0][0]]
+        ours = calls.pop(SCALING[0][0])
         out[SCALING[0][0]], out[SCALING[1][0]] = alternating_times(ours, torch_fn, 3 * repeat)
+    for name, fn in calls.items():
+        out[name] = median_time(fn, repeat)
     out[SCALING[-1][0]] = 2 * x.nbytes / parallel_copy_bw(x, rq.threads(), repeat)
     return out
 
@@ -410,16 +410,40 @@ def mse_quality(big: np.ndarray) -> Optional[dict[str, float]]:
     return {"rxquant mse": err(y_rx), "torch HistogramObserver": err(y_torch), "min-max": err(y_mm)}
 
 
-def cold_call(repeat: int) -> tuple[float, float]:
-    """The out= dequantize (fixed buffers: no allocation, no page faults) as its first call after
-    1 s idle, median of three, against its warm median: what ``common.WARMUP_S`` keeps out of the
-    tables. A machine whose cores wake in microseconds shows the two equal."""
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((N, N), dtype=np.float32)
-    scheme = rq.Scheme("int8", axis=0)
-    q, qp = rq.quantize(x, scheme)
-    dst = np.empty_like(x)
-    call = lambda: rq.dequantize(q, qp, out=dst)  # noqa: E731
+#: The peer a target compares rxquant with directly: timed in turns with rxquant, as in
+#: ``scaling_point``, so that drift between two timings cannot decide the comparison.
+IN_TURNS = "torch.quantize_per_tensor"
+
+
+def timed_row(
+    work: str,
+    ours: Callable[[], Any],
+    moved: Optional[int],
+    peers: dict[str, Callable[[], Callable[[], Any]]],
+    repeat: int,
+    few: int,
+) -> Row:
+    """A main-table row: rxquant's median and each peer's (``_try``), or rxquant and the
+    ``IN_TURNS`` peer timed in turns when the row has it and it is installed."""
+    row = Row(work, 0.0, moved, {k: _try(b, few) for k, b in peers.items() if k != IN_TURNS})
+    paired = None
+    if IN_TURNS in peers:
+        try:
+            paired = peers[IN_TURNS]()
+        except ImportError:
+            row.peers[IN_TURNS] = None
+    if paired is None:
+        row.rxquant_s = median_time(ours, repeat)
+    else:
+        row.rxquant_s, row.peers[IN_TURNS] = alternating_times(ours, paired, 3 * repeat)
+        row.notes = "rxquant and torch timed in turns"
+    return row
+
+
+def cold_call(call: Callable[[], Any], repeat: int) -> tuple[float, float]:
+    """``call`` (the out= dequantize: fixed buffers, no allocation, no page faults) as its first
+    call after 1 s idle, median of three, against its warm median: what ``common.WARMUP_S`` keeps
+    out of the tables. A machine whose cores wake in microseconds shows the two equal."""
     warm = median_time(call, repeat)
     firsts = []
     for _ in range(3):
@@ -442,7 +466,6 @@ def run(repeat: int = 7, write_docs: bool = True, docs: Optional[Path] = None) -
     copy_bw1 = 2 * nb / t_copy
     copy_bw = parallel_copy_bw(x, rq.threads(), repeat * 3)
     copy_bw_fresh = parallel_copy_bw(x, rq.threads(), repeat * 3, fresh=True)
-    cold = cold_call(repeat)
     rows: list[Row] = []
 
     per_t, per_c = rq.Scheme("int8"), rq.Scheme("int8", axis=0)
@@ -450,6 +473,7 @@ def run(repeat: int = 7, write_docs: bool = True, docs: Optional[Path] = None) -
     q8g = rq.Scheme("int8", axis=-1, group_size=32)
     q, qp = rq.quantize(x, per_c)
     y = rq.dequantize(q, qp)
+    cold = cold_call(lambda: rq.dequantize(q, qp, out=dst), repeat)
     b40 = rg.quantize_tensor(x, "Q4_0")
     s_col = qp.scale[:, None]
     qp_t = rq.calibrate(x, "minmax", per_t)
@@ -575,13 +599,7 @@ def run(repeat: int = 7, write_docs: bool = True, docs: Optional[Path] = None) -
         ),
     ]
     for work, ours, moved, peers in table:
-        rows.append(Row(work, median_time(ours, repeat), moved, {k: _try(b, few) for k, b in peers.items()}))
-    with contextlib.suppress(ImportError):  # the target's pair in turns, as in scaling_point
-        torch_fn, given = _torch_per_tensor(x, s_t), rows[0]
-        given.rxquant_s, given.peers["torch.quantize_per_tensor"] = alternating_times(
-            table[0][1], torch_fn, 3 * repeat
-        )
-        given.notes = "rxquant and torch timed in turns"
+        rows.append(timed_row(work, ours, moved, peers, repeat, few))
     e2e = end_to_end()
     if e2e:
         rows.append(e2e)
