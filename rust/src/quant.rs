@@ -609,6 +609,32 @@ mod tests {
         assert_eq!(q[1] as i32, qp.zero_point[0]);
     }
 
+    /// Groups whose values come near `f32::MAX` overflow the one-pass scan's NaN/Inf sums (two
+    /// such values in one lane): the portable path redoes them, with the same codes and
+    /// parameters as the value-by-value rule.
+    #[test]
+    fn one_pass_groups_near_f32_max_match_the_rule() {
+        let shape = [16, 64];
+        let mut x: Vec<f32> = (0..1024).map(|i| ((i * 7919 % 211) as f32) / 50.0 - 2.0).collect();
+        (x[40], x[48], x[600], x[608]) = (3e38, 3e38, -3e38, -3.1e38);
+        let scheme = Scheme::new(Precision::Int8)
+            .asymmetric(true)
+            .with_granularity(Granularity::PerGroup { axis: -1, size: 32 });
+        let mut q = vec![0u8; 1024];
+        let qp = quantize_minmax(&x, &shape, scheme, false, false, &mut q).unwrap();
+        let (qmin, qmax) = scheme.qrange();
+        for (j, xs) in x.chunks_exact(32).enumerate() {
+            let mn = xs.iter().fold(f32::INFINITY, |a, &b| a.min(b));
+            let mx = xs.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let (s, z) = scheme.params(mn, mx);
+            assert_eq!((qp.scale[j], qp.zero_point[j]), (s, z), "group {j}");
+            for (k, &v) in xs.iter().enumerate() {
+                let want = (code(v, s, (qmin - z) as f32, (qmax - z) as f32) + z) as u8;
+                assert_eq!(q[32 * j + k], want, "group {j} value {k}");
+            }
+        }
+    }
+
     #[test]
     fn per_group_packed_matches_unpacked() {
         let shape = [4, 64];

@@ -81,16 +81,38 @@ unsafe fn step32<const SIGNED: bool>(p: *const f32, o: *mut u8, k: &Grid) -> boo
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rint_quotients(v: [__m256; 4], s: __m256, r: __m256) -> [__m256; 4] {
     const RN: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
     let prod = v.map(|v| _mm256_mul_ps(v, r));
     let q = prod.map(|p| _mm256_round_ps::<RN>(p));
-    // The largest distance from an integer among the 32 products, one compare for all.
-    let f: [__m256; 4] = std::array::from_fn(|i| _mm256_and_ps(_mm256_sub_ps(prod[i], q[i]), abs_mask));
-    let far = _mm256_max_ps(_mm256_max_ps(f[0], f[1]), _mm256_max_ps(f[2], f[3]));
-    if _mm256_movemask_ps(_mm256_cmp_ps(far, _mm256_set1_ps(0.5 - DELTA), _CMP_GT_OQ)) != 0 {
+    if near_tie(prod, q) {
         return v.map(|v| _mm256_round_ps::<RN>(_mm256_div_ps(v, s)));
     }
     q
+}
+
+/// [`rint_quotients`] as integers, for quotients within ±256 (as in [`codes32_bounded`]): the
+/// conversion rounds (to nearest even, the default MXCSR mode that Rust assumes) and its integers
+/// convert back exactly for the tie check, so no separate rounding instruction (two micro-ops)
+/// and no truncating conversion afterwards are needed.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rint_quotients_i32(v: [__m256; 4], s: __m256, r: __m256) -> [__m256i; 4] {
+    let prod = v.map(|v| _mm256_mul_ps(v, r));
+    let q = prod.map(|p| _mm256_cvtps_epi32(p));
+    if near_tie(prod, q.map(|q| _mm256_cvtepi32_ps(q))) {
+        return v.map(|v| _mm256_cvtps_epi32(_mm256_div_ps(v, s)));
+    }
+    q
+}
+
+/// Whether one of the products `prod` lies within [`DELTA`] of a half-integer, given their
+/// nearest integers `q`: the largest distance from an integer among the 32, one compare for all.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn near_tie(prod: [__m256; 4], q: [__m256; 4]) -> bool {
+    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let f: [__m256; 4] = std::array::from_fn(|i| _mm256_and_ps(_mm256_sub_ps(prod[i], q[i]), abs_mask));
+    let far = _mm256_max_ps(_mm256_max_ps(f[0], f[1]), _mm256_max_ps(f[2], f[3]));
+    _mm256_movemask_ps(_mm256_cmp_ps(far, _mm256_set1_ps(0.5 - DELTA), _CMP_GT_OQ)) != 0
 }
 
 /// The 32 code bytes, in order, of the finite values `v` under `k`.
@@ -123,10 +145,9 @@ struct Bounded {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn codes32_bounded<const SIGNED: bool>(v: [__m256; 4], k: &Bounded) -> __m256i {
-    let r = rint_quotients(v, k.s, k.r);
     // Integers within ±256: exact in 32 and 16 bits; `q + z` saturates into a byte, then the clamp
     // to the grid is that of the float path.
-    let c = r.map(|r| _mm256_cvttps_epi32(r));
+    let c = rint_quotients_i32(v, k.s, k.r);
     let a = _mm256_add_epi16(_mm256_packs_epi32(c[0], c[1]), k.z);
     let b = _mm256_add_epi16(_mm256_packs_epi32(c[2], c[3]), k.z);
     let bytes = if SIGNED {
@@ -288,7 +309,8 @@ type Batch = [f32; 8];
 /// parameters ([`params8`]; for llama.cpp's signed scale [`QParams::pairs_into`], the portable
 /// rule compiled here) and their codes, the values read again from L1. Writes the parameters into
 /// `sc` and `zc` and the codes into `out` as bytes, or two to a byte when `PACK`. Returns false,
-/// with the outputs partly written, at a NaN or Inf, at a parameter where [`applies`] fails, or
+/// with the outputs partly written, at a NaN or Inf (or values near `f32::MAX`, see
+/// [`crate::range_avx2::scan_group`]), at a parameter where [`applies`] fails, or
 /// when the group count is not a multiple of 8: the caller then redoes the groups on its portable
 /// path. The three passes over a chunk that this replaces spent more time in per-group overhead
 /// than in reading memory.
@@ -326,7 +348,7 @@ pub(crate) unsafe fn fused_groups<const SIGNED: bool, const PACK: bool>(
         }
         batch_codes::<SIGNED, PACK>(x, out, g, j, &sc[j..j + 8], &zc[j..j + 8], &r8, scheme);
     }
-    _mm256_movemask_ps(bad) == 0
+    !crate::range_avx2::any_bits(bad)
 }
 
 /// The parameters of groups `j..j + 8` into `sc` and `zc`, NaN and Inf flagged into `bad`; their
@@ -347,7 +369,9 @@ unsafe fn batch_params(
     let base = x.as_ptr().add(j * g);
     let (mut mn, mut mx) = ([_mm256_setzero_ps(); 8], [_mm256_setzero_ps(); 8]);
     for k in 0..8 {
-        let (a, b, c) = scan_group(base.add(k * g), g);
+        // Groups of 32 (the common size) get a scan without a loop: four loads and their folds.
+        let (a, b, c) =
+            if g == 32 { scan_group(base.add(k * 32), 32) } else { scan_group(base.add(k * g), g) };
         (mn[k], mx[k], *bad) = (a, b, _mm256_or_ps(*bad, c));
     }
     let (rmin, rmax) = (fold8::<false>(mn), fold8::<true>(mx));
@@ -674,9 +698,9 @@ mod tests {
             assert!(!unsafe {
                 fused_groups::<true, false>(short, &mut out[..7 * g], g, &mut sc[..7], &mut zc[..7], scheme)
             });
-            // A group of f32::MAX (a constant: s = MAX) has 1/s below the smallest normal float;
-            // in the first batch, and in the third, whose parameters come while the second's
-            // codes are still to be written.
+            // A group of f32::MAX (a constant: s = MAX) has 1/s below the smallest normal float
+            // (and sums that overflow); in the first batch, and in the third, whose parameters
+            // come while the second's codes are still to be written.
             for group in [5, 17] {
                 let mut y = x.clone();
                 y[group * g..(group + 1) * g].fill(f32::MAX);

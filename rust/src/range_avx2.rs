@@ -35,17 +35,19 @@ unsafe fn fold1<const MAX: bool>(m: __m256) -> f32 {
     _mm_cvtss_f32(f(h, _mm_shuffle_ps::<1>(h, h)))
 }
 
-/// Min, max and a mask of lanes that saw a NaN or Inf, over the `g` values (a multiple of 8) at `p`.
+/// Min, max and a vector with bits set ([`any_bits`]) where a lane saw a NaN or Inf, over the `g`
+/// values (a multiple of 8) at `p`.
+///
+/// The flag is `s - s` for the lane sums `s`: +0 (no bits) while they are finite, NaN once a NaN
+/// or Inf was added. A sum of finite values that overflows (values beyond about
+/// `f32::MAX * 8 / g`) raises it too, and the caller's portable path then redoes those values:
+/// slower, never wrong. One addition a vector, where a compare of `|v|` and an OR take three.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn scan_group(p: *const f32, g: usize) -> (__m256, __m256, __m256) {
-    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
-    let inf = _mm256_set1_ps(f32::INFINITY);
     crate::simd::prefetch(p);
     let v = _mm256_loadu_ps(p);
-    let (mut lo, mut hi) = (v, v);
-    // NaN and Inf pass `!(|v| < inf)`.
-    let mut bad = _mm256_cmp_ps(_mm256_and_ps(v, abs_mask), inf, _CMP_NLT_UQ);
+    let (mut lo, mut hi, mut sum) = (v, v, v);
     for i in (8..g).step_by(8) {
         if i % 16 == 0 {
             crate::simd::prefetch(p.add(i));
@@ -53,14 +55,22 @@ pub(crate) unsafe fn scan_group(p: *const f32, g: usize) -> (__m256, __m256, __m
         let v = _mm256_loadu_ps(p.add(i));
         lo = _mm256_min_ps(lo, v);
         hi = _mm256_max_ps(hi, v);
-        bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_and_ps(v, abs_mask), inf, _CMP_NLT_UQ));
+        sum = _mm256_add_ps(sum, v);
     }
-    (lo, hi, bad)
+    (lo, hi, _mm256_sub_ps(sum, sum))
+}
+
+/// Whether any bit of `m` is set: [`scan_group`]'s NaN/Inf flags, ORed.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn any_bits(m: __m256) -> bool {
+    let m = _mm256_castps_si256(m);
+    _mm256_testz_si256(m, m) == 0
 }
 
 /// The min and max of each consecutive group of `g` values (a multiple of 8) of `x`, into `lo`
-/// and `hi`. Returns false, with them partly written, when a value is NaN or Inf: the caller's
-/// counting scan then redoes the groups. For finite values the ends equal the portable scan's
+/// and `hi`. Returns false, with them partly written, when a value is NaN or Inf (or so large
+/// that [`scan_group`]'s sums overflow): the caller's counting scan then redoes the groups. For finite values the ends equal the portable scan's
 /// (a min or max is exact; only the sign of a zero end may differ, which no parameter reads).
 ///
 /// # Safety
@@ -88,7 +98,7 @@ pub(crate) unsafe fn group_ranges(x: &[f32], g: usize, lo: &mut [f32], hi: &mut 
         let (a, b, c) = scan_group(p.add(j * g), g);
         (lo[j], hi[j], bad) = (fold1::<false>(a), fold1::<true>(b), _mm256_or_ps(bad, c));
     }
-    _mm256_movemask_ps(bad) == 0
+    !any_bits(bad)
 }
 
 #[cfg(test)]
