@@ -635,6 +635,22 @@ mod tests {
         }
     }
 
+    /// The same for the per-tensor kernel with a given scale: its NaN/Inf check by lane sums
+    /// sends a run whose sums overflow to the counting loop, with the same codes.
+    #[test]
+    fn per_tensor_values_near_f32_max_match_the_rule() {
+        let mut x: Vec<f32> = (0..4096).map(|i| ((i * 7919 % 211) as f32) / 50.0 - 2.0).collect();
+        (x[1000], x[1008], x[3000]) = (3e38, 3.3e38, -3e38);
+        let scheme = Scheme::new(Precision::Int8);
+        let qp = QParams { scheme, grid: vec![], scale: vec![0.02], zero_point: vec![0] };
+        let (qmin, qmax) = scheme.qrange();
+        let mut q = vec![0i8; 4096];
+        quantize(&x, &[4096], &qp, false, &mut q).unwrap();
+        for (i, &v) in x.iter().enumerate() {
+            assert_eq!(q[i] as i32, code(v, 0.02, qmin as f32, qmax as f32), "value {i}");
+        }
+    }
+
     #[test]
     fn per_group_packed_matches_unpacked() {
         let shape = [4, 64];

@@ -31,6 +31,8 @@ struct Grid {
     r: __m256,
     lo: __m256,
     hi: __m256,
+    /// The zero point in 16-bit lanes: codes are clamped before it is added, so `q + z` lies on
+    /// the grid and fits.
     z: __m256i,
 }
 
@@ -42,7 +44,7 @@ unsafe fn grid(s: f32, z: i32, lo: f32, hi: f32) -> Grid {
         r: _mm256_set1_ps(1.0 / s),
         lo: _mm256_set1_ps(lo),
         hi: _mm256_set1_ps(hi),
-        z: _mm256_set1_epi32(z),
+        z: _mm256_set1_epi16(z as i16),
     }
 }
 
@@ -61,41 +63,46 @@ unsafe fn load32(p: *const f32) -> [__m256; 4] {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn step32<const SIGNED: bool>(p: *const f32, o: *mut u8, k: &Grid) -> bool {
-    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
     let v = load32(p);
-    // NaN and Inf fail `|v| < inf`.
-    let inf = _mm256_set1_ps(f32::INFINITY);
-    let finite = v.iter().fold(0xffu32, |m, &v| {
-        m & _mm256_movemask_ps(_mm256_cmp_ps(_mm256_and_ps(v, abs_mask), inf, _CMP_LT_OQ)) as u32
-    });
-    if finite != 0xff {
+    // `t - t` of the lane sums `t` is +0 while they are finite and NaN once a NaN or Inf was
+    // added: five operations where a compare of every `|v|` takes twelve. Sums that overflow
+    // (values near `f32::MAX`) fail too, and the caller's counting path redoes the run: slower,
+    // never wrong.
+    let t = _mm256_add_ps(_mm256_add_ps(v[0], v[1]), _mm256_add_ps(v[2], v[3]));
+    let d = _mm256_sub_ps(t, t);
+    if _mm256_movemask_ps(_mm256_cmp_ps(d, d, _CMP_UNORD_Q)) != 0 {
         return false;
     }
     _mm256_storeu_si256(o.cast(), codes32::<SIGNED>(v, k));
     true
 }
 
-/// `rint(x / s)` of the 32 finite values `v`, from the products `x · r` (`r = 1/s`) where all of
-/// them lie more than [`DELTA`] from a half-integer, else from the quotients (see the module docs).
+/// `clamp(rint(x / s), lo, hi)` of the 32 finite values `v` as integers, from the products
+/// `x · r` (`r = 1/s`) clamped first: `lo` and `hi` are integers, so clamping and rounding commute,
+/// and a clamped product is an integer that no tie check needs. The products are used where all
+/// of them lie more than [`DELTA`] from a half-integer, else the quotients (see the module docs).
+/// The conversion rounds to nearest even (the default MXCSR mode, which Rust assumes).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rint_quotients(v: [__m256; 4], s: __m256, r: __m256) -> [__m256; 4] {
-    const RN: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-    let prod = v.map(|v| _mm256_mul_ps(v, r));
-    let q = prod.map(|p| _mm256_round_ps::<RN>(p));
-    if near_tie(prod, q) {
-        return v.map(|v| _mm256_round_ps::<RN>(_mm256_div_ps(v, s)));
+unsafe fn clamped_rint(v: [__m256; 4], k: &Grid) -> [__m256i; 4] {
+    let clamp = |p: __m256| _mm256_min_ps(_mm256_max_ps(p, k.lo), k.hi);
+    let prod = v.map(|v| clamp(_mm256_mul_ps(v, k.r)));
+    let q = prod.map(|p| _mm256_cvtps_epi32(p));
+    if near_tie(prod, q.map(|q| _mm256_cvtepi32_ps(q))) {
+        return v.map(|v| _mm256_cvtps_epi32(clamp(_mm256_div_ps(v, k.s))));
     }
     q
 }
 
-/// [`rint_quotients`] as integers, for quotients within ±256 (as in [`codes32_bounded`]): the
-/// conversion rounds (to nearest even, the default MXCSR mode that Rust assumes) and its integers
-/// convert back exactly for the tie check, so no separate rounding instruction (two micro-ops)
-/// and no truncating conversion afterwards are needed.
+/// `rint(x / s)` of the 32 finite values `v` as integers, for quotients within ±256 (as in
+/// [`codes32_bounded`]), from the products `x · r` (`r = 1/s`) where all of them lie more than
+/// [`DELTA`] from a half-integer, else from the quotients (see the module docs). The conversion
+/// rounds to nearest even (the default MXCSR mode, which Rust assumes), and its integers convert
+/// back exactly for the tie check: no rounding instruction (two micro-ops) and no truncating
+/// conversion after it.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rint_quotients_i32(v: [__m256; 4], s: __m256, r: __m256) -> [__m256i; 4] {
+unsafe fn bounded_rint(v: [__m256; 4], s: __m256, r: __m256) -> [__m256i; 4] {
     let prod = v.map(|v| _mm256_mul_ps(v, r));
     let q = prod.map(|p| _mm256_cvtps_epi32(p));
     if near_tie(prod, q.map(|q| _mm256_cvtepi32_ps(q))) {
@@ -119,11 +126,10 @@ unsafe fn near_tie(prod: [__m256; 4], q: [__m256; 4]) -> bool {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn codes32<const SIGNED: bool>(v: [__m256; 4], k: &Grid) -> __m256i {
-    let r = rint_quotients(v, k.s, k.r);
-    // Clamped to integer bounds, the truncating conversion is exact.
-    let c =
-        r.map(|r| _mm256_add_epi32(_mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(r, k.lo), k.hi)), k.z));
-    let (a, b) = (_mm256_packs_epi32(c[0], c[1]), _mm256_packs_epi32(c[2], c[3]));
+    let c = clamped_rint(v, k);
+    // Clamped, `q + z` is a code of the grid: exact in 16 bits and in a byte.
+    let a = _mm256_add_epi16(_mm256_packs_epi32(c[0], c[1]), k.z);
+    let b = _mm256_add_epi16(_mm256_packs_epi32(c[2], c[3]), k.z);
     let bytes = if SIGNED { _mm256_packs_epi16(a, b) } else { _mm256_packus_epi16(a, b) };
     // The packs leave dwords in the order [0-3, 8-11, 16-19, 24-27 | 4-7, …].
     _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
@@ -147,7 +153,7 @@ struct Bounded {
 unsafe fn codes32_bounded<const SIGNED: bool>(v: [__m256; 4], k: &Bounded) -> __m256i {
     // Integers within ±256: exact in 32 and 16 bits; `q + z` saturates into a byte, then the clamp
     // to the grid is that of the float path.
-    let c = rint_quotients_i32(v, k.s, k.r);
+    let c = bounded_rint(v, k.s, k.r);
     let a = _mm256_add_epi16(_mm256_packs_epi32(c[0], c[1]), k.z);
     let b = _mm256_add_epi16(_mm256_packs_epi32(c[2], c[3]), k.z);
     let bytes = if SIGNED {
