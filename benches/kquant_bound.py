@@ -26,13 +26,14 @@ BEGIN, END = "<!-- kquant_bound.py: begin -->", "<!-- kquant_bound.py: end -->"
 
 def affine_bound(b: np.ndarray, steps: int) -> np.ndarray:
     """Least squared error of each row of ``b`` on a grid ``scale * q + min``, ``q`` in 0..15,
-    over free float (scale, min): a ``steps x steps/2`` grid, then least-squares refits."""
+    over free float (scale, min): a ``steps x steps/2`` grid (scales 0.25-2x the range's step, so
+    that clipping a quarter of the range is tried too), then least-squares refits."""
     lo, hi = b.min(1), b.max(1)
     r = np.maximum(hi - lo, 1e-30)
     best = np.full(len(b), np.inf)
     bs, bm = r / 15, lo.copy()
-    fms = np.linspace(-1.5, 1.5, steps // 2)
-    for fs in np.linspace(0.6, 1.8, steps):
+    fms = np.linspace(-3, 3, steps // 2)
+    for fs in np.linspace(0.25, 2.0, steps):
         s = (r * fs / 15)[:, None, None]
         m = lo[:, None, None] + fms[None, :, None] * s
         q = np.clip(np.rint((b[:, None, :] - m) / s), 0, 15)
