@@ -1044,6 +1044,7 @@ def analysis(r: dict[str, Any]) -> str:
         row("llama.cpp Q4_0 blocks 4096x4096 back to float32 into"),
     )
     mse_row, hess = row("MSE calibration"), row("Hessian observer")
+    new_deq = "dequantize INT8 per channel"
     onnx_row = next((x for x in r["rows"] if x.work.startswith("MiniLM ONNX")), None)
     q = r.get("mse_quality") or {}
     fresh_pages = (
@@ -1131,6 +1132,18 @@ def analysis(r: dict[str, Any]) -> str:
                 "the histogram": (pct(hist), "a range pass, then one scalar increment per value"),
             }
         ),
+        "**New arrays.** A kernel that returns a new array also faults in its output's fresh pages, "
+        "which the operating system zeroes on first touch; on this VM what that costs varies from "
+        "process to process. Dequantize INT8 per channel into a new array took "
+        f"{deq.rxquant_s * 1e3:.2f} ms in the main table and "
+        + ", ".join(
+            f"{sc[c][new_deq] * 1e3:.2f} ms at {c} thread{'s' if int(c) > 1 else ''}"
+            for c in counts
+            if sc[c].get(new_deq)
+        )
+        + " in the thread-scaling processes, against "
+        f"{deq_out.rxquant_s * 1e3:.2f} ms into an existing array in the main table. Passing `out=` "
+        "(dequantize, `rxquant.gguf.dequantize_tensor`) reuses a buffer and skips that cost.",
         f"**MSE calibration** is {peer(mse_row) / mse_row.rxquant_s:.1f}x torch's HistogramObserver here "
         + ("(target 10x: met)" if peer(mse_row) / mse_row.rxquant_s >= 10 else "(target 10x: missed)")
         + (
