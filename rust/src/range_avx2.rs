@@ -70,8 +70,9 @@ pub(crate) unsafe fn any_bits(m: __m256) -> bool {
 
 /// The min and max of each consecutive group of `g` values (a multiple of 8) of `x`, into `lo`
 /// and `hi`. Returns false, with them partly written, when a value is NaN or Inf (or so large
-/// that [`scan_group`]'s sums overflow): the caller's counting scan then redoes the groups. For finite values the ends equal the portable scan's
-/// (a min or max is exact; only the sign of a zero end may differ, which no parameter reads).
+/// that [`scan_group`]'s sums overflow): the caller's counting scan then redoes the groups. For
+/// finite values the ends equal the portable scan's (a min or max is exact; only the sign of a
+/// zero end may differ, which no parameter reads).
 ///
 /// # Safety
 /// The CPU must have AVX2 ([`crate::simd::avx2`]); `g % 8 == 0`, `g > 0`; `x` holds
