@@ -183,6 +183,49 @@ def test_round_trip_error_at_most_half_a_step(data, shape, precision, symmetric,
     assert np.all((err <= step / 2 * (1 + 1e-5)) | tiny)
 
 
+#: Values planted among ordinary ones: exact zeros, subnormals, and values near the float32 maximum;
+#: planted twice 8 apart (the same vector lane), the large ones overflow the lane sums of the AVX2
+#: kernels' NaN/Inf checks and send their runs to the portable path.
+planted = st.lists(
+    st.tuples(
+        st.integers(0, 4095),
+        st.sampled_from([0.0, -0.0, 1e-40, -1e-40, 3.0e38, -3.0e38, 3.4e38, -3.4e38]),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    plant=planted,
+    twice=st.booleans(),
+    precision=st.sampled_from(["int8", "int4"]),
+    symmetric=st.booleans(),
+    layout=st.sampled_from([(None, None), (0, None), (-1, 32), (-1, 64)]),
+)
+def test_vector_kernels_match_the_reference_at_any_magnitude(
+    seed, plant, twice, precision, symmetric, layout
+):
+    # 4096 values: per-tensor and per-channel runs and 8-group batches take the AVX2 kernels.
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((16, 256)) * rng.uniform(0.01, 100)).astype(np.float32)
+    for i, v in plant:
+        x.flat[[i, (i + 8) % x.size] if twice else i] = v
+    axis, group = layout
+    s = scheme_of(precision, symmetric, axis, group)
+    q, qp = rq.quantize(x, s)
+    scale, zp = ref.minmax_qparams(x, precision, symmetric, axis, group)
+    np.testing.assert_array_equal(qp.scale, scale)
+    np.testing.assert_array_equal(qp.zero_point, zp)
+    qmin, qmax = s.qrange
+    want = ref.quantize(x, scale, zp, qmin, qmax, axis, group)
+    np.testing.assert_array_equal(q, want)
+    np.testing.assert_array_equal(rq.quantize(x, qparams=qp)[0], want)
+    if precision == "int4":
+        np.testing.assert_array_equal(rq.quantize(x, s, pack=True)[0], ref.pack_int4(want))
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     x=hnp.arrays(
