@@ -25,13 +25,10 @@ def scheme_of(precision, symmetric, axis, group, full_range=False):
     return rq.Scheme(precision, symmetric=symmetric, axis=axis, group_size=group, full_range=full_range)
 
 
-@pytest.mark.parametrize("precision", ["int8", "int4"])
-@pytest.mark.parametrize("symmetric", [True, False])
-@pytest.mark.parametrize("layout", SCHEMES)
-def test_matches_numpy_reference(precision, symmetric, layout):
-    rng = np.random.default_rng(1)
-    x = (rng.standard_normal((6, 8, 12)) * rng.uniform(0.1, 5, size=(6, 1, 1))).astype(np.float32)
-    axis, group = layout["axis"], layout["group"]
+def quantize_against_reference(x, precision, symmetric, axis, group):
+    """rxquant's min-max quantize of ``x``, its parameters and codes checked against the numpy
+    reference; returns the scheme, the codes, the parameters and the reference's scale and zero
+    point."""
     s = scheme_of(precision, symmetric, axis, group)
     q, qp = rq.quantize(x, s)
     scale, zp = ref.minmax_qparams(x, precision, symmetric, axis, group)
@@ -39,6 +36,17 @@ def test_matches_numpy_reference(precision, symmetric, layout):
     np.testing.assert_array_equal(qp.zero_point, zp)
     qmin, qmax = s.qrange
     np.testing.assert_array_equal(q, ref.quantize(x, scale, zp, qmin, qmax, axis, group))
+    return s, q, qp, scale, zp
+
+
+@pytest.mark.parametrize("precision", ["int8", "int4"])
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("layout", SCHEMES)
+def test_matches_numpy_reference(precision, symmetric, layout):
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((6, 8, 12)) * rng.uniform(0.1, 5, size=(6, 1, 1))).astype(np.float32)
+    axis, group = layout["axis"], layout["group"]
+    s, q, qp, scale, zp = quantize_against_reference(x, precision, symmetric, axis, group)
     assert q.dtype == (np.int8 if symmetric else np.uint8)
     y = rq.dequantize(q, qp)
     np.testing.assert_array_equal(y, ref.dequantize(q, scale, zp, axis, group))
@@ -212,18 +220,10 @@ def test_vector_kernels_match_the_reference_at_any_magnitude(
     x = (rng.standard_normal((16, 256)) * rng.uniform(0.01, 100)).astype(np.float32)
     for i, v in plant:
         x.flat[[i, (i + 8) % x.size] if twice else i] = v
-    axis, group = layout
-    s = scheme_of(precision, symmetric, axis, group)
-    q, qp = rq.quantize(x, s)
-    scale, zp = ref.minmax_qparams(x, precision, symmetric, axis, group)
-    np.testing.assert_array_equal(qp.scale, scale)
-    np.testing.assert_array_equal(qp.zero_point, zp)
-    qmin, qmax = s.qrange
-    want = ref.quantize(x, scale, zp, qmin, qmax, axis, group)
-    np.testing.assert_array_equal(q, want)
-    np.testing.assert_array_equal(rq.quantize(x, qparams=qp)[0], want)
+    s, q, qp, _, _ = quantize_against_reference(x, precision, symmetric, *layout)
+    np.testing.assert_array_equal(rq.quantize(x, qparams=qp)[0], q)
     if precision == "int4":
-        np.testing.assert_array_equal(rq.quantize(x, s, pack=True)[0], ref.pack_int4(want))
+        np.testing.assert_array_equal(rq.quantize(x, s, pack=True)[0], ref.pack_int4(q))
 
 
 @settings(max_examples=60, deadline=None)
