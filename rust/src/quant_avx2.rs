@@ -64,13 +64,12 @@ unsafe fn load32(p: *const f32) -> [__m256; 4] {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn step32<const SIGNED: bool>(p: *const f32, o: *mut u8, k: &Grid) -> bool {
     let v = load32(p);
-    // `t - t` of the lane sums `t` is +0 while they are finite and NaN once a NaN or Inf was
-    // added: five operations where a compare of every `|v|` takes twelve. Sums that overflow
-    // (values near `f32::MAX`) fail too, and the caller's counting path redoes the run: slower,
-    // never wrong.
+    // The flag of [`crate::range_avx2::scan_group`]: `t - t` of the lane sums `t` is +0 while
+    // they are finite and NaN once a NaN or Inf was added, a few operations where a compare of
+    // every `|v|` takes twelve. Sums that overflow (values near `f32::MAX`) fail too, and the
+    // caller's counting path redoes the run: slower, never wrong.
     let t = _mm256_add_ps(_mm256_add_ps(v[0], v[1]), _mm256_add_ps(v[2], v[3]));
-    let d = _mm256_sub_ps(t, t);
-    if _mm256_movemask_ps(_mm256_cmp_ps(d, d, _CMP_UNORD_Q)) != 0 {
+    if crate::range_avx2::any_bits(_mm256_sub_ps(t, t)) {
         return false;
     }
     _mm256_storeu_si256(o.cast(), codes32::<SIGNED>(v, k));
