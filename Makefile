@@ -72,8 +72,9 @@ LLAMA_CPP_DIR ?= .cache/llama.cpp
 interop: develop
 	@if [ ! -x "$(LLAMA_CPP_DIR)/build/bin/llama-embedding" ]; then \
 	  mkdir -p $(LLAMA_CPP_DIR) && \
-	  $(PY) -c "import json, urllib.request as u; r = json.load(u.urlopen('https://pypi.org/pypi/llama-cpp-python/json')); \
-	    s = next(f for f in r['urls'] if f['packagetype'] == 'sdist'); u.urlretrieve(s['url'], '$(LLAMA_CPP_DIR)/src.tar.gz')" && \
+	  $(PY) -c "import json, urllib.parse as p, urllib.request as u; j = 'https://pypi.org/pypi/llama-cpp-python/json'; \
+	    r = json.load(u.urlopen(j)); s = next(f for f in r['urls'] if f['packagetype'] == 'sdist'); \
+	    u.urlretrieve(p.urljoin(j, s['url']), '$(LLAMA_CPP_DIR)/src.tar.gz')" && \
 	  tar -xzf $(LLAMA_CPP_DIR)/src.tar.gz -C $(LLAMA_CPP_DIR) && \
 	  src=$$(ls -d $(LLAMA_CPP_DIR)/llama_cpp_python-*/vendor/llama.cpp | head -1) && \
 	  cmake -S $$src -B $(LLAMA_CPP_DIR)/build -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DGGML_AVX=ON \
