@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 TINY = np.finfo(np.float32).tiny
@@ -116,11 +118,21 @@ def sqnr_db(x, y) -> float:
 # ---- calibration references (float64, straight from the formulas) ----
 
 
+def hist_width(amax: float, bins: int = 2048) -> float:
+    """Bin width of rxquant's |x| histograms (rust/src/hist.rs): the smallest power of two 2^e
+    (e >= -126) with floor(amax / 2^e) < bins, so that bins of every batch's layout nest."""
+    e = max(-126, math.floor(math.log2(amax / bins))) if amax > 0 else -126
+    while math.floor(amax / 2.0**e) >= bins:
+        e += 1
+    return 2.0**e
+
+
 def abs_histogram(x: np.ndarray, bins: int = 2048) -> tuple[np.ndarray, float]:
+    """Counts of |x| in bins [i w, (i + 1) w) from 0, w = hist_width(max |x|)."""
     a = np.abs(np.asarray(x, np.float64)).ravel()
-    amax = float(a.max())
-    counts, _ = np.histogram(a, bins=bins, range=(0.0, amax))
-    return counts.astype(np.float64), amax / bins
+    w = hist_width(float(a.max()), bins)
+    counts = np.bincount(np.floor(a / w).astype(np.int64), minlength=bins)
+    return counts.astype(np.float64), w
 
 
 def percentile_threshold(x: np.ndarray, pct: float) -> float:
@@ -177,10 +189,7 @@ def _sq_error_antiderivative(x: np.ndarray, s: float, kmax: int) -> np.ndarray:
 
 def mse_threshold_hist(x: np.ndarray, qmax: int = 127, bins: int = 2048) -> float:
     """Exact zeros left out; other values spread evenly over their bin; every bin edge T = k*w is tried."""
-    a = np.abs(np.asarray(x, np.float64)).ravel()
-    amax = float(a.max())
-    c, _ = np.histogram(a[a != 0], bins=bins, range=(0.0, amax))
-    w = amax / bins
+    c, w = abs_histogram(x[x != 0], bins)
     edges = np.arange(bins + 1) * w
     errs = []
     for k in range(1, bins + 1):

@@ -6,7 +6,7 @@
 
 use crate::elem::{is_finite, Elem};
 use crate::error::{Error, Result};
-use crate::hist::{Hist, HistKind};
+use crate::hist::{Hist, HistKind, MAX_BINS};
 use crate::layout::{ParamMap, Run};
 use crate::qparams::QParams;
 use crate::range::{ranges, Ranges};
@@ -84,8 +84,8 @@ impl Default for CalibOptions {
 
 impl CalibOptions {
     fn check(&self) -> Result<()> {
-        if self.bins < 2 {
-            return Err(Error::Invalid(format!("bins must be at least 2, got {}", self.bins)));
+        if !(2..=MAX_BINS).contains(&self.bins) {
+            return Err(Error::Invalid(format!("bins must be in 2..={MAX_BINS}, got {}", self.bins)));
         }
         if !(self.percentile > 0.0 && self.percentile <= 100.0) {
             return Err(Error::Invalid(format!("percentile must be in (0, 100], got {}", self.percentile)));
@@ -114,6 +114,42 @@ pub trait Reducer<T: Elem> {
     /// Adds the finite values of `x` to per-parameter histograms whose ranges already cover them:
     /// all of the counts, or none when it fails.
     fn histograms(&self, x: &[T], map: &ParamMap, hists: &mut [Hist], kind: HistKind) -> Result<()>;
+    /// A batch's ranges and, with `hist = Some((bins, kind))`, its per-parameter histograms, each
+    /// in the layout its range gives ([`Hist::cover_kind`]). By default a range pass, then a
+    /// counting pass.
+    fn observe(
+        &self,
+        x: &[T],
+        map: &ParamMap,
+        hist: Option<(usize, HistKind)>,
+        ignore_nonfinite: bool,
+    ) -> Result<(Ranges, Vec<Hist>)> {
+        two_passes(self, x, map, hist, ignore_nonfinite)
+    }
+}
+
+/// [`Reducer::observe`] as a range pass, then a counting pass into histograms in the layouts
+/// that the ranges give.
+fn two_passes<T: Elem, R: Reducer<T> + ?Sized>(
+    dev: &R,
+    x: &[T],
+    map: &ParamMap,
+    hist: Option<(usize, HistKind)>,
+    ignore_nonfinite: bool,
+) -> Result<(Ranges, Vec<Hist>)> {
+    let r = dev.ranges(x, map, ignore_nonfinite)?;
+    let Some((bins, kind)) = hist else { return Ok((r, vec![])) };
+    let mut hists: Vec<Hist> = (0..r.min.len())
+        .map(|p| {
+            let mut h = Hist::empty(bins);
+            if r.min[p] <= r.max[p] {
+                h.cover_kind(kind, r.min[p], r.max[p]);
+            }
+            h
+        })
+        .collect();
+    dev.histograms(x, map, &mut hists, kind)?;
+    Ok((r, hists))
 }
 
 /// The CPU: SIMD kernels on rayon threads.
@@ -128,6 +164,37 @@ impl<T: Elem> Reducer<T> for Cpu {
         add_to_hists(x, map, hists, kind);
         Ok(())
     }
+
+    /// One parameter (per tensor): range and histogram in one pass over the data
+    /// ([`crate::hist::ranged`]), with the same result as the two.
+    fn observe(
+        &self,
+        x: &[T],
+        map: &ParamMap,
+        hist: Option<(usize, HistKind)>,
+        ignore_nonfinite: bool,
+    ) -> Result<(Ranges, Vec<Hist>)> {
+        let (Some((bins, kind)), 1) = (hist, map.n_params()) else {
+            return two_passes(self, x, map, hist, ignore_nonfinite);
+        };
+        if x.len() != map.len {
+            return Err(Error::Shape(format!("data has {} elements, shape has {}", x.len(), map.len)));
+        }
+        let (s, h) = crate::hist::ranged(x, bins, kind);
+        if s.bad > 0 && !ignore_nonfinite {
+            let first_index = crate::elem::first_nonfinite(x).unwrap_or(0);
+            return Err(Error::NonFinite { count: s.bad, first_index });
+        }
+        Ok((Ranges { min: vec![s.min], max: vec![s.max] }, vec![h]))
+    }
+}
+
+/// One batch, observed ([`Observer::observe`]) and ready to be absorbed.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub map: ParamMap,
+    pub ranges: Ranges,
+    pub hists: Vec<Hist>,
 }
 
 /// Streaming calibration state: per-parameter running min/max and histograms.
@@ -186,33 +253,26 @@ impl Observer {
         self.update_on(&Cpu, x, shape)
     }
 
-    /// [`Observer::update`] with the passes over the data run by `dev`: [`Observer::reduce`],
-    /// [`Observer::widen`], [`Observer::count`] and [`Observer::absorb`] in turn.
+    /// [`Observer::update`] with the passes over the data run by `dev`: [`Observer::observe`],
+    /// then [`Observer::absorb`].
     pub fn update_on<T: Elem>(&mut self, dev: &impl Reducer<T>, x: &[T], shape: &[usize]) -> Result<()> {
-        let (map, r) = self.reduce(dev, x, shape)?;
-        let mut hists = self.widen(&map, &r)?;
-        Self::count(dev, x, &map, &mut hists, self.kind())?;
-        self.absorb(&r, &hists)
+        let batch = self.observe(dev, x, shape)?;
+        self.absorb(&batch)
     }
 
-    /// The first pass over a batch: its per-parameter ranges, and the parameter map (checked
-    /// against the grid of earlier batches). Reads the observer only.
+    /// The passes over a batch: its parameter map (checked against the grid of earlier batches),
+    /// ranges and histograms. Reads the observer's settings only.
     ///
-    /// Several threads can feed one observer with these steps: `reduce` and `count` (the passes
-    /// over the data) need no lock; `widen` and `absorb` (short) do. A batch is counted in the
-    /// histogram layout `widen` hands out; layouts only ever widen into whole multiples of their
-    /// bins aligned to their edges, so merging those counts later is exact, and the counts equal
-    /// feeding the batches one after another in the order they were widened.
-    pub fn reduce<T: Elem>(
-        &self,
-        dev: &impl Reducer<T>,
-        x: &[T],
-        shape: &[usize],
-    ) -> Result<(ParamMap, Ranges)> {
+    /// Several threads can feed one observer: `observe` needs no lock, `absorb` (short) does.
+    /// Each batch is counted in its own power-of-two layout, which merges exactly into any other
+    /// ([`crate::hist`]), so the histograms do not depend on how the data was split into batches
+    /// or on the order they were absorbed in.
+    pub fn observe<T: Elem>(&self, dev: &impl Reducer<T>, x: &[T], shape: &[usize]) -> Result<Batch> {
         let map = ParamMap::new(shape, self.scheme.granularity)?;
         self.check_grid(&map)?;
-        let r = dev.ranges(x, &map, self.opts.ignore_nonfinite)?;
-        Ok((map, r))
+        let hist = self.uses_hist().then(|| (self.hist_bins(map.n_params()), self.kind()));
+        let (ranges, hists) = dev.observe(x, &map, hist, self.opts.ignore_nonfinite)?;
+        Ok(Batch { map, ranges, hists })
     }
 
     fn check_grid(&self, map: &ParamMap) -> Result<()> {
@@ -225,59 +285,33 @@ impl Observer {
         Ok(())
     }
 
-    /// Takes a reduced batch: fixes the grid on the first one, widens each histogram to cover
-    /// the batch's range (re-binning its counts exactly) and returns empty histograms in that
-    /// layout, for [`Observer::count`].
-    pub fn widen(&mut self, map: &ParamMap, r: &Ranges) -> Result<Vec<Hist>> {
+    /// Bins per histogram for `n` parameters: many small cells (groups) cap histogram memory at
+    /// HIST_MEMORY bytes.
+    fn hist_bins(&self, n: usize) -> usize {
+        match &self.grid {
+            Some(_) => self.opts.bins,
+            None => self.opts.bins.min((HIST_MEMORY / (8 * n).max(1)).max(16)),
+        }
+    }
+
+    /// Adds an observed batch: its histograms (exactly, see [`Observer::observe`]) and its
+    /// ranges; the first batch fixes the grid. With `averaging`, the batches' ranges are averaged
+    /// in the order they are absorbed.
+    pub fn absorb(&mut self, batch: &Batch) -> Result<()> {
+        let (map, r, hists) = (&batch.map, &batch.ranges, &batch.hists);
         self.check_grid(map)?;
         let n = map.n_params();
+        let bins = self.hist_bins(n);
+        let want = if self.uses_hist() { n } else { 0 };
+        if r.min.len() != n || hists.len() != want || hists.iter().any(|h| h.counts.len() != bins) {
+            return Err(Error::Shape("a batch observed for another observer layout".into()));
+        }
         if self.grid.is_none() {
             self.grid = Some(map.grid.clone());
             self.min = vec![f32::INFINITY; n];
             self.max = vec![f32::NEG_INFINITY; n];
-            if self.uses_hist() {
-                // Many small cells (groups): cap histogram memory at HIST_MEMORY bytes.
-                let cap = (HIST_MEMORY / (8 * n).max(1)).max(16);
-                self.opts.bins = self.opts.bins.min(cap);
-                self.hists = vec![Hist::empty(self.opts.bins); n];
-            }
-        }
-        if !self.uses_hist() {
-            return Ok(vec![]);
-        }
-        let kind = self.kind();
-        for (p, h) in self.hists.iter_mut().enumerate().filter(|(p, _)| r.min[*p] <= r.max[*p]) {
-            match kind {
-                HistKind::Abs => h.cover(0.0, r.min[p].abs().max(r.max[p].abs()) as f64),
-                HistKind::Signed => h.cover(r.min[p] as f64, r.max[p] as f64),
-            }
-        }
-        Ok(self
-            .hists
-            .iter()
-            .map(|h| Hist { lo: h.lo, width: h.width, counts: vec![0; h.counts.len()], zeros: 0 })
-            .collect())
-    }
-
-    /// The second pass over a batch: counts it into `hists` (from [`Observer::widen`]).
-    pub fn count<T: Elem>(
-        dev: &impl Reducer<T>,
-        x: &[T],
-        map: &ParamMap,
-        hists: &mut [Hist],
-        kind: HistKind,
-    ) -> Result<()> {
-        if hists.is_empty() {
-            return Ok(());
-        }
-        dev.histograms(x, map, hists, kind)
-    }
-
-    /// Adds a counted batch: its histograms (exactly, see [`Observer::reduce`]) and its ranges.
-    /// With `averaging`, the batches' ranges are averaged in the order they are absorbed.
-    pub fn absorb(&mut self, r: &Ranges, hists: &[Hist]) -> Result<()> {
-        if self.min.len() != r.min.len() || hists.len() != self.hists.len() {
-            return Err(Error::Shape("a batch reduced for another observer layout".into()));
+            self.opts.bins = bins;
+            self.hists = vec![Hist::empty(bins); want];
         }
         for (h, o) in self.hists.iter_mut().zip(hists) {
             h.merge(o);
@@ -538,6 +572,8 @@ impl Entropy {
 struct Moments {
     lo: f64,
     width: f64,
+    /// `1 / width`, exact: widths are powers of two ([`crate::hist`]).
+    inv: f64,
     /// Values per unit length in each bin (`count / width`).
     density: Vec<f64>,
     /// `prefix[i]`: the three moments of bins `0..i`.
@@ -556,7 +592,7 @@ impl Moments {
             (0..3).for_each(|p| acc[p] += m[p]);
             prefix.push(acc);
         }
-        Moments { lo: h.lo, width: h.width, density, prefix }
+        Moments { lo: h.lo, width: h.width, inv: h.inv(), density, prefix }
     }
 
     /// The moments of density `d` over `[a, b]`.
@@ -569,7 +605,7 @@ impl Moments {
     #[inline(always)]
     fn at(&self, x: f64) -> [f64; 3] {
         let bins = self.density.len();
-        let f = ((x - self.lo) / self.width).floor();
+        let f = ((x - self.lo) * self.inv).floor();
         if f >= bins as f64 {
             return self.prefix[bins];
         }
@@ -643,19 +679,26 @@ pub fn mse_range(h: &Hist, kind: HistKind, scheme: &Scheme) -> (f64, f64) {
             c.into_iter().zip(costs).fold((hi, f64::INFINITY), |a, b| if b.1 < a.1 { b } else { a }).0
         };
         let b = best(coarse(lo, hi));
-        let r = (hi - lo).div_ceil(256);
+        // Two coarse steps each side: the error curve ripples (steps against bin edges), and one
+        // step missed the best edge by 10 bins in a test.
+        let r = 2 * (hi - lo).div_ceil(256);
         best((b.saturating_sub(r).max(lo)..=(b + r).min(hi)).collect())
     };
+    // Candidates end at the data: past its last bin a clip only coarsens the step (a layout can
+    // leave up to half of its bins empty above the data).
+    let (first, last) = (h.counts.iter().position(|&c| c > 0), h.counts.iter().rposition(|&c| c > 0));
+    let (first, top) = (first.unwrap_or(0), last.map_or(bins, |l| l + 1));
     if symmetric {
-        let k = search(1, bins, &|k| cost(-edge(k), edge(k)));
+        let k = search(1, top, &|k| cost(-edge(k), edge(k)));
         return (-edge(k), edge(k));
     }
     // Asymmetric: bounds keep 0 inside; `z` is the first edge at or above 0.
     let z = (((-h.lo) / h.width).ceil().max(0.0) as usize).min(bins);
-    let (mut a, mut b) = (0usize, bins);
+    let (top, mut a) = (top.max(z), first.min(z));
+    let mut b = top;
     for _ in 0..4 {
-        let nb = search(z.max(a + 1), bins, &|j| cost(edge(a).min(0.0), edge(j).max(0.0)));
-        let na = search(0, z.min(nb - 1), &|i| cost(edge(i).min(0.0), edge(nb).max(0.0)));
+        let nb = search(z.max(a + 1), top, &|j| cost(edge(a).min(0.0), edge(j).max(0.0)));
+        let na = search(first.min(z), z.min(nb - 1), &|i| cost(edge(i).min(0.0), edge(nb).max(0.0)));
         if (na, nb) == (a, b) {
             break;
         }

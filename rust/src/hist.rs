@@ -1,15 +1,31 @@
-//! Histograms for calibration: fixed bin count, u64 counts, merged across batches by widening the
-//! range and re-binning (never by keeping data).
+//! Histograms for calibration: a fixed bin count, u64 counts, and power-of-two layouts that nest.
 //!
-//! Re-binning assigns each old bin's count to the new bin holding the old bin's center. The new
-//! range is chosen so that new bins are whole multiples of old bins, aligned to old edges, which
-//! makes this exact whenever the old range fits (always, for `|x|` histograms starting at 0).
+//! Bins are `2^e` wide and the first starts at a multiple of that width, `lo = k 2^e`; the range
+//! always holds 0 (every grid does), and `e` is the smallest that fits the data into the bins. A
+//! value's bin is `floor(v 2^-e) - k`, exact in f32. Any two such layouts nest: a coarser one's
+//! bins are aligned runs of `2^d` of a finer one's, so re-binning into it (widening, merging) moves
+//! every count exactly. Hence a tensor's counts equal the merged counts of any split of it into
+//! batches, in any order, and one pass can count while the range grows ([`ranged`]: bins double
+//! until the data fits, no range pass first). The price: the data fills between half and all of
+//! the bins (a bin is under `2 * range / bins` wide).
 
 use crate::elem::{is_finite, Elem};
+use crate::range::Scan;
 use rayon::prelude::*;
 
 /// Values per parallel histogram task: large, since each task merges a private histogram.
 const HIST_CHUNK: usize = 1 << 19;
+/// Bin widths run from `2^E_MIN` to `2^E_MAX`: the kernels multiply by `2^-e` in f32, exactly.
+const E_MIN: i32 = -126;
+const E_MAX: i32 = 128;
+/// Most bins a histogram may have: bin indices and starts stay far below 2^24, where f32 holds
+/// every integer, so the bin arithmetic is exact.
+pub const MAX_BINS: usize = 1 << 20;
+
+/// `2^e`, for `e` within f64's normal exponents.
+fn pow2(e: i32) -> f64 {
+    f64::from_bits(((e + 1023) as u64) << 52)
+}
 
 /// What a histogram counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,10 +36,10 @@ pub enum HistKind {
     Signed,
 }
 
-/// A histogram of `counts.len()` bins over `[lo, lo + width * bins]`, plus a separate count of
-/// exact zeros: every grid represents 0 exactly, so zeros (ReLU outputs, padding, pruned weights)
-/// carry no quantization error and would only distort the threshold searches as a spike in one bin.
-/// `width == 0` means all binned mass sits at `lo` (a constant so far).
+/// A histogram of `counts.len()` bins over `[lo, lo + width * bins]` in a power-of-two layout
+/// (see the module docs), plus a separate count of exact zeros: every grid represents 0 exactly,
+/// so zeros (ReLU outputs, padding, pruned weights) carry no quantization error and would only
+/// distort the threshold searches as a spike in one bin. `width == 0`: no layout yet (no counts).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hist {
     pub lo: f64,
@@ -32,10 +48,69 @@ pub struct Hist {
     pub zeros: u64,
 }
 
+/// A power-of-two layout: bins `2^e` wide, the first starting at `k 2^e` (`k` an integer).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Layout {
+    e: i32,
+    k: f64,
+}
+
+impl Layout {
+    /// The layout of `bins` bins with the smallest `e >= e_min` that holds `[a, b]` and 0.
+    fn covering(a: f64, b: f64, bins: usize, e_min: i32) -> Layout {
+        let (a, b, n) = (a.min(0.0), b.max(0.0), bins as f64);
+        // Every smaller `e` spreads `[a, b]` over more than `bins` bins.
+        let mut e = e_min.max(E_MIN);
+        if b > a {
+            e = e.max(((b - a) / n).log2().floor() as i32);
+        }
+        loop {
+            let s = pow2(-e);
+            let (ka, kb) = ((a * s).floor(), (b * s).floor());
+            // At E_MAX every finite f32 range fits in 2 bins.
+            if kb - ka < n || e >= E_MAX {
+                return Layout { e, k: ka };
+            }
+            e += 1;
+        }
+    }
+}
+
 impl Hist {
-    /// An empty histogram with `bins` bins.
+    /// An empty histogram with `bins` bins and no layout.
     pub fn empty(bins: usize) -> Self {
         Hist { lo: 0.0, width: 0.0, counts: vec![0; bins], zeros: 0 }
+    }
+
+    /// A histogram from stored fields (an observer's saved state). A layout that is not a
+    /// power-of-two one (saved before rxquant used them) is re-binned into one by bin centers.
+    pub fn restore(lo: f64, width: f64, counts: Vec<u64>, zeros: u64) -> Result<Self, String> {
+        if !(lo.is_finite() && width.is_finite() && width >= 0.0) || counts.len() < 2 {
+            return Err(format!(
+                "histogram layout lo={lo}, width={width} with {} bins is invalid",
+                counts.len()
+            ));
+        }
+        let h = Hist { lo, width, counts, zeros };
+        let aligned = h.layout().is_some_and(|Layout { e, k }| {
+            (E_MIN..=E_MAX).contains(&e)
+                && pow2(e) == width
+                && k.fract() == 0.0
+                && k <= 0.0
+                && -k < h.counts.len() as f64
+        });
+        if aligned || h.binned() == 0 {
+            return Ok(if aligned { h } else { Hist { zeros, ..Hist::empty(h.counts.len()) } });
+        }
+        let mut out = Hist { zeros, ..Hist::empty(h.counts.len()) };
+        let center = |i: usize| h.lo + (i as f64 + 0.5) * h.width;
+        let (first, last) = h.occupied().expect("binned > 0");
+        out.cover(center(first), center(last));
+        for (i, &c) in h.counts.iter().enumerate().filter(|(_, &c)| c > 0) {
+            let b = out.bin_of(center(i));
+            out.counts[b] += c;
+        }
+        Ok(out)
     }
 
     /// Number of counted values, zeros included.
@@ -48,12 +123,7 @@ impl Hist {
         self.counts.iter().sum()
     }
 
-    /// The bin holding `v` (clamped to the ends).
-    pub fn bin_of(&self, v: f64) -> usize {
-        self.index(v, self.inv())
-    }
-
-    /// Bins per unit: `1 / width`, or 0 for a point mass (everything lands in bin 0).
+    /// Bins per unit: `2^-e`, or 0 without a layout.
     pub fn inv(&self) -> f64 {
         if self.width > 0.0 {
             1.0 / self.width
@@ -67,65 +137,97 @@ impl Hist {
         self.lo + self.width * self.counts.len() as f64
     }
 
-    /// Bin index of `v` (clamped to the ends).
-    #[inline(always)]
-    fn index(&self, v: f64, inv: f64) -> usize {
-        let i = ((v - self.lo) * inv) as isize;
-        i.clamp(0, self.counts.len() as isize - 1) as usize
+    /// Start of the first bin in bin widths: `k`, an integer (0 without a layout).
+    pub fn start(&self) -> f64 {
+        self.lo * self.inv()
     }
 
-    /// Widens the range to cover `[lo, hi]`, re-binning the counts (see the module docs).
+    fn layout(&self) -> Option<Layout> {
+        let e = ((self.width.to_bits() >> 52) & 0x7ff) as i32 - 1023;
+        (self.width > 0.0).then_some(Layout { e, k: self.start() })
+    }
+
+    /// The bin holding `v`, clamped to the ends: `floor(v 2^-e) - k`, exact (f64 holds every
+    /// product of an f32 and a width).
+    pub fn bin_of(&self, v: f64) -> usize {
+        let i = (v * self.inv()).floor() - self.start();
+        i.clamp(0.0, (self.counts.len() - 1) as f64) as usize
+    }
+
+    /// Start of bin `i`.
+    fn edge(&self, i: usize) -> f64 {
+        self.lo + i as f64 * self.width
+    }
+
+    /// First and last bins with counts.
+    fn occupied(&self) -> Option<(usize, usize)> {
+        Some((self.counts.iter().position(|&c| c > 0)?, self.counts.iter().rposition(|&c| c > 0)?))
+    }
+
+    /// Widens the layout to hold `[lo, hi]` (and 0), moving the counts exactly.
     pub fn cover(&mut self, lo: f64, hi: f64) {
-        let bins = self.counts.len() as f64;
-        if self.binned() == 0 {
-            self.lo = lo;
-            self.width = (hi - lo) / bins;
+        self.cover_from(lo, hi, E_MIN);
+    }
+
+    /// [`Hist::cover`] for a batch's range: `|x|` for `Abs`.
+    pub fn cover_kind(&mut self, kind: HistKind, lo: f32, hi: f32) {
+        match kind {
+            HistKind::Abs => self.cover(0.0, lo.abs().max(hi.abs()) as f64),
+            HistKind::Signed => self.cover(lo as f64, hi as f64),
+        }
+    }
+
+    /// [`Hist::cover`] with bins at least `2^e_min` wide. Never narrows the bins: counts cannot
+    /// be split.
+    fn cover_from(&mut self, lo: f64, hi: f64, e_min: i32) {
+        let (mut a, mut b, mut e_min) = (lo, hi, e_min);
+        if let Some(l) = self.layout() {
+            e_min = e_min.max(l.e);
+            if let Some((first, last)) = self.occupied() {
+                (a, b) = (a.min(self.edge(first)), b.max(self.edge(last)));
+            }
+        }
+        let l = Layout::covering(a, b, self.counts.len(), e_min);
+        if Some(l) == self.layout() {
             return;
         }
-        if lo >= self.lo && hi <= self.hi() && (self.width > 0.0 || hi == lo) {
-            return;
-        }
-        let (new_lo, new_w) = if self.width == 0.0 {
-            let (l, h) = (lo.min(self.lo), hi.max(self.lo));
-            (l, (h - l) / bins)
-        } else {
-            // New bins: k old bins each, starting j old bins below the old start.
-            let w = self.width;
-            let j = ((self.lo - lo.min(self.lo)) / w).ceil();
-            let start = self.lo - j * w;
-            let k = ((hi.max(self.hi()) - start) / (w * bins)).ceil().max(1.0);
-            (start, k * w)
+        let fresh = Hist {
+            lo: l.k * pow2(l.e),
+            width: pow2(l.e),
+            counts: vec![0; self.counts.len()],
+            zeros: self.zeros,
         };
-        let fresh = Hist { lo: new_lo, width: new_w, counts: vec![0; self.counts.len()], zeros: self.zeros };
         let old = std::mem::replace(self, fresh);
-        let inv = self.inv();
-        for (i, &c) in old.counts.iter().enumerate().filter(|(_, &c)| c > 0) {
-            let center = old.lo + (i as f64 + 0.5) * old.width;
-            let b = self.index(center, inv);
+        self.add_bins(&old);
+    }
+
+    /// Adds the bins of `other`, whose layout is at most as coarse (each of its bins lies in one
+    /// of ours).
+    fn add_bins(&mut self, other: &Hist) {
+        for (i, &c) in other.counts.iter().enumerate().filter(|(_, &c)| c > 0) {
+            let b = self.bin_of(other.edge(i));
             self.counts[b] += c;
         }
     }
 
-    /// Adds another histogram (possibly over another range).
+    /// Adds another histogram with the same bin count, exactly: the layout widens to the coarser
+    /// of the two and to both ranges.
     pub fn merge(&mut self, other: &Hist) {
         self.zeros += other.zeros;
-        if other.binned() == 0 {
-            return;
-        }
-        self.cover(other.lo, other.hi());
-        let inv = self.inv();
-        for (i, &c) in other.counts.iter().enumerate().filter(|(_, &c)| c > 0) {
-            let b = self.index(other.lo + (i as f64 + 0.5) * other.width, inv);
-            self.counts[b] += c;
-        }
+        let Some(l) = other.layout() else { return };
+        let (a, b) =
+            other.occupied().map_or((0.0, 0.0), |(first, last)| (other.edge(first), other.edge(last)));
+        self.cover_from(a, b, l.e);
+        self.add_bins(other);
     }
 
-    /// Counts the finite values of `x` (range already covering them), in parallel chunks.
+    /// Counts the finite values of `x` (range already covering them; others are clamped into the
+    /// end bins), in parallel chunks.
     pub fn add<T: Elem>(&mut self, x: &[T], kind: HistKind) {
         let bins = self.counts.len();
-        let (lo, inv) = (self.lo, self.inv());
+        let g = Grid::of(self);
         if x.len() <= HIST_CHUNK {
-            self.zeros += count_into(x, kind, lo, inv, &mut self.counts);
+            self.zeros += count_into(x, kind, g, &mut self.counts);
             return;
         }
         let (sum, zeros) = x
@@ -133,7 +235,7 @@ impl Hist {
             .fold(
                 || (vec![0u64; bins], 0u64),
                 |(mut acc, z), xs| {
-                    let nz = count_into(xs, kind, lo, inv, &mut acc);
+                    let nz = count_into(xs, kind, g, &mut acc);
                     (acc, z + nz)
                 },
             )
@@ -149,51 +251,227 @@ impl Hist {
     }
 }
 
-/// Counts the finite nonzero values of one slice into `h`; returns the number of exact zeros.
-/// `kind` becomes a const parameter, so the per-value test folds away.
-fn count_into<T: Elem>(x: &[T], kind: HistKind, lo: f64, inv: f64, h: &mut [u64]) -> u64 {
-    match kind {
-        HistKind::Abs => crate::simd::simd!(count_into_impl::<T, true>(x, lo, inv, h)),
-        HistKind::Signed => crate::simd::simd!(count_into_impl::<T, false>(x, lo, inv, h)),
+/// The range and histogram of `x` in one pass (`bins` bins): parallel chunks each count into a
+/// private histogram whose layout widens as their range grows, then merge. NaN/Inf are left out
+/// of both and counted in the scan. The layout and counts equal those of a range pass followed by
+/// [`Hist::cover_kind`] and [`Hist::add`], without reading `x` twice.
+pub(crate) fn ranged<T: Elem>(x: &[T], bins: usize, kind: HistKind) -> (Scan, Hist) {
+    let add = |(s, mut h): (Scan, Hist), xs: &[T]| {
+        let t = match kind {
+            HistKind::Abs => crate::simd::simd!(ranged_impl::<T, true>(xs, &mut h)),
+            HistKind::Signed => crate::simd::simd!(ranged_impl::<T, false>(xs, &mut h)),
+        };
+        (s.merge(t), h)
+    };
+    let empty = || (Scan::EMPTY, Hist::empty(bins));
+    if x.len() <= HIST_CHUNK {
+        return add(empty(), x);
+    }
+    x.par_chunks(HIST_CHUNK).fold(empty, add).reduce(empty, |(s, mut h), (t, g)| {
+        h.merge(&g);
+        (s.merge(t), h)
+    })
+}
+
+/// A layout's constants for the counting loops, in f32.
+#[derive(Debug, Clone, Copy)]
+struct Grid {
+    inv: f32,
+    k: f32,
+    last: f32,
+    /// The layout's ends (`lo == hi` without one): exact in f32, as `k` and the bin count are
+    /// small integers.
+    lo: f32,
+    hi: f32,
+    /// Bins wider than 1: `v 2^-e` can underflow.
+    tiny: bool,
+}
+
+impl Grid {
+    fn of(h: &Hist) -> Grid {
+        // 2^-e is an f32 for every e in E_MIN..=E_MAX (2^-128 a subnormal); k is a small integer.
+        Grid {
+            inv: h.inv() as f32,
+            k: h.start() as f32,
+            last: (h.counts.len() - 1) as f32,
+            lo: h.lo as f32,
+            hi: if h.width > 0.0 { h.hi() as f32 } else { h.lo as f32 },
+            tiny: h.width > 1.0,
+        }
+    }
+
+    /// True when the layout holds `[lo, hi]` (for `ABS`, its magnitudes): every bin
+    /// `floor(v 2^-e) - k` lies in `0..bins` exactly when `lo <= v < hi`. False without a layout.
+    fn holds<const ABS: bool>(&self, lo: f32, hi: f32) -> bool {
+        if ABS {
+            lo.abs().max(hi.abs()) < self.hi
+        } else {
+            lo >= self.lo && hi < self.hi
+        }
     }
 }
 
-/// Bin of a finite `v` (`|v|` when `ABS`), clamped to `[0, last]`: the arithmetic of [`slot`]
-/// without its spare slots.
+/// Bin of a finite `v` (`|v|` when `ABS`, whose layouts start at 0), clamped to `[0, last]`:
+/// `floor(v 2^-e) - k`. The product is exact unless it underflows, which only `TINY` layouts
+/// allow; there a negative `v` whose product rounds to -0 takes the bin below 0's, as the exact
+/// floor does (a positive one rightly lands in 0's).
 #[inline(always)]
-fn bin<const ABS: bool>(v: f32, lo: f32, inv: f32, last: f32) -> u32 {
-    let v = if ABS { v.abs() } else { v };
-    let f = (v - lo) * inv;
+fn bin<const ABS: bool, const TINY: bool>(v: f32, g: Grid) -> u32 {
+    let f = if ABS {
+        v.abs() * g.inv
+    } else {
+        let y = v * g.inv;
+        let f = y.floor() - g.k;
+        if TINY && y == 0.0 && v < 0.0 {
+            f - 1.0
+        } else {
+            f
+        }
+    };
     let f = if f > 0.0 { f } else { 0.0 };
-    let f = if f < last { f } else { last };
+    let f = if f < g.last { f } else { g.last };
     // SAFETY: `f` was clamped to `[0, last]` above (NaN becomes 0), so it fits an i32.
     (unsafe { f.to_int_unchecked::<i32>() }) as u32
 }
 
 /// Slot of `v`: its bin, or the spare slots `bins` for exact zeros and `bins + 1` for NaN/Inf.
 #[inline(always)]
-fn slot<const ABS: bool>(v: f32, lo: f32, inv: f32, last: f32, bins: usize) -> u32 {
+fn slot<const ABS: bool, const TINY: bool>(v: f32, g: Grid, bins: usize) -> u32 {
     if !is_finite(v) {
         (bins + 1) as u32
     } else if v == 0.0 {
         bins as u32
     } else {
-        bin::<ABS>(v, lo, inv, last)
+        bin::<ABS, TINY>(v, g)
     }
 }
 
+/// Values binned at a time: a vector loop fills a buffer of bins, a scalar loop counts them.
+const BUF: usize = 256;
+/// Separate count arrays: peaked data puts neighbours in the same bin, and one array would chain
+/// each increment to the previous one's store (about 5 cycles a value instead of 1-2).
+const WAYS: usize = 4;
+/// Values counted into the u32 sub-counts between flushes, so that none can overflow.
+const BLOCK: usize = 1 << 30;
+
+/// Counts the finite nonzero values of one slice into `h` (layout `g`); returns the number of
+/// exact zeros. `kind` and the layout's underflow case become const parameters.
+fn count_into<T: Elem>(x: &[T], kind: HistKind, g: Grid, h: &mut [u64]) -> u64 {
+    match (kind, g.tiny) {
+        (HistKind::Abs, _) => crate::simd::simd!(count_into_impl::<T, true, false>(x, g, h)),
+        (HistKind::Signed, false) => crate::simd::simd!(count_into_impl::<T, false, false>(x, g, h)),
+        (HistKind::Signed, true) => crate::simd::simd!(count_into_impl::<T, false, true>(x, g, h)),
+    }
+}
+
+/// The scalar increments of one buffer of slots into the `WAYS` sub-count arrays.
 #[inline(always)]
-fn count_into_impl<T: Elem, const ABS: bool>(x: &[T], lo: f64, inv: f64, h: &mut [u64]) -> u64 {
-    const BUF: usize = 256;
-    const BLOCK: usize = 1 << 30; // u32 sub-counts are flushed before they could overflow
+fn increment(ix: &[u32], sub: &mut [u32], stride: usize) {
+    let (s0, s123) = sub.split_at_mut(stride);
+    let (s1, s23) = s123.split_at_mut(stride);
+    let (s2, s3) = s23.split_at_mut(stride);
+    let (eights, rest) = ix.split_at(ix.len() / 8 * 8);
+    for q in eights.chunks_exact(8) {
+        // SAFETY: slots are at most `bins + 1`, and each way has `bins + 2` counts.
+        unsafe {
+            *s0.get_unchecked_mut(q[0] as usize) += 1;
+            *s1.get_unchecked_mut(q[1] as usize) += 1;
+            *s2.get_unchecked_mut(q[2] as usize) += 1;
+            *s3.get_unchecked_mut(q[3] as usize) += 1;
+            *s0.get_unchecked_mut(q[4] as usize) += 1;
+            *s1.get_unchecked_mut(q[5] as usize) += 1;
+            *s2.get_unchecked_mut(q[6] as usize) += 1;
+            *s3.get_unchecked_mut(q[7] as usize) += 1;
+        }
+    }
+    for &i in rest {
+        s0[i as usize] += 1;
+    }
+}
+
+/// Moves the sub-counts into `h`: the spare zero slots and the `hits` exact zeros that the fast
+/// path counted in the bin of 0 go to the zero count.
+fn flush(sub: &mut [u32], hits: &mut u32, zero_bin: usize, h: &mut [u64]) -> u64 {
     let bins = h.len();
-    let (lo, inv, last) = (lo as f32, inv as f32, (bins - 1) as f32);
+    let mut zeros = *hits as u64;
+    for w in sub.chunks_exact(bins + 2) {
+        zeros += w[bins] as u64;
+        h.iter_mut().zip(w).for_each(|(a, &b)| *a += b as u64);
+    }
+    h[zero_bin] -= *hits as u64;
+    *hits = 0;
+    sub.fill(0);
+    zeros
+}
+
+/// What the bin loop saw in one buffer.
+struct Seen {
+    min: f32,
+    max: f32,
+    zeros: u32,
+    finite: bool,
+}
+
+/// Bins of one buffer (`c.len() <= BUF`) into `ix`, with its range, exact zeros and whether all
+/// of it is finite: the fast path for finite data. Exact zeros go to the bin 0 falls in and are
+/// only counted (moved to the zero count at the flush); NaN/Inf only clear `finite`, after which
+/// the caller redoes the buffer with the spare slots. The loop's instructions, not memory, bound
+/// its speed: lanes keep the range without a select per value.
+#[inline(always)]
+fn bin_buffer<T: Elem, const ABS: bool, const TINY: bool>(c: &[T], g: Grid, ix: &mut [u32]) -> Seen {
+    const L: usize = 8;
+    let (mut mn, mut mx) = ([f32::INFINITY; L], [f32::NEG_INFINITY; L]);
+    let (mut z, mut bad) = ([0u32; L], [0u32; L]);
+    prefetch(c);
+    let n = c.len() / L * L;
+    for (q, s) in c[..n].chunks_exact(L).zip(ix.chunks_exact_mut(L)) {
+        for j in 0..L {
+            let v = q[j].to_f32();
+            mn[j] = if v < mn[j] { v } else { mn[j] };
+            mx[j] = if v > mx[j] { v } else { mx[j] };
+            z[j] += (v == 0.0) as u32;
+            bad[j] |= !is_finite(v) as u32;
+            s[j] = bin::<ABS, TINY>(v, g);
+        }
+    }
+    for (v, s) in c[n..].iter().zip(&mut ix[n..]) {
+        let v = v.to_f32();
+        (mn[0], mx[0]) = (if v < mn[0] { v } else { mn[0] }, if v > mx[0] { v } else { mx[0] });
+        z[0] += (v == 0.0) as u32;
+        bad[0] |= !is_finite(v) as u32;
+        *s = bin::<ABS, TINY>(v, g);
+    }
+    let fold = |a: [f32; L], f: fn(f32, f32) -> f32| a.into_iter().fold(a[0], f);
+    Seen {
+        min: fold(mn, f32::min),
+        max: fold(mx, f32::max),
+        zeros: z.iter().sum(),
+        finite: bad.iter().all(|&b| b == 0),
+    }
+}
+
+/// [`bin_buffer`], in AVX2 intrinsics for f32 where the CPU has them ([`crate::hist_avx2`]).
+#[inline(always)]
+fn bins_of<T: Elem, const ABS: bool, const TINY: bool>(c: &[T], g: Grid, ix: &mut [u32]) -> Seen {
+    #[cfg(target_arch = "x86_64")]
+    if let (true, Some(c)) = (crate::simd::avx2(), crate::elem::as_f32(c)) {
+        // SAFETY: the CPU has AVX2, FMA and F16C.
+        let (min, max, zeros, finite) =
+            unsafe { crate::hist_avx2::bin_buffer::<ABS, TINY>(c, g.inv, g.k, ix) };
+        return Seen { min, max, zeros, finite };
+    }
+    bin_buffer::<T, ABS, TINY>(c, g, ix)
+}
+
+#[inline(always)]
+fn count_into_impl<T: Elem, const ABS: bool, const TINY: bool>(x: &[T], g: Grid, h: &mut [u64]) -> u64 {
+    let bins = h.len();
     let mut zeros = 0u64;
     if x.len() < 1024 {
         // Short slices (single values from per-channel runs, small groups): count directly,
         // without allocating and flushing a block buffer per call.
         for v in x {
-            match slot::<ABS>(v.to_f32(), lo, inv, last, bins) as usize {
+            match slot::<ABS, TINY>(v.to_f32(), g, bins) as usize {
                 i if i < bins => h[i] += 1,
                 i if i == bins => zeros += 1,
                 _ => {}
@@ -201,148 +479,234 @@ fn count_into_impl<T: Elem, const ABS: bool>(x: &[T], lo: f64, inv: f64, h: &mut
         }
         return zeros;
     }
-    // Bins of BUF values first (a vector loop), then their increments (a scalar loop), into u32
-    // counts with the two spare slots. Consecutive values go to four separate count arrays: peaked
-    // data puts neighbours in the same bin, and one array would chain each increment to the
-    // previous one's store (about 5 cycles a value instead of 1-2).
-    //
-    // The vector loop is the fast path for finite data: exact zeros go to the bin 0 falls in and
-    // are only counted, then moved to `zeros` at the flush, and NaN/Inf only raise a flag, after
-    // which the buffer is redone with the spare slots. Two selects a vector fewer than slotting
-    // every value: the loop's instructions, not memory, bound its speed.
-    const WAYS: usize = 4;
     let stride = bins + 2;
-    let zero_bin = bin::<ABS>(0.0, lo, inv, last) as usize;
+    let zero_bin = bin::<ABS, TINY>(0.0, g) as usize;
     let mut sub = vec![0u32; WAYS * stride];
     let mut ix = [0u32; BUF];
     for block in x.chunks(BLOCK) {
         let mut hits = 0u32; // exact zeros counted in `zero_bin` of this block
         for c in block.chunks(BUF) {
-            // The loop alternates a vector phase with a scalar one, and the hardware prefetcher
-            // alone left it waiting on memory (a third of its time on one core).
-            for line in c.chunks(64 / std::mem::size_of::<T>().max(1)) {
-                crate::simd::prefetch(line.as_ptr());
-            }
-            let (mut z, mut bad) = (0u32, 0u32);
-            for (s, v) in ix.iter_mut().zip(c) {
-                let v = v.to_f32();
-                *s = bin::<ABS>(v, lo, inv, last);
-                z += (v == 0.0) as u32;
-                bad |= !is_finite(v) as u32;
-            }
-            if bad == 0 {
-                hits += z;
+            let seen = bins_of::<T, ABS, TINY>(c, g, &mut ix);
+            if seen.finite && g.holds::<ABS>(seen.min, seen.max) {
+                hits += seen.zeros;
             } else {
+                // NaN/Inf, or values outside the layout (clamped into the end bins).
                 for (s, v) in ix.iter_mut().zip(c) {
-                    *s = slot::<ABS>(v.to_f32(), lo, inv, last, bins);
+                    *s = slot::<ABS, TINY>(v.to_f32(), g, bins);
                 }
             }
-            let (s0, s123) = sub.split_at_mut(stride);
-            let (s1, s23) = s123.split_at_mut(stride);
-            let (s2, s3) = s23.split_at_mut(stride);
-            let (eights, rest) = ix[..c.len()].split_at(c.len() / 8 * 8);
-            for q in eights.chunks_exact(8) {
-                // SAFETY: `bin` and `slot` return at most `bins + 1`, and each way has `bins + 2`
-                // counts.
-                unsafe {
-                    *s0.get_unchecked_mut(q[0] as usize) += 1;
-                    *s1.get_unchecked_mut(q[1] as usize) += 1;
-                    *s2.get_unchecked_mut(q[2] as usize) += 1;
-                    *s3.get_unchecked_mut(q[3] as usize) += 1;
-                    *s0.get_unchecked_mut(q[4] as usize) += 1;
-                    *s1.get_unchecked_mut(q[5] as usize) += 1;
-                    *s2.get_unchecked_mut(q[6] as usize) += 1;
-                    *s3.get_unchecked_mut(q[7] as usize) += 1;
-                }
-            }
-            for &i in rest {
-                s0[i as usize] += 1;
-            }
+            increment(&ix[..c.len()], &mut sub, stride);
         }
-        for w in sub.chunks_exact(stride) {
-            zeros += w[bins] as u64;
-            h.iter_mut().zip(w).for_each(|(a, &b)| *a += b as u64);
-        }
-        h[zero_bin] -= hits as u64;
-        zeros += hits as u64;
-        sub.fill(0);
+        zeros += flush(&mut sub, &mut hits, zero_bin, h);
     }
     zeros
+}
+
+/// The loop alternates a vector phase with a scalar one, and the hardware prefetcher alone left
+/// it waiting on memory (a third of its time on one core).
+#[inline(always)]
+fn prefetch<T>(c: &[T]) {
+    for line in c.chunks(64 / std::mem::size_of::<T>().max(1)) {
+        crate::simd::prefetch(line.as_ptr());
+    }
+}
+
+/// One task of [`ranged`]: counts `x` into `h`, whose layout widens (counts flushed and moved
+/// exactly) whenever a buffer's range leaves it, after which the buffer is binned again.
+#[inline(always)]
+fn ranged_impl<T: Elem, const ABS: bool>(x: &[T], h: &mut Hist) -> Scan {
+    let kind = if ABS { HistKind::Abs } else { HistKind::Signed };
+    let bins = h.counts.len();
+    let stride = bins + 2;
+    let mut sub = vec![0u32; WAYS * stride];
+    let mut ix = [0u32; BUF];
+    let mut g = Grid::of(h);
+    let (mut scan, mut hits, mut pending) = (Scan::EMPTY, 0u32, 0usize);
+    for c in x.chunks(BUF) {
+        if pending + c.len() > BLOCK {
+            h.zeros += flush(&mut sub, &mut hits, h.bin_of(0.0), &mut h.counts);
+            pending = 0;
+        }
+        loop {
+            let mut seen = if g.tiny {
+                bins_of::<T, ABS, true>(c, g, &mut ix)
+            } else {
+                bins_of::<T, ABS, false>(c, g, &mut ix)
+            };
+            let mut bad = 0;
+            if !seen.finite {
+                // NaN/Inf: the range of the finite values, then the spare slots.
+                let s = c.iter().map(|v| v.to_f32()).fold(Scan::EMPTY, |s, v| {
+                    s.merge(if is_finite(v) {
+                        Scan { min: v, max: v, bad: 0 }
+                    } else {
+                        Scan { bad: 1, ..Scan::EMPTY }
+                    })
+                });
+                (seen.min, seen.max, bad) = (s.min, s.max, s.bad);
+            }
+            if seen.min <= seen.max && !g.holds::<ABS>(seen.min, seen.max) {
+                h.zeros += flush(&mut sub, &mut hits, h.bin_of(0.0), &mut h.counts);
+                h.cover_kind(kind, seen.min, seen.max);
+                g = Grid::of(h);
+                continue;
+            }
+            if seen.finite {
+                hits += seen.zeros;
+            } else {
+                for (s, v) in ix.iter_mut().zip(c) {
+                    let v = v.to_f32();
+                    *s = if g.tiny { slot::<ABS, true>(v, g, bins) } else { slot::<ABS, false>(v, g, bins) };
+                }
+            }
+            increment(&ix[..c.len()], &mut sub, stride);
+            scan = scan.merge(Scan { min: seen.min, max: seen.max, bad });
+            break;
+        }
+        pending += c.len();
+    }
+    h.zeros += flush(&mut sub, &mut hits, h.bin_of(0.0), &mut h.counts);
+    scan
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn counts_match_naive() {
-        let x: Vec<f32> = (0..200_000).map(|i| ((i * 7919) % 1000) as f32 / 100.0 - 3.0).collect();
-        let mut h = Hist::empty(64);
-        h.cover(-3.0, 7.0);
-        h.add(&x, HistKind::Signed);
-        let mut naive = [0u64; 64];
-        for &v in &x {
-            if v != 0.0 {
-                let b = (((v as f64 + 3.0) / (10.0 / 64.0)) as usize).min(63);
-                naive[b] += 1;
+    /// Heavy-tailed values whose scale grows along the slice (later values widen the range),
+    /// with exact zeros, -0.0 and values far below the bin width.
+    fn data(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|i| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let u = ((s >> 11) as f64 / (1u64 << 53) as f64) - 0.5;
+                let v = -(1.0 - 2.0 * u.abs()).ln() * u.signum() * (1.0 + i as f64 / 2000.0);
+                match i % 97 {
+                    0 => 0.0,
+                    1 => -0.0,
+                    2 => -1e-30,
+                    3 => f32::from_bits(1) * if i % 2 == 0 { 1.0 } else { -1.0 },
+                    _ => v as f32,
+                }
+            })
+            .collect()
+    }
+
+    /// The exact bin of a finite nonzero `v`: `floor(v / width) - lo / width`, in f64.
+    fn exact(h: &Hist, v: f32, kind: HistKind) -> usize {
+        let v = if kind == HistKind::Abs { v.abs() } else { v } as f64;
+        let i = (v / h.width).floor() - h.lo / h.width;
+        assert!(i >= 0.0 && i < h.counts.len() as f64, "{v} outside the layout");
+        i as usize
+    }
+
+    fn naive(h: &Hist, x: &[f32], kind: HistKind) -> (Vec<u64>, u64) {
+        let (mut counts, mut zeros) = (vec![0u64; h.counts.len()], 0);
+        for &v in x.iter().filter(|v| v.is_finite()) {
+            if v == 0.0 {
+                zeros += 1;
+            } else {
+                counts[exact(h, v, kind)] += 1;
             }
         }
-        assert_eq!(h.total(), 200_000);
-        let diff: u64 = h.counts.iter().zip(&naive).map(|(a, b)| a.abs_diff(*b)).sum();
-        assert!(diff < 10, "only float rounding at bin edges may differ: {diff}");
+        (counts, zeros)
+    }
+
+    #[test]
+    fn layouts_are_the_finest_power_of_two_that_holds_the_range_and_zero() {
+        // [-3, 7] in 64 bins: 1/8 needs 80 bins (-24..56), 1/4 needs 40 (-12..28).
+        assert_eq!(Layout::covering(-3.0, 7.0, 64, E_MIN), Layout { e: -2, k: -12.0 });
+        // 0 is always held: [5, 6] spans [0, 6], 1/8 needs 49 bins.
+        assert_eq!(Layout::covering(5.0, 6.0, 64, E_MIN), Layout { e: -3, k: 0.0 });
+        // Never narrower than asked; the widest f32 range fits in 2 bins.
+        assert_eq!(Layout::covering(0.0, 1.0, 64, 3), Layout { e: 3, k: 0.0 });
+        assert_eq!(Layout::covering(-f32::MAX as f64, f32::MAX as f64, 2, E_MIN), Layout { e: 128, k: -1.0 });
+        assert_eq!(Layout::covering(0.0, 0.0, 64, E_MIN), Layout { e: E_MIN, k: 0.0 });
+    }
+
+    #[test]
+    fn counts_are_the_exact_floor_in_both_passes() {
+        // `add` after a range, and `ranged` in one pass, both equal the f64 floor value by value,
+        // for both kinds, in narrow layouts and in wide ones (bins over 1, where products of tiny
+        // values underflow); the one-pass layout is the one the range alone gives.
+        // 1.2M values: several parallel tasks, whose histograms merge.
+        for scale in [1.0f32, 1e-3, 5e4] {
+            let x: Vec<f32> = data(1_200_000, 7).iter().map(|v| v * scale).collect();
+            for kind in [HistKind::Signed, HistKind::Abs] {
+                let r = x.iter().fold(Scan::EMPTY, |s, &v| s.merge(Scan { min: v, max: v, bad: 0 }));
+                let mut two = Hist::empty(2048);
+                two.cover_kind(kind, r.min, r.max);
+                two.add(&x, kind);
+                assert_eq!((two.counts.clone(), two.zeros), naive(&two, &x, kind), "{kind:?} x{scale}");
+                let (s, one) = ranged(&x, 2048, kind);
+                assert_eq!((s.min, s.max, s.bad), (r.min, r.max, 0));
+                assert_eq!(one, two, "{kind:?} x{scale}");
+                assert!(
+                    two.width < 2.0 * (r.max.max(0.0) - r.min.min(0.0)) as f64 / 2048.0
+                        || kind == HistKind::Abs
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn any_split_in_any_order_merges_to_the_whole() {
+        let x = data(200_000, 3);
+        for kind in [HistKind::Signed, HistKind::Abs] {
+            let (_, whole) = ranged(&x, 1000, kind);
+            for cuts in [[1, 50_000, 50_001, 120_000], [90_000, 90_100, 150_000, 199_999]] {
+                let parts = [
+                    &x[..cuts[0]],
+                    &x[cuts[0]..cuts[1]],
+                    &x[cuts[1]..cuts[2]],
+                    &x[cuts[2]..cuts[3]],
+                    &x[cuts[3]..],
+                ];
+                for order in [[0, 1, 2, 3, 4], [4, 2, 0, 3, 1], [3, 4, 1, 0, 2]] {
+                    let mut h = Hist::empty(1000);
+                    for i in order {
+                        h.merge(&ranged(parts[i], 1000, kind).1);
+                    }
+                    assert_eq!(h, whole, "{kind:?} {cuts:?} {order:?}");
+                }
+            }
+        }
     }
 
     #[test]
     fn zeros_and_nonfinite_match_the_spare_slots() {
         // Zeros everywhere, NaN/Inf in some 256-value buffers only (those take the slot path),
-        // a tail shorter than a buffer; both kinds, compared with `slot` value by value.
+        // a tail shorter than a buffer; both kinds and both passes, against the exact floor.
         let mut x: Vec<f32> = (0..5000).map(|i| ((i * 7919) % 997) as f32 / 50.0 - 9.0).collect();
         for i in (0..5000).step_by(37) {
             x[i] = 0.0;
         }
         x[700] = -0.0;
         (x[1000], x[2600], x[2601], x[4990]) = (f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::NAN);
-        for (kind, lo, hi) in [(HistKind::Signed, -9.0, 11.0), (HistKind::Abs, 0.0, 11.0)] {
-            let mut h = Hist::empty(100);
-            h.cover(lo, hi);
-            let zeros = count_into(&x, kind, h.lo, h.inv(), &mut h.counts);
-            let (mut naive, mut nz) = (vec![0u64; 100], 0);
-            let (lo, inv) = (h.lo as f32, h.inv() as f32);
-            for &v in &x {
-                let s = match kind {
-                    HistKind::Abs => slot::<true>(v, lo, inv, 99.0, 100),
-                    HistKind::Signed => slot::<false>(v, lo, inv, 99.0, 100),
-                } as usize;
-                match s {
-                    100 => nz += 1,
-                    101 => {}
-                    b => naive[b] += 1,
-                }
-            }
-            assert_eq!((h.counts.clone(), zeros), (naive, nz), "{kind:?}");
+        for kind in [HistKind::Signed, HistKind::Abs] {
+            let (s, one) = ranged(&x, 100, kind);
+            let finite = x.iter().filter(|v| v.is_finite());
+            let (min, max) =
+                finite.fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+            assert_eq!((s.min, s.max, s.bad), (min, max, 4));
+            assert_eq!((one.counts.clone(), one.zeros), naive(&one, &x, kind), "{kind:?}");
+            let mut two = Hist::empty(100);
+            two.cover_kind(kind, s.min, s.max);
+            two.add(&x, kind);
+            assert_eq!(two, one, "{kind:?}");
         }
     }
 
     #[test]
-    fn widening_is_exact_for_abs_histograms() {
-        let mut h = Hist::empty(8);
-        h.cover(0.0, 8.0);
-        h.add(&[0.5f32, 1.5, 7.5, 7.9], HistKind::Abs);
-        h.cover(0.0, 20.0);
-        assert_eq!(h.width, 3.0);
-        assert_eq!(h.total(), 4);
-        assert_eq!(h.counts[0], 2); // 0.5 and 1.5 in [0, 3)
-        assert_eq!(h.counts[2], 2); // 7.5 and 7.9 in [6, 9)
-    }
-
-    #[test]
-    fn point_mass_then_spread() {
-        let mut h = Hist::empty(4);
-        h.cover(0.5, 0.5);
-        h.add(&[0.5f32; 10], HistKind::Abs);
-        h.add(&[0.0f32; 3], HistKind::Abs);
-        assert_eq!((h.counts[0], h.zeros), (10, 3));
-        h.cover(0.0, 4.0);
-        assert_eq!((h.counts[0], h.width, h.total()), (10, 1.0, 13));
+    fn old_layouts_are_rebinned_by_centers_and_bad_ones_refused() {
+        let h = Hist::restore(-1.0, 0.3, vec![1, 0, 2, 0, 0, 5, 0, 0, 0, 1], 4).unwrap();
+        // Centers -0.85, -0.25, 0.65, 1.85: 11 bins of 1/4, so bins of 1/2 from -1.
+        assert_eq!((h.total(), h.zeros, h.lo, h.width), (13, 4, -1.0, 0.5));
+        assert_eq!(h.counts, vec![1, 2, 0, 5, 0, 1, 0, 0, 0, 0]);
+        let aligned = Hist::restore(-0.5, 0.25, vec![1, 2, 3, 4], 0).unwrap();
+        assert_eq!((aligned.lo, aligned.width, aligned.counts.clone()), (-0.5, 0.25, vec![1, 2, 3, 4]));
+        assert!(Hist::restore(f64::NAN, 1.0, vec![0; 4], 0).is_err());
+        assert!(Hist::restore(0.0, -1.0, vec![0; 4], 0).is_err());
     }
 }

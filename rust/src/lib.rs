@@ -31,6 +31,7 @@ pub mod gptq;
 pub mod gpu;
 pub mod hessian;
 pub mod hist;
+mod hist_avx2;
 pub mod layout;
 pub mod metrics;
 pub mod mse;

@@ -27,9 +27,9 @@ pub(crate) struct Scan {
 }
 
 impl Scan {
-    const EMPTY: Scan = Scan { min: f32::INFINITY, max: f32::NEG_INFINITY, bad: 0 };
+    pub(crate) const EMPTY: Scan = Scan { min: f32::INFINITY, max: f32::NEG_INFINITY, bad: 0 };
 
-    fn merge(self, o: Scan) -> Scan {
+    pub(crate) fn merge(self, o: Scan) -> Scan {
         Scan { min: self.min.min(o.min), max: self.max.max(o.max), bad: self.bad + o.bad }
     }
 }

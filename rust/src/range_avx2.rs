@@ -28,7 +28,7 @@ pub(crate) unsafe fn fold8<const MAX: bool>(m: [__m256; 8]) -> __m256 {
 /// The horizontal min or max of one vector.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn fold1<const MAX: bool>(m: __m256) -> f32 {
+pub(crate) unsafe fn fold1<const MAX: bool>(m: __m256) -> f32 {
     let f = |a: __m128, b: __m128| if MAX { _mm_max_ps(a, b) } else { _mm_min_ps(a, b) };
     let h = f(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
     let h = f(h, _mm_movehl_ps(h, h));

@@ -183,6 +183,26 @@ fn device_histograms_give_the_cpu_observers_and_calibration() {
 }
 
 #[test]
+fn device_histograms_match_where_tiny_values_underflow() {
+    // Bins wider than 1: `v * 2^-e` of a tiny negative value rounds to -0 (or flushes on a
+    // device), and its bin is still the one below 0's.
+    let Some(cl) = backend() else { return };
+    let mut x: Vec<f32> = data(100_003, 5).iter().map(|v| v * 1e4).collect();
+    x.iter_mut().step_by(7).for_each(|v| *v = -1e-30);
+    x[3] = -f32::from_bits(1);
+    for sym in [true, false] {
+        let s = Scheme::new(Precision::Int8).asymmetric(!sym);
+        let opts = CalibOptions { exact: Some(false), ..CalibOptions::default() };
+        let mut cpu = Observer::new(s, Method::Percentile, opts.clone()).unwrap();
+        let mut dev = cpu.clone();
+        cpu.update(&x, &[x.len()]).unwrap();
+        dev.update_on(&cl, &x, &[x.len()]).unwrap();
+        assert!(cpu.hists[0].width > 1.0);
+        assert_eq!(cpu.hists, dev.hists, "sym={sym}");
+    }
+}
+
+#[test]
 fn metrics_match_cpu() {
     let Some(cl) = backend() else { return };
     for n in [0usize, 1, 7, 1000, 100_001, (1 << 24) + 77] {

@@ -60,7 +60,8 @@ def calibrate(
     - ``minmax``: the data's range.
     - ``percentile``: the ``percentile`` (default 99.99) of ``|x|`` for symmetric schemes, both
       tails for asymmetric ones. Exact order statistics up to ``exact_limit`` values (default
-      2^20) or with ``exact=True``; otherwise a ``bins``-bin histogram (error <= one bin width).
+      2^20) or with ``exact=True``; otherwise a ``bins``-bin histogram (error <= one bin width,
+      under 2 * range / bins).
     - ``entropy``: TensorRT's KL-divergence search on a 2048-bin ``|x|`` histogram, 128 target
       levels for INT8 and 8 for INT4.
     - ``mse``: the clip with the least expected squared error, from the histogram; with
@@ -116,16 +117,14 @@ class Observer:
     Batches may have any size; per channel they must keep the channel count. ``merge`` combines
     observers filled in parallel. State survives ``pickle`` and ``to_dict``/``from_dict``.
     Options as for :func:`calibrate`, plus ``averaging=c`` for a min-max moving average, and
-    ``device`` for where each batch's passes run. A batch that fails adds nothing (it may have
-    widened the histograms' range, their counts re-binned exactly).
+    ``device`` for where each batch's passes run. A batch that fails adds nothing.
 
-    ``update`` may be called from any number of threads on one observer (a data loader's
-    workers, forward hooks): each batch's passes run with the GIL released and without a lock,
-    which covers only widening the histograms and adding the batch's counts. The counts equal
-    feeding the batches one after another in the order they took that lock; ranges (min/max) and
-    counts are exact, and the histogram's layout (so, within a bin, the parameters) depends on
-    that order only when later batches widen the range. With ``averaging`` the moving average
-    follows the same order.
+    Histograms use power-of-two layouts that merge exactly (docs/calibration.md): the state, and
+    so the parameters, do not depend on how the data was split into batches or on their order;
+    one ``update`` with all of it gives the same. ``update`` may be called from any number of
+    threads on one observer (a data loader's workers, forward hooks): each batch's passes run with
+    the GIL released and without a lock, which covers only adding the batch's ranges and counts.
+    With ``averaging`` the moving average follows the order batches took that lock.
     """
 
     def __init__(

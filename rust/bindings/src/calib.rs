@@ -49,8 +49,8 @@ pub fn calibrate<'py>(
 
 /// Streaming calibration state (wrapped by `rxquant.Observer`). Any number of threads may feed
 /// one observer: each batch's passes over the data run with the GIL released and without the lock;
-/// the lock covers only widening the histograms and adding the batch's counts (see
-/// `rxquant::Observer::reduce`), so the counts equal feeding the batches one after another.
+/// the lock covers only adding the batch's ranges and counts (see `rxquant::Observer::observe`),
+/// which merge exactly in any order.
 #[pyclass(module = "rxquant._rxquant", frozen)]
 pub struct Observer {
     inner: Mutex<rxquant::Observer>,
@@ -63,7 +63,7 @@ impl Observer {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// One batch through the four steps, its passes on `dev` (the GIL released throughout).
+    /// One batch observed on `dev`, then absorbed (the GIL released throughout).
     fn feed<T: rxquant::Elem>(
         &self,
         py: Python<'_>,
@@ -72,15 +72,10 @@ impl Observer {
         shape: &[usize],
     ) -> PyResult<()> {
         detach(py, || {
-            // A copy without histograms is enough for the first pass (it reads scheme and grid).
+            // A copy without histograms is enough for the passes (they read scheme and grid).
             let shell = self.lock().clone_settings();
-            let (map, r) = shell.reduce(dev, x, shape)?;
-            let (mut hists, kind) = {
-                let mut o = self.lock();
-                (o.widen(&map, &r)?, o.kind())
-            };
-            rxquant::Observer::count(dev, x, &map, &mut hists, kind)?;
-            self.lock().absorb(&r, &hists)
+            let batch = shell.observe(dev, x, shape)?;
+            self.lock().absorb(&batch)
         })
     }
 }
@@ -174,17 +169,18 @@ impl Observer {
             return Err(to_py(rxquant::Error::Shape("observer state arrays do not fit together".into())));
         }
         let c = counts.as_array();
+        let hists = (0..hist_rows)
+            .map(|p| {
+                let (lo, width) = (hist_lo.as_array()[p], hist_width.as_array()[p]);
+                Hist::restore(lo, width, c.row(p).to_vec(), hist_zeros.as_array()[p]).map_err(|e| {
+                    to_py(rxquant::Error::Invalid(format!("observer state, parameter {p}: {e}")))
+                })
+            })
+            .collect::<PyResult<Vec<Hist>>>()?;
         o.grid = grid;
         o.min = min.as_array().to_vec();
         o.max = max.as_array().to_vec();
-        o.hists = (0..hist_rows)
-            .map(|p| Hist {
-                lo: hist_lo.as_array()[p],
-                width: hist_width.as_array()[p],
-                counts: c.row(p).to_vec(),
-                zeros: hist_zeros.as_array()[p],
-            })
-            .collect();
+        o.hists = hists;
         o.batches = batches;
         Ok(())
     }

@@ -522,19 +522,20 @@ impl ClBackend {
     }
 
     /// Histogram counts, `bins + 2` slots per parameter cell (the bins, then exact zeros, then
-    /// NaN/Inf), binned as `(v - lo[p]) * inv[p]` clamped to the bins: the CPU rule. Device
+    /// NaN/Inf), binned as `floor(v * inv[p]) - start[p]` clamped to the bins: the CPU rule for
+    /// power-of-two layouts (`inv` a power of two, `start` an integer; crate::hist). Device
     /// counts are u32, so cells are counted in slices of at most 2^30 values, each read back and
     /// summed here in u64.
     pub fn histogram_counts(
         &self,
         x: &[f32],
         map: &ParamMap,
-        lo: &[f32],
+        start: &[f32],
         inv: &[f32],
         bins: usize,
         abs: bool,
     ) -> Result<Vec<u64>> {
-        let (np, slots) = (lo.len(), lo.len() * (bins + 2));
+        let (np, slots) = (start.len(), start.len() * (bins + 2));
         if np != map.n_params() || inv.len() != np || bins == 0 || x.len() != map.len {
             return Err(Error::Shape(format!(
                 "{np} ranges and {} values for {} parameters and {} values, {bins} bins",
@@ -557,7 +558,7 @@ impl ClBackend {
         let m = x.len() / np;
         let splits = self.splits(np, m);
         let k = self.kernel("cell_histogram")?;
-        let (bx, blo, binv) = (self.upload(x)?, self.upload(lo)?, self.upload(inv)?);
+        let (bx, bstart, binv) = (self.upload(x)?, self.upload(start)?, self.upload(inv)?);
         let mut bc = self.output::<cl_uint>(slots)?;
         let (zeros, mut counts) = (vec![0 as cl_uint; slots], vec![0 as cl_uint; slots]);
         let (npu, sp, b, a) = (np as cl_ulong, splits as cl_uint, bins as cl_uint, abs as cl_int);
@@ -566,7 +567,11 @@ impl ClBackend {
             let (kb, ke) = (k0 as cl_ulong, (k0 + SLICE).min(m) as cl_ulong);
             self.write(&mut bc, &zeros)?;
             self.enqueue_groups(&k, np * splits, |e, gb| unsafe {
-                e.set_arg(&bx).set_arg(&bc).set_arg_local_buffer((bins + 2) * 4).set_arg(&blo).set_arg(&binv);
+                e.set_arg(&bx)
+                    .set_arg(&bc)
+                    .set_arg_local_buffer((bins + 2) * 4)
+                    .set_arg(&bstart)
+                    .set_arg(&binv);
                 e.set_arg(&gb).set_arg(&npu).set_arg(&sp).set_arg(&kb).set_arg(&ke).set_arg(&b).set_arg(&a);
                 e.set_arg(&dim).set_arg(&inner).set_arg(&group).set_arg(&per_group);
             })?;
@@ -639,8 +644,10 @@ impl Reducer<f32> for ClBackend {
         if hists.iter().any(|h| h.counts.len() != bins) {
             return Err(Error::Invalid("histograms with different bin counts".into()));
         }
-        let (lo, inv): (Vec<f32>, Vec<f32>) = hists.iter().map(|h| (h.lo as f32, h.inv() as f32)).unzip();
-        let counts = self.histogram_counts(x, map, &lo, &inv, bins, kind == HistKind::Abs)?;
+        // Power-of-two layouts: `2^-e` and the start `k` are exact in f32 (see crate::hist).
+        let (start, inv): (Vec<f32>, Vec<f32>) =
+            hists.iter().map(|h| (h.start() as f32, h.inv() as f32)).unzip();
+        let counts = self.histogram_counts(x, map, &start, &inv, bins, kind == HistKind::Abs)?;
         for (h, c) in hists.iter_mut().zip(counts.chunks_exact(bins + 2)) {
             h.counts.iter_mut().zip(c).for_each(|(a, &b)| *a += b);
             h.zeros += c[bins];

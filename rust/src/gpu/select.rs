@@ -61,6 +61,19 @@ impl Reducer<f32> for Backend {
             Backend::Cpu => Cpu.histograms(x, map, hists, kind),
         }
     }
+
+    fn observe(
+        &self,
+        x: &[f32],
+        map: &ParamMap,
+        hist: Option<(usize, HistKind)>,
+        ignore_nonfinite: bool,
+    ) -> Result<(Ranges, Vec<Hist>)> {
+        match self {
+            Backend::OpenCl(b) => b.observe(x, map, hist, ignore_nonfinite),
+            Backend::Cpu => Cpu.observe(x, map, hist, ignore_nonfinite),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -129,13 +129,17 @@ __kernel void cell_minmax(__global const float* x, __global float* mn, __global 
     }
 }
 
-// Histogram slot of v, the CPU rule (rust/src/hist.rs): bin floor((v - lo) * inv) clamped to the
-// bins; exact zeros in slot `bins`, NaN/Inf in slot `bins + 1`.
-inline uint bin_slot(float v, float lo, float inv, uint bins, int abs_values) {
+// Histogram slot of v, the CPU rule (rust/src/hist.rs): bin floor(v * inv) - start clamped to the
+// bins, where inv is a power of two and start an integer, so the arithmetic is exact except when
+// v * inv underflows: a negative v then takes the bin below 0's, as the exact floor does. Exact
+// zeros in slot `bins`, NaN/Inf in slot `bins + 1`.
+inline uint bin_slot(float v, float start, float inv, uint bins, int abs_values) {
     if (abs_values) v = fabs(v);
     if (!isfinite(v)) return bins + 1;
     if (v == 0.0f) return bins;
-    float f = (v - lo) * inv;
+    float y = v * inv;
+    float f = floor(y) - start;
+    if (y == 0.0f && v < 0.0f) f -= 1.0f;
     f = f > 0.0f ? f : 0.0f;
     f = f < (float)(bins - 1) ? f : (float)(bins - 1);
     return (uint)f;
@@ -147,7 +151,7 @@ inline uint bin_slot(float v, float lo, float inv, uint bins, int abs_values) {
 // histogram into the cell's global one with one atomic add per nonzero slot. The host bounds
 // k_end - k_begin so that no u32 count can overflow within a launch.
 __kernel void cell_histogram(__global const float* x, __global uint* counts, __local uint* local_counts,
-                             __global const float* lo, __global const float* inv, ulong group_base,
+                             __global const float* start, __global const float* inv, ulong group_base,
                              ulong n_params, uint splits, ulong k_begin, ulong k_end, uint bins,
                              int abs_values, ulong dim, ulong inner, ulong group, int per_group) {
     ulong wg = group_base + get_group_id(0);
@@ -157,7 +161,7 @@ __kernel void cell_histogram(__global const float* x, __global uint* counts, __l
     for (uint b = l; b < bins + 2; b += w) local_counts[b] = 0;
     barrier(CLK_LOCAL_MEM_FENCE);
     if (p < n_params) {
-        float cl = lo[p], ci = inv[p];
+        float cl = start[p], ci = inv[p];
         for (ulong k = k_begin + s * w + l; k < k_end; k += (ulong)splits * w)
             atomic_inc(&local_counts[bin_slot(x[cell_elem(p, k, dim, inner, group, per_group)], cl, ci,
                                               bins, abs_values)]);
