@@ -179,3 +179,68 @@ fn quantize_minmax_rejects_bad_input_with_clear_errors() {
     let e = quantize_minmax(&[1.0f32], &[1], fp16, false, false, &mut [0u8; 1]).unwrap_err();
     assert!(e.to_string().contains("fp16 has no scale"), "{e}");
 }
+
+/// The CPU's passes behind the trait's default `observe`: a range pass, then a counting pass.
+struct TwoPasses;
+
+impl Reducer<f32> for TwoPasses {
+    fn ranges(&self, x: &[f32], map: &ParamMap, ignore_nonfinite: bool) -> Result<range::Ranges> {
+        Cpu.ranges(x, map, ignore_nonfinite)
+    }
+
+    fn histograms(
+        &self,
+        x: &[f32],
+        map: &ParamMap,
+        hists: &mut [hist::Hist],
+        kind: hist::HistKind,
+    ) -> Result<()> {
+        Cpu.histograms(x, map, hists, kind)
+    }
+}
+
+proptest! {
+    /// Per tensor, the one-pass histogram (layout widened as the range grows) equals a range pass
+    /// then a counting pass, and every count is the exact bin `floor(v / width) - lo / width`, over
+    /// any float32 bits: subnormals, -0.0, values near f32::MAX, NaN/Inf (left out), 2 to 2048
+    /// bins. Batches split anywhere merge into the same state.
+    #[test]
+    fn one_pass_histograms_are_exact_and_equal_two_passes(
+        bits in prop::collection::vec(any::<u32>(), 0..3000),
+        scale in prop::sample::select(vec![1.0f32, 1e-30, 1e30]),
+        small in any::<bool>(),
+        bins in prop::sample::select(vec![2usize, 3, 64, 2048]),
+        sym in any::<bool>(),
+        cut in 0usize..3000,
+    ) {
+        // Raw bits cover every exponent; `small` keeps most values near 1 (times `scale`).
+        let x: Vec<f32> = bits.iter().map(|&b| {
+            let v = f32::from_bits(b);
+            if small && b % 4 != 0 { ((b % 20001) as f32 / 1000.0 - 10.0) * scale } else { v }
+        }).collect();
+        let s = scheme(Precision::Int8, sym, Granularity::PerTensor);
+        let opts = CalibOptions { bins, ignore_nonfinite: true, exact: Some(false), ..CalibOptions::default() };
+        let mut one = Observer::new(s, Method::Percentile, opts.clone()).unwrap();
+        let mut two = one.clone();
+        let mut parts = one.clone();
+        one.update(&x, &[x.len()]).unwrap();
+        two.update_on(&TwoPasses, &x, &[x.len()]).unwrap();
+        prop_assert_eq!(&one.hists, &two.hists);
+        prop_assert_eq!((&one.min, &one.max), (&two.min, &two.max));
+        let cut = cut.min(x.len());
+        for part in [&x[cut..], &x[..cut]] {
+            parts.update(part, &[part.len()]).unwrap();
+        }
+        prop_assert_eq!(&parts.hists, &one.hists);
+        let h = &one.hists[0];
+        let mut counts = vec![0u64; bins];
+        for &v in x.iter().filter(|v| v.is_finite() && **v != 0.0) {
+            let v = if sym { v.abs() } else { v } as f64;
+            let b = (v / h.width).floor() - h.lo / h.width;
+            prop_assert!(b >= 0.0 && b < bins as f64, "{} outside [{}, {})", v, h.lo, h.hi());
+            counts[b as usize] += 1;
+        }
+        prop_assert_eq!(&counts, &h.counts);
+        prop_assert_eq!(h.zeros, x.iter().filter(|v| **v == 0.0).count() as u64);
+    }
+}
