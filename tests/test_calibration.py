@@ -195,6 +195,16 @@ def test_any_split_and_order_of_batches_gives_the_one_call_state(method, scheme)
     np.testing.assert_array_equal(rq.calibrate(whole, method, scheme, exact=False).scale, one.qparams().scale)
 
 
+def test_observers_of_many_groups_round_trip():
+    # 2^17 groups cap each histogram at 256 bins (histogram memory); the saved state keeps them.
+    x = np.random.default_rng(19).normal(size=(4096, 1024)).astype(np.float32)
+    obs = rq.Observer("percentile", rq.Scheme("int8", group_size=32), exact=False).update(x)
+    assert np.asarray(obs.to_dict()["counts"]).shape == (4096 * 32, 256)
+    for copy in (pickle.loads(pickle.dumps(obs)), rq.Observer.from_dict(obs.to_dict())):
+        np.testing.assert_array_equal(copy.qparams().scale, obs.qparams().scale)
+        assert copy.update(x).batches == 2
+
+
 def test_states_saved_with_older_layouts_are_rebinned_on_load():
     # Before power-of-two layouts a histogram spanned [0, max] in `bins` equal bins: such a state
     # loads, its counts re-binned by bin centers into the layout that holds them.

@@ -285,9 +285,9 @@ impl Observer {
         Ok(())
     }
 
-    /// Bins per histogram for `n` parameters: many small cells (groups) cap histogram memory at
-    /// HIST_MEMORY bytes.
-    fn hist_bins(&self, n: usize) -> usize {
+    /// Bins per histogram for `n` parameters: the `bins` option, fixed by the first batch, which
+    /// caps histogram memory at HIST_MEMORY bytes when there are many small cells (groups).
+    pub fn hist_bins(&self, n: usize) -> usize {
         match &self.grid {
             Some(_) => self.opts.bins,
             None => self.opts.bins.min((HIST_MEMORY / (8 * n).max(1)).max(16)),

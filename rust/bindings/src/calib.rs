@@ -158,12 +158,14 @@ impl Observer {
         let n = min.len();
         let uses_hist = o.method != Method::MinMax;
         let hist_rows = if uses_hist { n } else { 0 };
+        // A state saved from many small cells has fewer bins than the option (capped memory).
+        let bins = o.hist_bins(n);
         let ok = max.len() == n
             && hist_lo.len() == hist_rows
             && hist_width.len() == hist_rows
             && hist_zeros.len() == hist_rows
             && counts.shape()[0] == hist_rows
-            && (hist_rows == 0 || counts.shape()[1] == o.opts.bins)
+            && (hist_rows == 0 || counts.shape()[1] == bins)
             && grid.as_ref().map(|g| g.iter().product::<usize>() == n).unwrap_or(n == 0);
         if !ok {
             return Err(to_py(rxquant::Error::Shape("observer state arrays do not fit together".into())));
@@ -178,6 +180,7 @@ impl Observer {
             })
             .collect::<PyResult<Vec<Hist>>>()?;
         o.grid = grid;
+        o.opts.bins = bins;
         o.min = min.as_array().to_vec();
         o.max = max.as_array().to_vec();
         o.hists = hists;
