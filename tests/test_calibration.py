@@ -215,7 +215,10 @@ def test_states_saved_with_older_layouts_are_rebinned_on_load():
     d["counts"] = [np.histogram(np.abs(x[x != 0]), 2048, (0.0, amax))[0].tolist()]
     old = rq.Observer.from_dict(d).to_dict()
     assert old["hist_width"] == [ref.hist_width(amax)] and np.sum(old["counts"]) == np.count_nonzero(x)
-    d["hist_width"] = [float("nan")]
+    d["hist_lo"] = [-1.0]
+    with pytest.raises(ValueError, match=r"parameter 0: a histogram of \|x\| starts at 0"):
+        rq.Observer.from_dict(d)
+    d["hist_lo"], d["hist_width"] = [0.0], [float("nan")]
     with pytest.raises(ValueError, match="parameter 0: histogram layout"):
         rq.Observer.from_dict(d)
 

@@ -8,7 +8,7 @@ use crate::with_slice;
 use numpy::{PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use rxquant::hist::Hist;
+use rxquant::hist::{Hist, HistKind};
 use rxquant::{CalibOptions, Method};
 use std::sync::Mutex;
 
@@ -171,12 +171,16 @@ impl Observer {
             return Err(to_py(rxquant::Error::Shape("observer state arrays do not fit together".into())));
         }
         let c = counts.as_array();
+        let abs = o.kind() == HistKind::Abs;
         let hists = (0..hist_rows)
             .map(|p| {
                 let (lo, width) = (hist_lo.as_array()[p], hist_width.as_array()[p]);
-                Hist::restore(lo, width, c.row(p).to_vec(), hist_zeros.as_array()[p]).map_err(|e| {
-                    to_py(rxquant::Error::Invalid(format!("observer state, parameter {p}: {e}")))
-                })
+                let bad =
+                    |e: String| to_py(rxquant::Error::Invalid(format!("observer state, parameter {p}: {e}")));
+                if abs && lo < 0.0 {
+                    return Err(bad(format!("a histogram of |x| starts at 0, not at lo={lo}")));
+                }
+                Hist::restore(lo, width, c.row(p).to_vec(), hist_zeros.as_array()[p]).map_err(bad)
             })
             .collect::<PyResult<Vec<Hist>>>()?;
         o.grid = grid;
