@@ -222,8 +222,10 @@ impl Hist {
     }
 
     /// Counts the finite values of `x` (range already covering them; others are clamped into the
-    /// end bins), in parallel chunks.
+    /// end bins), in parallel chunks. `Abs` histograms start at 0, as [`Hist::cover_kind`] lays
+    /// them out.
     pub fn add<T: Elem>(&mut self, x: &[T], kind: HistKind) {
+        debug_assert!(kind == HistKind::Signed || self.lo == 0.0, "an |x| histogram starts at 0");
         let bins = self.counts.len();
         let g = Grid::of(self);
         if x.len() <= HIST_CHUNK {
