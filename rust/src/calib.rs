@@ -686,8 +686,7 @@ pub fn mse_range(h: &Hist, kind: HistKind, scheme: &Scheme) -> (f64, f64) {
     };
     // Candidates end at the data: past its last bin a clip only coarsens the step (a layout can
     // leave up to half of its bins empty above the data).
-    let (first, last) = (h.counts.iter().position(|&c| c > 0), h.counts.iter().rposition(|&c| c > 0));
-    let (first, top) = (first.unwrap_or(0), last.map_or(bins, |l| l + 1));
+    let (first, top) = h.occupied().map_or((0, bins), |(first, last)| (first, last + 1));
     if symmetric {
         let k = search(1, top, &|k| cost(-edge(k), edge(k)));
         return (-edge(k), edge(k));

@@ -160,7 +160,7 @@ impl Hist {
     }
 
     /// First and last bins with counts.
-    fn occupied(&self) -> Option<(usize, usize)> {
+    pub fn occupied(&self) -> Option<(usize, usize)> {
         Some((self.counts.iter().position(|&c| c > 0)?, self.counts.iter().rposition(|&c| c > 0)?))
     }
 
@@ -538,13 +538,7 @@ fn ranged_impl<T: Elem, const ABS: bool>(x: &[T], h: &mut Hist) -> Scan {
             let mut bad = 0;
             if !seen.finite {
                 // NaN/Inf: the range of the finite values, then the spare slots.
-                let s = c.iter().map(|v| v.to_f32()).fold(Scan::EMPTY, |s, v| {
-                    s.merge(if is_finite(v) {
-                        Scan { min: v, max: v, bad: 0 }
-                    } else {
-                        Scan { bad: 1, ..Scan::EMPTY }
-                    })
-                });
+                let s = crate::range::scan(c);
                 (seen.min, seen.max, bad) = (s.min, s.max, s.bad);
             }
             if seen.min <= seen.max && !g.holds::<ABS>(seen.min, seen.max) {

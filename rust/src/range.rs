@@ -35,7 +35,7 @@ impl Scan {
 }
 
 /// Scans a slice with independent lanes so the loop compiles to SIMD min/max.
-fn scan<T: Elem>(x: &[T]) -> Scan {
+pub(crate) fn scan<T: Elem>(x: &[T]) -> Scan {
     crate::simd::simd!(scan_impl(x))
 }
 
