@@ -242,6 +242,9 @@ def test_bad_input():
         rq.calibrate(x, "foo")
     with pytest.raises(ValueError, match=r"percentile must be in \(0, 100\]"):
         rq.calibrate(np.ones(3, np.float32), "percentile", percentile=120)
+    for bins in (1, 2**20 + 1):
+        with pytest.raises(ValueError, match=rf"bins must be in 2..=1048576, got {bins}"):
+            rq.Observer("mse", bins=bins)
     obs = rq.Observer("entropy", rq.Scheme("int8", axis=1))
     obs.update(np.ones((4, 3), np.float32))
     with pytest.raises(ValueError, match=r"parameter grid \[5\] but the observer has \[3\]"):

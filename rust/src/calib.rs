@@ -889,6 +889,24 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_observed_for_another_layout_is_refused_and_adds_nothing() {
+        let s = Scheme::new(Precision::Int8).with_granularity(crate::Granularity::PerChannel { axis: 0 });
+        let opts = CalibOptions::default();
+        let mut obs = Observer::new(s, Method::Mse, opts.clone()).unwrap();
+        obs.update(&[1.0f32, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
+        let before = obs.clone();
+        let other = Observer::new(s, Method::Mse, opts.clone()).unwrap();
+        let three = other.observe(&Cpu, &[1.0f32; 6], &[3, 2]).unwrap();
+        let e = obs.absorb(&three).unwrap_err().to_string();
+        assert!(e.contains("parameter grid [3] but the observer has [2]"), "{e}");
+        let fewer_bins = Observer::new(s, Method::Mse, CalibOptions { bins: 64, ..opts }).unwrap();
+        let batch = fewer_bins.observe(&Cpu, &[1.0f32; 4], &[2, 2]).unwrap();
+        let e = obs.absorb(&batch).unwrap_err().to_string();
+        assert!(e.contains("a batch observed for another observer layout"), "{e}");
+        assert_eq!(obs, before);
+    }
+
+    #[test]
     fn methods_clip_heavy_tails() {
         let x = laplace(200_000);
         let s = Scheme::new(Precision::Int8);
