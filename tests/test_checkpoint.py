@@ -150,6 +150,21 @@ def test_bf16_sharded_and_npz_inputs(tmp_path):
     np.testing.assert_array_equal(got["ids"], np.arange(4))
 
 
+def test_npz_big_endian_tensors_keep_their_values(tmp_path):
+    """numpy saves an array in its own byte order; a big-endian tensor passed through (a bias, an
+    integer table) was written as its bytes under a little-endian dtype: 1.0 became 4.6e-41."""
+    rng = np.random.default_rng(2)
+    w, bias, ids = rng.standard_normal((16, 32)), rng.standard_normal(16), np.arange(5)
+    src = tmp_path / "be.npz"
+    np.savez(src, w=w.astype(">f4"), bias=bias.astype(">f4"), ids=ids.astype(">i8"))
+    out = tmp_path / "q.safetensors"
+    assert main(["quantize", str(src), "-o", str(out), "--quiet"]) == 0
+    got = load_quantized(out)
+    np.testing.assert_array_equal(got["bias"], bias.astype(np.float32))
+    np.testing.assert_array_equal(got["ids"], ids)
+    assert rq.metrics(w.astype(np.float32), got["w"]).sqnr_db > 40
+
+
 def test_include_exclude(model, tmp_path):
     out = tmp_path / "q.safetensors"
     assert main(["quantize", str(model), "-o", str(out), "--exclude", "layer\\.1", "--quiet"]) == 0
@@ -312,3 +327,20 @@ def test_minilm_forward_example_is_stable():
     )
     assert r.returncode == 0, r.stderr
     assert "embeddings: (8, 384), unit norm: True, stable: True" in r.stdout
+
+
+def test_writing_over_a_shard_being_read_is_refused(tmp_path):
+    """From Python as from the command line: the output may not be a file of the checkpoint."""
+    from rxquant.formats.quantized import write_quantized
+
+    shards = [tmp_path / f"s-0000{i}-of-00002.safetensors" for i in (1, 2)]
+    for i, p in enumerate(shards):
+        save_file({f"t{i}": np.ones((4, 4), np.float32)}, str(p))
+    index = tmp_path / "s.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {"t0": shards[0].name, "t1": shards[1].name}}))
+    ck = Checkpoint(shards[0])
+    assert set(ck.files()) == {*shards, index}
+    before = shards[1].read_bytes()
+    with pytest.raises(ValueError, match="would replace the file being read"):
+        write_quantized(ck, shards[1], [])
+    assert shards[1].read_bytes() == before

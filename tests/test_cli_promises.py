@@ -165,6 +165,44 @@ def test_a_plan_made_for_another_selection_is_refused_when_it_would_overflow(mod
     refused(code, err, "budgets 1,000 bytes for the file")
 
 
+def test_an_output_that_is_an_input_is_refused_and_the_input_kept(model, tmp_path, capsys):
+    """`-o` naming the file being read (by another path, a link, or as a shard of the checkpoint,
+    a plan or the statistics) replaced the user's original with the result."""
+    rng = np.random.default_rng(3)
+    npz = tmp_path / "w.npz"
+    np.savez(npz, w=rng.standard_normal((8, 64)).astype(np.float32))
+    shards = [tmp_path / f"s-0000{i}-of-00002.safetensors" for i in (1, 2)]
+    for i, p in enumerate(shards):
+        save_file({f"t{i}.weight": rng.standard_normal((8, 64)).astype(np.float32)}, str(p))
+    index = tmp_path / "s.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {"t0.weight": shards[0].name, "t1.weight": shards[1].name}}))
+    plan = tmp_path / "m.plan.json"
+    assert main(["plan", str(model), "--budget", "6bpw", "-o", str(plan), "--quiet"]) == 0
+    (tmp_path / "link.safetensors").symlink_to(model)
+    files = [model, npz, *shards, index, plan]
+    before = {p: p.read_bytes() for p in files}
+    capsys.readouterr()
+    cases = [
+        ["quantize", str(model), "-o", str(model)],
+        ["quantize", str(model), "-o", str(tmp_path / "." / model.name)],
+        ["quantize", str(model), "-o", str(tmp_path / "link.safetensors")],
+        ["quantize", str(npz), "-o", str(npz)],
+        ["quantize", str(index), "-o", str(shards[1])],
+        ["quantize", str(shards[0]), "-o", str(shards[1])],
+        ["quantize", str(model), "--plan", str(plan), "-o", str(plan)],
+        ["plan", str(model), "--budget", "4.5bpw", "-o", str(model)],
+    ]
+    for argv in cases:
+        assert main([*argv, "--quiet"]) == 2, argv
+        err = capsys.readouterr().err
+        assert "would replace the file being read" in err and err.count("\n") == 1, (argv, err)
+    assert {p: p.read_bytes() for p in files} == before
+    # Another existing file is replaced as before (the atomic writer's job).
+    other = tmp_path / "old.safetensors"
+    other.write_bytes(b"x")
+    assert main(["quantize", str(model), "-o", str(other), "--quiet"]) == 0 and other.stat().st_size > 1
+
+
 def test_output_files_follow_the_umask(model, tmp_path):
     old = os.umask(0o022)
     try:

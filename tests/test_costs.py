@@ -178,6 +178,8 @@ def test_bad_device_names_are_refused_with_the_name():
 
     with pytest.raises(ValueError, match="unknown device 'gpu9'"):
         rq.HessianObserver(device="gpu9")
+    with pytest.raises(TypeError, match=r"device must be a string \(auto, cpu, opencl or opencl:N\), got 64"):
+        rq.HessianObserver(64)  # type: ignore[arg-type]
     w = np.ones((4, 8), np.float32)
     with pytest.raises(ValueError, match="unknown device 'cuda'"):
         rq.gptq(w, rq.Scheme("int4", group_size=4), np.eye(8), device="cuda")

@@ -418,6 +418,20 @@ def test_bert_folder_to_gguf(tmp_path: Path) -> None:
     assert types["blk.0.attn_q.weight"] == "Q8_0" and types["position_embd.weight"] == "F32"
 
 
+def test_output_that_is_an_input_is_refused(tmp_path: Path) -> None:
+    """The source (or a file of the source folder) as the output: refused before anything is
+    written, the file left as it was."""
+    src = tmp_path / "m.gguf"
+    write_package_gguf(src)
+    tiny_bert(tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    before = src.read_bytes(), weights.read_bytes()
+    for a, b in ((src, src), (tmp_path / "m", weights), (weights, weights)):
+        with pytest.raises(ValueError, match="would replace the file being read"):
+            rg.quantize_file(a, b, type="q8_0")
+    assert (src.read_bytes(), weights.read_bytes()) == before
+
+
 def test_other_architectures_refused(tmp_path: Path) -> None:
     tiny_bert(tmp_path / "m", model_type="llama")
     with pytest.raises(ValueError, match="'llama' model; rxquant converts bert"):
@@ -443,6 +457,16 @@ def test_minilm_vocabulary_as_llama_converter_writes_it(tmp_path: Path) -> None:
 def run(*argv: str) -> tuple[int, str, str]:
     r = subprocess.run([sys.executable, "-m", "rxquant", *argv], capture_output=True, text=True)
     return r.returncode, r.stdout, r.stderr
+
+
+def test_cli_gguf_output_that_is_the_input_is_refused(tmp_path: Path) -> None:
+    src = tmp_path / "m.gguf"
+    write_package_gguf(src)
+    before = src.read_bytes()
+    for out in (src, tmp_path / "." / "m.gguf"):
+        rc, _, err = run("quantize", str(src), "-o", str(out), "--type", "q4_0")
+        assert rc == 2 and "would replace the file being read" in err and err.count("\n") == 1, err
+    assert src.read_bytes() == before
 
 
 def test_cli_gguf_round_trip(tmp_path: Path) -> None:

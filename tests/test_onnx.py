@@ -207,6 +207,12 @@ def test_collect_statistics_is_the_inputs_hessian(tmp_path: Path) -> None:
 def test_edge_models(tmp_path: Path) -> None:
     rng = np.random.default_rng(4)
     w = rng.standard_normal((64, 64)).astype(np.float32)
+    # The source as the output: refused, the model left as it was.
+    matmul_model(tmp_path / "same.onnx", {"w": w})
+    before = (tmp_path / "same.onnx").read_bytes()
+    with pytest.raises(ValueError, match="would replace the file being read"):
+        ro.quantize_model(tmp_path / "same.onnx", tmp_path / "same.onnx", ASYM)
+    assert (tmp_path / "same.onnx").read_bytes() == before
     # MatMul on two activations: left, and said so.
     matmul_model(tmp_path / "a.onnx", {"w": w}, extra="two_activations")
     res = ro.quantize_model(tmp_path / "a.onnx", tmp_path / "aq.onnx", ASYM)

@@ -324,8 +324,11 @@ def test_dequantize_into_out_equals_a_new_array(scheme: rq.Scheme, packed: bool)
 def test_dequantize_out_refusals_name_the_problem() -> None:
     x = np.random.default_rng(4).standard_normal((8, 64)).astype(np.float32)
     q, qp = rq.quantize(x, rq.Scheme("int8", axis=0))
-    with pytest.raises(TypeError, match="out must be a float32 numpy array, got dtype float64"):
+    want = "out must be a float32 numpy array in the machine's byte order, got dtype float64"
+    with pytest.raises(TypeError, match=want):
         rq.dequantize(q, qp, out=np.empty((8, 64)))
+    with pytest.raises(TypeError, match="byte order, got dtype >f4"):
+        rq.dequantize(q, qp, out=np.empty((8, 64), ">f4"))
     with pytest.raises(TypeError, match="got list"):
         rq.dequantize(q, qp, out=[0.0] * 512)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"out has shape \(64, 8\); the result has shape \(8, 64\)"):
@@ -342,3 +345,23 @@ def test_dequantize_out_refusals_name_the_problem() -> None:
     codes[...] = q
     with pytest.raises(ValueError, match="out cannot be written: it shares memory with an input"):
         rq.dequantize(codes, qp, out=buf)
+
+
+def test_big_endian_input_is_read_as_its_values() -> None:
+    """Big-endian floats (as read from some files) are the same numbers: every entry point takes
+    them and gives what the native array gives."""
+    from rxquant import gguf
+
+    x = np.random.default_rng(5).standard_normal((8, 64)).astype(np.float32)
+    for dt in (">f4", ">f8", ">f2"):
+        b = x.astype(dt)
+        native = b.astype(b.dtype.newbyteorder("="))
+        s = rq.Scheme("int4", group_size=32)
+        (q, qp), (q0, qp0) = rq.quantize(b, s), rq.quantize(native, s)
+        np.testing.assert_array_equal(q, q0)
+        np.testing.assert_array_equal(qp.scale, qp0.scale)
+        np.testing.assert_array_equal(rq.fake_quantize(b, s), rq.fake_quantize(native, s))
+        np.testing.assert_array_equal(gguf.quantize_tensor(b, "q4_0"), gguf.quantize_tensor(native, "q4_0"))
+        assert rq.calibrate(b, "mse").scale == rq.calibrate(native, "mse").scale
+    with pytest.raises(TypeError, match="got dtype >i4"):
+        rq.quantize(np.zeros(4, ">i4"), rq.Scheme("int8"))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from .core import native
-from .core.atomic import PathLike
+from .core.atomic import PathLike, refuse_overwriting
 from .core.block_types import BLOCK_TYPES, ROUNDINGS, BlockType
 from .core.blocks import dequantize_tensor, quantize_tensor
 from .formats.gguf_file import (
@@ -254,6 +254,7 @@ def quantize_file(
             raise ValueError(
                 f"unknown type {type!r}; expected one of {', '.join(t.lower() for t in OUTPUT_TYPES)}"
             )
+    refuse_overwriting(dst, src, *([statistics] if isinstance(statistics, (str, os.PathLike)) else []))
     source = _open_source(src)
     stats = None
     if statistics is not None:

@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 
 from .core import native
-from .core.atomic import PathLike
+from .core.atomic import PathLike, refuse_overwriting
 from .core.calibration import calibrate
 from .core.gptq import gptq
 from .core.hessian import HessianObserver
@@ -241,6 +241,7 @@ def quantize_model(
     free offset per block, chosen with the scale by least squares; more bytes). ``progress`` is
     called after each weight with its report and the number of weights."""
     onnx = onnx_package()
+    refuse_overwriting(dst, src, *([statistics] if isinstance(statistics, (str, os.PathLike)) else []))
     s = _coerce_scheme(scheme)
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")

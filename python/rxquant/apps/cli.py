@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Callable, Optional
 
 from ..core.hardware import GPU_FAMILIES
@@ -259,6 +260,36 @@ def _command(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
     return getattr(commands, args.func)  # type: ignore[no-any-return]
 
 
+def _input_files(args: argparse.Namespace) -> list[Path]:
+    """What the command reads: its input files and folders, with the shards and index of a
+    sharded checkpoint."""
+    files: list[Path] = []
+    for attr in ("file", "model_dir", "plan", "statistics", "imatrix"):
+        value = getattr(args, attr, None)
+        p = Path(value) if value else None
+        if p is None or not p.exists():
+            continue
+        if p.is_file() and p.name.endswith((".safetensors", ".index.json")):
+            from ..formats.checkpoint import source_files  # imports numpy: not for GGUF inputs
+
+            files += source_files(p)
+        else:
+            files.append(p)
+    return files
+
+
+def check_output(args: argparse.Namespace) -> None:
+    """Refuses an ``--output`` that is one of the command's own input files."""
+    out = getattr(args, "output", None)
+    if out:
+        from ..core.atomic import refuse_overwriting
+
+        try:
+            refuse_overwriting(out, *_input_files(args))
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point; returns 0 on success, 1 on failures, 2 on requests that cannot be done as asked."""
     args = build_parser().parse_args(argv)
@@ -273,6 +304,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 check_device(args.device)
             except ValueError as e:
                 raise UsageError(f"--device: {e}") from None
+        check_output(args)
         return int(_command(args)(args))
     except KeyboardInterrupt:
         print("rxquant: interrupted; no partial output was left", file=sys.stderr)

@@ -10,11 +10,14 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16), np.dtype(np.float64)
 
 
 def as_float_array(x: Any, name: str = "x") -> np.ndarray:
-    """Returns `x` as a C-contiguous float16/32/64 array; other dtypes raise a TypeError naming them."""
+    """Returns `x` as a C-contiguous float16/32/64 array in the machine's byte order (a copy only
+    when it is not one already: non-contiguous, or big-endian data read from a file); other dtypes
+    raise a TypeError naming them."""
     a = np.asarray(x)
-    if a.dtype not in FLOAT_DTYPES:
+    native = a.dtype.newbyteorder("=")
+    if native not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be a float32, float16 or float64 array, got dtype {a.dtype}")
-    return np.asarray(a, order="C")
+    return np.asarray(a, dtype=native, order="C")
 
 
 def as_code_array(q: Any, name: str = "q") -> np.ndarray:
@@ -27,9 +30,9 @@ def as_code_array(q: Any, name: str = "q") -> np.ndarray:
 
 def check_out(out: Any, shape: tuple[int, ...]) -> np.ndarray:
     """``out`` if it can take a float32 result of ``shape`` in place, else a clear error."""
-    if not isinstance(out, np.ndarray) or out.dtype != np.float32:
+    if not isinstance(out, np.ndarray) or out.dtype != np.dtype(np.float32):
         what = f"dtype {out.dtype}" if isinstance(out, np.ndarray) else type(out).__name__
-        raise TypeError(f"out must be a float32 numpy array, got {what}")
+        raise TypeError(f"out must be a float32 numpy array in the machine's byte order, got {what}")
     if out.shape != tuple(shape):
         raise ValueError(f"out has shape {out.shape}; the result has shape {tuple(shape)}")
     if not out.flags.c_contiguous:

@@ -102,6 +102,8 @@ def _open(dev: dict[str, Any]) -> Any:
 
 def check_device(device: Optional[str]) -> str:
     """``device`` in lower case, if it is one of auto, cpu, opencl, opencl:N; else a ValueError."""
+    if device is not None and not isinstance(device, str):
+        raise TypeError(f"device must be a string (auto, cpu, opencl or opencl:N), got {device!r}")
     d = (device or "cpu").lower()
     if d not in ("auto", "cpu") and not re.fullmatch(r"opencl(?::\d+)?", d):
         raise ValueError(f"unknown device {device!r}; expected auto, cpu, opencl or opencl:N")

@@ -33,6 +33,33 @@ NUMPY_TO_ST = {
 ST_TO_NUMPY = {v: k for k, v in NUMPY_TO_ST.items()}
 
 
+def index_of(path: Path) -> Optional[Path]:
+    """The ``*.index.json`` of the sharded set that ``path`` (the index or a shard) belongs to."""
+    if path.name.endswith(".index.json"):
+        return path
+    m = re.fullmatch(r"(.*)-\d{5}-of-\d{5}\.safetensors", path.name)
+    if m:
+        cand = path.with_name(f"{m.group(1)}.safetensors.index.json")
+        if cand.exists():
+            return cand
+    return None
+
+
+def source_files(path: PathLike) -> list[Path]:
+    """The files a checkpoint at ``path`` is read from: the file itself, and for a sharded set its
+    index and every shard it lists (an index that cannot be read lists none)."""
+    p = Path(path)
+    index = index_of(p)
+    if index is None:
+        return [p]
+    try:
+        shards = json.loads(index.read_text())["weight_map"].values()
+        listed = [index.parent / s for s in dict.fromkeys(shards)]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        listed = []
+    return list(dict.fromkeys([p, index, *listed]))
+
+
 class Checkpoint:
     """Read-only view of a checkpoint: one safetensors file, a sharded set, or an .npz file.
 
@@ -54,21 +81,11 @@ class Checkpoint:
         if self.path.suffix == ".npz":
             self._open_npz()
         else:
-            index = self._index_path()
+            index = index_of(self.path)
             if index is not None:
                 self._open_index(index)
             else:
                 self._add(self.path)
-
-    def _index_path(self) -> Optional[Path]:
-        if self.path.name.endswith(".index.json"):
-            return self.path
-        m = re.fullmatch(r"(.*)-\d{5}-of-\d{5}\.safetensors", self.path.name)
-        if m:
-            cand = self.path.with_name(f"{m.group(1)}.safetensors.index.json")
-            if cand.exists():
-                return cand
-        return None
 
     def _open_index(self, index: Path) -> None:
         try:
@@ -99,6 +116,10 @@ class Checkpoint:
     def names(self) -> list[str]:
         return list(self._where)
 
+    def files(self) -> list[Path]:
+        """The files this checkpoint reads: the file given, and a sharded set's index and shards."""
+        return [self.path] if self._npz is not None else source_files(self.path)
+
     def metadata(self) -> dict[str, str]:
         out: dict[str, str] = {}
         for f in self._files.values():
@@ -125,7 +146,9 @@ class Checkpoint:
     def read_raw(self, name: str) -> bytes:
         """The tensor's bytes as stored (little-endian), for pass-through."""
         if self._npz is not None:
-            return np.ascontiguousarray(self._npz[name]).tobytes()
+            # numpy keeps an array's byte order as saved; safetensors stores little-endian.
+            a = self._npz[name]
+            return np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
         return self._files[self._where[name]].read_raw(name).tobytes()
 
     def read(self, name: str) -> np.ndarray:

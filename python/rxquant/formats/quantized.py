@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ..core.atomic import PathLike
+from ..core.atomic import PathLike, refuse_overwriting
 from ..core.calibration import calibrate
 from ..core.gptq import gptq
 from ..core.ops import dequantize, pack_int4, quantize, unpack_int4
@@ -140,6 +140,7 @@ def write_quantized(
     Calibration and quantization run on ``device`` (see :mod:`rxquant.devices`); entries with
     ``importance`` or ``gptq`` rounding take their layer's input statistics from ``statistics``
     (read one layer at a time)."""
+    refuse_overwriting(out_path, *ckpt.files())
     specs, metadata = _specs_and_metadata(entries)
     with SafetensorsWriter(out_path, specs, metadata) as w:
         for e in entries:
