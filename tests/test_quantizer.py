@@ -138,6 +138,9 @@ def test_plan_budget_parsing_and_infeasible_budget(tmp_path):
     assert rq.parse_budget(1234, 1) == 1234
     with pytest.raises(ValueError, match="cannot read budget 'lots'"):
         rq.parse_budget("lots", 1)
+    for bad in ("1e309bpw", "1e400MB", "0bpw"):  # 1e309 overflowed to inf: a traceback in the CLI
+        with pytest.raises(ValueError, match=f"budget must be a positive finite number, got '{bad}'"):
+            rq.parse_budget(bad, 1000)
     rng = np.random.default_rng(3)
     layers = {f"fc{i}": (rng.standard_normal((64, 128)) * (i + 1)).astype(np.float32) for i in range(4)}
     q = AdaptiveQuantizer()

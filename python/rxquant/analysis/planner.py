@@ -42,8 +42,8 @@ def parse_budget(budget: Budget, total_params: int) -> int:
     if not m or (unit and unit not in _UNITS and unit != "bpw"):
         raise ValueError(f"cannot read budget {budget!r}; use bytes, e.g. '60MB', '5.5GiB' or '4.5bpw'")
     value = float(m.group(1))
-    if value <= 0:
-        raise ValueError(f"budget must be positive, got {budget!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"budget must be a positive finite number, got {budget!r}")
     if unit == "bpw":
         return int(value * total_params / 8)
     return int(value * _UNITS[unit or "b"])
