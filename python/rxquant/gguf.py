@@ -254,7 +254,12 @@ def quantize_file(
             raise ValueError(
                 f"unknown type {type!r}; expected one of {', '.join(t.lower() for t in OUTPUT_TYPES)}"
             )
-    refuse_overwriting(dst, src, *([statistics] if isinstance(statistics, (str, os.PathLike)) else []))
+    reads: list[Any] = [src]
+    if os.path.isdir(src):
+        from .formats.checkpoint import model_folder_files  # numpy: not for GGUF sources
+
+        reads = model_folder_files(src)
+    refuse_overwriting(dst, *reads, *([statistics] if isinstance(statistics, (str, os.PathLike)) else []))
     source = _open_source(src)
     stats = None
     if statistics is not None:

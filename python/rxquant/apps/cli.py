@@ -261,18 +261,19 @@ def _command(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
 
 
 def _input_files(args: argparse.Namespace) -> list[Path]:
-    """What the command reads: its input files and folders, with the shards and index of a
-    sharded checkpoint."""
+    """The files the command reads: its input files, a sharded checkpoint's index and shards, a
+    model folder's configuration and weights."""
     files: list[Path] = []
     for attr in ("file", "model_dir", "plan", "statistics", "imatrix"):
         value = getattr(args, attr, None)
         p = Path(value) if value else None
         if p is None or not p.exists():
             continue
-        if p.is_file() and p.name.endswith((".safetensors", ".index.json")):
-            from ..formats.checkpoint import source_files  # imports numpy: not for GGUF inputs
+        if p.is_dir() or p.name.endswith((".safetensors", ".index.json")):
+            # Imports numpy: not for GGUF inputs.
+            from ..formats.checkpoint import model_folder_files, source_files
 
-            files += source_files(p)
+            files += model_folder_files(p) if p.is_dir() else source_files(p)
         else:
             files.append(p)
     return files

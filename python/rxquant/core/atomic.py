@@ -13,19 +13,12 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 
 def refuse_overwriting(dst: PathLike, *sources: PathLike) -> None:
-    """A ValueError when ``dst`` exists and is one of ``sources`` (the same file by any name or
-    link; for a folder, one of its files): writing it would replace the file being read, and the
-    original would be lost."""
+    """A ValueError when ``dst`` exists and is one of the files ``sources`` (the same file by any
+    name or link): writing it would replace the file being read, and the original would be lost."""
     if not os.path.exists(dst):
         return
-    files = []
     for src in sources:
-        if os.path.isdir(src):
-            files += [e.path for e in os.scandir(src) if e.is_file()]
-        elif os.path.exists(src):
-            files.append(src)
-    for src in files:
-        if os.path.samefile(dst, src):
+        if os.path.isfile(src) and os.path.samefile(dst, src):
             same = "" if os.path.abspath(dst) == os.path.abspath(src) else f" ({os.fspath(src)})"
             raise ValueError(
                 f"output {os.fspath(dst)} is an input file{same}: writing it would replace the file "

@@ -60,6 +60,23 @@ def source_files(path: PathLike) -> list[Path]:
     return list(dict.fromkeys([p, index, *listed]))
 
 
+#: What a model folder is read from besides its weights (``model.safetensors``): the model
+#: and tokenizer configuration, and sentence-transformers' module list.
+MODEL_FOLDER_FILES = ("config.json", "tokenizer.json", "modules.json")
+
+
+def model_folder_files(folder: PathLike) -> list[Path]:
+    """The files a model folder is read from (those that exist): its configuration files and its
+    weights, with a sharded set's index and shards. Other files in it (an earlier output) are
+    not among them."""
+    d = Path(folder)
+    weights = d / "model.safetensors"
+    if not weights.exists() and (d / "model.safetensors.index.json").exists():
+        weights = d / "model.safetensors.index.json"
+    files = [d / n for n in MODEL_FOLDER_FILES] + (source_files(weights) if weights.exists() else [])
+    return [f for f in files if f.exists()]
+
+
 class Checkpoint:
     """Read-only view of a checkpoint: one safetensors file, a sharded set, or an .npz file.
 
