@@ -430,6 +430,11 @@ def test_output_that_is_an_input_is_refused(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="would replace the file being read"):
             rg.quantize_file(a, b, type="q8_0")
     assert (src.read_bytes(), weights.read_bytes()) == before
+    # Other files of the folder (an earlier output) are not inputs: replaced as asked.
+    earlier = tmp_path / "m" / "q.gguf"
+    earlier.write_bytes(b"old")
+    rg.quantize_file(tmp_path / "m", earlier, type="q8_0")
+    assert earlier.stat().st_size > 3
 
 
 def test_other_architectures_refused(tmp_path: Path) -> None:
