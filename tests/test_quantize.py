@@ -365,3 +365,20 @@ def test_big_endian_input_is_read_as_its_values() -> None:
         assert rq.calibrate(b, "mse").scale == rq.calibrate(native, "mse").scale
     with pytest.raises(TypeError, match="got dtype >i4"):
         rq.quantize(np.zeros(4, ">i4"), rq.Scheme("int8"))
+
+
+def test_scheme_axis_and_group_size_are_integers() -> None:
+    """A float group size or axis was kept as given (32.5 failed later with a confusing message,
+    axis=0.5 with "'float' object cannot be interpreted as an integer"); numpy integers are fine."""
+    assert rq.Scheme("int4", group_size=np.int64(32)).group_size == 32
+    assert type(rq.Scheme("int8", axis=np.int32(0)).axis) is int
+    for kw, word in (({"group_size": 32.5}, "group_size"), ({"axis": 0.5}, "axis"), ({"axis": True}, "axis"),
+                     ({"group_size": "32"}, "group_size")):  # fmt: skip
+        with pytest.raises(TypeError, match=f"{word} must be an integer, got"):
+            rq.Scheme("int4", **kw)
+    with pytest.raises(ValueError, match="group_size must be a positive integer, got -4"):
+        rq.Scheme("int4", group_size=-4)
+    with pytest.raises(TypeError, match="group_size must be an integer, got 32.0"):
+        rq.QuantizationConfig(group_size=32.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="group_size must be a positive integer, got 0"):
+        rq.QuantizationConfig(group_size=0)

@@ -4,10 +4,21 @@ results, the quantization parameters, are :mod:`rxquant.core.qparams`."""
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 PRECISIONS = ("int8", "int4", "fp16", "fp32")
+
+
+def as_int(name: str, v: Any) -> int:
+    """``v`` as a Python int (numpy integers too); floats and bools are refused, not truncated."""
+    if isinstance(v, bool):
+        raise TypeError(f"{name} must be an integer, got {v!r}")
+    try:
+        return operator.index(v)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {v!r}") from None
 
 
 @dataclass(frozen=True)
@@ -39,8 +50,12 @@ class Scheme:
         if p not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
         object.__setattr__(self, "precision", p)
+        for name in ("axis", "group_size"):
+            v = getattr(self, name)
+            if v is not None:
+                object.__setattr__(self, name, as_int(name, v))
         if self.group_size is not None:
-            if int(self.group_size) <= 0:
+            if self.group_size <= 0:
                 raise ValueError(f"group_size must be a positive integer, got {self.group_size}")
             if self.axis is None:
                 object.__setattr__(self, "axis", -1)
