@@ -24,6 +24,20 @@ def test_forward_matches_numpy_and_gradient_is_clipped_ste():
     assert ref.grad.tolist() == x.grad.tolist()
 
 
+def test_dtypes_kept_and_integer_tensors_refused():
+    """Half, bfloat16 and float64 come back in their dtype (the math in float32); an integer
+    tensor was converted, rounded and cast back silently, where the numpy function refuses it."""
+    x = torch.randn(8, 64)
+    s = rq.Scheme("int8", axis=0)
+    want = rq.fake_quantize(x.numpy(), s)
+    for dt in (torch.float16, torch.bfloat16, torch.float64):
+        y = fake_quantize(x.to(dt), s)
+        assert y.dtype == dt and y.shape == x.shape
+    np.testing.assert_array_equal(fake_quantize(x.double(), s).float().numpy(), want)
+    with pytest.raises(TypeError, match="needs a floating-point tensor, got torch.int32"):
+        fake_quantize(torch.ones(4, 4, dtype=torch.int32), s)
+
+
 def test_quant_linear_trains():
     torch.manual_seed(0)
     layer = QuantLinear(torch.nn.Linear(8, 4), "int4")

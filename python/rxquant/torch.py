@@ -27,6 +27,9 @@ class FakeQuantize(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, scheme: Scheme, qparams: Optional[QParams]) -> torch.Tensor:
+        if not x.is_floating_point():
+            # As the numpy functions: integer data is not converted and rounded back silently.
+            raise TypeError(f"fake_quantize needs a floating-point tensor, got {x.dtype}")
         a = x.detach().to("cpu", torch.float32).contiguous().numpy()
         y, mask = _fake_quantize(a, scheme if qparams is None else None, qparams, return_mask=True)
         ctx.save_for_backward(torch.from_numpy(np.asarray(mask)))
