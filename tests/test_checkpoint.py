@@ -344,3 +344,19 @@ def test_writing_over_a_shard_being_read_is_refused(tmp_path):
     with pytest.raises(ValueError, match="would replace the file being read"):
         write_quantized(ck, shards[1], [])
     assert shards[1].read_bytes() == before
+
+
+def test_verify_against_another_checkpoint_names_the_tensor(tmp_path, capsys):
+    """A quantized file checked against a checkpoint whose tensor has another shape: the numpy
+    reshape error ('cannot reshape array of size 2048 into shape (64,64)') named nothing, and a
+    transposed tensor of the same size was compared element by element as if it fitted."""
+    rng = np.random.default_rng(6)
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    np.savez(a, w=rng.standard_normal((32, 64)).astype(np.float32))
+    np.savez(b, w=rng.standard_normal((64, 32)).astype(np.float32))
+    q = tmp_path / "q.safetensors"
+    assert main(["quantize", str(a), "-o", str(q), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["verify", str(b), str(q)]) == 1
+    err = capsys.readouterr().err
+    assert "tensor 'w' has shape (64, 32) in" in err and "but (32, 64) in" in err, err

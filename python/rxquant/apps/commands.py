@@ -475,7 +475,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if dt not in ("F32", "F16", "BF16", "F64"):
             continue
         x = ref.read_f32(n)
-        m = metrics(x, np.asarray(y, np.float32).reshape(x.shape), device=args.device)
+        y = np.asarray(y, np.float32)
+        if y.shape != x.shape:
+            raise ValueError(
+                f"tensor {n!r} has shape {x.shape} in {args.original} but {y.shape} in {args.quantized}: "
+                "not the checkpoint it was quantized from"
+            )
+        m = metrics(x, y, device=args.device)
         sx += sum_squares(x)
         se += m.mse * m.count
         rows.append(
