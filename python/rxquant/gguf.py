@@ -259,7 +259,7 @@ def quantize_file(
         from .formats.checkpoint import model_folder_files  # numpy: not for GGUF sources
 
         reads = model_folder_files(src)
-    refuse_overwriting(dst, *reads, *([statistics] if isinstance(statistics, (str, os.PathLike)) else []))
+    refuse_overwriting(dst, *reads, statistics)
     source = _open_source(src)
     stats = None
     if statistics is not None:

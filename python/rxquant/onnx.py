@@ -241,7 +241,7 @@ def quantize_model(
     free offset per block, chosen with the scale by least squares; more bytes). ``progress`` is
     called after each weight with its report and the number of weights."""
     onnx = onnx_package()
-    refuse_overwriting(dst, src, *([statistics] if isinstance(statistics, (str, os.PathLike)) else []))
+    refuse_overwriting(dst, src, statistics)
     s = _coerce_scheme(scheme)
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")

@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 from ..core.atomic import PathLike
 from ..core.qparams import QParams
-from ..core.scheme import as_int
+from ..core.scheme import as_group_size
 from ..core.types import CalibrationMethod, QuantizationPrecision
 
 SCHEMA_VERSION = 1
@@ -31,9 +31,7 @@ class QuantizationConfig:
         self.precision = QuantizationPrecision.parse(self.precision)
         self.calibration_method = CalibrationMethod.parse(self.calibration_method)
         if self.group_size is not None:
-            self.group_size = as_int("group_size", self.group_size)
-            if self.group_size <= 0:
-                raise ValueError(f"group_size must be a positive integer, got {self.group_size}")
+            self.group_size = as_group_size(self.group_size)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -12,13 +12,14 @@ from typing import IO, Any, Union
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def refuse_overwriting(dst: PathLike, *sources: PathLike) -> None:
+def refuse_overwriting(dst: PathLike, *sources: Any) -> None:
     """A ValueError when ``dst`` exists and is one of the files ``sources`` (the same file by any
-    name or link): writing it would replace the file being read, and the original would be lost."""
+    name or link): writing it would replace the file being read, and the original would be lost.
+    Sources that are not paths (None, an object already in memory) are skipped."""
     if not os.path.exists(dst):
         return
     for src in sources:
-        if os.path.isfile(src) and os.path.samefile(dst, src):
+        if isinstance(src, (str, os.PathLike)) and os.path.isfile(src) and os.path.samefile(dst, src):
             same = "" if os.path.abspath(dst) == os.path.abspath(src) else f" ({os.fspath(src)})"
             raise ValueError(
                 f"output {os.fspath(dst)} is an input file{same}: writing it would replace the file "

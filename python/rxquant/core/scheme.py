@@ -21,6 +21,14 @@ def as_int(name: str, v: Any) -> int:
         raise TypeError(f"{name} must be an integer, got {v!r}") from None
 
 
+def as_group_size(v: Any) -> int:
+    """``v`` as a group size: a positive integer (:func:`as_int`), else a TypeError/ValueError."""
+    g = as_int("group_size", v)
+    if g <= 0:
+        raise ValueError(f"group_size must be a positive integer, got {g}")
+    return g
+
+
 @dataclass(frozen=True)
 class Scheme:
     """How to quantize a tensor.
@@ -50,13 +58,10 @@ class Scheme:
         if p not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
         object.__setattr__(self, "precision", p)
-        for name in ("axis", "group_size"):
-            v = getattr(self, name)
-            if v is not None:
-                object.__setattr__(self, name, as_int(name, v))
+        if self.axis is not None:
+            object.__setattr__(self, "axis", as_int("axis", self.axis))
         if self.group_size is not None:
-            if self.group_size <= 0:
-                raise ValueError(f"group_size must be a positive integer, got {self.group_size}")
+            object.__setattr__(self, "group_size", as_group_size(self.group_size))
             if self.axis is None:
                 object.__setattr__(self, "axis", -1)
         if self.signed_scale:
