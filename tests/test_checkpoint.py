@@ -165,6 +165,25 @@ def test_npz_big_endian_tensors_keep_their_values(tmp_path):
     assert rq.metrics(w.astype(np.float32), got["w"]).sqnr_db > 40
 
 
+def test_npz_complex_tensors_pass_through_or_are_named(tmp_path):
+    """complex64 is safetensors' C64 and passes through like any kept tensor; complex128 has no
+    safetensors dtype, so it is refused with the tensor named (it was "unsupported dtype" for both,
+    and `inspect` could not list the file)."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((16, 32)).astype(np.float32)
+    c = (rng.standard_normal(4) + 1j).astype(np.complex64)
+    np.savez(tmp_path / "c.npz", w=w, c=c)
+    assert Checkpoint(tmp_path / "c.npz").info("c") == ("C64", (4,))
+    code, out, _ = run("inspect", str(tmp_path / "c.npz"))
+    assert code == 0 and "C64" in out
+    q = tmp_path / "q.safetensors"
+    assert main(["quantize", str(tmp_path / "c.npz"), "-o", str(q), "--quiet"]) == 0
+    np.testing.assert_array_equal(load_quantized(q)["c"], c)
+    np.savez(tmp_path / "c128.npz", w=w, z=c.astype(np.complex128))
+    code, _, err = run("inspect", str(tmp_path / "c128.npz"))
+    assert code != 0 and "'z'" in err and "complex128" in err
+
+
 def test_include_exclude(model, tmp_path):
     out = tmp_path / "q.safetensors"
     assert main(["quantize", str(model), "-o", str(out), "--exclude", "layer\\.1", "--quiet"]) == 0

@@ -29,6 +29,7 @@ NUMPY_TO_ST = {
     "uint16": "U16",
     "uint32": "U32",
     "uint64": "U64",
+    "complex64": "C64",
 }
 ST_TO_NUMPY = {v: k for k, v in NUMPY_TO_ST.items()}
 
@@ -149,7 +150,7 @@ class Checkpoint:
             a = self._npz[name]
             dt = NUMPY_TO_ST.get(a.dtype.name)
             if dt is None:
-                raise ValueError(f"tensor {name!r} has unsupported dtype {a.dtype}")
+                raise ValueError(f"tensor {name!r} has dtype {a.dtype}, which safetensors cannot store")
             return dt, tuple(a.shape)
         dt, shape = self._files[self._where[name]].info(name)
         return dt, tuple(shape)
@@ -220,6 +221,7 @@ def itemsize(dt: str) -> int:
     """Bytes per element of a safetensors dtype name."""
     return {
         "F64": 8,
+        "C64": 8,
         "I64": 8,
         "U64": 8,
         "F32": 4,
