@@ -184,6 +184,28 @@ def test_npz_complex_tensors_pass_through_or_are_named(tmp_path):
     assert code != 0 and "'z'" in err and "complex128" in err
 
 
+def test_sub_byte_dtypes_pass_through(tmp_path):
+    """FP4 and FP6 tensors (safetensors packs them) are kept byte for byte; the writer counted
+    a byte an element and stopped with "internal error: e has 8 bytes, the header says 16"."""
+    w = np.random.default_rng(4).standard_normal((16, 32)).astype(np.float32).tobytes()
+    kept = {"e": ("F4", [16], bytes(range(8))), "f": ("F6_E2M3", [4, 4], bytes(range(10, 22)))}
+    tensors, blobs, off = {"w": {"dtype": "F32", "shape": [16, 32], "data_offsets": [0, len(w)]}}, [w], len(w)
+    for name, (dt, shape, b) in kept.items():
+        tensors[name] = {"dtype": dt, "shape": shape, "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    head = json.dumps(tensors).encode()
+    head += b" " * (-len(head) % 8)
+    src = tmp_path / "fp4.safetensors"
+    src.write_bytes(len(head).to_bytes(8, "little") + head + b"".join(blobs))
+    assert Checkpoint(src).nbytes("e") == 8 and Checkpoint(src).nbytes("f") == 12
+    q = tmp_path / "q.safetensors"
+    assert main(["quantize", str(src), "-o", str(q), "--quiet"]) == 0
+    ck = Checkpoint(q)
+    for name, (dt, shape, b) in kept.items():
+        assert ck.info(name) == (dt, tuple(shape)) and ck.read_raw(name) == b
+
+
 def test_include_exclude(model, tmp_path):
     out = tmp_path / "q.safetensors"
     assert main(["quantize", str(model), "-o", str(out), "--exclude", "layer\\.1", "--quiet"]) == 0

@@ -182,7 +182,7 @@ class Checkpoint:
 
     def nbytes(self, name: str) -> int:
         dt, shape = self.info(name)
-        return math.prod(shape) * itemsize(dt)
+        return tensor_nbytes(dt, shape)
 
     def tensors(self, names: list[str]) -> LazyTensors:
         """``names`` as a read-only mapping to float32 arrays, each read when accessed."""
@@ -217,21 +217,19 @@ class LazyTensors(Mapping[str, np.ndarray]):
         return self._ckpt.info(name)[1]
 
 
-def itemsize(dt: str) -> int:
-    """Bytes per element of a safetensors dtype name."""
-    return {
-        "F64": 8,
-        "C64": 8,
-        "I64": 8,
-        "U64": 8,
-        "F32": 4,
-        "I32": 4,
-        "U32": 4,
-        "F16": 2,
-        "BF16": 2,
-        "I16": 2,
-        "U16": 2,
-    }.get(dt, 1)
+#: Bits per element of safetensors' dtypes wider or narrower than a byte (the rest are 8).
+_BITS = {
+    "F64": 64, "C64": 64, "I64": 64, "U64": 64,
+    "F32": 32, "I32": 32, "U32": 32,
+    "F16": 16, "BF16": 16, "I16": 16, "U16": 16,
+    "F6_E2M3": 6, "F6_E3M2": 6, "F4": 4,
+}  # fmt: skip
+
+
+def tensor_nbytes(dt: str, shape: tuple[int, ...]) -> int:
+    """Bytes of a tensor of safetensors dtype ``dt``: sub-byte types (FP4, FP6) pack their
+    elements, and safetensors requires whole bytes."""
+    return math.prod(shape) * _BITS.get(dt, 8) // 8
 
 
 def select(ckpt: Checkpoint, include: Optional[str] = None, exclude: Optional[str] = None) -> list[str]:

@@ -5,14 +5,13 @@ written atomically (see :mod:`rxquant.core.atomic`)."""
 from __future__ import annotations
 
 import json
-import math
 from types import TracebackType
 from typing import IO, Any, Optional, Union
 
 import numpy as np
 
 from ..core.atomic import PathLike, atomic_open
-from .checkpoint import itemsize
+from .checkpoint import tensor_nbytes
 
 # (name, safetensors dtype, shape)
 TensorSpec = tuple[str, str, tuple[int, ...]]
@@ -23,7 +22,7 @@ def header(specs: list[TensorSpec], metadata: dict[str, str]) -> bytes:
     tensors: dict[str, Any] = {}
     offset = 0
     for name, dt, shape in specs:
-        size = math.prod(shape) * itemsize(dt)
+        size = tensor_nbytes(dt, shape)
         tensors[name] = {"dtype": dt, "shape": list(shape), "data_offsets": [offset, offset + size]}
         offset += size
     raw = json.dumps({"__metadata__": metadata, **tensors}, separators=(",", ":")).encode()
@@ -33,7 +32,7 @@ def header(specs: list[TensorSpec], metadata: dict[str, str]) -> bytes:
 
 def file_size(specs: list[TensorSpec], metadata: dict[str, str]) -> int:
     """Bytes of the file :class:`SafetensorsWriter` writes for ``specs``."""
-    return len(header(specs, metadata)) + sum(math.prod(s) * itemsize(dt) for _, dt, s in specs)
+    return len(header(specs, metadata)) + sum(tensor_nbytes(dt, s) for _, dt, s in specs)
 
 
 class SafetensorsWriter:
@@ -61,7 +60,7 @@ class SafetensorsWriter:
             raise RuntimeError("internal error: more tensors written than the header lists")
         name, dt, shape = self.specs[self._next]
         b = data if isinstance(data, bytes) else np.ascontiguousarray(data).tobytes()
-        want = math.prod(shape) * itemsize(dt)
+        want = tensor_nbytes(dt, shape)
         if len(b) != want:
             raise RuntimeError(f"internal error: {name} has {len(b)} bytes, the header says {want}")
         self._f.write(b)
