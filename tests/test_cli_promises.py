@@ -325,3 +325,26 @@ def test_default_int4_does_not_lose_to_q4_0_on_minilm(tmp_path):
     raw = rq.load_quantized(out, dequantize=False)[names[0]]
     assert raw.qparams.scheme.signed_scale and raw.qparams.nbytes * 8 / math.prod(raw.qparams.shape) == 4.5
     assert 10 * math.log10(energy / ours) > 10 * math.log10(energy / q40)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["quantize", "{src}", "-o", "{tmp}/q.safetensors"],
+        ["quantize", "{src}", "-o", "{tmp}/q.safetensors", "--precision", "fp16"],
+        ["analyze", "{src}", "--method", "minmax"],
+        ["plan", "{src}", "-o", "{tmp}/p.json", "--budget", "6bpw"],
+    ],
+)
+def test_a_nonfinite_weight_is_named(tmp_path, argv):
+    """A NaN deep in a large checkpoint: the refusal said "input has 1 non-finite value(s) ... flat
+    index 773" without saying in which of its tensors."""
+    rng = np.random.default_rng(6)
+    bad = rng.standard_normal((64, 256)).astype(np.float32)
+    bad[3, 5] = np.nan
+    src = tmp_path / "m.safetensors"
+    save_file({"ok.weight": rng.standard_normal((64, 256)).astype(np.float32), "bad.weight": bad}, str(src))
+    code, _, err = run(*(a.format(src=src, tmp=tmp_path) for a in argv))
+    assert code == 1 and err.count("\n") == 1, err
+    assert "tensor 'bad.weight': input has 1 non-finite value(s)" in err and "flat index 773" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]

@@ -474,6 +474,27 @@ def test_cli_gguf_output_that_is_the_input_is_refused(tmp_path: Path) -> None:
     assert src.read_bytes() == before
 
 
+@pytest.mark.parametrize(
+    "how", [["--type", "q4_0"], ["--type", "q6_k", "--rounding", "mse"], ["--budget", "5bpw"]]
+)
+def test_cli_gguf_nonfinite_weight_is_named(tmp_path: Path, how: list[str]) -> None:
+    """The kernels' "input has 1 non-finite value(s) ... flat index 773" names the tensor."""
+    rng = np.random.default_rng(7)
+    bad = rng.standard_normal((64, 256)).astype(np.float32)
+    bad[3, 5] = np.nan
+    w = gguf.GGUFWriter(str(tmp_path / "m.gguf"), "llama")
+    w.add_tensor("blk.0.ffn_up.weight", rng.standard_normal((64, 256)).astype(np.float32))
+    w.add_tensor("blk.0.ffn_down.weight", bad)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    rc, _, err = run("quantize", str(tmp_path / "m.gguf"), "-o", str(tmp_path / "q.gguf"), *how)
+    assert rc == 1 and err.count("\n") == 1, err
+    assert "tensor 'blk.0.ffn_down.weight': input has 1 non-finite value(s)" in err and "773" in err
+    assert not (tmp_path / "q.gguf").exists()
+
+
 def test_cli_gguf_round_trip(tmp_path: Path) -> None:
     src, dst = tmp_path / "m.gguf", tmp_path / "q.gguf"
     write_package_gguf(src)

@@ -341,3 +341,15 @@ def test_cli(tmp_path: Path) -> None:
         rc, _, err = run("quantize", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "x.onnx"), *argv)
         assert rc == 2 and msg in err, (argv, err)
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_a_nonfinite_weight_is_named(tmp_path: Path) -> None:
+    """The kernel's refusal ("input has 1 non-finite value(s) ... flat index 5") names the weight."""
+    rng = np.random.default_rng(5)
+    bad = rng.standard_normal((64, 32)).astype(np.float32)
+    bad[0, 5] = np.inf
+    src = tmp_path / "m.onnx"
+    matmul_model(src, {"w_ok": rng.standard_normal((64, 64)).astype(np.float32), "w_bad": bad})
+    with pytest.raises(ValueError, match="tensor 'w_bad': input has 1 non-finite"):
+        ro.quantize_model(src, tmp_path / "q.onnx", ASYM)
+    assert not (tmp_path / "q.onnx").exists()

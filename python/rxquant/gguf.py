@@ -23,6 +23,7 @@ from .core import native
 from .core.atomic import PathLike, refuse_overwriting
 from .core.block_types import BLOCK_TYPES, ROUNDINGS, BlockType
 from .core.blocks import dequantize_tensor, quantize_tensor
+from .core.errors import naming
 from .formats.gguf_file import (
     FILE_TYPES,
     GGML_QUANT_VERSION,
@@ -321,7 +322,8 @@ def quantize_file(
             elif o.type in BLOCK_TYPES:
                 r = roundings[t.name]
                 st = stats.get(t.name) if stats is not None and r in ("importance", "gptq") else None
-                data = _encode(t, o.type, r, st)
+                with naming(t.name):
+                    data = _encode(t, o.type, r, st)
             else:
                 import numpy as np
 
@@ -411,7 +413,8 @@ def _plan_budget(
             if c != "F16" and not BLOCK_TYPES[c].fits(t.shape):
                 continue
             size = TensorOut(t.name, t.shape, c).nbytes
-            row.append((size, _error(w, c, r, st, t.name)))
+            with naming(t.name):
+                row.append((size, _error(w, c, r, st, t.name)))
             opts.append(c)
         if not row:
             raise ValueError(f"no candidate type fits tensor {t.name} {t.shape}; add f16 to the candidates")

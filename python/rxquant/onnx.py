@@ -26,6 +26,7 @@ import numpy as np
 from .core import native
 from .core.atomic import PathLike, refuse_overwriting
 from .core.calibration import calibrate
+from .core.errors import naming
 from .core.gptq import gptq
 from .core.hessian import HessianObserver
 from .core.ops import quantize
@@ -318,7 +319,8 @@ def quantize_model(
         w = _matrix(t, site, scratch)
         n, k = w.shape
         float_zp = zero_points == "float" and site.uses[0][1] != "Gather" and r in ("mse", "importance")
-        ucodes, scale, zp = _encode(w, s, r, st if r in ("importance", "gptq") else None, f16, float_zp)
+        with naming(site.name):
+            ucodes, scale, zp = _encode(w, s, r, st if r in ("importance", "gptq") else None, f16, float_zp)
         drop.add(site.name)
         op = site.uses[0][1]
         base = site.name

@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 
 from ..core.atomic import PathLike, write_json
+from ..core.errors import naming
 from ..core.hardware import GpuFamily
 from ..core.scheme import Scheme
 from ..core.types import CalibrationMethod, QuantizationPrecision
@@ -182,17 +183,18 @@ def candidate_options(
                 bar.update(1)
                 continue
             precision = QuantizationPrecision.parse(s.precision)
-            stats, w_hat = layer_stats(
-                w,
-                name,
-                s,
-                precision,
-                method,
-                activations=act,
-                device=device,
-                rounding=rounding,
-                hessian=hessian,
-            )
+            with naming(name):
+                stats, w_hat = layer_stats(
+                    w,
+                    name,
+                    s,
+                    precision,
+                    method,
+                    activations=act,
+                    device=device,
+                    rounding=rounding,
+                    hessian=hessian,
+                )
             if measure == "measured" and full is not None and evaluate is not None:
                 err = float(evaluate({**full, name: w_hat.astype(w.dtype, copy=False)})) - base
             elif stats.data_aware_error is not None:

@@ -23,6 +23,7 @@ from ..analysis.sensitivity import layer_stats
 from ..core.arrays import sum_squares
 from ..core.atomic import write_json
 from ..core.devices import describe
+from ..core.errors import naming
 from ..core.hardware import gpu_family
 from ..core.ops import metrics
 from ..core.scheme import Scheme
@@ -114,7 +115,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 bar.update(1)
                 continue
             precision = QuantizationPrecision.parse(s.precision)
-            st, _ = layer_stats(w, name, s, precision, method, device=args.device)
+            with naming(name):
+                st, _ = layer_stats(w, name, s, precision, method, device=args.device)
             rows.append(
                 {
                     "tensor": name,
@@ -481,7 +483,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 f"tensor {n!r} has shape {x.shape} in {args.original} but {y.shape} in {args.quantized}: "
                 "not the checkpoint it was quantized from"
             )
-        m = metrics(x, y, device=args.device)
+        with naming(n):
+            m = metrics(x, y, device=args.device)
         sx += sum_squares(x)
         se += m.mse * m.count
         rows.append(

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..core.atomic import PathLike, refuse_overwriting
 from ..core.calibration import calibrate
+from ..core.errors import naming
 from ..core.gptq import gptq
 from ..core.ops import dequantize, pack_int4, quantize, unpack_int4
 from ..core.qparams import QParams
@@ -150,7 +151,8 @@ def write_quantized(
                 arrays = [ckpt.read_f32(e.name)]
             else:
                 stats = statistics[e.name] if e.rounding != "nearest" and statistics is not None else None
-                arrays = quantize_entry(e, ckpt.read_f32(e.name), device=device, stats=stats)
+                with naming(e.name):
+                    arrays = quantize_entry(e, ckpt.read_f32(e.name), device=device, stats=stats)
             for a in arrays:
                 w.write(a)
             if progress:
