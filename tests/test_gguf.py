@@ -495,6 +495,14 @@ def test_cli_gguf_nonfinite_weight_is_named(tmp_path: Path, how: list[str]) -> N
     assert not (tmp_path / "q.gguf").exists()
 
 
+def test_cli_gguf_verify_names_a_missing_quantized_file(tmp_path: Path) -> None:
+    """A GGUF original with a quantized file that is not there said "m.gguf is not a valid
+    safetensors file" (the original, and the wrong format)."""
+    write_package_gguf(tmp_path / "m.gguf")
+    rc, _, err = run("verify", str(tmp_path / "m.gguf"), str(tmp_path / "q.gguf"))
+    assert rc == 1 and "q.gguf" in err and "m.gguf" not in err, err
+
+
 def test_cli_gguf_round_trip(tmp_path: Path) -> None:
     src, dst = tmp_path / "m.gguf", tmp_path / "q.gguf"
     write_package_gguf(src)

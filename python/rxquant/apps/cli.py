@@ -251,7 +251,7 @@ def _command(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
         from .gguf_cli import cmd_inspect_gguf
 
         return cmd_inspect_gguf
-    if args.command == "verify" and is_gguf(args.quantized):
+    if args.command == "verify" and (is_gguf(args.quantized) or is_gguf(args.original)):
         from .gguf_cli import cmd_verify_gguf
 
         return cmd_verify_gguf

@@ -167,6 +167,7 @@ def cmd_verify_gguf(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..core.arrays import sum_squares
+    from ..core.errors import naming
     from ..core.ops import metrics
 
     got = GgufFile(args.quantized)
@@ -180,7 +181,8 @@ def cmd_verify_gguf(args: argparse.Namespace) -> int:
         y = t.read_f32()
         if x.shape != y.shape:
             raise ValueError(f"{n}: shape {y.shape} in {args.quantized}, {x.shape} in {args.original}")
-        m = metrics(x, y)
+        with naming(n):
+            m = metrics(x, y)
         sx += sum_squares(x)
         se += m.mse * m.count
         rows.append({"tensor": n, "type": t.type, "sqnr_db": finite(m.sqnr_db), "cosine": m.cosine})
