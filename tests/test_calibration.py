@@ -311,3 +311,25 @@ def test_zero_size_tensors_calibrate_and_round_trip(method, shape, scheme):
         q, _ = rq.quantize(x, scheme, qp)
         assert q.shape == shape and rq.dequantize(q, qp).shape == shape
     assert rq.Observer(method, scheme).update(x).qparams().scale.shape == qp.scale.shape
+
+
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        ({"binz": 10}, "unknown calibration option 'binz'"),
+        ({"bins": 100.7}, "bins must be an integer"),
+        ({"exact_limit": 2.0}, "exact_limit must be an integer"),
+        ({"percentile": "99"}, "percentile must be a number"),
+        ({"ignore_nonfinite": "no"}, "ignore_nonfinite must be True or False"),
+        ({"exact": 1}, "exact must be True or False"),
+    ],
+)
+def test_calibration_options_are_checked_by_name(options, words):
+    """bins=100.7 was truncated to 100, ignore_nonfinite="no" meant True, and a misspelt option
+    was "options_spec() got an unexpected keyword argument": an internal helper's name."""
+    x = np.random.default_rng(0).standard_normal((8, 64)).astype(np.float32)
+    with pytest.raises(TypeError, match=words):
+        rq.calibrate(x, "percentile", "int8", **options)
+    with pytest.raises(TypeError, match=words):
+        rq.Observer("percentile", "int8", **options)
+    rq.calibrate(x, "percentile", "int8", bins=np.int64(512), percentile=np.float32(99.9), exact=True)

@@ -17,7 +17,7 @@ from .arrays import as_float_array
 from .costs import Work
 from .devices import run
 from .qparams import QParams
-from .scheme import Scheme, check_fits
+from .scheme import Scheme, as_int, check_fits
 
 METHODS = ("minmax", "percentile", "entropy", "mse")
 # Below this many values per scale, the KL search sees a sparse histogram (see docs/calibration.md).
@@ -25,16 +25,46 @@ SPARSE_CELL = 1 << 14
 SchemeLike = Union[Scheme, str, None]
 
 
-def options_spec(
-    bins: int = 2048,
-    percentile: float = 99.99,
-    averaging: Optional[float] = None,
-    exact: Optional[bool] = None,
-    exact_limit: int = 1 << 20,
-    ignore_nonfinite: bool = False,
-) -> tuple[int, float, Optional[float], Optional[bool], int, bool]:
-    """The options tuple the compiled module takes (see :func:`calibrate` for their meaning)."""
-    return (int(bins), float(percentile), averaging, exact, int(exact_limit), bool(ignore_nonfinite))
+#: Calibration options and their defaults (see :func:`calibrate` for their meaning).
+OPTIONS: dict[str, Any] = {
+    "bins": 2048,
+    "percentile": 99.99,
+    "averaging": None,
+    "exact": None,
+    "exact_limit": 1 << 20,
+    "ignore_nonfinite": False,
+}
+
+
+def options_spec(**options: Any) -> tuple[int, float, Optional[float], Optional[bool], int, bool]:
+    """The options tuple the compiled module takes; an unknown option is a TypeError naming it
+    and the known ones (not one about this helper's signature)."""
+    unknown = [k for k in options if k not in OPTIONS]
+    if unknown:
+        raise TypeError(f"unknown calibration option {unknown[0]!r}; expected one of {', '.join(OPTIONS)}")
+    o = {**OPTIONS, **options}
+    return (
+        as_int("bins", o["bins"]),
+        _real("percentile", o["percentile"]),
+        None if o["averaging"] is None else _real("averaging", o["averaging"]),
+        None if o["exact"] is None else _flag("exact", o["exact"]),
+        as_int("exact_limit", o["exact_limit"]),
+        _flag("ignore_nonfinite", o["ignore_nonfinite"]),
+    )
+
+
+def _real(name: str, v: Any) -> float:
+    """``v`` as a float: ints and floats (numpy's too); strings and bools are refused."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {v!r}")
+    return float(v)
+
+
+def _flag(name: str, v: Any) -> bool:
+    """``v`` as a bool: True/False (numpy's too), not any truthy object (``"no"`` is truthy)."""
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {v!r}")
+    return bool(v)
 
 
 def _integer_scheme(scheme: SchemeLike) -> Scheme:
