@@ -247,6 +247,14 @@ def test_bad_requests_refused_with_names() -> None:
         rg.quantize_tensor(np.full((1, 32), 1e20, np.float32), "q8_0")
     with pytest.raises(ValueError, match="do not hold a tensor"):
         rg.dequantize_tensor(np.zeros(17, np.uint8), "q4_0", (1, 32))
+    # Shapes: an int is a 1-D shape; a float dimension was truncated (4.5 rows became 4).
+    blocks = rg.quantize_tensor(np.ones((4, 64), np.float32), "q4_0")
+    assert rg.dequantize_tensor(blocks, "q4_0", 256).shape == (256,)
+    assert rg.dequantize_tensor(blocks, "q4_0", np.array([4, 64])).shape == (4, 64)
+    with pytest.raises(TypeError, match="every dimension of shape .* must be an integer, got 4.0"):
+        rg.dequantize_tensor(blocks, "q4_0", (4.0, 64))
+    with pytest.raises(ValueError, match="negative"):
+        rg.dequantize_tensor(blocks, "q4_0", (-4, -64))
 
 
 def test_llama_type_rule() -> None:

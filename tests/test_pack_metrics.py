@@ -48,6 +48,10 @@ def test_pack_errors():
         rq.unpack_int4(np.zeros(2, np.uint8), (5,))
     with pytest.raises(TypeError, match="int8"):
         rq.unpack_int4(np.zeros(2, np.int8), (4,))
+    with pytest.raises(TypeError, match="must be an integer, got 2.5"):
+        rq.unpack_int4(np.zeros(4, np.uint8), (2.5, 4))  # was truncated silently
+    with pytest.raises(ValueError, match="negative"):
+        rq.unpack_int4(np.zeros(4, np.uint8), (-8,))
 
 
 def test_pack_reports_the_first_bad_value_across_chunks():

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from . import native
 from .block_types import BLOCK_TYPES, ROUNDINGS, BlockType, block_type
+from .scheme import as_shape
 
 if TYPE_CHECKING:
     import numpy as np
@@ -94,7 +95,7 @@ def dequantize_tensor(
     raw = np.ascontiguousarray(np.asarray(data).reshape(-1))
     if raw.dtype != np.uint8:
         raise TypeError(f"block data must be uint8, got dtype {raw.dtype}")
-    shape = tuple(int(s) for s in shape)
+    shape = as_shape(shape)
     if not t.fits(shape) or raw.size != t.nbytes(shape):
         raise ValueError(
             f"{raw.size} bytes of {t.name} do not hold a tensor of shape {shape} "

@@ -19,7 +19,7 @@ from .calibration import calibrate
 from .costs import Work
 from .devices import backend, run
 from .qparams import QParams
-from .scheme import Scheme, check_fits
+from .scheme import Scheme, as_shape, check_fits
 
 SchemeLike = Union[Scheme, str, None]
 
@@ -246,13 +246,11 @@ def pack_int4(values: Any) -> np.ndarray:
 
 def unpack_int4(packed: Any, shape: Union[int, tuple[int, ...]], signed: bool = True) -> np.ndarray:
     """Inverse of :func:`pack_int4`: returns ``prod(shape)`` codes (int8 if ``signed``, else uint8)."""
-    dims = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-    if any(int(d) < 0 for d in dims):
-        raise ValueError(f"shape must not have negative dimensions, got {dims}")
+    dims = as_shape(shape)
     p = np.asarray(packed)
     if p.dtype != np.uint8:
         raise TypeError(f"packed INT4 data must be uint8, got dtype {p.dtype}")
-    return native.unpack_int4(np.ascontiguousarray(p).reshape(-1), [int(d) for d in dims], bool(signed))
+    return native.unpack_int4(np.ascontiguousarray(p).reshape(-1), list(dims), bool(signed))
 
 
 @dataclass(frozen=True)

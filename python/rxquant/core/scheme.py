@@ -21,6 +21,19 @@ def as_int(name: str, v: Any) -> int:
         raise TypeError(f"{name} must be an integer, got {v!r}") from None
 
 
+def as_shape(v: Any) -> tuple[int, ...]:
+    """``v`` (an int, or a sequence of them, numpy's too) as a shape; floats, bools and negative
+    dimensions are refused, not truncated."""
+    try:
+        dims = list(v)
+    except TypeError:
+        dims = [v]
+    shape = tuple(as_int(f"every dimension of shape {v!r}", d) for d in dims)
+    if any(d < 0 for d in shape):
+        raise ValueError(f"shape must not have negative dimensions, got {shape}")
+    return shape
+
+
 def as_group_size(v: Any) -> int:
     """``v`` as a group size: a positive integer (:func:`as_int`), else a TypeError/ValueError."""
     g = as_int("group_size", v)
