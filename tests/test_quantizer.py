@@ -217,6 +217,11 @@ def test_config_round_trip_and_bit_identical_results(tmp_path):
         (lambda d: d["layers"]["fc"].update(scale=[-1.0]), "positive finite"),
         (lambda d: d["layers"]["fc"].update(scale=[0.0]), "positive finite"),
         (lambda d: d["config"].update(bogus=1), "unknown config field"),
+        # Hand-edited values that were kept as given: "false" is truthy, so it meant symmetric.
+        (lambda d: d["config"].update(symmetric="false"), "config: symmetric must be True or False"),
+        (lambda d: d["config"].update(per_channel=1), "per_channel must be True or False"),
+        (lambda d: d["config"].update(percentile="99"), "percentile must be a number"),
+        (lambda d: d["config"].update(percentile=150), r"percentile must be in \(0, 100\]"),
     ],
 )
 def test_config_validation(tmp_path, mutate, message):

@@ -7,6 +7,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
+from ..core.arrays import as_flag, as_real
 from ..core.atomic import PathLike
 from ..core.qparams import QParams
 from ..core.scheme import as_group_size
@@ -32,6 +33,13 @@ class QuantizationConfig:
         self.calibration_method = CalibrationMethod.parse(self.calibration_method)
         if self.group_size is not None:
             self.group_size = as_group_size(self.group_size)
+        # Hand-edited config files: "false" is a truthy string, and "99" is not a percentile.
+        self.symmetric = as_flag("symmetric", self.symmetric)
+        self.per_channel = as_flag("per_channel", self.per_channel)
+        self.enable_qat = as_flag("enable_qat", self.enable_qat)
+        self.percentile = as_real("percentile", self.percentile)
+        if not 0 < self.percentile <= 100:
+            raise ValueError(f"percentile must be in (0, 100], got {self.percentile}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -77,7 +85,10 @@ def validate_config(d: Any) -> tuple[QuantizationConfig, str, dict[str, QParams]
             raise ValueError(f"config is missing the field {key!r}")
         if not isinstance(d[key], typ):
             raise ValueError(f"config field {key!r} must be a {typ.__name__}, got {type(d[key]).__name__}")
-    cfg = QuantizationConfig.from_dict(d["config"])
+    try:
+        cfg = QuantizationConfig.from_dict(d["config"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"config: {e}") from None
     layers = {}
     for name, ld in d["layers"].items():
         if not isinstance(ld, dict):

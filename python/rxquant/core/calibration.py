@@ -13,7 +13,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from . import native
-from .arrays import as_float_array
+from .arrays import as_flag, as_float_array, as_real
 from .costs import Work
 from .devices import run
 from .qparams import QParams
@@ -45,26 +45,12 @@ def options_spec(**options: Any) -> tuple[int, float, Optional[float], Optional[
     o = {**OPTIONS, **options}
     return (
         as_int("bins", o["bins"]),
-        _real("percentile", o["percentile"]),
-        None if o["averaging"] is None else _real("averaging", o["averaging"]),
-        None if o["exact"] is None else _flag("exact", o["exact"]),
+        as_real("percentile", o["percentile"]),
+        None if o["averaging"] is None else as_real("averaging", o["averaging"]),
+        None if o["exact"] is None else as_flag("exact", o["exact"]),
         as_int("exact_limit", o["exact_limit"]),
-        _flag("ignore_nonfinite", o["ignore_nonfinite"]),
+        as_flag("ignore_nonfinite", o["ignore_nonfinite"]),
     )
-
-
-def _real(name: str, v: Any) -> float:
-    """``v`` as a float: ints and floats (numpy's too); strings and bools are refused."""
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {v!r}")
-    return float(v)
-
-
-def _flag(name: str, v: Any) -> bool:
-    """``v`` as a bool: True/False (numpy's too), not any truthy object (``"no"`` is truthy)."""
-    if not isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {v!r}")
-    return bool(v)
 
 
 def _integer_scheme(scheme: SchemeLike) -> Scheme:
