@@ -382,3 +382,24 @@ def test_scheme_axis_and_group_size_are_integers() -> None:
         rq.QuantizationConfig(group_size=32.0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="group_size must be a positive integer, got 0"):
         rq.QuantizationConfig(group_size=0)
+
+
+def test_flags_are_booleans() -> None:
+    """Scheme("int8", symmetric="no") was a symmetric scheme ("no" is truthy), and a string `pack`
+    or `packed` failed with "'str' object is not an instance of 'bool'", naming no argument."""
+    assert rq.Scheme("int4", symmetric=np.bool_(False)).symmetric is False
+    for kw in ({"symmetric": "no"}, {"full_range": 1}, {"signed_scale": "yes"}):
+        with pytest.raises(TypeError, match=f"{next(iter(kw))} must be True or False"):
+            rq.Scheme("int4", **kw)
+    w = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
+    s = rq.Scheme("int4", group_size=32)
+    with pytest.raises(TypeError, match="pack must be True or False, got 'no'"):
+        rq.quantize(w, s, pack="no")
+    with pytest.raises(TypeError, match="ignore_nonfinite must be True or False"):
+        rq.quantize(w, s, ignore_nonfinite=0)
+    with pytest.raises(TypeError, match="return_mask must be True or False"):
+        rq.fake_quantize(w, s, return_mask="yes")
+    q, qp = rq.quantize(w, s, pack=np.bool_(True))
+    with pytest.raises(TypeError, match="packed must be True or False"):
+        rq.dequantize(q, qp, packed="yes")
+    np.testing.assert_array_equal(rq.dequantize(q, qp, packed=True), rq.fake_quantize(w, s))

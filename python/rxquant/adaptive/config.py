@@ -7,10 +7,9 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
-from ..core.arrays import as_flag, as_real
 from ..core.atomic import PathLike
 from ..core.qparams import QParams
-from ..core.scheme import as_group_size
+from ..core.scheme import as_flag, as_group_size, as_real
 from ..core.types import CalibrationMethod, QuantizationPrecision
 
 SCHEMA_VERSION = 1

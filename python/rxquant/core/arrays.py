@@ -50,17 +50,3 @@ def sum_squares(x: np.ndarray) -> float:
         b = flat[i : i + (1 << 20)].astype(np.float64)
         total += float(np.dot(b, b))
     return total
-
-
-def as_real(name: str, v: Any) -> float:
-    """``v`` as a float: ints and floats (numpy's too); strings and bools are refused."""
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {v!r}")
-    return float(v)
-
-
-def as_flag(name: str, v: Any) -> bool:
-    """``v`` as a bool: True/False (numpy's too), not any truthy object (``"no"`` is truthy)."""
-    if not isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {v!r}")
-    return bool(v)

@@ -13,11 +13,11 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from . import native
-from .arrays import as_flag, as_float_array, as_real
+from .arrays import as_float_array
 from .costs import Work
 from .devices import run
 from .qparams import QParams
-from .scheme import Scheme, as_int, check_fits
+from .scheme import Scheme, as_flag, as_int, as_real, check_fits
 
 METHODS = ("minmax", "percentile", "entropy", "mse")
 # Below this many values per scale, the KL search sees a sparse histogram (see docs/calibration.md).

@@ -19,7 +19,7 @@ from .calibration import calibrate
 from .costs import Work
 from .devices import backend, run
 from .qparams import QParams
-from .scheme import Scheme, as_shape, check_fits
+from .scheme import Scheme, as_flag, as_shape, check_fits
 
 SchemeLike = Union[Scheme, str, None]
 
@@ -59,6 +59,7 @@ def quantize(
     ``sum_j E[x_j^2] (w_j - w'_j)^2`` (per tensor, per channel along axis 0, or groups along the
     last axis). It replaces ``qparams`` and runs on the CPU.
     """
+    ignore_nonfinite, pack = as_flag("ignore_nonfinite", ignore_nonfinite), as_flag("pack", pack)
     a = as_float_array(x)
     s = qparams.scheme if (qparams is not None and scheme is None) else Scheme.coerce(scheme)
     if pack and s.precision != "int4":
@@ -150,6 +151,7 @@ def dequantize(
     """
     if not isinstance(qparams, QParams):
         raise TypeError(f"qparams must be a QParams, got {type(qparams).__name__}")
+    packed = as_flag("packed", packed)
     if out is not None:
         out = check_out(out, tuple(qparams.shape))
     s = qparams.scheme
@@ -209,6 +211,8 @@ def fake_quantize(
     With ``return_mask`` also returns the straight-through-estimator mask (True where the value
     lies inside the clamping range): the gradient is ``grad_out * mask``.
     """
+    ignore_nonfinite = as_flag("ignore_nonfinite", ignore_nonfinite)
+    return_mask = as_flag("return_mask", return_mask)
     a = as_float_array(x)
     s = qparams.scheme if (qparams is not None and scheme is None) else Scheme.coerce(scheme)
     if not s.is_integer:

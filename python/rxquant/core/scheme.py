@@ -4,6 +4,7 @@ results, the quantization parameters, are :mod:`rxquant.core.qparams`."""
 from __future__ import annotations
 
 import math
+import numbers
 import operator
 from dataclasses import dataclass
 from typing import Any, Optional, Union
@@ -32,6 +33,25 @@ def as_shape(v: Any) -> tuple[int, ...]:
     if any(d < 0 for d in shape):
         raise ValueError(f"shape must not have negative dimensions, got {shape}")
     return shape
+
+
+def is_bool(v: Any) -> bool:
+    """True for Python's and numpy's booleans (checked by name: this module imports no numpy)."""
+    return isinstance(v, bool) or (type(v).__module__ == "numpy" and type(v).__name__ in ("bool", "bool_"))
+
+
+def as_flag(name: str, v: Any) -> bool:
+    """``v`` as a bool: True/False (numpy's too), not any truthy object (``"no"`` is truthy)."""
+    if not is_bool(v):
+        raise TypeError(f"{name} must be True or False, got {v!r}")
+    return bool(v)
+
+
+def as_real(name: str, v: Any) -> float:
+    """``v`` as a float: ints and floats (numpy's too); strings and bools are refused."""
+    if is_bool(v) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {v!r}")
+    return float(v)
 
 
 def as_group_size(v: Any) -> int:
@@ -77,6 +97,8 @@ class Scheme:
             object.__setattr__(self, "group_size", as_group_size(self.group_size))
             if self.axis is None:
                 object.__setattr__(self, "axis", -1)
+        for flag in ("symmetric", "full_range", "signed_scale"):
+            object.__setattr__(self, flag, as_flag(flag, getattr(self, flag)))
         if self.signed_scale:
             if not self.symmetric or p not in ("int8", "int4"):
                 raise ValueError("signed_scale needs a symmetric int8 or int4 scheme")
