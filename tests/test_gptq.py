@@ -100,8 +100,18 @@ def test_bad_input_is_refused_with_a_clear_message():
         rq.gptq(w, s, h[:16, :16])
     bad = w.copy()
     bad[1, 2] = np.nan
-    with pytest.raises(ValueError, match="1 non-finite value"):
+    with pytest.raises(ValueError, match="1 non-finite value") as e:
         rq.gptq(bad, s, h)
+    assert "ignore_nonfinite" not in str(e.value)  # gptq has no such option to suggest
+    # Arguments of the wrong kind were converted: damp "0.1" to 0.1, act_order "no" to True.
+    for kw, word in (
+        ({"damp": "0.1"}, "damp must be a number"),
+        ({"act_order": "no"}, "act_order must be True"),
+        ({"block_size": 64.5}, "block_size must be an integer"),
+        ({"pack": 1}, "pack must be True"),
+    ):
+        with pytest.raises(TypeError, match=word):
+            rq.gptq(w, s, h, **kw)
     hn = h.copy()
     hn[3, 4] = np.inf
     with pytest.raises(ValueError, match="the Hessian has 1 non-finite value"):

@@ -4,11 +4,9 @@
 /// it returns one of these instead.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
-    /// NaN or Inf found where finite values are required.
-    #[error(
-        "input has {count} non-finite value(s) (NaN or Inf); the first is at flat index {first_index}; \
-         pass ignore_nonfinite=True to leave them out of the range"
-    )]
+    /// NaN or Inf found where finite values are required. (No remedy in the message: only some
+    /// callers can skip them, e.g. Python's `ignore_nonfinite=True`, and they document it.)
+    #[error("input has {count} non-finite value(s) (NaN or Inf); the first is at flat index {first_index}")]
     NonFinite { count: usize, first_index: usize },
 
     /// An axis outside `-ndim..ndim`.

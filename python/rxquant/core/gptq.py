@@ -15,7 +15,7 @@ from .calibration import options_spec
 from .costs import Work
 from .devices import run
 from .qparams import QParams
-from .scheme import Scheme, check_fits
+from .scheme import Scheme, as_flag, as_int, as_real, check_fits
 
 
 def gptq(
@@ -51,6 +51,9 @@ def gptq(
     neighbouring code (on random layers, under one code in a thousand).
     """
     s = Scheme.coerce(scheme)
+    damp, block_size = as_real("damp", damp), as_int("block_size", block_size)
+    act_order, pack = as_flag("act_order", act_order), as_flag("pack", pack)
+    f16_scales = as_flag("f16_scales", f16_scales)
     if not s.is_integer:
         raise ValueError(f"gptq needs int8 or int4, got {s.precision}")
     if pack and s.precision != "int4":
@@ -72,19 +75,19 @@ def gptq(
         w2,
         flat.spec(),
         h,
-        float(damp),
-        int(block_size),
-        bool(act_order),
+        damp,
+        block_size,
+        act_order,
         str(method),
         options_spec(),
-        bool(pack),
-        bool(f16_scales),
+        pack,
+        f16_scales,
     )
     q, scale, zp, dead, damping = run(
         device,
         lambda be: native.gptq(*args, be),
         lambda: native.gptq(*args),
-        Work.gptq(rows, cols, int(block_size)),
+        Work.gptq(rows, cols, block_size),
     )
     if not pack:
         q = q.reshape(a.shape)

@@ -50,6 +50,8 @@ def quantize(
     Codes are int8 for symmetric schemes and uint8 for asymmetric ones. With ``pack=True`` (INT4
     only) they are packed two to a byte (see :func:`pack_int4`). FP16 returns a float16 array and
     counts values saturated at ±65504 in ``qparams.overflow`` (with a RuntimeWarning); FP32 copies.
+    NaN/Inf raise a ValueError with their count and first index; ``ignore_nonfinite=True`` leaves
+    them out of the range (NaN codes as the zero point, ±Inf saturate).
     Without ``qparams`` the range is calibrated with min-max. ``device``: ``"cpu"`` (default),
     ``"auto"``, ``"opencl"`` or ``"opencl:N"`` (see :mod:`rxquant.devices`).
 
