@@ -255,6 +255,12 @@ def test_bad_requests_refused_with_names() -> None:
         rg.dequantize_tensor(blocks, "q4_0", (4.0, 64))
     with pytest.raises(ValueError, match="negative"):
         rg.dequantize_tensor(blocks, "q4_0", (-4, -64))
+    # Flags and numbers of the wrong kind were converted ("no" is truthy).
+    h = np.eye(64)
+    with pytest.raises(TypeError, match="act_order must be True or False"):
+        rg.quantize_tensor(np.ones((4, 64), np.float32), "q4_0", rounding="gptq", hessian=h, act_order="no")
+    with pytest.raises(TypeError, match="damp must be a number"):
+        rg.quantize_tensor(np.ones((4, 64), np.float32), "q4_0", rounding="gptq", hessian=h, damp="0.1")
 
 
 def test_llama_type_rule() -> None:
@@ -368,6 +374,8 @@ def test_requantize_refused_and_no_partial_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="already quantized"):
         rg.quantize_file(q, dst, type="q4_0")
     assert not dst.exists() and not list(tmp_path.glob(".rxquant-*"))
+    with pytest.raises(TypeError, match="allow_requantize must be True or False, got 'no'"):
+        rg.quantize_file(q, dst, type="q4_0", allow_requantize="no")  # "no" was truthy: allowed
     rg.quantize_file(q, dst, type="q4_0", allow_requantize=True)
     assert GgufFile(dst).tensors["blk.0.attn_q.weight"].type == "Q4_0"
 

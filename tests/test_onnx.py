@@ -352,4 +352,6 @@ def test_a_nonfinite_weight_is_named(tmp_path: Path) -> None:
     matmul_model(src, {"w_ok": rng.standard_normal((64, 64)).astype(np.float32), "w_bad": bad})
     with pytest.raises(ValueError, match="tensor 'w_bad': input has 1 non-finite"):
         ro.quantize_model(src, tmp_path / "q.onnx", ASYM)
+    with pytest.raises(TypeError, match="fallback_nearest must be True or False"):
+        ro.quantize_model(src, tmp_path / "q.onnx", ASYM, fallback_nearest="no")
     assert not (tmp_path / "q.onnx").exists()

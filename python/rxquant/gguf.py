@@ -24,6 +24,7 @@ from .core.atomic import PathLike, refuse_overwriting
 from .core.block_types import BLOCK_TYPES, ROUNDINGS, BlockType
 from .core.blocks import dequantize_tensor, quantize_tensor
 from .core.errors import naming
+from .core.scheme import as_flag
 from .formats.gguf_file import (
     FILE_TYPES,
     GGML_QUANT_VERSION,
@@ -244,6 +245,8 @@ def quantize_file(
     tensors are refused unless ``allow_requantize`` (as llama-quantize does). ``progress`` is
     called after each tensor with its report and the number of tensors.
     """
+    fallback_nearest = as_flag("fallback_nearest", fallback_nearest)
+    allow_requantize = as_flag("allow_requantize", allow_requantize)
     if (type is None) == (budget is None):
         raise ValueError("give either type (one type for the file) or budget (a type per tensor)")
     if rounding not in ROUNDINGS:

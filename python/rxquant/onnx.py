@@ -31,7 +31,7 @@ from .core.gptq import gptq
 from .core.hessian import HessianObserver
 from .core.ops import quantize
 from .core.qparams import QParams
-from .core.scheme import Scheme
+from .core.scheme import Scheme, as_flag
 from .formats.onnx_model import (
     consumers,
     int4_tensor,
@@ -242,6 +242,7 @@ def quantize_model(
     free offset per block, chosen with the scale by least squares; more bytes). ``progress`` is
     called after each weight with its report and the number of weights."""
     onnx = onnx_package()
+    fallback_nearest = as_flag("fallback_nearest", fallback_nearest)
     refuse_overwriting(dst, src, statistics)
     s = _coerce_scheme(scheme)
     if format not in FORMATS:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from . import native
 from .block_types import BLOCK_TYPES, ROUNDINGS, BlockType, block_type
-from .scheme import as_shape
+from .scheme import as_flag, as_real, as_shape
 
 if TYPE_CHECKING:
     import numpy as np
@@ -76,7 +76,8 @@ def quantize_tensor(
     if h.shape != (cols, cols):
         raise ValueError(f"the Hessian has shape {h.shape}; rows of {cols} inputs need ({cols}, {cols})")
     w2 = np.ascontiguousarray(a.reshape(-1, cols), dtype=np.float32)
-    q, _dead, _damping = native.ggml_gptq(w2, t.name, h, "importance", imp, float(damp), 128, bool(act_order))
+    damp, act_order = as_real("damp", damp), as_flag("act_order", act_order)
+    q, _dead, _damping = native.ggml_gptq(w2, t.name, h, "importance", imp, damp, 128, act_order)
     return q
 
 
