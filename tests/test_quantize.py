@@ -403,3 +403,7 @@ def test_flags_are_booleans() -> None:
     with pytest.raises(TypeError, match="packed must be True or False"):
         rq.dequantize(q, qp, packed="yes")
     np.testing.assert_array_equal(rq.dequantize(q, qp, packed=True), rq.fake_quantize(w, s))
+    with pytest.raises(TypeError, match="signed must be True or False"):
+        rq.unpack_int4(q, 8, signed="no")
+    with pytest.raises(TypeError, match="aggressive must be True or False"):
+        rq.create_quantizer_for_gpu("polaris", aggressive="no")

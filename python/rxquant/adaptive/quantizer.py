@@ -21,7 +21,7 @@ from ..core.hardware import GpuFamily
 from ..core.hardware import gpu_family as _family  # `gpu_family` is also a parameter name below
 from ..core.hessian import HessianObserver
 from ..core.qparams import QParams
-from ..core.scheme import Scheme
+from ..core.scheme import Scheme, as_flag
 from ..core.types import CalibrationMethod, QuantizationPrecision
 from .config import SCHEMA_VERSION, QuantizationConfig, read_config_file
 from .report import format_report, report_dict
@@ -359,7 +359,7 @@ def _scalar(a: np.ndarray, default: Any) -> Any:
 def create_quantizer_for_gpu(family: str, aggressive: bool = False) -> AdaptiveQuantizer:
     """A quantizer with the family's recommended precision; ``aggressive`` picks INT4 (groups of 32)."""
     fam = _family(family)
-    if aggressive:
+    if as_flag("aggressive", aggressive):
         cfg = QuantizationConfig(precision=QuantizationPrecision.INT4, group_size=32, per_channel=True)
     else:
         cfg = QuantizationConfig(precision=fam.recommended_precision, per_channel=True)

@@ -256,7 +256,7 @@ def unpack_int4(packed: Any, shape: Union[int, tuple[int, ...]], signed: bool = 
     p = np.asarray(packed)
     if p.dtype != np.uint8:
         raise TypeError(f"packed INT4 data must be uint8, got dtype {p.dtype}")
-    return native.unpack_int4(np.ascontiguousarray(p).reshape(-1), list(dims), bool(signed))
+    return native.unpack_int4(np.ascontiguousarray(p).reshape(-1), list(dims), as_flag("signed", signed))
 
 
 @dataclass(frozen=True)

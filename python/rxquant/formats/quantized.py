@@ -17,7 +17,7 @@ from ..core.errors import naming
 from ..core.gptq import gptq
 from ..core.ops import dequantize, pack_int4, quantize, unpack_int4
 from ..core.qparams import QParams
-from ..core.scheme import Scheme
+from ..core.scheme import Scheme, as_flag
 from .checkpoint import Checkpoint
 from .writer import SafetensorsWriter, TensorSpec, file_size
 
@@ -175,6 +175,7 @@ class QuantizedTensor:
 def load_quantized(path: PathLike, dequantize: bool = True) -> dict[str, Any]:
     """Reads an rxquant file: float32 arrays (``dequantize=True``) or :class:`QuantizedTensor`
     objects for quantized tensors; other tensors as stored."""
+    dequantize = as_flag("dequantize", dequantize)
     ck = Checkpoint(path)
     md = ck.metadata()
     if md.get("format") != "rxquant" or "rxquant" not in md:
