@@ -519,6 +519,16 @@ def test_cli_gguf_verify_names_a_missing_quantized_file(tmp_path: Path) -> None:
     assert rc == 1 and "q.gguf" in err and "m.gguf" not in err, err
 
 
+def test_a_missing_source_is_named(tmp_path: Path) -> None:
+    """It was taken for a model folder's weights: "<its folder> has no config.json"."""
+    with pytest.raises(ValueError, match="missing.gguf does not exist"):
+        rg.quantize_file(tmp_path / "missing.gguf", tmp_path / "q.gguf", type="q8_0")
+    rc, _, err = run(
+        "quantize", str(tmp_path / "missing.safetensors"), "-o", str(tmp_path / "q.gguf"), "--type", "q8_0"
+    )
+    assert rc == 1 and "missing.safetensors does not exist" in err, err
+
+
 def test_cli_gguf_round_trip(tmp_path: Path) -> None:
     src, dst = tmp_path / "m.gguf", tmp_path / "q.gguf"
     write_package_gguf(src)

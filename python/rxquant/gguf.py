@@ -258,6 +258,9 @@ def quantize_file(
             raise ValueError(
                 f"unknown type {type!r}; expected one of {', '.join(t.lower() for t in OUTPUT_TYPES)}"
             )
+    if not os.path.exists(src):
+        # Not a GGUF file, so it would be taken for a model folder's weights: "has no config.json".
+        raise ValueError(f"{os.fspath(src)} does not exist")
     reads: list[Any] = [src]
     if os.path.isdir(src):
         from .formats.checkpoint import model_folder_files  # numpy: not for GGUF sources
