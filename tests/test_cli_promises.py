@@ -348,3 +348,13 @@ def test_a_nonfinite_weight_is_named(tmp_path, argv):
     assert code == 1 and err.count("\n") == 1, err
     assert "tensor 'bad.weight': input has 1 non-finite value(s)" in err and "flat index 773" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+
+
+def test_a_missing_model_folder_is_named(tmp_path):
+    """A missing folder was reported as "missing has no config.json", as if it were incomplete."""
+    code, _, err = run("statistics", str(tmp_path / "missing"), "-o", str(tmp_path / "s.safetensors"))
+    refused(code, err, "missing does not exist")
+    from rxquant.models.bert_gguf import bert_gguf
+
+    with pytest.raises(ValueError, match="missing does not exist"):
+        bert_gguf(tmp_path / "missing")

@@ -448,6 +448,8 @@ def cmd_statistics(args: argparse.Namespace) -> int:
     if str(args.model_dir).lower().endswith(".onnx"):
         return cmd_statistics_onnx(args, sentences)
     folder = Path(args.model_dir)
+    if not folder.is_dir():
+        raise UsageError(f"{folder} does not exist (or is not a folder): give a BERT-family model folder")
     for need in ("config.json", "tokenizer.json", "model.safetensors"):
         if not (folder / need).is_file():
             raise UsageError(f"{folder} has no {need}: give a BERT-family model folder")

@@ -50,6 +50,8 @@ def _load_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
+        if not path.parent.is_dir():
+            raise ValueError(f"{path.parent} does not exist (or is not a folder)") from None
         raise ValueError(f"{path.parent} has no {path.name}: give a BERT-family model folder") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from None
