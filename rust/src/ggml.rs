@@ -897,20 +897,22 @@ fn make_qx_quants_x16(nmax: i32, x: &[f32], l: &mut [u8]) -> [f32; 16] {
 
 // ------------------------------------------------------------------ searched parameters
 
-/// Weighted squared error of `x` coded with `p` (codes from [`encode_value`]).
+/// Weighted squared error of `x` coded with `p` (codes from [`encode_value`]): the sum of its
+/// sub-blocks' [`range_error`] (the whole block for the types with one scale).
 #[inline(always)]
 fn block_error(ty: GgmlType, p: &BlockParams, x: &[f32], w: Option<&[f32]>) -> f32 {
-    let mut e = 0f32;
-    for (k, &v) in x.iter().enumerate() {
-        let d = v - decode_value(ty, p, k, encode_value(ty, p, k, v));
-        e += w.map_or(1.0, |w| w[k]) * d * d;
+    match ty {
+        GgmlType::Q4K | GgmlType::Q5K => (0..8).map(|j| range_error(ty, p, x, w, 32 * j..32 * j + 32)).sum(),
+        GgmlType::Q6K => (0..16).map(|j| range_error(ty, p, x, w, 16 * j..16 * j + 16)).sum(),
+        _ => range_error(ty, p, x, w, 0..x.len()),
     }
-    e
 }
 
-/// Weighted squared error of sub-block `r` of `x` (positions in the block, whole sub-blocks of
-/// the K types) coded with `p`: the terms of [`block_error`], summed in lanes
-/// ([`crate::simd::lane_sum`]): the K-type searches call this about 40,000 times a super-block.
+/// Weighted squared error of sub-block `r` of `x` (positions in the block: whole sub-blocks of
+/// the K types, the whole block for the others) coded with `p`: the terms of the per-value coder
+/// ([`encode_value`], [`decode_value`]), summed in lanes ([`crate::simd::lane_sum`]) so that they
+/// vectorize: the K-type searches call this about 40,000 times a super-block, and the block
+/// error of the one-scale types was most of their search.
 #[inline(always)]
 fn range_error(
     ty: GgmlType,
@@ -919,15 +921,19 @@ fn range_error(
     w: Option<&[f32]>,
     r: std::ops::Range<usize>,
 ) -> f32 {
-    // The sub-block's step and offset, `value = d · q − dm` for codes `q` in `qmin..=qmax`
-    // (as `decode_value` and `encode_value` spell them for these types).
+    // The range's step and offset, `value = d · q − dm` for codes `q` in `qmin..=qmax`
+    // (as `decode_value` and `encode_value` spell them for these types; `x − (−m)` is `x + m`
+    // exactly, and the one-scale types' stored codes are `q` shifted by a constant).
     let (d, dm, qmin, qmax) = match ty {
         GgmlType::Q4K | GgmlType::Q5K => {
             let j = r.start / 32;
             (p.d * p.sc[j] as f32, p.m * p.mn[j] as f32, 0, ty.max_code())
         }
         GgmlType::Q6K => (p.d * (p.sc[r.start / 16] as i8) as f32, 0.0, -32, 31),
-        _ => unreachable!("range_error is for the K types' sub-blocks"),
+        GgmlType::Q8_0 => (p.d, 0.0, -128, 127),
+        GgmlType::Q4_0 => (p.d, 0.0, -8, 7),
+        GgmlType::Q5_0 => (p.d, 0.0, -16, 15),
+        GgmlType::Q4_1 | GgmlType::Q5_1 => (p.d, -p.m, 0, ty.max_code()),
     };
     // With d = 0 every code decodes to −dm, whichever (finite, clamped) code the division gives:
     // `encode_value`'s zero code.
