@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 
 import hypothesis.extra.numpy as hnp
 import numpy as np
@@ -335,3 +336,19 @@ def test_device_matrix_paths_refuse_bad_input_like_the_cpu():
     assert obs.count == 2
     with pytest.raises(ValueError, match="the Hessian has"):
         rq.gptq(np.ones((4, 8), np.float32), rq.Scheme("int4", group_size=4), np.eye(4), device=DEVICE)
+
+
+@pytest.mark.parametrize("tiles, words", [("64x3", "divide TM"), ("4096x1", "the device allows")])
+def test_a_tile_override_that_cannot_be_used_is_refused(tiles, words):
+    """RXQUANT_CL_TILES that did not parse or fit fell back to the default tiles without a word."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, rxquant as rq; "
+        f"rq.HessianObserver(device={DEVICE!r}).update(np.ones((8, 16), np.float32))"
+    )
+    python = str(Path(__file__).resolve().parents[1] / "python")
+    env = dict(os.environ, RXQUANT_CL_TILES=tiles, PYTHONPATH=python)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode != 0 and "RXQUANT_CL_TILES" in r.stderr and words in r.stderr, r.stderr[-500:]

@@ -116,7 +116,7 @@ impl ClBackend {
         let limit = device.max_work_group_size().unwrap_or(64).max(1);
         let local_memory = device.local_mem_size().unwrap_or(32 << 10);
         let is_gpu = device.dev_type().map(|t| t & opencl3::device::CL_DEVICE_TYPE_GPU != 0).unwrap_or(false);
-        let tiles = super::matrix::Tiles::for_device(limit, local_memory, is_gpu);
+        let tiles = super::matrix::Tiles::for_device(limit, local_memory, is_gpu)?;
         let defines = tiles.defines();
         let (program, exact_division) = match Program::create_and_build_from_source(
             &context,

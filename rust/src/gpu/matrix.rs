@@ -35,20 +35,23 @@ impl Tiles {
     /// (4 × 4) otherwise, shrunk until the work-group (`(tm / wpt)²` items) fits the device's
     /// limit and the two staged slices fit its local memory (GCN: 256 items, 32 KiB).
     /// `RXQUANT_CL_TILES=TMxWPT` (e.g. `64x4`) overrides, for tuning on a new card.
-    pub fn for_device(max_work_group: usize, local_memory: u64, is_gpu: bool) -> Tiles {
+    pub fn for_device(max_work_group: usize, local_memory: u64, is_gpu: bool) -> Result<Tiles> {
         let fits = |t: &Tiles| {
             let items = (t.tm / t.wpt) * (t.tm / t.wpt);
             items <= max_work_group && (2 * t.tk * (t.tm + 1) * 4) as u64 <= local_memory
         };
         if let Ok(v) = std::env::var("RXQUANT_CL_TILES") {
-            if let Some((tm, wpt)) = v.split_once('x') {
-                if let (Ok(tm), Ok(wpt)) = (tm.trim().parse::<usize>(), wpt.trim().parse::<usize>()) {
-                    let t = Tiles { tm, tk: 16, wpt };
-                    if wpt > 0 && tm % wpt == 0 && fits(&t) {
-                        return t;
-                    }
-                }
+            // A tuning request that cannot be met is an error, not a silent return to the default.
+            let t = Tiles::parse(&v)?;
+            if !fits(&t) {
+                return Err(Error::Invalid(format!(
+                    "RXQUANT_CL_TILES={v:?}: {} work-items and {} bytes of local memory a work-group; \
+                     the device allows {max_work_group} and {local_memory}",
+                    (t.tm / t.wpt) * (t.tm / t.wpt),
+                    2 * t.tk * (t.tm + 1) * 4
+                )));
             }
+            return Ok(t);
         }
         let wanted: &[(usize, usize)] =
             if is_gpu { &[(128, 8), (64, 4), (32, 4), (16, 2)] } else { &[(64, 4), (32, 4), (16, 2)] };
@@ -56,11 +59,26 @@ impl Tiles {
             for tk in [16, 8] {
                 let t = Tiles { tm, tk, wpt };
                 if fits(&t) {
-                    return t;
+                    return Ok(t);
                 }
             }
         }
-        Tiles { tm: 8, tk: 8, wpt: 1 }
+        Ok(Tiles { tm: 8, tk: 8, wpt: 1 })
+    }
+
+    /// `TMxWPT` (e.g. `64x4`): `tm × tm` outputs a work-group, `wpt × wpt` a work-item, slices 16
+    /// deep; `wpt` must divide `tm`.
+    pub fn parse(v: &str) -> Result<Tiles> {
+        let bad = |why: &str| Error::Invalid(format!("RXQUANT_CL_TILES={v:?}: {why}"));
+        let (tm, wpt) = v.split_once('x').ok_or_else(|| bad("expected TMxWPT, e.g. 64x4"))?;
+        let (tm, wpt) = match (tm.trim().parse::<usize>(), wpt.trim().parse::<usize>()) {
+            (Ok(tm), Ok(wpt)) => (tm, wpt),
+            _ => return Err(bad("expected TMxWPT with two positive integers, e.g. 64x4")),
+        };
+        if wpt == 0 || tm == 0 || tm % wpt != 0 {
+            return Err(bad("WPT must be positive and divide TM"));
+        }
+        Ok(Tiles { tm, tk: 16, wpt })
     }
 
     /// The kernel's `-D` options.
@@ -277,5 +295,26 @@ impl Trailing for DeviceTrailing<'_> {
         let a = Operand { buf: u, off: i1 * cols + i2, rs: 1, cs: cols };
         let b = Operand { buf: eb, off: 0, rs: rows, cs: 1 };
         self.be.gemm((cols - i2, rows, i2 - i1), a, b, wt, (i2 * rows, rows), (-1.0, 1.0), false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tiles;
+
+    /// A tuning override that cannot be used is refused with the reason (it fell back silently).
+    #[test]
+    fn tile_overrides_parse_or_say_why() {
+        assert_eq!(Tiles::parse("64x4").unwrap(), Tiles { tm: 64, tk: 16, wpt: 4 });
+        assert_eq!(Tiles::parse(" 32 x 2 ").unwrap(), Tiles { tm: 32, tk: 16, wpt: 2 });
+        for (v, why) in [
+            ("64", "expected TMxWPT"),
+            ("64x", "two positive integers"),
+            ("64x3", "divide TM"),
+            ("0x0", "positive"),
+        ] {
+            let e = Tiles::parse(v).unwrap_err().to_string();
+            assert!(e.contains(why) && e.contains("RXQUANT_CL_TILES"), "{v}: {e}");
+        }
     }
 }
