@@ -22,6 +22,15 @@ def test_rocm_status_reports_a_reason_without_an_amd_gpu():
         )
 
 
+def test_a_named_hip_library_is_the_only_one_tried(monkeypatch, tmp_path):
+    """RXQUANT_HIP_LIBRARY that could not be loaded fell back to the system's runtime, whose status
+    was then reported as if it were the one asked for."""
+    missing = str(tmp_path / "libamdhip64.so")
+    monkeypatch.setenv("RXQUANT_HIP_LIBRARY", missing)
+    st = rq.get_rocm_status()
+    assert not st["hip_available"] and f"RXQUANT_HIP_LIBRARY={missing} cannot be loaded" in st["reason"]
+
+
 def test_kfd_topology_is_read(tmp_path):
     node = tmp_path / "1"
     node.mkdir()

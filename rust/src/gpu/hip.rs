@@ -35,8 +35,12 @@ type ErrorString = unsafe extern "C" fn(c_int) -> *const c_char;
 
 /// Loads the runtime and queries it. Never fails: problems are in `reason`.
 pub fn status() -> HipStatus {
-    let mut names: Vec<String> = std::env::var("RXQUANT_HIP_LIBRARY").into_iter().collect();
-    names.extend(LIBRARIES.iter().map(|s| s.to_string()));
+    // A library the user names is the only one tried: falling back to the system's would report
+    // another runtime than the one asked for.
+    let names: Vec<String> = match std::env::var("RXQUANT_HIP_LIBRARY") {
+        Ok(v) if !v.is_empty() => vec![v],
+        _ => LIBRARIES.iter().map(|s| s.to_string()).collect(),
+    };
     let mut last = String::new();
     for name in &names {
         // SAFETY: loading the HIP runtime runs its initializers; it is a system library meant
@@ -50,7 +54,10 @@ pub fn status() -> HipStatus {
         library: None,
         runtime_version: None,
         devices: Vec::new(),
-        reason: Some(format!("the HIP runtime (libamdhip64) is not installed or cannot be loaded: {last}")),
+        reason: Some(match std::env::var("RXQUANT_HIP_LIBRARY") {
+            Ok(v) if !v.is_empty() => format!("RXQUANT_HIP_LIBRARY={v} cannot be loaded: {last}"),
+            _ => format!("the HIP runtime (libamdhip64) is not installed or cannot be loaded: {last}"),
+        }),
     }
 }
 
