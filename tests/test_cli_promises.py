@@ -358,3 +358,11 @@ def test_a_missing_model_folder_is_named(tmp_path):
 
     with pytest.raises(ValueError, match="missing does not exist"):
         bert_gguf(tmp_path / "missing")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs a folder that takes no files (/proc)")
+def test_an_output_folder_that_takes_no_files_is_named(model):
+    """The error named rxquant's temporary file ('/proc/.rxquant-1e6441ac03ab.tmp'), not the output."""
+    code, _, err = run("quantize", str(model), "-o", "/proc/q.safetensors")
+    assert code == 1 and "cannot write /proc/q.safetensors: cannot create a file in /proc" in err, err
+    assert ".rxquant-" not in err

@@ -34,7 +34,11 @@ def atomic_open(path: PathLike, mode: str = "w") -> Iterator[IO[Any]]:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
-    fd, tmp = _create_temp(folder)
+    try:
+        fd, tmp = _create_temp(folder)
+    except OSError as e:
+        # The error names the temporary file, which the user never asked for.
+        raise type(e)(f"cannot write {path}: cannot create a file in {folder} ({e.strerror or e})") from None
     try:
         os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, mode) as f:
