@@ -366,3 +366,19 @@ def test_an_output_folder_that_takes_no_files_is_named(model):
     code, _, err = run("quantize", str(model), "-o", "/proc/q.safetensors")
     assert code == 1 and "cannot write /proc/q.safetensors: cannot create a file in /proc" in err, err
     assert ".rxquant-" not in err
+
+
+def test_a_full_disk_names_the_output_and_leaves_the_old_file(tmp_path):
+    """ENOSPC said only "[Errno 28] No space left on device"; the file it was writing is named."""
+    import errno
+
+    from rxquant.core.atomic import atomic_open
+
+    out = tmp_path / "q.safetensors"
+    out.write_bytes(b"old")
+    with pytest.raises(OSError, match=r"cannot write .*q\.safetensors: No space left on device") as e:
+        with atomic_open(out, "wb") as f:
+            f.write(b"new")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert e.value.errno == errno.ENOSPC
+    assert out.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["q.safetensors"]

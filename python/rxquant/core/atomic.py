@@ -5,6 +5,7 @@ new file gets (0666 less the umask), not the temp file's 0600."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterator
 from typing import IO, Any, Union
@@ -46,10 +47,17 @@ def atomic_open(path: PathLike, mode: str = "w") -> Iterator[IO[Any]]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in _FULL:
+            # "[Errno 28] No space left on device" alone does not say which file did not fit.
+            raise type(e)(e.errno, f"cannot write {path}: {e.strerror}; nothing was written") from None
         raise
+
+
+#: Errors of a write that ran out of room (disk, quota, file size limit).
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _create_temp(folder: str) -> tuple[int, str]:
