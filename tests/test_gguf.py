@@ -391,6 +391,14 @@ def test_corrupt_and_non_gguf_files(tmp_path: Path) -> None:
     cut.write_bytes(src.read_bytes()[:-100])
     with pytest.raises(ValueError, match="past the end"):
         GgufFile(cut)
+    # An empty file named .gguf: mmap's "cannot mmap an empty file", and `inspect` took it for a
+    # safetensors file ("not a valid safetensors file").
+    empty = tmp_path / "empty.gguf"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="empty.gguf is not a GGUF file rxquant reads: it is empty"):
+        GgufFile(empty)
+    rc, _, err = run("inspect", str(empty))
+    assert rc == 1 and "it is empty" in err and "safetensors" not in err, err
 
 
 @pytest.mark.parametrize("budget", ["5.2bpw", "6.0bpw"])

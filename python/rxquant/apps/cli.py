@@ -247,11 +247,13 @@ def _command(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
         from .gguf_cli import cmd_quantize_gguf
 
         return lambda a: cmd_quantize_gguf(a, allowed_fallbacks(a))
-    if args.command == "inspect" and is_gguf(args.file):
+    if args.command == "inspect" and (is_gguf(args.file) or str(args.file).lower().endswith(".gguf")):
         from .gguf_cli import cmd_inspect_gguf
 
         return cmd_inspect_gguf
-    if args.command == "verify" and (is_gguf(args.quantized) or is_gguf(args.original)):
+    if args.command == "verify" and any(
+        is_gguf(f) or str(f).lower().endswith(".gguf") for f in (args.quantized, args.original)
+    ):
         from .gguf_cli import cmd_verify_gguf
 
         return cmd_verify_gguf

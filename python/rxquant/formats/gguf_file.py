@@ -286,9 +286,13 @@ class GgufFile:
         self.path = os.fspath(path)
         try:
             with open(self.path, "rb") as f:
-                data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                # mmap refuses an empty file in its own words ("cannot mmap an empty file").
+                empty = os.fstat(f.fileno()).st_size == 0
+                data = None if empty else mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except (OSError, ValueError) as e:
             raise ValueError(f"cannot read {self.path}: {e}") from None
+        if data is None:
+            raise ValueError(f"{self.path} is not a GGUF file rxquant reads: it is empty")
         try:
             self._parse(memoryview(data))
         except (struct.error, ValueError, KeyError, UnicodeDecodeError) as e:
