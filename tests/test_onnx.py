@@ -355,3 +355,26 @@ def test_a_nonfinite_weight_is_named(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="fallback_nearest must be True or False"):
         ro.quantize_model(src, tmp_path / "q.onnx", ASYM, fallback_nearest="no")
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_cli_inspect_lists_what_quantize_would_do_and_verify_refuses_onnx(tmp_path: Path, capsys) -> None:
+    """`rxquant inspect model.onnx` read the model as a safetensors file ("the header length points
+    beyond the end of the file"); `verify` did the same, and now says it does not read ONNX."""
+    import json
+
+    from rxquant.apps.cli import main
+
+    rng = np.random.default_rng(8)
+    src = tmp_path / "m.onnx"
+    matmul_model(src, {"w1": rng.standard_normal((64, 64)).astype(np.float32)})
+    assert main(["inspect", str(src), "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["tensors"]}
+    assert rows["w1"]["default"] == "quantize" and rows["w1"]["bytes"] == 64 * 64 * 4
+    q = tmp_path / "q.onnx"
+    ro.quantize_model(src, q, ASYM)
+    assert main(["inspect", str(q)]) == 0
+    out = capsys.readouterr().out
+    assert "MatMulNBits x1" in out and "0 weights selected" in out
+    assert main(["verify", str(src), str(q)]) == 2
+    assert "does not read ONNX models" in capsys.readouterr().err
+    assert ro.weights(onnx.load(str(src)))[0] == ["w1"]

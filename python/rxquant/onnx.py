@@ -44,7 +44,7 @@ from .formats.onnx_model import (
 )
 from .formats.statistics import LayerStatistics, Statistics, write_statistics
 
-__all__ = ["OnnxResult", "WeightReport", "collect_statistics", "quantize_model"]
+__all__ = ["OnnxResult", "WeightReport", "collect_statistics", "quantize_model", "weights"]
 
 FORMATS = ("matmulnbits", "qdq")
 ROUNDINGS = ("nearest", "mse", "importance", "gptq")
@@ -153,6 +153,13 @@ def _sites(graph: Any, op_types: tuple[str, ...]) -> tuple[list[_Site], list[Wei
         else:
             sites.append(s)
     return sites, left
+
+
+def weights(model: Any, op_types: Iterable[str] = ("MatMul", "Gemm")) -> tuple[list[str], list[WeightReport]]:
+    """The weight initializers of ``model`` (an ``onnx.ModelProto``) that :func:`quantize_model`
+    with these ``op_types`` would quantize, and the uses it would leave, each with the reason."""
+    sites, left = _sites(model.graph, tuple(op_types))
+    return [s.name for s in sites], left
 
 
 def _matrix(t: Any, site: _Site, scratch: list[np.ndarray]) -> np.ndarray:

@@ -69,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     file_help = "a .safetensors file, a shard or *.index.json of a sharded checkpoint, or an .npz"
     s = sub.add_parser("inspect", parents=[common], help="tensors, dtypes and sizes of a checkpoint")
-    s.add_argument("file", help=file_help + " (also an rxquant quantized file)")
+    s.add_argument(
+        "file", help=file_help + " (also an rxquant quantized file), a .gguf file or an .onnx model"
+    )
     s.set_defaults(func="cmd_inspect")
     s = sub.add_parser(
         "analyze", parents=[common, sel], help="sensitivity per tensor and candidate precision"
@@ -247,6 +249,17 @@ def _command(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
         from .gguf_cli import cmd_quantize_gguf
 
         return lambda a: cmd_quantize_gguf(a, allowed_fallbacks(a))
+    if args.command == "inspect" and str(args.file).lower().endswith(".onnx"):
+        from .onnx_cli import cmd_inspect_onnx
+
+        return cmd_inspect_onnx
+    if args.command == "verify" and any(
+        str(f).lower().endswith(".onnx") for f in (args.original, args.quantized)
+    ):
+        raise UsageError(
+            "verify compares rxquant's safetensors and GGUF files with their originals; it does not read "
+            "ONNX models (compare the two models' outputs with ONNX Runtime)"
+        )
     if args.command == "inspect" and (is_gguf(args.file) or str(args.file).lower().endswith(".gguf")):
         from .gguf_cli import cmd_inspect_gguf
 

@@ -4,6 +4,7 @@ one run by ONNX Runtime. :mod:`rxquant.apps.cli` routes here."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 from collections import Counter
@@ -139,4 +140,49 @@ def cmd_statistics_onnx(args: argparse.Namespace, sentences: list[str]) -> int:
     lines = [f"{len(stats)} weights, {n} sentences, run by ONNX Runtime"]
     lines.append(f"wrote {args.output}: {human_size(os.path.getsize(args.output))} ({args.kind})")
     emit(args, {"output": args.output, "layers": len(stats), "sentences": n}, "\n".join(lines))
+    return 0
+
+
+def cmd_inspect_onnx(args: argparse.Namespace) -> int:
+    """``rxquant inspect model.onnx``: the initializers, which weights ``quantize`` would turn into
+    blocks (MatMul/Gemm; ``--embeddings`` adds Gather tables), and why the others stay."""
+    from ..formats.onnx_model import load_model, onnx_package
+
+    helper = onnx_package().helper
+    model = load_model(args.file)
+    chosen, left = ro.weights(model)
+    why = {w.name: w.reason for w in left}
+    rows = []
+    for t in model.graph.initializer:
+        shape = [int(d) for d in t.dims]
+        name = onnx_package().TensorProto.DataType.Name(t.data_type)
+        bits = (
+            4
+            if name in ("INT4", "UINT4", "FLOAT4E2M1")
+            else 8 * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        )
+        action = "quantize" if t.name in chosen else "keep"
+        rows.append(
+            {
+                "name": t.name,
+                "dtype": name,
+                "shape": shape,
+                "bytes": -(-math.prod(shape) * bits // 8),
+                "default": action,
+                "reason": why.get(t.name),
+            }
+        )
+    ops = Counter(n.op_type for n in model.graph.node)
+    total = sum(r["bytes"] for r in rows)
+    lines = [f"{'tensor':<52} {'dtype':>8} {'shape':>14} {'size':>10}  default"]
+    for r in rows:
+        shape = "x".join(map(str, r["shape"])) or "scalar"
+        what = r["default"] + (f" ({r['reason']})" if r["reason"] else "")
+        lines.append(f"{r['name'][:52]:<52} {r['dtype']:>8} {shape:>14} {human_size(r['bytes']):>10}  {what}")
+    lines.append(
+        f"{len(rows)} initializers, {human_size(total)}; {len(chosen)} weights selected for quantization"
+    )
+    lines.append("ops: " + ", ".join(f"{op} x{n}" for op, n in ops.most_common()))
+    data = {"file": str(args.file), "tensors": rows, "total_bytes": total, "ops": dict(ops)}
+    emit(args, data, "\n".join(lines))
     return 0
