@@ -220,9 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func="cmd_statistics")
     s = sub.add_parser("verify", parents=[common, dev], help="per-tensor SQNR and cosine of a quantized file")
     s.add_argument(
-        "original", help="the checkpoint that was quantized (for GGUF: the source GGUF or model folder)"
+        "original",
+        help="the checkpoint that was quantized (for GGUF: the source GGUF or model folder; for ONNX: "
+        "the float model)",
     )
-    s.add_argument("quantized", help="the rxquant quantized file or the quantized GGUF file")
+    s.add_argument("quantized", help="the rxquant quantized file, the quantized GGUF file or ONNX model")
     s.set_defaults(func="cmd_verify")
     s = sub.add_parser("devices", parents=[common], help="CPU threads and GPU backends")
     s.set_defaults(func="cmd_devices")
@@ -253,13 +255,13 @@ def _command(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
         from .onnx_cli import cmd_inspect_onnx
 
         return cmd_inspect_onnx
-    if args.command == "verify" and any(
-        str(f).lower().endswith(".onnx") for f in (args.original, args.quantized)
-    ):
-        raise UsageError(
-            "verify compares rxquant's safetensors and GGUF files with their originals; it does not read "
-            "ONNX models (compare the two models' outputs with ONNX Runtime)"
-        )
+    pair = (args.original, args.quantized) if args.command == "verify" else ()
+    if any(str(f).lower().endswith(".onnx") for f in pair):
+        if not all(str(f).lower().endswith(".onnx") for f in pair):
+            raise UsageError("verify compares an ONNX model with an ONNX model: give both as .onnx files")
+        from .onnx_cli import cmd_verify_onnx
+
+        return cmd_verify_onnx
     if args.command == "inspect" and (is_gguf(args.file) or str(args.file).lower().endswith(".gguf")):
         from .gguf_cli import cmd_inspect_gguf
 

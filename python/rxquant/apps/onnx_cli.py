@@ -13,7 +13,7 @@ from pathlib import Path
 from .. import onnx as ro
 from ..core.scheme import Scheme
 from ..formats.statistics import Statistics
-from .console import UsageError, emit, human_size
+from .console import UsageError, emit, finite, human_size, sqnr_report
 from .options import refuse_device, refuse_given
 from .progress import PerItem
 
@@ -185,4 +185,52 @@ def cmd_inspect_onnx(args: argparse.Namespace) -> int:
     lines.append("ops: " + ", ".join(f"{op} x{n}" for op, n in ops.most_common()))
     data = {"file": str(args.file), "tensors": rows, "total_bytes": total, "ops": dict(ops)}
     emit(args, data, "\n".join(lines))
+    return 0
+
+
+def cmd_verify_onnx(args: argparse.Namespace) -> int:
+    """``rxquant verify model.onnx model.q.onnx``: per-weight SQNR and cosine of each quantized
+    weight (MatMulNBits or blockwise DequantizeLinear, decoded as ONNX Runtime defines them)
+    against the original's float initializer."""
+    import numpy as np
+
+    from ..core.arrays import sum_squares
+    from ..core.errors import naming
+    from ..core.ops import metrics
+    from ..formats.onnx_model import decoded_weights, load_model, to_array
+
+    ref = {t.name: t for t in load_model(args.original).graph.initializer}
+    got = decoded_weights(load_model(args.quantized))
+    if not got:
+        raise ValueError(
+            f"{args.quantized} has no MatMulNBits or blockwise DequantizeLinear weights to compare"
+        )
+    rows = []
+    sx = se = 0.0
+    for name, y in got.items():
+        if name not in ref:
+            raise ValueError(
+                f"{name!r} is quantized in {args.quantized} but is not an initializer of {args.original}"
+            )
+        x = to_array(ref[name]).astype(np.float32)
+        if x.shape != y.shape and x.T.shape == y.shape:
+            x = np.ascontiguousarray(x.T)  # Gemm with transB: the original is [N, K]
+        if x.shape != y.shape:
+            raise ValueError(
+                f"weight {name!r} has shape {x.shape} in {args.original} but decodes to {y.shape} in "
+                f"{args.quantized}: not the model it was quantized from"
+            )
+        with naming(name):
+            m = metrics(x, y)
+        sx += sum_squares(x)
+        se += m.mse * m.count
+        rows.append(
+            {
+                "tensor": name,
+                "sqnr_db": finite(m.sqnr_db),
+                "cosine": m.cosine,
+                "max_abs_error": m.max_abs_error,
+            }
+        )
+    emit(args, *sqnr_report(rows, sx, se, "quantized weights"))
     return 0

@@ -217,3 +217,41 @@ def decode_matmulnbits(node: Any, inits: dict[str, Any]) -> np.ndarray:
         zp = np.full((n, nb), 1 << (bits - 1), np.float32)
     w = (codes.astype(np.float32) - zp.astype(np.float32)[..., None]) * scale[..., None]
     return np.ascontiguousarray(w.reshape(n, nb * block)[:, :k].T)
+
+
+def decode_dequantizelinear(node: Any, inits: dict[str, Any]) -> np.ndarray:
+    """The float weight a blockwise ``DequantizeLinear`` (opset 21, blocks along axis 0) yields:
+    ``(code - zero_point) * scale``, each block's parameters repeated over its rows."""
+    onnx = onnx_package()
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    block, axis = attrs.get("block_size", 0), attrs.get("axis", 1)
+    if block <= 0 or axis != 0:
+        raise ValueError(f"DequantizeLinear {node.name!r}: rxquant decodes blocks along axis 0 only")
+    x = to_array(inits[node.input[0]]).astype(np.float32)
+    scale = to_array(inits[node.input[1]]).astype(np.float32)
+    zp = (
+        to_array(inits[node.input[2]]).astype(np.float32)
+        if len(node.input) > 2 and node.input[2]
+        else 0 * scale
+    )
+    rows = x.shape[0]
+    return np.ascontiguousarray(
+        (x - np.repeat(zp, block, axis=0)[:rows]) * np.repeat(scale, block, axis=0)[:rows]
+    )
+
+
+def decoded_weights(model: Any) -> dict[str, np.ndarray]:
+    """The float ``[K, N]`` weights a quantized model's MatMulNBits and blockwise DequantizeLinear
+    nodes compute with, keyed by the initializer they were made from (the codes are stored as
+    ``<name>_Q``, the names rxquant's writer and ONNX Runtime's quantizer give them)."""
+    inits = {t.name: t for t in model.graph.initializer}
+    out: dict[str, np.ndarray] = {}
+    for node in model.graph.node:
+        codes = node.input[1] if node.op_type == "MatMulNBits" else node.input[0] if node.input else ""
+        if not codes.endswith("_Q") or codes not in inits:
+            continue
+        if node.op_type == "MatMulNBits":
+            out[codes[:-2]] = decode_matmulnbits(node, inits)
+        elif node.op_type == "DequantizeLinear":
+            out[codes[:-2]] = decode_dequantizelinear(node, inits)
+    return out
