@@ -405,3 +405,18 @@ def test_cli_verify_compares_each_quantized_weight(tmp_path: Path, capsys, fmt: 
         assert rows[name]["sqnr_db"] == pytest.approx(want.sqnr_db, abs=1e-9) and want.sqnr_db > 15
     assert main(["verify", str(src), str(tmp_path / "m.safetensors")]) == 2
     assert main(["verify", str(src), str(src)]) == 1  # nothing quantized in it
+    # A square weight read transposed by Gemm (transB=1): decoded [K, N], stored [N, K].
+    w = rng.standard_normal((64, 64)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 64])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "g.onnx"))
+    ro.quantize_model(tmp_path / "g.onnx", tmp_path / "gq.onnx", ASYM, format=fmt)
+    assert main(["verify", str(tmp_path / "g.onnx"), str(tmp_path / "gq.onnx"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tensors"][0]["sqnr_db"] > 15

@@ -199,7 +199,14 @@ def cmd_verify_onnx(args: argparse.Namespace) -> int:
     from ..core.ops import metrics
     from ..formats.onnx_model import decoded_weights, load_model, to_array
 
-    ref = {t.name: t for t in load_model(args.original).graph.initializer}
+    original = load_model(args.original)
+    ref = {t.name: t for t in original.graph.initializer}
+    # Weights a Gemm reads transposed are stored [N, K]; the decoded ones are [K, N].
+    transposed = {
+        n.input[1]
+        for n in original.graph.node
+        if n.op_type == "Gemm" and any(a.name == "transB" and a.i for a in n.attribute)
+    }
     got = decoded_weights(load_model(args.quantized))
     if not got:
         raise ValueError(
@@ -213,8 +220,8 @@ def cmd_verify_onnx(args: argparse.Namespace) -> int:
                 f"{name!r} is quantized in {args.quantized} but is not an initializer of {args.original}"
             )
         x = to_array(ref[name]).astype(np.float32)
-        if x.shape != y.shape and x.T.shape == y.shape:
-            x = np.ascontiguousarray(x.T)  # Gemm with transB: the original is [N, K]
+        if name in transposed and x.ndim == 2:
+            x = np.ascontiguousarray(x.T)
         if x.shape != y.shape:
             raise ValueError(
                 f"weight {name!r} has shape {x.shape} in {args.original} but decodes to {y.shape} in "
