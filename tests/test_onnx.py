@@ -420,3 +420,29 @@ def test_cli_verify_compares_each_quantized_weight(tmp_path: Path, capsys, fmt: 
     ro.quantize_model(tmp_path / "g.onnx", tmp_path / "gq.onnx", ASYM, format=fmt)
     assert main(["verify", str(tmp_path / "g.onnx"), str(tmp_path / "gq.onnx"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["tensors"][0]["sqnr_db"] > 15
+
+
+def test_cli_verify_reads_onnx_runtimes_own_quantized_files(tmp_path: Path, capsys) -> None:
+    """ONNX Runtime's quantizer names the codes `<weight>_Q4`, not rxquant's `<weight>_Q`: its files
+    had nothing verify recognised. Its RTN is rxquant's nearest, so the SQNR agrees (to 1e-6: a
+    scale may differ in its last bit, float32 arithmetic there, float64 here)."""
+    import json
+
+    nbits = pytest.importorskip("onnxruntime.quantization.matmul_nbits_quantizer")
+    from rxquant.apps.cli import main
+
+    rng = np.random.default_rng(10)
+    src, ours, theirs = tmp_path / "m.onnx", tmp_path / "ours.onnx", tmp_path / "ort.onnx"
+    matmul_model(src, {"w1": rng.standard_normal((64, 96)).astype(np.float32)})
+    ro.quantize_model(src, ours, ASYM)
+    cfg = nbits.DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=False)
+    q = nbits.MatMulNBitsQuantizer(onnx.load(str(src)), algo_config=cfg)
+    q.process()
+    q.model.save_model_to_file(str(theirs))
+    sqnr = {}
+    for name, path in (("ours", ours), ("ort", theirs)):
+        assert main(["verify", str(src), str(path), "--json"]) == 0
+        rows = json.loads(capsys.readouterr().out)["tensors"]
+        assert [r["tensor"] for r in rows] == ["w1"]
+        sqnr[name] = rows[0]["sqnr_db"]
+    assert sqnr["ort"] == pytest.approx(sqnr["ours"], rel=1e-6) and sqnr["ours"] > 15

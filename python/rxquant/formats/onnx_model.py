@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -240,18 +241,23 @@ def decode_dequantizelinear(node: Any, inits: dict[str, Any]) -> np.ndarray:
     )
 
 
+#: The codes' initializer is the weight's name and a suffix: rxquant writes ``<name>_Q``, ONNX
+#: Runtime's quantizer ``<name>_Q4`` (MatMulNBits) or ``<name>_DQ_Q4`` (QDQ).
+_CODES = re.compile(r"(.*?)(?:_DQ)?_Q\d*")
+
+
 def decoded_weights(model: Any) -> dict[str, np.ndarray]:
     """The float ``[K, N]`` weights a quantized model's MatMulNBits and blockwise DequantizeLinear
-    nodes compute with, keyed by the initializer they were made from (the codes are stored as
-    ``<name>_Q``, the names rxquant's writer and ONNX Runtime's quantizer give them)."""
+    nodes compute with, keyed by the initializer they were made from (see ``_CODES``)."""
     inits = {t.name: t for t in model.graph.initializer}
     out: dict[str, np.ndarray] = {}
     for node in model.graph.node:
-        codes = node.input[1] if node.op_type == "MatMulNBits" else node.input[0] if node.input else ""
-        if not codes.endswith("_Q") or codes not in inits:
+        if node.op_type not in ("MatMulNBits", "DequantizeLinear"):
             continue
-        if node.op_type == "MatMulNBits":
-            out[codes[:-2]] = decode_matmulnbits(node, inits)
-        elif node.op_type == "DequantizeLinear":
-            out[codes[:-2]] = decode_dequantizelinear(node, inits)
+        codes = node.input[1] if node.op_type == "MatMulNBits" else node.input[0]
+        m = _CODES.fullmatch(codes)
+        if m is None or codes not in inits:
+            continue
+        decode = decode_matmulnbits if node.op_type == "MatMulNBits" else decode_dequantizelinear
+        out[m.group(1)] = decode(node, inits)
     return out
