@@ -1791,7 +1791,8 @@ mod tests {
     }
 
     /// The sub-block error's own step and offset agree with `encode_value` and `decode_value` for
-    /// every sub-block of the K types, zero and negative scales included.
+    /// every sub-block of the K types and every block of the one-scale types, zero and negative
+    /// scales included.
     #[test]
     fn range_error_equals_the_per_value_coder() {
         let x = awkward_blocks();
@@ -1822,6 +1823,25 @@ mod tests {
                         .sum();
                     let got = range_error(ty, &p, xs, w, r.clone());
                     assert!((got - want).abs() <= want * 1e-5, "{ty:?} block {b} {r:?}: {got} != {want}");
+                }
+            }
+        }
+        // The one-scale types (whole blocks of 32): scales of either sign, zero, tiny and huge.
+        for (b, xs) in x.chunks_exact(32).enumerate() {
+            let w: Vec<f32> = (0..32).map(|_| next(4) as f32 * 0.5).collect();
+            let w = (b % 2 == 1).then_some(&w[..]);
+            let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
+            for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q4_1, GgmlType::Q5_1] {
+                for d in [f16r(amax / 7.0), f16r(-amax / 8.0), 0.0, f16r(amax / 1000.0), f16r(amax * 3.0)] {
+                    let p = BlockParams { d, m: f16r(-amax / 2.0), ..Default::default() };
+                    let want: f32 = (0..32)
+                        .map(|k| {
+                            let e = xs[k] - decode_value(ty, &p, k, encode_value(ty, &p, k, xs[k]));
+                            w.map_or(1.0, |w| w[k]) * e * e
+                        })
+                        .sum();
+                    let got = block_error(ty, &p, xs, w);
+                    assert!((got - want).abs() <= want * 1e-5, "{ty:?} block {b} d {d}: {got} != {want}");
                 }
             }
         }
