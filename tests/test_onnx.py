@@ -446,3 +446,25 @@ def test_cli_verify_reads_onnx_runtimes_own_quantized_files(tmp_path: Path, caps
         assert [r["tensor"] for r in rows] == ["w1"]
         sqnr[name] = rows[0]["sqnr_db"]
     assert sqnr["ort"] == pytest.approx(sqnr["ours"], rel=1e-6) and sqnr["ours"] > 15
+
+
+def test_cli_inspect_and_verify_refuse_bad_onnx_input_by_name(tmp_path: Path, capsys) -> None:
+    """A corrupt model, a model that is not the quantized one's source, a weight it lacks."""
+    from rxquant.apps.cli import main
+
+    rng = np.random.default_rng(11)
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a protobuf \xff\xfe")
+    assert main(["inspect", str(bad)]) == 1
+    assert "bad.onnx is not an ONNX model" in capsys.readouterr().err
+    src, q, other, renamed = (tmp_path / f"{n}.onnx" for n in ("m", "q", "other", "renamed"))
+    matmul_model(src, {"w1": rng.standard_normal((64, 32)).astype(np.float32)})
+    ro.quantize_model(src, q, ASYM)
+    matmul_model(other, {"w1": rng.standard_normal((96, 32)).astype(np.float32)})
+    assert main(["verify", str(other), str(q)]) == 1
+    assert "weight 'w1' has shape (96, 32)" in capsys.readouterr().err
+    matmul_model(renamed, {"w2": rng.standard_normal((64, 32)).astype(np.float32)})
+    assert main(["verify", str(renamed), str(q)]) == 1
+    assert "'w1' is quantized in" in capsys.readouterr().err
+    with pytest.raises(TypeError, match="onnx.ModelProto"):
+        ro.weights(str(src))

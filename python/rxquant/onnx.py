@@ -158,6 +158,8 @@ def _sites(graph: Any, op_types: tuple[str, ...]) -> tuple[list[_Site], list[Wei
 def weights(model: Any, op_types: Iterable[str] = ("MatMul", "Gemm")) -> tuple[list[str], list[WeightReport]]:
     """The weight initializers of ``model`` (an ``onnx.ModelProto``) that :func:`quantize_model`
     with these ``op_types`` would quantize, and the uses it would leave, each with the reason."""
+    if not hasattr(model, "graph"):
+        raise TypeError(f"model must be an onnx.ModelProto (onnx.load(path)), got {type(model).__name__}")
     sites, left = _sites(model.graph, tuple(op_types))
     return [s.name for s in sites], left
 

@@ -148,18 +148,18 @@ def cmd_inspect_onnx(args: argparse.Namespace) -> int:
     blocks (MatMul/Gemm; ``--embeddings`` adds Gather tables), and why the others stay."""
     from ..formats.onnx_model import load_model, onnx_package
 
-    helper = onnx_package().helper
+    onnx = onnx_package()
     model = load_model(args.file)
     chosen, left = ro.weights(model)
     why = {w.name: w.reason for w in left}
     rows = []
     for t in model.graph.initializer:
         shape = [int(d) for d in t.dims]
-        name = onnx_package().TensorProto.DataType.Name(t.data_type)
+        name = onnx.TensorProto.DataType.Name(t.data_type)
         bits = (
             4
             if name in ("INT4", "UINT4", "FLOAT4E2M1")
-            else 8 * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+            else 8 * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
         )
         action = "quantize" if t.name in chosen else "keep"
         rows.append(
