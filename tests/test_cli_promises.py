@@ -382,3 +382,18 @@ def test_a_full_disk_names_the_output_and_leaves_the_old_file(tmp_path):
             raise OSError(errno.ENOSPC, "No space left on device")
     assert e.value.errno == errno.ENOSPC
     assert out.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["q.safetensors"]
+
+
+def test_a_short_tensor_name_is_still_put_in_front():
+    """The check for "the message names the tensor already" was a substring test: a tensor called
+    'a' was taken as named by the 'a' in 'has', and the refusal went out without its name."""
+    from rxquant.core.errors import naming
+
+    x = np.ones((4, 64), np.float32)
+    x[1, 2] = np.inf
+    with pytest.raises(ValueError, match=r"^tensor 'a': input has 1 non-finite value\(s\)"):
+        with naming("a"):
+            rq.quantize(x, rq.Scheme("int8"))
+    with pytest.raises(ValueError, match=r"^no statistics for blk\.0\.w; give them$"):
+        with naming("blk.0.w"):  # named already: left as it is
+            raise ValueError("no statistics for blk.0.w; give them")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -14,7 +15,8 @@ def naming(tensor: str) -> Iterator[None]:
     try:
         yield
     except (ValueError, TypeError) as e:
-        if tensor in str(e):
+        # The name as a whole word: a tensor called "a" is not named by the "a" in "has".
+        if re.search(rf"(?<![\w.]){re.escape(tensor)}(?![\w.])", str(e)):
             raise
         kind = ValueError if isinstance(e, ValueError) else TypeError
         raise kind(f"tensor {tensor!r}: {e}") from e
