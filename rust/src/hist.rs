@@ -349,7 +349,7 @@ fn slot<const ABS: bool, const TINY: bool>(v: f32, g: Grid, bins: usize) -> u32 
 }
 
 /// Values binned at a time: a vector loop fills a buffer of bins, a scalar loop counts them.
-const BUF: usize = 256;
+const BUF: usize = 512;
 /// Separate count arrays: peaked data puts neighbours in the same bin, and one array would chain
 /// each increment to the previous one's store (about 5 cycles a value instead of 1-2).
 const WAYS: usize = 4;
@@ -366,44 +366,107 @@ fn count_into<T: Elem>(x: &[T], kind: HistKind, g: Grid, h: &mut [u64]) -> u64 {
     }
 }
 
-/// The scalar increments of one buffer of slots into the `WAYS` sub-count arrays.
-#[inline(always)]
-fn increment(ix: &[u32], sub: &mut [u32], stride: usize) {
-    let (s0, s123) = sub.split_at_mut(stride);
-    let (s1, s23) = s123.split_at_mut(stride);
-    let (s2, s3) = s23.split_at_mut(stride);
-    let (eights, rest) = ix.split_at(ix.len() / 8 * 8);
-    for q in eights.chunks_exact(8) {
-        // SAFETY: slots are at most `bins + 1`, and each way has `bins + 2` counts.
-        unsafe {
-            *s0.get_unchecked_mut(q[0] as usize) += 1;
-            *s1.get_unchecked_mut(q[1] as usize) += 1;
-            *s2.get_unchecked_mut(q[2] as usize) += 1;
-            *s3.get_unchecked_mut(q[3] as usize) += 1;
-            *s0.get_unchecked_mut(q[4] as usize) += 1;
-            *s1.get_unchecked_mut(q[5] as usize) += 1;
-            *s2.get_unchecked_mut(q[6] as usize) += 1;
-            *s3.get_unchecked_mut(q[7] as usize) += 1;
+/// The `WAYS` u32 sub-count arrays of one counting task, `bins + 2` slots each (the spare two for
+/// exact zeros and NaN/Inf, see [`slot`]).
+pub(crate) struct Counts {
+    sub: Vec<u32>,
+    stride: usize,
+}
+
+impl Counts {
+    fn new(bins: usize) -> Self {
+        Counts { sub: vec![0; WAYS * (bins + 2)], stride: bins + 2 }
+    }
+
+    /// Counts a buffer of slots, each at most `bins + 1` (the callers check a buffer's range, or
+    /// take the slot path, before counting it).
+    #[inline(always)]
+    pub(crate) fn add(&mut self, ix: &[u32]) {
+        let (s0, s123) = self.sub.split_at_mut(self.stride);
+        let (s1, s23) = s123.split_at_mut(self.stride);
+        let (s2, s3) = s23.split_at_mut(self.stride);
+        let (eights, rest) = ix.split_at(ix.len() / 8 * 8);
+        for q in eights.chunks_exact(8) {
+            debug_assert!(q.iter().all(|&i| (i as usize) < s3.len()));
+            // SAFETY: slots are at most `bins + 1`, and each way has `bins + 2` counts.
+            unsafe {
+                *s0.get_unchecked_mut(q[0] as usize) += 1;
+                *s1.get_unchecked_mut(q[1] as usize) += 1;
+                *s2.get_unchecked_mut(q[2] as usize) += 1;
+                *s3.get_unchecked_mut(q[3] as usize) += 1;
+                *s0.get_unchecked_mut(q[4] as usize) += 1;
+                *s1.get_unchecked_mut(q[5] as usize) += 1;
+                *s2.get_unchecked_mut(q[6] as usize) += 1;
+                *s3.get_unchecked_mut(q[7] as usize) += 1;
+            }
+        }
+        for &i in rest {
+            s0[i as usize] += 1;
         }
     }
-    for &i in rest {
-        s0[i as usize] += 1;
+
+    /// Moves the sub-counts into `h`: the spare zero slots and the `hits` exact zeros that the
+    /// fast path counted in the bin of 0 go to the zero count.
+    fn flush(&mut self, hits: &mut u32, zero_bin: usize, h: &mut [u64]) -> u64 {
+        let bins = h.len();
+        let mut zeros = *hits as u64;
+        for w in self.sub.chunks_exact(self.stride) {
+            zeros += w[bins] as u64;
+            h.iter_mut().zip(w).for_each(|(a, &b)| *a += b as u64);
+        }
+        h[zero_bin] -= *hits as u64;
+        *hits = 0;
+        self.sub.fill(0);
+        zeros
     }
 }
 
-/// Moves the sub-counts into `h`: the spare zero slots and the `hits` exact zeros that the fast
-/// path counted in the bin of 0 go to the zero count.
-fn flush(sub: &mut [u32], hits: &mut u32, zero_bin: usize, h: &mut [u64]) -> u64 {
-    let bins = h.len();
-    let mut zeros = *hits as u64;
-    for w in sub.chunks_exact(bins + 2) {
-        zeros += w[bins] as u64;
-        h.iter_mut().zip(w).for_each(|(a, &b)| *a += b as u64);
+/// Two buffers of slots: one buffer's slots are counted while the next is binned. The vector
+/// binning and the scalar increments use different ports, and as two phases of 256 values each
+/// they did not overlap (each is longer than the out-of-order window): interleaved, 16 values at
+/// a time, the histogram took 15-20% less time.
+struct Pipeline {
+    bufs: [[u32; BUF]; 2],
+    /// The buffer that [`Pipeline::bin`] fills; the other one holds `pending` slots to count.
+    next: usize,
+    pending: usize,
+    counts: Counts,
+}
+
+impl Pipeline {
+    fn new(bins: usize) -> Self {
+        Pipeline { bufs: [[0; BUF]; 2], next: 0, pending: 0, counts: Counts::new(bins) }
     }
-    h[zero_bin] -= *hits as u64;
-    *hits = 0;
-    sub.fill(0);
-    zeros
+
+    /// Bins `c` into the free buffer, counting the pending slots meanwhile.
+    #[inline(always)]
+    fn bin<T: Elem, const ABS: bool, const TINY: bool>(&mut self, c: &[T], g: Grid) -> Seen {
+        let [a, b] = &mut self.bufs;
+        let (free, full) = if self.next == 0 { (a, &*b) } else { (b, &*a) };
+        let seen = bins_of::<T, ABS, TINY>(c, g, free, &full[..self.pending], &mut self.counts);
+        self.pending = 0;
+        seen
+    }
+
+    /// Redoes the free buffer's slots for `c` value by value: NaN/Inf, or values outside the
+    /// layout (clamped into the end bins).
+    fn slots<T: Elem, const ABS: bool, const TINY: bool>(&mut self, c: &[T], g: Grid, bins: usize) {
+        for (s, v) in self.bufs[self.next].iter_mut().zip(c) {
+            *s = slot::<ABS, TINY>(v.to_f32(), g, bins);
+        }
+    }
+
+    /// The free buffer's first `len` slots are checked: they are counted with the next buffer.
+    fn commit(&mut self, len: usize) {
+        (self.next, self.pending) = (1 - self.next, len);
+    }
+
+    /// Counts everything committed, then moves the counts into `h` ([`Counts::flush`]).
+    fn flush(&mut self, hits: &mut u32, zero_bin: usize, h: &mut [u64]) -> u64 {
+        self.counts.add(&self.bufs[1 - self.next][..self.pending]);
+        self.pending = 0;
+        self.counts.flush(hits, zero_bin, h)
+    }
 }
 
 /// What the bin loop saw in one buffer.
@@ -452,16 +515,24 @@ fn bin_buffer<T: Elem, const ABS: bool, const TINY: bool>(c: &[T], g: Grid, ix: 
     }
 }
 
-/// [`bin_buffer`], in AVX2 intrinsics for f32 where the CPU has them ([`crate::hist_avx2`]).
+/// [`bin_buffer`] of `c` into `ix`, counting the checked slots `prev` meanwhile: interleaved in
+/// AVX2 intrinsics for f32 where the CPU has them ([`crate::hist_avx2`]), else one after the other.
 #[inline(always)]
-fn bins_of<T: Elem, const ABS: bool, const TINY: bool>(c: &[T], g: Grid, ix: &mut [u32]) -> Seen {
+fn bins_of<T: Elem, const ABS: bool, const TINY: bool>(
+    c: &[T],
+    g: Grid,
+    ix: &mut [u32],
+    prev: &[u32],
+    counts: &mut Counts,
+) -> Seen {
     #[cfg(target_arch = "x86_64")]
     if let (true, Some(c)) = (crate::simd::avx2(), crate::elem::as_f32(c)) {
         // SAFETY: the CPU has AVX2, FMA and F16C.
         let (min, max, zeros, finite) =
-            unsafe { crate::hist_avx2::bin_buffer::<ABS, TINY>(c, g.inv, g.k, ix) };
+            unsafe { crate::hist_avx2::bin_buffer::<ABS, TINY>(c, g.inv, g.k, ix, prev, counts) };
         return Seen { min, max, zeros, finite };
     }
+    counts.add(prev);
     bin_buffer::<T, ABS, TINY>(c, g, ix)
 }
 
@@ -481,25 +552,20 @@ fn count_into_impl<T: Elem, const ABS: bool, const TINY: bool>(x: &[T], g: Grid,
         }
         return zeros;
     }
-    let stride = bins + 2;
     let zero_bin = bin::<ABS, TINY>(0.0, g) as usize;
-    let mut sub = vec![0u32; WAYS * stride];
-    let mut ix = [0u32; BUF];
+    let mut p = Pipeline::new(bins);
     for block in x.chunks(BLOCK) {
         let mut hits = 0u32; // exact zeros counted in `zero_bin` of this block
         for c in block.chunks(BUF) {
-            let seen = bins_of::<T, ABS, TINY>(c, g, &mut ix);
+            let seen = p.bin::<T, ABS, TINY>(c, g);
             if seen.finite && g.holds::<ABS>(seen.min, seen.max) {
                 hits += seen.zeros;
             } else {
-                // NaN/Inf, or values outside the layout (clamped into the end bins).
-                for (s, v) in ix.iter_mut().zip(c) {
-                    *s = slot::<ABS, TINY>(v.to_f32(), g, bins);
-                }
+                p.slots::<T, ABS, TINY>(c, g, bins);
             }
-            increment(&ix[..c.len()], &mut sub, stride);
+            p.commit(c.len());
         }
-        zeros += flush(&mut sub, &mut hits, zero_bin, h);
+        zeros += p.flush(&mut hits, zero_bin, h);
     }
     zeros
 }
@@ -519,22 +585,16 @@ fn prefetch<T>(c: &[T]) {
 fn ranged_impl<T: Elem, const ABS: bool>(x: &[T], h: &mut Hist) -> Scan {
     let kind = if ABS { HistKind::Abs } else { HistKind::Signed };
     let bins = h.counts.len();
-    let stride = bins + 2;
-    let mut sub = vec![0u32; WAYS * stride];
-    let mut ix = [0u32; BUF];
+    let mut p = Pipeline::new(bins);
     let mut g = Grid::of(h);
-    let (mut scan, mut hits, mut pending) = (Scan::EMPTY, 0u32, 0usize);
+    let (mut scan, mut hits, mut since_flush) = (Scan::EMPTY, 0u32, 0usize);
     for c in x.chunks(BUF) {
-        if pending + c.len() > BLOCK {
-            h.zeros += flush(&mut sub, &mut hits, h.bin_of(0.0), &mut h.counts);
-            pending = 0;
+        if since_flush + c.len() > BLOCK {
+            h.zeros += p.flush(&mut hits, h.bin_of(0.0), &mut h.counts);
+            since_flush = 0;
         }
         loop {
-            let mut seen = if g.tiny {
-                bins_of::<T, ABS, true>(c, g, &mut ix)
-            } else {
-                bins_of::<T, ABS, false>(c, g, &mut ix)
-            };
+            let mut seen = if g.tiny { p.bin::<T, ABS, true>(c, g) } else { p.bin::<T, ABS, false>(c, g) };
             let mut bad = 0;
             if !seen.finite {
                 // NaN/Inf: the range of the finite values, then the spare slots.
@@ -542,26 +602,25 @@ fn ranged_impl<T: Elem, const ABS: bool>(x: &[T], h: &mut Hist) -> Scan {
                 (seen.min, seen.max, bad) = (s.min, s.max, s.bad);
             }
             if seen.min <= seen.max && !g.holds::<ABS>(seen.min, seen.max) {
-                h.zeros += flush(&mut sub, &mut hits, h.bin_of(0.0), &mut h.counts);
+                h.zeros += p.flush(&mut hits, h.bin_of(0.0), &mut h.counts);
                 h.cover_kind(kind, seen.min, seen.max);
                 g = Grid::of(h);
                 continue;
             }
             if seen.finite {
                 hits += seen.zeros;
+            } else if g.tiny {
+                p.slots::<T, ABS, true>(c, g, bins);
             } else {
-                for (s, v) in ix.iter_mut().zip(c) {
-                    let v = v.to_f32();
-                    *s = if g.tiny { slot::<ABS, true>(v, g, bins) } else { slot::<ABS, false>(v, g, bins) };
-                }
+                p.slots::<T, ABS, false>(c, g, bins);
             }
-            increment(&ix[..c.len()], &mut sub, stride);
+            p.commit(c.len());
             scan = scan.merge(Scan { min: seen.min, max: seen.max, bad });
             break;
         }
-        pending += c.len();
+        since_flush += c.len();
     }
-    h.zeros += flush(&mut sub, &mut hits, h.bin_of(0.0), &mut h.counts);
+    h.zeros += p.flush(&mut hits, h.bin_of(0.0), &mut h.counts);
     scan
 }
 
@@ -688,6 +747,25 @@ mod tests {
             assert_eq!((s.min, s.max, s.bad), (min, max, 4));
             assert_eq!((one.counts.clone(), one.zeros), naive(&one, &x, kind), "{kind:?}");
             let mut two = Hist::empty(100);
+            two.cover_kind(kind, s.min, s.max);
+            two.add(&x, kind);
+            assert_eq!(two, one, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn the_portable_loop_counts_as_the_vector_one() {
+        // f16 takes the portable loop (bins, then the previous buffer's increments); its values
+        // are f32s too, which take the interleaved AVX2 loop where the CPU has it. Both passes,
+        // both kinds, a widening range, zeros and NaN/Inf, a tail shorter than a buffer.
+        let mut x: Vec<half::f16> = data(300_001, 11).iter().map(|&v| half::f16::from_f32(v)).collect();
+        (x[5000], x[77_777], x[300_000]) = (half::f16::NAN, half::f16::INFINITY, half::f16::NEG_INFINITY);
+        let y: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
+        for kind in [HistKind::Signed, HistKind::Abs] {
+            let (s, one) = ranged(&x, 1000, kind);
+            assert_eq!((ranged(&y, 1000, kind).1, s.bad), (one.clone(), 3), "{kind:?}");
+            assert_eq!((one.counts.clone(), one.zeros), naive(&one, &y, kind), "{kind:?}");
+            let mut two = Hist::empty(1000);
             two.cover_kind(kind, s.min, s.max);
             two.add(&x, kind);
             assert_eq!(two, one, "{kind:?}");
