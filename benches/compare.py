@@ -46,6 +46,9 @@ class Row:
     bytes_moved: Optional[int]  # read + written by the kernel, for the roofline
     peers: dict[str, Optional[float]] = field(default_factory=dict)  # None: not installed
     notes: str = ""
+    #: For a row timed in turns with its peer (``IN_TURNS``): rxquant's and the peer's medians
+    #: back to back, each after its own calls rather than the other's.
+    alone: Optional[tuple[float, float]] = None
 
     def fastest_peer(self) -> Optional[tuple[str, float]]:
         times = [(k, v) for k, v in self.peers.items() if v is not None]
@@ -410,9 +413,11 @@ def mse_quality(big: np.ndarray) -> Optional[dict[str, float]]:
     return {"rxquant mse": err(y_rx), "torch HistogramObserver": err(y_torch), "min-max": err(y_mm)}
 
 
-#: The peer a target compares rxquant with directly: timed in turns with rxquant, as in
-#: ``scaling_point``, so that drift between two timings cannot decide the comparison.
-IN_TURNS = "torch.quantize_per_tensor"
+#: The peers a target compares rxquant with directly: timed in turns with rxquant, as in
+#: ``scaling_point``, so that drift between two timings cannot decide the comparison (one run
+#: here timed torch's HistogramObserver at 105 ms against 38-41 ms alone, its fresh tensors'
+#: page faults slower then).
+IN_TURNS = frozenset({"torch.quantize_per_tensor", "torch HistogramObserver"})
 
 
 def timed_row(
@@ -423,20 +428,24 @@ def timed_row(
     repeat: int,
     few: int,
 ) -> Row:
-    """A main-table row: rxquant's median and each peer's (``_try``), or rxquant and the
-    ``IN_TURNS`` peer timed in turns when the row has it and it is installed."""
-    row = Row(work, 0.0, moved, {k: _try(b, few) for k, b in peers.items() if k != IN_TURNS})
+    """A main-table row: rxquant's median and each peer's (``_try``), or rxquant and an
+    ``IN_TURNS`` peer timed in turns when the row has one and it is installed."""
+    row = Row(work, 0.0, moved, {k: _try(b, few) for k, b in peers.items() if k not in IN_TURNS})
+    name = next((k for k in peers if k in IN_TURNS), None)
     paired = None
-    if IN_TURNS in peers:
+    if name is not None:
         try:
-            paired = peers[IN_TURNS]()
+            paired = peers[name]()
         except ImportError:
-            row.peers[IN_TURNS] = None
-    if paired is None:
+            row.peers[name] = None
+    if name is None or paired is None:
         row.rxquant_s = median_time(ours, repeat)
     else:
-        row.rxquant_s, row.peers[IN_TURNS] = alternating_times(ours, paired, 3 * repeat)
-        row.notes = "rxquant and torch timed in turns"
+        row.rxquant_s, row.peers[name] = alternating_times(ours, paired, 3 * repeat)
+        row.alone = (median_time(ours, repeat), median_time(paired, repeat))
+        row.notes = "rxquant and torch timed in turns; back to back: rxquant {:.2f}, torch {:.2f} ms".format(
+            *(t * 1e3 for t in row.alone)
+        )
     return row
 
 
@@ -1050,7 +1059,9 @@ def analysis(r: dict[str, Any]) -> str:
     fresh_pages = (
         "its 64 MiB output is a new array, whose fresh pages (too large for the allocator to keep "
         "between calls) the copy into an existing buffer never faults in: a copy into a new array "
-        f"runs at {r['copy_bw_fresh'] / r['copy_bw'] * 100:.0f}% of the roofline in this run"
+        f"runs at {r['copy_bw_fresh'] / r['copy_bw'] * 100:.0f}% of the roofline in this run "
+        f"(64 MiB copied into a new array: {2 * 4 * N * N / r['copy_bw_fresh'] * 1e3:.2f} ms, against "
+        f"{deq.rxquant_s * 1e3:.2f} ms for the INT8 dequantize into a new array)"
     )
     parts = [
         "Targets (issue 17): INT8 per-tensor quantize with a given scale at least as fast as "
@@ -1072,11 +1083,23 @@ def analysis(r: dict[str, Any]) -> str:
         "ms warm in this run. A user's first call after a pause pays that here, not on a machine "
         "whose cores wake in microseconds.",
         f"**Per-tensor INT8 against torch**, scale given: {given.rxquant_s * 1e3:.2f} against "
-        f"{peer(given) * 1e3:.2f} ms in the main table; in the thread-scaling rows {vs_torch}. "
+        f"{peer(given) * 1e3:.2f} ms in the main table"
         + (
-            f"Torch is ahead at {', '.join(map(str, behind))} thread(s) in this run: "
-            "the target is missed there. "
-            if behind
+            " (timed in turns; back to back, rxquant {:.2f} against torch {:.2f} ms)".format(
+                *(t * 1e3 for t in given.alone)
+            )
+            if given.alone
+            else ""
+        )
+        + f"; in the thread-scaling rows {vs_torch}. "
+        + (
+            "Torch is ahead "
+            + " and ".join(
+                (["in the main table"] if given.rxquant_s > peer(given) else [])
+                + ([f"at {', '.join(map(str, behind))} thread(s) in the scaling rows"] if behind else [])
+            )
+            + " in this run: the target is missed there. "
+            if behind or given.rxquant_s > peer(given)
             else "rxquant is ahead at every thread count in this run. "
         )
         + "Torch multiplies by `1/s`; rxquant's AVX2 kernel multiplies too, but only where the product "
@@ -1131,7 +1154,8 @@ def analysis(r: dict[str, Any]) -> str:
                 "metrics": (pct(met), "six float64 sums per value, to match numpy's float64 to 1e-12"),
                 "the histogram": (
                     pct(hist),
-                    "one pass (bins and range together), then one scalar increment per value",
+                    "one pass: bins and range in vectors, and one scalar increment (a load and a "
+                    "store to a count) per value, interleaved with the next values' binning",
                 ),
             }
         ),
@@ -1149,6 +1173,12 @@ def analysis(r: dict[str, Any]) -> str:
         "(dequantize, `rxquant.gguf.dequantize_tensor`) reuses a buffer and skips that cost.",
         f"**MSE calibration** is {peer(mse_row) / mse_row.rxquant_s:.1f}x torch's HistogramObserver here "
         + ("(target 10x: met)" if peer(mse_row) / mse_row.rxquant_s >= 10 else "(target 10x: missed)")
+        + (
+            f" timed in turns with it; back to back, rxquant {mse_row.alone[0] * 1e3:.2f} against torch "
+            f"{mse_row.alone[1] * 1e3:.2f} ms ({mse_row.alone[1] / mse_row.alone[0]:.1f}x)"
+            if mse_row.alone
+            else ""
+        )
         + (
             f", with a reconstruction error of {q['rxquant mse']:.4g} against torch's "
             f"{q['torch HistogramObserver']:.4g} on the same grid (-128..127). "
