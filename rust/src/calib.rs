@@ -613,8 +613,8 @@ impl Moments {
         if f >= bins as f64 {
             return self.prefix[bins];
         }
-        if !(f >= 0.0) {
-            return [0.0; 2]; // below the start, or NaN
+        if f.is_nan() || f < 0.0 {
+            return [0.0; 2];
         }
         // The floor by truncation (`f` is not negative): `f64::floor` is a libm call on the
         // baseline x86-64 target, and this runs once per quantizer step per candidate.
