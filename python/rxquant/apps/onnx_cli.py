@@ -190,8 +190,8 @@ def cmd_inspect_onnx(args: argparse.Namespace) -> int:
 
 def cmd_verify_onnx(args: argparse.Namespace) -> int:
     """``rxquant verify model.onnx model.q.onnx``: per-weight SQNR and cosine of each quantized
-    weight (MatMulNBits or blockwise DequantizeLinear, decoded as ONNX Runtime defines them)
-    against the original's float initializer."""
+    weight (MatMulNBits, blockwise DequantizeLinear or GatherBlockQuantized, decoded as ONNX
+    Runtime defines them) against the original's float initializer."""
     import numpy as np
 
     from ..core.arrays import sum_squares
@@ -210,17 +210,18 @@ def cmd_verify_onnx(args: argparse.Namespace) -> int:
     got = decoded_weights(load_model(args.quantized))
     if not got:
         raise ValueError(
-            f"{args.quantized} has no MatMulNBits or blockwise DequantizeLinear weights to compare"
+            f"{args.quantized} has no MatMulNBits, blockwise DequantizeLinear or GatherBlockQuantized "
+            "weights to compare"
         )
     rows = []
     sx = se = 0.0
-    for name, y in got.items():
+    for name, (op, y) in got.items():
         if name not in ref:
             raise ValueError(
                 f"{name!r} is quantized in {args.quantized} but is not an initializer of {args.original}"
             )
         x = to_array(ref[name]).astype(np.float32)
-        if name in transposed and x.ndim == 2:
+        if name in transposed and x.ndim == 2 and op != "GatherBlockQuantized":
             x = np.ascontiguousarray(x.T)
         if x.shape != y.shape:
             raise ValueError(

@@ -7,7 +7,9 @@ defines them:
   bits / 8)]`` packed the same way (absent: ``2^(bits-1)``);
 - ``DequantizeLinear`` (opset 21, blocked along axis 0): INT4/UINT4 or INT8/UINT8 ``[K, N]``,
   scale and zero point ``[K / block, N]``;
-- ``com.microsoft::GatherBlockQuantized``: uint8 rows packed like MatMulNBits' columns.
+- ``com.microsoft::GatherBlockQuantized``: uint8 rows packed like MatMulNBits' columns (rxquant's),
+  or INT4/UINT4 tensors (ONNX Runtime's quantizer); scales and zero points blocked along
+  ``quantize_axis``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
@@ -241,23 +243,75 @@ def decode_dequantizelinear(node: Any, inits: dict[str, Any]) -> np.ndarray:
     )
 
 
+def decode_gatherblockquantized(node: Any, inits: dict[str, Any]) -> np.ndarray:
+    """The float table a GatherBlockQuantized node gathers from, as ONNX Runtime defines it:
+    ``(code - zero_point) * scale``, each scale and zero point over ``block_size`` values along
+    ``quantize_axis``. uint8 data holds ``bits`` 4 two codes a byte along the last axis, low
+    nibble first (zero points the same way; default ``2^(bits-1)``); INT4/UINT4 data holds the
+    codes as they are (default zero point 0)."""
+    onnx = onnx_package()
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    bits, block, axis = attrs.get("bits", 4), attrs.get("block_size", 128), attrs.get("quantize_axis", 1)
+    t = inits[node.input[0]]
+    packed = t.data_type == onnx.TensorProto.UINT8
+    if bits not in (4, 8) or (not packed and bits != 4):
+        raise ValueError(f"GatherBlockQuantized {node.name!r}: {bits}-bit codes are not decoded (4 or 8)")
+    data = to_array(t)
+    codes = unpack_bits(data, bits, 2 * data.shape[-1]) if packed and bits == 4 else data
+    if not -codes.ndim <= axis < codes.ndim or block <= 0:
+        raise ValueError(
+            f"GatherBlockQuantized {node.name!r}: quantize_axis {axis} or block_size {block} is invalid"
+        )
+    axis %= codes.ndim
+    scale = to_array(inits[node.input[2]]).astype(np.float32)
+    if len(node.input) > 3 and node.input[3]:
+        z = to_array(inits[node.input[3]])
+        if packed and bits == 4:
+            z = unpack_bits(z, 4, scale.shape[-1])
+        zp = z.astype(np.float32)
+    else:
+        zp = np.full(scale.shape, (1 << (bits - 1)) if packed else 0, np.float32)
+    n = codes.shape[axis]
+
+    def spread(p: np.ndarray) -> np.ndarray:
+        return np.take(np.repeat(p, block, axis=axis), np.arange(n), axis=axis)
+
+    return np.ascontiguousarray((codes.astype(np.float32) - spread(zp)) * spread(scale))
+
+
 #: The codes' initializer is the weight's name and a suffix: rxquant writes ``<name>_Q``, ONNX
 #: Runtime's quantizer ``<name>_Q4`` (MatMulNBits) or ``<name>_DQ_Q4`` (QDQ).
 _CODES = re.compile(r"(.*?)(?:_DQ)?_Q\d*")
 
 
-def decoded_weights(model: Any) -> dict[str, np.ndarray]:
-    """The float ``[K, N]`` weights a quantized model's MatMulNBits and blockwise DequantizeLinear
-    nodes compute with, keyed by the initializer they were made from (see ``_CODES``)."""
+class Decoded(NamedTuple):
+    """A quantized weight decoded to float: the operator that holds it, and the values in the
+    float model's layout for that use (``[K, N]`` for a matrix product, the table for a gather)."""
+
+    op: str
+    weight: np.ndarray
+
+
+_DECODERS = {
+    "MatMulNBits": (1, decode_matmulnbits),
+    "DequantizeLinear": (0, decode_dequantizelinear),
+    "GatherBlockQuantized": (0, decode_gatherblockquantized),
+}
+
+
+def decoded_weights(model: Any) -> dict[str, Decoded]:
+    """The float weights a quantized model's MatMulNBits, blockwise DequantizeLinear and
+    GatherBlockQuantized nodes compute with, keyed by the initializer they were made from (see
+    ``_CODES``)."""
     inits = {t.name: t for t in model.graph.initializer}
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, Decoded] = {}
     for node in model.graph.node:
-        if node.op_type not in ("MatMulNBits", "DequantizeLinear"):
+        if node.op_type not in _DECODERS:
             continue
-        codes = node.input[1] if node.op_type == "MatMulNBits" else node.input[0]
+        slot, decode = _DECODERS[node.op_type]
+        codes = node.input[slot]
         m = _CODES.fullmatch(codes)
         if m is None or codes not in inits:
             continue
-        decode = decode_matmulnbits if node.op_type == "MatMulNBits" else decode_dequantizelinear
-        out[m.group(1)] = decode(node, inits)
+        out[m.group(1)] = Decoded(node.op_type, decode(node, inits))
     return out
