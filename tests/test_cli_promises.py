@@ -397,3 +397,32 @@ def test_a_short_tensor_name_is_still_put_in_front():
     with pytest.raises(ValueError, match=r"^no statistics for blk\.0\.w; give them$"):
         with naming("blk.0.w"):  # named already: left as it is
             raise ValueError("no statistics for blk.0.w; give them")
+
+
+def test_an_onnx_model_that_does_not_fit_names_the_output_and_leaves_the_old_file(tmp_path, monkeypatch):
+    """The ONNX writer (its own temporary folder, then renames) let a full disk out as a bare
+    "[Errno 28] No space left on device", and a folder that takes no files as mkdtemp's error."""
+    import errno
+
+    onnx = pytest.importorskip("onnx")
+    from rxquant.formats import onnx_model
+
+    w = onnx.numpy_helper.from_array(np.ones(4, np.float32), "w")
+    graph = onnx.helper.make_graph([], "g", [], [], [w])
+    model = onnx.helper.make_model(graph)
+    out = tmp_path / "q.onnx"
+    out.write_bytes(b"old")
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(Path, "write_bytes", full)
+        with pytest.raises(OSError, match=r"cannot write .*q\.onnx: No space left on device") as e:
+            onnx_model.save_model(model, out)
+    assert e.value.errno == errno.ENOSPC
+    assert out.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["q.onnx"]
+    if os.path.isdir("/proc/self"):
+        with pytest.raises(OSError, match=r"cannot write /proc/q\.onnx: cannot create a file in /proc") as e:
+            onnx_model.save_model(model, "/proc/q.onnx")
+        assert ".rxquant-" not in str(e.value)

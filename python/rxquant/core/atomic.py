@@ -35,29 +35,47 @@ def atomic_open(path: PathLike, mode: str = "w") -> Iterator[IO[Any]]:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
-    try:
-        fd, tmp = _create_temp(folder)
-    except OSError as e:
-        # The error names the temporary file, which the user never asked for.
-        raise type(e)(f"cannot write {path}: cannot create a file in {folder} ({e.strerror or e})") from None
-    try:
-        os.fchmod(fd, 0o666 & ~current_umask())
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(e, OSError) and e.errno in _FULL:
-            # "[Errno 28] No space left on device" alone does not say which file did not fit.
-            raise type(e)(e.errno, f"cannot write {path}: {e.strerror}; nothing was written") from None
-        raise
+    with out_of_room(path):
+        try:
+            fd, tmp = _create_temp(folder)
+        except OSError as e:
+            raise cannot_create(path, folder, e) from None
+        try:
+            os.fchmod(fd, 0o666 & ~current_umask())
+            with os.fdopen(fd, mode) as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+
+def cannot_create(path: PathLike, folder: PathLike, e: OSError) -> OSError:
+    """The error for a temporary file or folder beside ``path`` that could not be made: the
+    system's names the temporary, which the user never asked for."""
+    return type(e)(
+        f"cannot write {os.fspath(path)}: cannot create a file in {os.fspath(folder)} ({e.strerror or e})"
+    )
 
 
 #: Errors of a write that ran out of room (disk, quota, file size limit).
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+@contextlib.contextmanager
+def out_of_room(path: PathLike) -> Iterator[None]:
+    """Names ``path`` in a write that ran out of room: "[Errno 28] No space left on device" alone
+    does not say which file did not fit. The caller has removed what it wrote."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno in _FULL:
+            msg = f"cannot write {os.fspath(path)}: {e.strerror}; nothing was written"
+            raise type(e)(e.errno, msg) from None
+        raise
 
 
 def _create_temp(folder: str) -> tuple[int, str]:

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple, Optional
 import numpy as np
 
 from ..core import native
-from ..core.atomic import PathLike, current_umask
+from ..core.atomic import PathLike, cannot_create, current_umask, out_of_room
 
 TWO_GB = 2**31
 
@@ -80,7 +80,7 @@ def save_model(model: Any, path: PathLike) -> int:
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
     big = _byte_size(model) >= TWO_GB
-    with _temp_dir(folder) as tmp:
+    with out_of_room(path), _temp_dir(folder, path) as tmp:
         out = tmp / path.name
         if big:
             onnx.save_model(
@@ -121,8 +121,12 @@ def _byte_size(model: Any) -> int:
 
 
 @contextlib.contextmanager
-def _temp_dir(folder: Path) -> Iterator[Path]:
-    tmp = Path(tempfile.mkdtemp(prefix=".rxquant-", dir=folder))
+def _temp_dir(folder: Path, path: Path) -> Iterator[Path]:
+    """A new folder in ``folder`` for writing ``path``, removed with what is left in it."""
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=".rxquant-", dir=folder))
+    except OSError as e:
+        raise cannot_create(path, folder, e) from None
     try:
         yield tmp
     finally:
