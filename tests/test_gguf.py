@@ -114,14 +114,35 @@ def test_nearest_equals_gguf_quantize(name: str) -> None:
     x = x.astype(np.float32)
     ours = rg.quantize_tensor(x, name)
     ref = gguf.quants.quantize(x, QT[name])
-    assert np.array_equal(ours, ref.reshape(-1))
+    assert ours.shape == ref.shape and np.array_equal(ours, ref)
+
+
+@pytest.mark.parametrize("name", ["Q4_0", "Q4_K", "Q6_K"])
+@pytest.mark.parametrize("rounding", ["nearest", "gptq"])
+def test_blocks_go_into_the_gguf_writer_as_they_are(tmp_path: Path, name: str, rounding: str) -> None:
+    """quantize_tensor's blocks keep the tensor's leading axes, a row's bytes last, as
+    gguf.quants.quantize returns them: GGUFWriter.add_tensor takes them without a raw_shape and
+    GGUFReader gives back the logical shape (a flat array was written as a 1-D tensor)."""
+    x = np.random.default_rng(4).standard_normal((2, 3, 256)).astype(np.float32)
+    kw = {"hessian": np.eye(256)} if rounding == "gptq" else {}
+    q = rg.quantize_tensor(x, name, rounding=rounding, **kw)
+    assert q.shape == (2, 3, rg.BLOCK_TYPES[name].nbytes((256,)))
+    w = gguf.GGUFWriter(str(tmp_path / "b.gguf"), "llama")
+    w.add_tensor("t", q, raw_dtype=QT[name])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    (t,) = gguf.GGUFReader(str(tmp_path / "b.gguf")).tensors
+    assert tuple(int(d) for d in reversed(t.shape)) == x.shape
+    np.testing.assert_array_equal(t.data, q)
 
 
 @settings(max_examples=25, deadline=None)
 @given(st.sampled_from(SIMPLE), st.integers(0, 2**31 - 1), st.floats(1e-4, 1e3))
 def test_nearest_equals_gguf_property(name: str, seed: int, scale: float) -> None:
     x = (np.random.default_rng(seed).standard_normal((3, 64)) * scale).astype(np.float32)
-    assert np.array_equal(rg.quantize_tensor(x, name), gguf.quants.quantize(x, QT[name]).reshape(-1))
+    assert np.array_equal(rg.quantize_tensor(x, name), gguf.quants.quantize(x, QT[name]))
 
 
 @pytest.mark.parametrize("name", K_TYPES)
@@ -222,7 +243,7 @@ def test_nearest_equals_ggml_c_reference(name: str) -> None:
     f.argtypes, f.restype = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64], None
     ref = np.zeros(rg.BLOCK_TYPES[name].nbytes(x.shape), np.uint8)
     f(x.ctypes.data, ref.ctypes.data, x.size)
-    assert np.array_equal(rg.quantize_tensor(x, name), ref)
+    assert np.array_equal(rg.quantize_tensor(x, name).reshape(-1), ref)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -620,7 +641,7 @@ def test_quantizing_from_the_memory_map_equals_the_array_path(tmp_path: Path, na
             got = native.ggml_quantize_file(t.path, t.offset, x.size, t.type, name, x.shape[-1], rounding)
             assert isinstance(got, bytes)
             want = rg.quantize_tensor(x, name, rounding=rounding)
-            assert np.array_equal(np.frombuffer(got, np.uint8), want)
+            assert np.array_equal(np.frombuffer(got, np.uint8), want.reshape(-1))
 
 
 def test_quantizing_from_a_file_refuses_with_names(tmp_path: Path) -> None:

@@ -34,8 +34,9 @@ def quantize_tensor(
     damp: float = 0.01,
     act_order: bool = False,
 ) -> np.ndarray:
-    """``w`` (float16/32/64; rows along the last axis) as ggml blocks of ``type``: a flat uint8
-    array, the bytes a GGUF file stores for it.
+    """``w`` (float16/32/64; rows along the last axis) as ggml blocks of ``type``: uint8 of shape
+    ``(*w.shape[:-1], bytes a row)``, the bytes a GGUF file stores for it in the layout
+    ``gguf.quants.quantize`` returns and ``gguf.GGUFWriter.add_tensor`` takes.
 
     ``rounding``: ``nearest`` is ggml's reference quantizer (bit for bit ``quantize_row_*_ref``);
     ``mse`` searches each block's scale (and min) for the least squared error; ``importance``
@@ -66,10 +67,11 @@ def quantize_tensor(
             raise ValueError(f"importance has {imp.size} values; rows of shape {a.shape} have {cols}")
     if rounding == "importance" and imp is None:
         raise ValueError("rounding='importance' needs importance (E[x^2] per input)")
+    rows = (*a.shape[:-1], t.nbytes((cols,)))
     if rounding != "gptq":
         if hessian is not None:
             raise ValueError(f"hessian is used by rounding='gptq' only, not {rounding!r}")
-        return native.ggml_quantize(a, t.name, cols, rounding, imp)
+        return native.ggml_quantize(a, t.name, cols, rounding, imp).reshape(rows)
     if hessian is None:
         raise ValueError("rounding='gptq' needs hessian (2 X^T X / N of the layer's inputs)")
     h = np.ascontiguousarray(np.asarray(hessian, dtype=np.float64))
@@ -78,7 +80,7 @@ def quantize_tensor(
     w2 = np.ascontiguousarray(a.reshape(-1, cols), dtype=np.float32)
     damp, act_order = as_real("damp", damp), as_flag("act_order", act_order)
     q, _dead, _damping = native.ggml_gptq(w2, t.name, h, "importance", imp, damp, 128, act_order)
-    return q
+    return q.reshape(rows)
 
 
 def dequantize_tensor(
