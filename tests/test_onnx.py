@@ -376,6 +376,12 @@ def test_cli_inspect_lists_what_quantize_would_do_and_verify_refuses_onnx(tmp_pa
     out = capsys.readouterr().out
     assert "MatMulNBits x1" in out and "0 weights selected" in out
     assert ro.weights(onnx.load(str(src)))[0] == ["w1"]
+    # A quantized model's blocks say what they are rather than "keep" with no reason.
+    assert main(["inspect", str(q), "--json"]) == 0
+    why = {r["name"]: r["reason"] for r in json.loads(capsys.readouterr().out)["tensors"]}
+    assert why["w1_Q"] == "quantized already: codes of MatMulNBits"
+    assert why["w1_scales"] == "quantized already: scales of MatMulNBits"
+    assert why["w1_zp"] == "quantized already: zero points of MatMulNBits"
 
 
 @pytest.mark.parametrize("fmt", ["matmulnbits", "qdq"])

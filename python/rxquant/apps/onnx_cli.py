@@ -152,6 +152,16 @@ def cmd_inspect_onnx(args: argparse.Namespace) -> int:
     model = load_model(args.file)
     chosen, left = ro.weights(model)
     why = {w.name: w.reason for w in left}
+    # The initializers of weights quantized already (a quantized model's), by their role.
+    roles = {
+        "MatMulNBits": {1: "codes", 2: "scales", 3: "zero points"},
+        "DequantizeLinear": {0: "codes", 1: "scales", 2: "zero points"},
+        "GatherBlockQuantized": {0: "codes", 2: "scales", 3: "zero points"},
+    }
+    for n in model.graph.node:
+        for i, role in roles.get(n.op_type, {}).items():
+            if i < len(n.input) and n.input[i]:
+                why.setdefault(n.input[i], f"quantized already: {role} of {n.op_type}")
     rows = []
     for t in model.graph.initializer:
         shape = [int(d) for d in t.dims]
