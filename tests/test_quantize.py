@@ -321,6 +321,16 @@ def test_dequantize_into_out_equals_a_new_array(scheme: rq.Scheme, packed: bool)
     np.testing.assert_array_equal(out, rq.dequantize(q, qp, packed=packed))
 
 
+def test_dequantize_given_quantizes_pair_says_to_pass_the_codes() -> None:
+    """rq.dequantize(rq.quantize(x, s), qp) got numpy's "setting an array element with a
+    sequence. The requested array has an inhomogeneous shape"."""
+    x = np.random.default_rng(4).standard_normal((8, 64)).astype(np.float32)
+    pair = rq.quantize(x, rq.Scheme("int8", axis=0))
+    with pytest.raises(TypeError, match=r"q is a pair of an array and a QParams, as quantize returns"):
+        rq.dequantize(pair, pair[1])  # type: ignore[arg-type]
+    np.testing.assert_array_equal(rq.dequantize(*pair), rq.dequantize(pair[0], pair[1]))
+
+
 def test_dequantize_out_refusals_name_the_problem() -> None:
     x = np.random.default_rng(4).standard_normal((8, 64)).astype(np.float32)
     q, qp = rq.quantize(x, rq.Scheme("int8", axis=0))

@@ -22,6 +22,12 @@ def as_float_array(x: Any, name: str = "x") -> np.ndarray:
 
 def as_code_array(q: Any, name: str = "q") -> np.ndarray:
     """Returns quantized codes as a C-contiguous int8/uint8 array; other dtypes raise a TypeError."""
+    if isinstance(q, tuple) and len(q) == 2 and isinstance(q[0], np.ndarray):
+        # numpy's own error for the pair was "setting an array element with a sequence".
+        raise TypeError(
+            f"{name} is a pair of an array and a {type(q[1]).__name__}, as quantize returns: pass the "
+            "codes alone (codes, qparams = quantize(...))"
+        )
     a = np.asarray(q)
     if a.dtype not in (np.dtype(np.int8), np.dtype(np.uint8)):
         raise TypeError(f"{name} must be an int8 or uint8 array, got dtype {a.dtype}")
