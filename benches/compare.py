@@ -315,6 +315,22 @@ def thread_scaling(repeat: int) -> dict[int, dict[str, Optional[float]]]:
     return out
 
 
+#: glibc told to keep the memory a process frees (no mmap for large blocks, no trimming of the heap):
+#: a new array then reuses the last one's pages instead of faulting in fresh ones. A process-wide
+#: choice of the user's (the memory is not given back to the system), measured, not made here.
+KEEP_FREED = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 40)}
+
+
+def kept_memory_point(repeat: int) -> dict[str, Optional[float]]:
+    """``scaling_point`` at all threads in a process run with ``KEEP_FREED``."""
+    import json
+
+    env = dict(os.environ, **KEEP_FREED)
+    cmd = [sys.executable, __file__, "--scaling-point", str(repeat)]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def process_time(cmd: list[str], repeat: int, env: Optional[dict[str, str]] = None) -> float:
     """Median wall time of a new process running ``cmd`` (start-up included)."""
     return median_time(lambda: subprocess.run(cmd, check=True, capture_output=True, env=env), repeat)
@@ -626,6 +642,7 @@ def run(repeat: int = 7, write_docs: bool = True, docs: Optional[Path] = None) -
         "cold": cold,
         "t_copy": t_copy,
         "scaling": thread_scaling(repeat),
+        "kept_memory": kept_memory_point(repeat),
         "files": files,
         "mse_quality": mse_quality(big),
         "t_hist64": t_hist64,
@@ -1170,7 +1187,18 @@ def analysis(r: dict[str, Any]) -> str:
         )
         + " in the thread-scaling processes, against "
         f"{deq_out.rxquant_s * 1e3:.2f} ms into an existing array in the main table. Passing `out=` "
-        "(dequantize, `rxquant.gguf.dequantize_tensor`) reuses a buffer and skips that cost.",
+        "(dequantize, `rxquant.gguf.dequantize_tensor`) reuses a buffer and skips that cost"
+        + (
+            "; so does a process whose C allocator keeps the memory it frees: with glibc's "
+            + " ".join(f"`{k}={v}`" for k, v in KEEP_FREED.items())
+            + f" (at {rq.threads()} threads) the call into a new array took "
+            f"{r['kept_memory'][new_deq] * 1e3:.2f} ms and into an existing one "
+            f"{r['kept_memory'][new_deq + ' into an existing array (out=)'] * 1e3:.2f} ms. That is a "
+            "choice for the whole process (its freed memory is not given back to the system), so "
+            "rxquant leaves it to the user."
+            if r.get("kept_memory") and r["kept_memory"].get(new_deq)
+            else "."
+        ),
         f"**MSE calibration** is {peer(mse_row) / mse_row.rxquant_s:.1f}x torch's HistogramObserver here "
         + ("(target 10x: met)" if peer(mse_row) / mse_row.rxquant_s >= 10 else "(target 10x: missed)")
         + (
