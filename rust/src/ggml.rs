@@ -938,6 +938,17 @@ fn range_error(
     // With d = 0 every code decodes to −dm, whichever (finite, clamped) code the division gives:
     // `encode_value`'s zero code.
     let (xs, ws) = (&x[r.clone()], w.map(|w| &w[r]));
+    #[cfg(target_arch = "x86_64")]
+    if xs.len() % 8 == 0 && crate::simd::avx2() {
+        // SAFETY: the CPU has AVX2, FMA and F16C; whole vectors, and `ws` as long as `xs`.
+        return unsafe { crate::ggml_avx2::range_error(xs, ws, d, dm, qmin, qmax) };
+    }
+    coded_error(xs, ws, d, dm, qmin, qmax)
+}
+
+/// The terms of [`range_error`] for values `xs` on the grid `d · q − dm`, `q` in `qmin..=qmax`.
+#[inline(always)]
+fn coded_error(xs: &[f32], ws: Option<&[f32]>, d: f32, dm: f32, qmin: i32, qmax: i32) -> f32 {
     crate::simd::lane_sum(xs.len(), |i| {
         let v = xs[i];
         let e = v - (d * nearest_int((v + dm) / d).clamp(qmin, qmax) as f32 - dm);
@@ -1842,6 +1853,44 @@ mod tests {
                         .sum();
                     let got = block_error(ty, &p, xs, w);
                     assert!((got - want).abs() <= want * 1e-5, "{ty:?} block {b} d {d}: {got} != {want}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn vector_range_error_is_the_portable_sum_bit_for_bit() {
+        // The searches compare errors, so the AVX2 sum must be the portable one exactly: the same
+        // lanes, the same order. Every grid the types use, scales of either sign, zero (division
+        // by zero: infinite or NaN quotients), float32 subnormals, huge; weighted and not.
+        if !crate::simd::avx2() {
+            return;
+        }
+        let x = awkward_blocks();
+        let mut seed = 11u32;
+        let mut next = |n: u32| {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) % n
+        };
+        let grids = [(0, 15), (0, 31), (-32, 31), (-128, 127), (-8, 7), (-16, 15)];
+        for (b, xs) in x.chunks_exact(32).enumerate() {
+            let w: Vec<f32> = (0..32).map(|_| next(5) as f32 * 0.37).collect();
+            let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
+            for (qmin, qmax) in grids {
+                for d in [amax / 7.0, -amax / 8.0, 0.0, amax / 1e4, amax * 3.0, f32::from_bits(3), 1e30] {
+                    for dm in [0.0, amax / 2.0, -amax / 3.0] {
+                        for (n, w) in [(32, None), (32, Some(&w[..])), (16, Some(&w[..16])), (8, None)] {
+                            let want = coded_error(&xs[..n], w, d, dm, qmin, qmax);
+                            // SAFETY: AVX2 checked above; whole vectors.
+                            let got =
+                                unsafe { crate::ggml_avx2::range_error(&xs[..n], w, d, dm, qmin, qmax) };
+                            assert!(
+                                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                                "block {b} grid {qmin}..={qmax} d {d} dm {dm} n {n}: {got} != {want}"
+                            );
+                        }
+                    }
                 }
             }
         }
