@@ -519,3 +519,9 @@ def test_gatherblockquantized_decodes_as_onnx_runtime_gathers(tmp_path: Path, ca
     assert [r["tensor"] for r in rows] == ["table"]
     want = rq.metrics(table, gathered).sqnr_db
     assert rows[0]["sqnr_db"] == pytest.approx(want, abs=1e-6) and want > 15
+    # Scales that do not block the table: refused by name, not a numpy broadcasting error.
+    scales = next(t for t in quantized.graph.initializer if t.name == "table_scales")
+    scales.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scales)[:, :1].copy(), "table_scales"))
+    onnx.save(quantized, str(tmp_path / "bad.onnx"))
+    assert main(["verify", str(src), str(tmp_path / "bad.onnx")]) == 1
+    assert "needs scales and zero points (50, 2), got (50, 1)" in capsys.readouterr().err

@@ -276,6 +276,12 @@ def decode_gatherblockquantized(node: Any, inits: dict[str, Any]) -> np.ndarray:
     else:
         zp = np.full(scale.shape, (1 << (bits - 1)) if packed else 0, np.float32)
     n = codes.shape[axis]
+    blocked = (*codes.shape[:axis], -(-n // block), *codes.shape[axis + 1 :])
+    if scale.shape != blocked or zp.shape != blocked:
+        raise ValueError(
+            f"GatherBlockQuantized {node.name!r}: data {codes.shape} in blocks of {block} along axis "
+            f"{axis} needs scales and zero points {blocked}, got {scale.shape} and {zp.shape}"
+        )
 
     def spread(p: np.ndarray) -> np.ndarray:
         return np.take(np.repeat(p, block, axis=axis), np.arange(n), axis=axis)
