@@ -426,3 +426,18 @@ def test_an_onnx_model_that_does_not_fit_names_the_output_and_leaves_the_old_fil
         with pytest.raises(OSError, match=r"cannot write /proc/q\.onnx: cannot create a file in /proc") as e:
             onnx_model.save_model(model, "/proc/q.onnx")
         assert ".rxquant-" not in str(e.value)
+
+
+def test_verify_of_a_gguf_original_against_a_file_that_is_not_gguf_says_so(model, tmp_path):
+    """`verify m.gguf m.safetensors` said "m.safetensors is not a GGUF file rxquant reads: it does
+    not start with the GGUF magic", as if the user had meant it to be one."""
+    gguf = pytest.importorskip("gguf")
+    src = tmp_path / "m.gguf"
+    w = gguf.GGUFWriter(str(src), "llama")
+    w.add_tensor("a", np.ones((4, 64), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    code, _, err = run("verify", str(src), str(model))
+    refused(code, err, "compares a quantized GGUF file with its original", f"{model} is not GGUF")

@@ -269,6 +269,12 @@ def _command(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
     if args.command == "verify" and any(
         is_gguf(f) or str(f).lower().endswith(".gguf") for f in (args.quantized, args.original)
     ):
+        q = Path(args.quantized)
+        if q.is_file() and not (is_gguf(q) or q.name.lower().endswith(".gguf")):
+            raise UsageError(
+                f"verify ORIGINAL QUANTIZED compares a quantized GGUF file with its original (GGUF, or "
+                f"the model folder it was converted from); {q} is not GGUF"
+            )
         from .gguf_cli import cmd_verify_gguf
 
         return cmd_verify_gguf
