@@ -299,36 +299,27 @@ def scaling_point(repeat: int) -> dict[str, Optional[float]]:
     return out
 
 
-def thread_scaling(repeat: int) -> dict[int, dict[str, Optional[float]]]:
-    """``scaling_point`` at 1, 2, 4, ... threads up to all logical CPUs, each in a subprocess
-    (rayon's pool is global to a process)."""
+def scaling_process(repeat: int, **env: str) -> dict[str, Optional[float]]:
+    """``scaling_point`` in a new process with ``env`` added to the environment (rayon's pool is
+    global to a process, and so is the C allocator's behaviour)."""
     import json
 
+    cmd = [sys.executable, __file__, "--scaling-point", str(repeat)]
+    r = subprocess.run(cmd, env=dict(os.environ, **env), capture_output=True, text=True, check=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def thread_scaling(repeat: int) -> dict[int, dict[str, Optional[float]]]:
+    """``scaling_point`` at 1, 2, 4, ... threads up to all logical CPUs, each in a subprocess."""
     cpus = os.cpu_count() or 1
     counts = sorted({min(1 << k, cpus) for k in range(cpus.bit_length() + 1)})
-    out = {}
-    for threads in counts:
-        env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
-        cmd = [sys.executable, __file__, "--scaling-point", str(repeat)]
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-        out[threads] = json.loads(r.stdout.strip().splitlines()[-1])
-    return out
+    return {threads: scaling_process(repeat, RAYON_NUM_THREADS=str(threads)) for threads in counts}
 
 
 #: glibc told to keep the memory a process frees (no mmap for large blocks, no trimming of the heap):
 #: a new array then reuses the last one's pages instead of faulting in fresh ones. A process-wide
 #: choice of the user's (the memory is not given back to the system), measured, not made here.
 KEEP_FREED = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 40)}
-
-
-def kept_memory_point(repeat: int) -> dict[str, Optional[float]]:
-    """``scaling_point`` at all threads in a process run with ``KEEP_FREED``."""
-    import json
-
-    env = dict(os.environ, **KEEP_FREED)
-    cmd = [sys.executable, __file__, "--scaling-point", str(repeat)]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def process_time(cmd: list[str], repeat: int, env: Optional[dict[str, str]] = None) -> float:
@@ -642,7 +633,7 @@ def run(repeat: int = 7, write_docs: bool = True, docs: Optional[Path] = None) -
         "cold": cold,
         "t_copy": t_copy,
         "scaling": thread_scaling(repeat),
-        "kept_memory": kept_memory_point(repeat),
+        "kept_memory": scaling_process(repeat, **KEEP_FREED),
         "files": files,
         "mse_quality": mse_quality(big),
         "t_hist64": t_hist64,
