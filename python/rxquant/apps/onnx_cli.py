@@ -146,20 +146,15 @@ def cmd_statistics_onnx(args: argparse.Namespace, sentences: list[str]) -> int:
 def cmd_inspect_onnx(args: argparse.Namespace) -> int:
     """``rxquant inspect model.onnx``: the initializers, which weights ``quantize`` would turn into
     blocks (MatMul/Gemm; ``--embeddings`` adds Gather tables), and why the others stay."""
-    from ..formats.onnx_model import load_model, onnx_package
+    from ..formats.onnx_model import QUANTIZED_INPUTS, load_model, onnx_package
 
     onnx = onnx_package()
     model = load_model(args.file)
     chosen, left = ro.weights(model)
     why = {w.name: w.reason for w in left}
     # The initializers of weights quantized already (a quantized model's), by their role.
-    roles = {
-        "MatMulNBits": {1: "codes", 2: "scales", 3: "zero points"},
-        "DequantizeLinear": {0: "codes", 1: "scales", 2: "zero points"},
-        "GatherBlockQuantized": {0: "codes", 2: "scales", 3: "zero points"},
-    }
     for n in model.graph.node:
-        for i, role in roles.get(n.op_type, {}).items():
+        for i, role in QUANTIZED_INPUTS.get(n.op_type, {}).items():
             if i < len(n.input) and n.input[i]:
                 why.setdefault(n.input[i], f"quantized already: {role} of {n.op_type}")
     rows = []

@@ -302,10 +302,20 @@ class Decoded(NamedTuple):
     weight: np.ndarray
 
 
+#: The inputs of ONNX Runtime's weight-only quantized operators that hold a weight, by position.
+QUANTIZED_INPUTS = {
+    "MatMulNBits": {1: "codes", 2: "scales", 3: "zero points"},
+    "DequantizeLinear": {0: "codes", 1: "scales", 2: "zero points"},
+    "GatherBlockQuantized": {0: "codes", 2: "scales", 3: "zero points"},
+}
+
+#: Where each operator takes its codes.
+_CODES_AT = {op: i for op, roles in QUANTIZED_INPUTS.items() for i, role in roles.items() if role == "codes"}
+
 _DECODERS = {
-    "MatMulNBits": (1, decode_matmulnbits),
-    "DequantizeLinear": (0, decode_dequantizelinear),
-    "GatherBlockQuantized": (0, decode_gatherblockquantized),
+    "MatMulNBits": decode_matmulnbits,
+    "DequantizeLinear": decode_dequantizelinear,
+    "GatherBlockQuantized": decode_gatherblockquantized,
 }
 
 
@@ -318,10 +328,9 @@ def decoded_weights(model: Any) -> dict[str, Decoded]:
     for node in model.graph.node:
         if node.op_type not in _DECODERS:
             continue
-        slot, decode = _DECODERS[node.op_type]
-        codes = node.input[slot]
+        codes = node.input[_CODES_AT[node.op_type]]
         m = _CODES.fullmatch(codes)
         if m is None or codes not in inits:
             continue
-        out[m.group(1)] = Decoded(node.op_type, decode(node, inits))
+        out[m.group(1)] = Decoded(node.op_type, _DECODERS[node.op_type](node, inits))
     return out
