@@ -911,8 +911,9 @@ fn block_error(ty: GgmlType, p: &BlockParams, x: &[f32], w: Option<&[f32]>) -> f
 /// Weighted squared error of sub-block `r` of `x` (positions in the block: whole sub-blocks of
 /// the K types, the whole block for the others) coded with `p`: the terms of the per-value coder
 /// ([`encode_value`], [`decode_value`]), summed in lanes ([`crate::simd::lane_sum`]) so that they
-/// vectorize: the K-type searches call this about 40,000 times a super-block, and the block
-/// error of the one-scale types was most of their search.
+/// vectorize: the K-type searches call this for every sub-block at every candidate scale
+/// (hundreds of calls a super-block), and the block error of the one-scale types was most of
+/// their search.
 #[inline(always)]
 fn range_error(
     ty: GgmlType,

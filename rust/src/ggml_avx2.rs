@@ -1,6 +1,7 @@
 //! ggml's Q4_0 and Q8_0 reference quantizers (`quantize_row_q4_0_ref`, `quantize_row_q8_0_ref`)
 //! in AVX2 intrinsics: a block of 32 values in four registers, and the scales of eight blocks
-//! computed together as vectors.
+//! computed together as vectors; and the sub-block error the `mse` searches compare
+//! ([`range_error`]).
 //! They are the two types users pick for speed, and the portable encoder ([`super::ggml`]),
 //! compiled for AVX2 too, spent about 4 cycles a value on per-block reductions, branches and
 //! scalar conversions. Results are bit for bit the portable ones and ggml's C (Rust tests against
@@ -214,8 +215,8 @@ unsafe fn low_bytes(q: [__m256i; 4]) -> __m256i {
 
 /// [`super::range_error`] for a range of whole vectors (`xs.len()` a multiple of 8): the same
 /// terms in the same lanes, summed in the same order ([`crate::simd::lane_sum`]), so bit for bit
-/// the portable sum. The searches of the K types call it about 1,300 times a super-block; the
-/// compiler's own vectorization of the portable loop kept half of it in 128-bit registers.
+/// the portable sum. The compiler's own vectorization of the portable loop kept half of it in
+/// 128-bit registers (Q4_K `mse`: 264 ns a weight on one thread, 171 with this).
 ///
 /// # Safety
 /// The CPU must have AVX2, FMA and F16C ([`crate::simd::avx2`]).

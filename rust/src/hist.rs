@@ -435,9 +435,9 @@ impl Counts {
 }
 
 /// Two buffers of slots: one buffer's slots are counted while the next is binned. The vector
-/// binning and the scalar increments use different ports, and as two phases of 256 values each
-/// they did not overlap (each is longer than the out-of-order window): interleaved, 16 values at
-/// a time, the histogram took 15-20% less time.
+/// binning and the scalar increments use different ports, and as two phases of a buffer each
+/// they did not overlap (each is longer than the out-of-order window); interleaved, 16 values at
+/// a time, they do (MSE calibration of 16M values, 2 threads: 3.98 ms against 4.30 before).
 struct Pipeline {
     bufs: [[u32; BUF]; 2],
     /// The buffer that [`Pipeline::bin`] fills; the other one holds `pending` slots to count.
