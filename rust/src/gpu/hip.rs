@@ -37,9 +37,10 @@ type ErrorString = unsafe extern "C" fn(c_int) -> *const c_char;
 pub fn status() -> HipStatus {
     // A library the user names is the only one tried: falling back to the system's would report
     // another runtime than the one asked for.
-    let names: Vec<String> = match std::env::var("RXQUANT_HIP_LIBRARY") {
-        Ok(v) if !v.is_empty() => vec![v],
-        _ => LIBRARIES.iter().map(|s| s.to_string()).collect(),
+    let named = std::env::var("RXQUANT_HIP_LIBRARY").ok().filter(|v| !v.is_empty());
+    let names: Vec<String> = match &named {
+        Some(v) => vec![v.clone()],
+        None => LIBRARIES.iter().map(|s| s.to_string()).collect(),
     };
     let mut last = String::new();
     for name in &names {
@@ -54,9 +55,9 @@ pub fn status() -> HipStatus {
         library: None,
         runtime_version: None,
         devices: Vec::new(),
-        reason: Some(match std::env::var("RXQUANT_HIP_LIBRARY") {
-            Ok(v) if !v.is_empty() => format!("RXQUANT_HIP_LIBRARY={v} cannot be loaded: {last}"),
-            _ => format!("the HIP runtime (libamdhip64) is not installed or cannot be loaded: {last}"),
+        reason: Some(match named {
+            Some(v) => format!("RXQUANT_HIP_LIBRARY={v} cannot be loaded: {last}"),
+            None => format!("the HIP runtime (libamdhip64) is not installed or cannot be loaded: {last}"),
         }),
     }
 }
