@@ -525,3 +525,17 @@ def test_gatherblockquantized_decodes_as_onnx_runtime_gathers(tmp_path: Path, ca
     onnx.save(quantized, str(tmp_path / "bad.onnx"))
     assert main(["verify", str(src), str(tmp_path / "bad.onnx")]) == 1
     assert "needs scales and zero points (50, 2), got (50, 1)" in capsys.readouterr().err
+    # Attributes it cannot decode: refused naming the node and the value.
+    (node,) = quantized.graph.node
+    import re
+
+    refusals = (("bits", 2, "2-bit codes are not decoded"), ("quantize_axis", 5, "quantize_axis 5"))
+    for name, value, want in refusals:
+        bad = onnx.ModelProto()
+        bad.CopyFrom(quantized)
+        (n,) = bad.graph.node
+        del n.attribute[:]
+        n.attribute.extend([a for a in node.attribute if a.name != name])
+        n.attribute.append(helper.make_attribute(name, value))
+        with pytest.raises(ValueError, match=re.escape(f"GatherBlockQuantized {n.name!r}: ") + f".*{want}"):
+            onnx_model.decoded_weights(bad)
