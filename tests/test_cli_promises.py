@@ -441,3 +441,48 @@ def test_verify_of_a_gguf_original_against_a_file_that_is_not_gguf_says_so(model
     w.close()
     code, _, err = run("verify", str(src), str(model))
     refused(code, err, "compares a quantized GGUF file with its original", f"{model} is not GGUF")
+
+
+def test_verify_of_two_gguf_files_given_the_wrong_way_round_is_refused(tmp_path):
+    """`verify q4.gguf f32.gguf` (the quantized file first) printed a plausible report of the F32
+    file's "errors" against the Q4_0 one; both orders must not read alike."""
+    gguf = pytest.importorskip("gguf")
+    f32, q4 = tmp_path / "f32.gguf", tmp_path / "q4.gguf"
+    w = gguf.GGUFWriter(str(f32), "llama")
+    w.add_tensor("blk.0.ffn_up.weight", np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    assert run("quantize", str(f32), "-o", str(q4), "--type", "q4_0", "-q")[0] == 0
+    code, out, _ = run("verify", str(f32), str(q4))
+    assert code == 0 and "Q4_0" in out
+    code, _, err = run("verify", str(q4), str(f32))
+    refused(code, err, f"the original {q4} holds quantized tensors (Q4_0)", f"{f32} none", "swapped")
+
+
+def test_options_a_plan_or_the_safetensors_output_would_override_are_refused(model, tmp_path):
+    """`quantize --plan p.json --precision int4` wrote the plan's schemes and dropped --precision
+    without a word; `quantize m.safetensors -o q.safetensors --budget 5bpw` did not say how to get
+    a budget for that format."""
+    plan = tmp_path / "p.json"
+    assert main(["plan", str(model), "--budget", "6bpw", "-o", str(plan), "--quiet"]) == 0
+    out = tmp_path / "q.safetensors"
+    code, _, err = run("quantize", str(model), "-o", str(out), "--plan", str(plan), "--precision", "int4")
+    refused(code, err, f"--precision does not apply with --plan {plan}", "the plan chooses")
+    code, _, err = run(
+        "quantize",
+        str(model),
+        "-o",
+        str(out),
+        "--plan",
+        str(plan),
+        "--granularity",
+        "group:32",
+        "--asymmetric",
+    )
+    refused(code, err, "--granularity, --asymmetric do not apply with --plan")
+    code, _, err = run("quantize", str(model), "-o", str(out), "--budget", "5bpw")
+    refused(code, err, "--budget applies to GGUF output", f"rxquant plan {model} --budget 5bpw", "--plan")
+    assert not out.exists()
+    assert run("quantize", str(model), "-o", str(out), "--plan", str(plan))[0] == 0

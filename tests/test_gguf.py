@@ -569,11 +569,11 @@ def test_cli_gguf_round_trip(tmp_path: Path) -> None:
     rc, out, _ = run("verify", str(src), str(dst))
     assert rc == 0 and "total (energy-weighted) SQNR" in out
     for argv, msg in (
-        (["--type", "q4_k", "--precision", "int4"], "--precision apply to rxquant's safetensors output"),
+        (["--type", "q4_k", "--precision", "int4"], "--precision applies to rxquant's safetensors output"),
         (["--type", "q4_0", "--device", "opencl"], "GGUF quantization runs on the CPU; --device opencl"),
         (["--type", "q3_k"], "unknown --type 'q3_k'"),
         ([], "needs --type"),
-        (["--type", "q4_0", "--budget", "4bpw"], "needs --type"),
+        (["--type", "q4_0", "--budget", "4bpw"], "or --budget 4bpw (types chosen per tensor), not both"),
         (["--type", "q4_0", "--rounding", "gptq"], "needs --statistics"),
         (["--type", "q4_0", "--device", "opencl"], "runs on the CPU"),
     ):

@@ -329,8 +329,8 @@ def test_cli(tmp_path: Path) -> None:
     assert rc == 0, err
     assert "1 weights -> DequantizeLinear" in out
     for argv, msg in (
-        (["--type", "q4_0"], "--type do not apply to ONNX models"),
-        (["--allow-requantize"], "--allow-requantize do not apply to ONNX models"),
+        (["--type", "q4_0"], "--type does not apply to ONNX models"),
+        (["--allow-requantize"], "--allow-requantize does not apply to ONNX models"),
         (["--device", "opencl"], "ONNX quantization runs on the CPU; --device opencl does not apply"),
         (["--precision", "fp16"], "take --precision int4 or int8"),
         (["--granularity", "channel"], "blockwise: --granularity group:N"),

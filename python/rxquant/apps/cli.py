@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("file", help=file_help + "; a .gguf file; or a BERT-family model folder (GGUF output)")
     s.add_argument("-o", "--output", required=True, help="the quantized .safetensors or .gguf file to write")
-    s.add_argument("--plan", help="a plan JSON from `rxquant plan` (overrides --precision/--granularity)")
+    s.add_argument("--plan", help="a plan JSON from `rxquant plan` (it sets each tensor's scheme)")
     s.add_argument(
         "--precision",
         choices=["int8", "int4", "fp16"],

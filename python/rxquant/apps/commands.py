@@ -36,6 +36,7 @@ from ..models.sentences import CALIBRATION
 from .console import UsageError, allowed_fallbacks, emit, finite, human_size, progress_bar, sqnr_report
 from .demo import run_demo
 from .onnx_cli import cmd_statistics_onnx
+from .options import refuse_given
 
 # ------------------------------------------------------------------ inputs
 
@@ -378,17 +379,33 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     """rxquant's safetensors output (GGUF and ONNX outputs are routed to their own modules)."""
     opts = (
         ("--type", args.type),
-        ("--budget", args.budget),
         ("--imatrix", args.imatrix),
         ("--format", args.format),
         ("--zero-points", args.zero_points),
         ("--embeddings", args.embeddings or None),
     )
-    gguf_only = [o for o, v in opts if v]
-    if gguf_only or args.allow_requantize:
+    if args.budget:
         raise UsageError(
-            f"{', '.join(gguf_only) or '--allow-requantize'} apply to GGUF output; name the output *.gguf "
-            "(or use --precision/--granularity for rxquant's safetensors format)"
+            f"--budget applies to GGUF output (name the output *.gguf); for rxquant's safetensors "
+            f"format, `rxquant plan {args.file} --budget {args.budget} -o plan.json` chooses each "
+            "tensor's precision, then `rxquant quantize --plan plan.json` writes it"
+        )
+    refuse_given(
+        UsageError,
+        (*opts, ("--allow-requantize", args.allow_requantize or None)),
+        "{apply} to GGUF output; name the output *.gguf (or use --precision/--granularity for "
+        "rxquant's safetensors format)",
+    )
+    if args.plan:
+        refuse_given(
+            UsageError,
+            (
+                ("--precision", args.precision),
+                ("--granularity", args.granularity),
+                ("--asymmetric", args.asymmetric or None),
+            ),  # fmt: skip
+            f"{{do_not}} apply with --plan {args.plan}: the plan chooses each tensor's scheme (edit "
+            "it, or run `rxquant plan` again)",
         )
     if args.rounding == "mse":
         raise UsageError(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .. import gguf as rg
+from ..core.block_types import BLOCK_TYPES
 from ..formats.gguf_file import GgufFile, is_gguf
 from .console import UsageError, emit, finite, human_size, sqnr_report
 from .options import refuse_device, refuse_given
@@ -39,13 +40,18 @@ def cmd_quantize_gguf(args: argparse.Namespace, fallbacks: set[str]) -> int:
             ("--include", args.include),
             ("--exclude", args.exclude),
         ),
-        "apply to rxquant's safetensors output; a GGUF file takes --type (a llama.cpp type such as "
+        "{apply} to rxquant's safetensors output; a GGUF file takes --type (a llama.cpp type such as "
         "q4_k) or --budget",
     )
     refuse_device(args, UsageError, "GGUF quantization")
-    if (args.type is None) == (args.budget is None):
+    if args.type is None and args.budget is None:
         raise UsageError(
             "a GGUF output needs --type (one llama.cpp type, e.g. q4_k) or --budget (e.g. 4.8bpw)"
+        )
+    if args.type is not None and args.budget is not None:
+        raise UsageError(
+            f"give --type {args.type} (every tensor that type) or --budget {args.budget} (types chosen "
+            "per tensor), not both"
         )
     if "channel" in fallbacks:
         raise UsageError("--fallback channel applies to group sizes; GGUF types fall back as llama.cpp does")
@@ -148,11 +154,25 @@ def _short(v: Any) -> Any:
     return f"[{len(v)} values]" if isinstance(v, list) and len(v) > 16 else v
 
 
-def _reference(path: str) -> tuple[dict[str, Callable[[], np.ndarray]], Optional[str]]:
-    """The original tensors by GGUF name: a GGUF file, or a BERT folder / model.safetensors."""
+def _block_types(f: GgufFile) -> list[str]:
+    """The block-quantized types of ``f``'s tensors, sorted."""
+    return sorted({t.type for t in f.tensors.values() if t.type in BLOCK_TYPES})
+
+
+def _reference(
+    path: str, quantized: Optional[GgufFile] = None
+) -> tuple[dict[str, Callable[[], np.ndarray]], Optional[str]]:
+    """The original tensors by GGUF name: a GGUF file, or a BERT folder / model.safetensors.
+    Refuses an original GGUF with block-quantized tensors beside a ``quantized`` file with none:
+    the two files were given the wrong way round, and the report would read as the reverse."""
     p = Path(path)
     if is_gguf(p):
         f = GgufFile(p)
+        if quantized is not None and _block_types(f) and not _block_types(quantized):
+            raise UsageError(
+                f"verify ORIGINAL QUANTIZED: the original {p} holds quantized tensors "
+                f"({', '.join(_block_types(f))}) and {quantized.path} none; were the two swapped?"
+            )
         return {n: t.read_f32 for n, t in f.tensors.items()}, None
     from ..models.bert_gguf import bert_gguf
 
@@ -171,7 +191,7 @@ def cmd_verify_gguf(args: argparse.Namespace) -> int:
     from ..core.ops import metrics
 
     got = GgufFile(args.quantized)
-    ref, _ = _reference(args.original)
+    ref, _ = _reference(args.original, got)
     rows = []
     sx = se = 0.0
     for n, t in got.tensors.items():

@@ -50,7 +50,7 @@ def cmd_quantize_onnx(args: argparse.Namespace, fallbacks: set[str]) -> int:
             ("--exclude", args.exclude),
             ("--allow-requantize", args.allow_requantize or None),
         ),
-        "do not apply to ONNX models; they take --precision, --granularity group:N, --asymmetric, "
+        "{do_not} apply to ONNX models; they take --precision, --granularity group:N, --asymmetric, "
         "--rounding, --statistics, --format, --zero-points, --embeddings",
     )
     refuse_device(args, UsageError, "ONNX quantization")

@@ -9,10 +9,14 @@ from typing import Any, Callable
 
 
 def refuse_given(usage: Callable[[str], Exception], options: Iterable[tuple[str, Any]], why: str) -> None:
-    """Raises ``usage`` naming every option in ``options`` whose value is not None, then ``why``."""
+    """Raises ``usage`` naming every option in ``options`` whose value is not None, then ``why``,
+    whose ``{apply}`` and ``{do_not}`` agree with their number ("applies" or "apply", "does not"
+    or "do not")."""
     given = [name for name, value in options if value is not None]
     if given:
-        raise usage(f"{', '.join(given)} {why}")
+        one = len(given) == 1
+        words = {"apply": "applies" if one else "apply", "do_not": "does not" if one else "do not"}
+        raise usage(f"{', '.join(given)} {why.format(**words)}")
 
 
 def refuse_device(args: argparse.Namespace, usage: Callable[[str], Exception], what: str) -> None:
