@@ -486,3 +486,23 @@ def test_options_a_plan_or_the_safetensors_output_would_override_are_refused(mod
     refused(code, err, "--budget applies to GGUF output", f"rxquant plan {model} --budget 5bpw", "--plan")
     assert not out.exists()
     assert run("quantize", str(model), "-o", str(out), "--plan", str(plan))[0] == 0
+
+
+def test_analyze_and_plan_of_a_gguf_or_onnx_file_say_what_reads_it(tmp_path):
+    """`rxquant analyze m.gguf` said "m.gguf is not a valid safetensors file: the header length
+    points beyond the end of the file", as if the file were damaged."""
+    gguf = pytest.importorskip("gguf")
+    src = tmp_path / "m.gguf"
+    w = gguf.GGUFWriter(str(src), "llama")
+    w.add_tensor("blk.0.ffn_up.weight", np.ones((4, 64), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"\x08\x07")
+    for argv in (["analyze", str(src)], ["plan", str(src), "--budget", "5bpw"]):
+        code, _, err = run(*argv)
+        refused(code, err, f"{src} is a GGUF file", f"rxquant quantize {src} -o q.gguf --budget 4.8bpw")
+    code, _, err = run("analyze", str(onnx))
+    refused(code, err, f"{onnx} is an ONNX model", f"rxquant quantize {onnx} -o q.onnx")
