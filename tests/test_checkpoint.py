@@ -281,7 +281,11 @@ def test_no_progress_bars_without_a_terminal(model, tmp_path):
             ["inspect", "{d}/u.safetensors"],
             "not a valid safetensors file",
         ),
-        (lambda d: None, ["inspect", "{d}"], "is a directory"),
+        (
+            lambda d: (d / "empty").mkdir(),
+            ["inspect", "{d}/empty"],
+            "is a directory without model.safetensors",
+        ),
         (lambda d: None, ["quantize", "{model}", "-o", "/proc/nope/q.safetensors"], "does not exist"),
         (
             lambda d: None,
@@ -401,3 +405,32 @@ def test_verify_against_another_checkpoint_names_the_tensor(tmp_path, capsys):
     assert main(["verify", str(b), str(q)]) == 1
     err = capsys.readouterr().err
     assert "tensor 'w' has shape (64, 32) in" in err and "but (32, 64) in" in err, err
+
+
+def test_a_model_folder_reads_as_its_weights(tmp_path):
+    """`rxquant inspect model_dir` (and quantize, analyze, verify) take a model folder, as the GGUF
+    conversion does: its model.safetensors, or its sharded set's index."""
+    from rxquant.formats.checkpoint import Checkpoint
+
+    rng = np.random.default_rng(0)
+    one, sharded = tmp_path / "one", tmp_path / "sharded"
+    one.mkdir()
+    sharded.mkdir()
+    save_file({"a.weight": rng.standard_normal((8, 64)).astype(np.float32)}, str(one / "model.safetensors"))
+    for i in (1, 2):
+        save_file(
+            {f"t{i}.weight": np.ones((4, 64), np.float32)},
+            str(sharded / f"model-0000{i}-of-00002.safetensors"),
+        )
+    weight_map = {f"t{i}.weight": f"model-0000{i}-of-00002.safetensors" for i in (1, 2)}
+    (sharded / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    assert Checkpoint(one).names() == ["a.weight"]
+    assert sorted(Checkpoint(sharded).names()) == ["t1.weight", "t2.weight"]
+    code, out, _ = run("inspect", str(one))
+    assert code == 0 and "a.weight" in out
+    q = tmp_path / "q.safetensors"
+    assert run("quantize", str(one), "-o", str(q), "-q")[0] == 0
+    code, out, _ = run("verify", str(one), str(q))
+    assert code == 0 and "a.weight" in out
+    code, _, err = run("quantize", str(one), "-o", str(one / "model.safetensors"))
+    assert code == 2 and "would replace the file being read" in err

@@ -506,3 +506,17 @@ def test_analyze_and_plan_of_a_gguf_or_onnx_file_say_what_reads_it(tmp_path):
         refused(code, err, f"{src} is a GGUF file", f"rxquant quantize {src} -o q.gguf --budget 4.8bpw")
     code, _, err = run("analyze", str(onnx))
     refused(code, err, f"{onnx} is an ONNX model", f"rxquant quantize {onnx} -o q.onnx")
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path):
+    """`rxquant inspect big.safetensors | head` printed "rxquant: error: [Errno 32] Broken pipe"."""
+    src = tmp_path / "many.safetensors"
+    save_file({f"layer.{i}.weight": np.zeros((2, 2), np.float32) for i in range(3000)}, str(src))
+    p = subprocess.Popen(
+        [sys.executable, "-m", "rxquant", "inspect", str(src)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.read(100)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait() == 141 and err == "", err

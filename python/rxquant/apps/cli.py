@@ -13,6 +13,7 @@ Progress shows as a bar on a terminal, as a line per tenth of the work otherwise
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Optional
@@ -67,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rxquant", description="Quantize tensors and checkpoints.")
     p.add_argument("--version", action="version", version=f"rxquant {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    file_help = "a .safetensors file, a shard or *.index.json of a sharded checkpoint, or an .npz"
+    file_help = (
+        "a .safetensors file, a shard or *.index.json of a sharded checkpoint, an .npz, or a model folder "
+        "(its model.safetensors)"
+    )
     s = sub.add_parser("inspect", parents=[common], help="tensors, dtypes and sizes of a checkpoint")
     s.add_argument(
         "file", help=file_help + " (also an rxquant quantized file), a .gguf file or an .onnx model"
@@ -125,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         "or into a GGUF file llama.cpp runs (output *.gguf; --type or --budget). A GGUF input, or a "
         "BERT-family model folder / its model.safetensors with a .gguf output, takes the GGUF path.",
     )
-    s.add_argument("file", help=file_help + "; a .gguf file; or a BERT-family model folder (GGUF output)")
+    s.add_argument("file", help=file_help + "; or a .gguf file (a BERT-family folder can also become GGUF)")
     s.add_argument("-o", "--output", required=True, help="the quantized .safetensors or .gguf file to write")
     s.add_argument("--plan", help="a plan JSON from `rxquant plan` (it sets each tensor's scheme)")
     s.add_argument(
@@ -346,6 +350,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     except UsageError as e:
         print(f"rxquant: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`rxquant inspect big.safetensors | head`): stop quietly, as other
+        # tools do, and keep Python's exit-time flush from failing again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (OSError, ValueError, TypeError, KeyError, DeviceError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"rxquant: error: {msg}", file=sys.stderr)

@@ -66,14 +66,32 @@ def source_files(path: PathLike) -> list[Path]:
 MODEL_FOLDER_FILES = ("config.json", "tokenizer.json", "modules.json")
 
 
+def _weights_in(folder: Path) -> Path:
+    """``model.safetensors`` in ``folder``, or the sharded set's index where only that exists."""
+    weights = folder / "model.safetensors"
+    if not weights.exists() and (folder / "model.safetensors.index.json").exists():
+        return folder / "model.safetensors.index.json"
+    return weights
+
+
+def folder_weights(folder: PathLike) -> Path:
+    """The weights a model folder is read from (:func:`_weights_in`); a folder without them is
+    refused, naming both files looked for."""
+    weights = _weights_in(Path(folder))
+    if not weights.exists():
+        raise IsADirectoryError(
+            f"{folder} is a directory without model.safetensors or model.safetensors.index.json; "
+            "give a .safetensors, .index.json or .npz file, or a model folder"
+        )
+    return weights
+
+
 def model_folder_files(folder: PathLike) -> list[Path]:
     """The files a model folder is read from (those that exist): its configuration files and its
     weights, with a sharded set's index and shards. Other files in it (an earlier output) are
     not among them."""
     d = Path(folder)
-    weights = d / "model.safetensors"
-    if not weights.exists() and (d / "model.safetensors.index.json").exists():
-        weights = d / "model.safetensors.index.json"
+    weights = _weights_in(d)
     files = [d / n for n in MODEL_FOLDER_FILES] + (source_files(weights) if weights.exists() else [])
     return [f for f in files if f.exists()]
 
@@ -82,15 +100,14 @@ class Checkpoint:
     """Read-only view of a checkpoint: one safetensors file, a sharded set, or an .npz file.
 
     ``FILE`` may be a ``.safetensors`` file, a shard ``model-0000k-of-0000n.safetensors`` or an
-    ``*.index.json`` (the whole set is opened), or an ``.npz``.
+    ``*.index.json`` (the whole set is opened), an ``.npz``, or a model folder (its
+    ``model.safetensors`` or ``model.safetensors.index.json``, as :func:`model_folder_files`).
     """
 
     def __init__(self, path: PathLike) -> None:
         self.path = Path(path)
         if self.path.is_dir():
-            raise IsADirectoryError(
-                f"{self.path} is a directory; give a .safetensors, .index.json or .npz file"
-            )
+            self.path = folder_weights(self.path)
         if not self.path.exists():
             raise FileNotFoundError(f"{self.path} does not exist")
         self._files: dict[str, Any] = {}
