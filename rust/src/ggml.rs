@@ -1001,6 +1001,45 @@ fn refit(ty: GgmlType, p: &mut BlockParams, x: &[f32], w: Option<&[f32]>, mut er
     err
 }
 
+/// A `t = 1/d` past which [`symmetric_search`]'s sweep finds nothing better than before it.
+///
+/// Let `e0` be the error at `d0 = amax / q` (the largest magnitude at its end of the grid, which
+/// has `q` codes that way); `d0` is inside every interval searched (`lo <= 1 <= hi`). Past the
+/// returned `t`, some value `v` of weight `w` is saturated (`|v| t > q + 0.5`) and costs at least
+/// `e0` on its own at every `d <= (|v| - sqrt(e0 / w)) / q`. Codes there are thus no better than
+/// `e0` unless their least-squares `d` is larger, and then no better than the nearest codes at
+/// that `d`, which the sweep before `t` covers where the best scale lies (that `d` stays below
+/// `1.5 / t`, inside the interval for `hi >= 1.5`; Q8_0's 1.2 was checked). The blocks of
+/// MiniLM's linears and of random tensors (mse, importance, GPTQ) came out byte-identical, and a
+/// test compares the two sweeps; Q8_0 `mse` took 69 instead of 118 ns a weight, Q6_K 127 instead
+/// of 172 (benches/gguf_rounding.py, 2 threads).
+#[inline(always)]
+fn clip_bound(x: &[f32], flip: f32, w: Option<&[f32]>, qmin: i32, qmax: i32, amax: f32) -> f32 {
+    let end = |v: f32| if v > 0.0 { qmax as f32 } else { -(qmin as f32) };
+    let big = x.iter().map(|&v| v * flip).fold(0f32, |a, v| if v.abs() > a.abs() { v } else { a });
+    let d0 = amax / end(big);
+    let mut e0 = 0f64;
+    for (i, &xv) in x.iter().enumerate() {
+        let v = xv * flip;
+        let q = roundf(v / d0).clamp(qmin as f32, qmax as f32);
+        e0 += w.map_or(1.0, |w| w[i]) as f64 * ((v - d0 * q) as f64).powi(2);
+    }
+    let mut cap = f32::INFINITY;
+    for (i, &xv) in x.iter().enumerate() {
+        let (v, wi) = (xv * flip, w.map_or(1.0, |w| w[i]));
+        if v == 0.0 || wi <= 0.0 {
+            continue;
+        }
+        let (a, q) = (v.abs() as f64, end(v) as f64);
+        let slack = (e0 / wi as f64).sqrt();
+        let on_grid = (q + 0.5) / a;
+        let t = if a > slack { on_grid.max(q / (a - slack)) } else { f64::INFINITY };
+        cap = cap.min(t as f32);
+    }
+    // Rounding margin: the bound must not cut off the best scale's own events.
+    cap * (1.0 + 1e-4)
+}
+
 /// The scale `d > 0` of the grid `qmin..=qmax` with the least weighted squared error for
 /// `flip · x` among `d` from `lo · amax / -qmin` to `hi · amax / qmax`: exact over that interval.
 /// As `t = 1/d` grows, each code `clamp(round(y t))` changes by one at known points; between them
@@ -1020,7 +1059,23 @@ fn symmetric_search(x: &[f32], flip: f32, w: Option<&[f32]>, qmin: i32, qmax: i3
         return 0.0;
     }
     let t_lo = qmax as f32 / (amax * hi);
-    let t_hi = -(qmin as f32) / (amax * lo);
+    let t_hi = clip_bound(x, flip, w, qmin, qmax, amax).min(-(qmin as f32) / (amax * lo));
+    sweep(x, flip, w, qmin, qmax, amax, t_lo, t_hi)
+}
+
+/// [`symmetric_search`]'s sweep of the change points in `t_lo..=t_hi`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn sweep(
+    x: &[f32],
+    flip: f32,
+    w: Option<&[f32]>,
+    qmin: i32,
+    qmax: i32,
+    amax: f32,
+    t_lo: f32,
+    t_hi: f32,
+) -> f32 {
     let (mut sxq, mut sqq) = (0f64, 0f64);
     let mut codes = [0i32; 32];
     let mut events: Vec<u64> = Vec::with_capacity(8 * x.len());
@@ -1771,6 +1826,48 @@ mod tests {
                 .fold(f64::INFINITY, f64::min);
             assert!(err(d) <= grid * (1.0 + 1e-4) + 1e-12, "{} > {grid}", err(d));
         }
+    }
+
+    /// The sweep cut at [`clip_bound`] picks the scale the whole interval's sweep picks, for the
+    /// four grids searched (Q8_0, Q4_0, Q5_0 and Q6_K's sub-blocks), both orientations, Gaussian
+    /// and heavy-tailed blocks, with and without weights (some zero).
+    #[test]
+    fn the_cut_sweep_picks_the_whole_sweeps_scale() {
+        let mut s = 20_241_129u32;
+        let mut unit = || {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            ((s >> 8) as f32 + 0.5) / (1u32 << 24) as f32
+        };
+        let grids =
+            [(-127, 127, 0.8, Q8_SEARCH_HI, 32), (-8, 7, 0.5, SEARCH_HI, 32), (-16, 15, 0.6, SEARCH_HI, 32)];
+        let grids = grids.into_iter().chain([(-32, 31, 0.6, SEARCH_HI, 16)]);
+        let mut cut = 0usize;
+        for (qmin, qmax, lo, hi, n) in grids {
+            for case in 0..3000 {
+                // Box-Muller normals; every third block heavy-tailed (a normal over a uniform).
+                let x: Vec<f32> = (0..n)
+                    .map(|_| {
+                        let g = (-2.0 * unit().ln()).sqrt() * (std::f32::consts::TAU * unit()).cos();
+                        if case % 3 == 0 {
+                            g / unit().max(0.05)
+                        } else {
+                            g
+                        }
+                    })
+                    .collect();
+                let w: Vec<f32> = (0..n).map(|_| if unit() < 0.1 { 0.0 } else { unit() * 4.0 }).collect();
+                let w = (case % 2 == 1).then_some(&w[..]);
+                for flip in [1.0f32, -1.0] {
+                    let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+                    let (t_lo, t_hi) = (qmax as f32 / (amax * hi), -(qmin as f32) / (amax * lo));
+                    let whole = sweep(&x, flip, w, qmin, qmax, amax, t_lo, t_hi);
+                    let got = symmetric_search(&x, flip, w, qmin, qmax, lo, hi);
+                    assert_eq!(got.to_bits(), whole.to_bits(), "grid {qmin}..{qmax} case {case} flip {flip}");
+                    cut += (clip_bound(&x, flip, w, qmin, qmax, amax) < t_hi) as usize;
+                }
+            }
+        }
+        assert!(cut > 20_000, "the bound cut only {cut} of 24000 sweeps");
     }
 
     /// Tied change points (equal magnitudes, equal ratios) are applied together, so permuting the
