@@ -520,3 +520,11 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path):
     p.stdout.close()
     err = p.stderr.read().decode()
     assert p.wait() == 141 and err == "", err
+
+
+def test_an_output_that_grew_says_larger():
+    """An F16 GGUF of an F16 model (its header on top) was reported as "0.99x smaller"."""
+    from rxquant.apps.console import wrote
+
+    assert wrote("a.gguf", 45_830_000, 45_440_000) == "wrote a.gguf: 45.83 MB (from 45.44 MB, 1.01x larger)"
+    assert wrote("b.gguf", 16_460_000, 90_900_000) == "wrote b.gguf: 16.46 MB (from 90.90 MB, 5.52x smaller)"

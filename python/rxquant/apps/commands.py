@@ -33,7 +33,7 @@ from ..formats.quantized import Entry, load_quantized, predicted_size, write_qua
 from ..formats.statistics import Statistics
 from ..models.bert import Bert, collect_statistics
 from ..models.sentences import CALIBRATION
-from .console import UsageError, allowed_fallbacks, emit, finite, human_size, progress_bar, sqnr_report
+from .console import UsageError, allowed_fallbacks, emit, finite, human_size, progress_bar, sqnr_report, wrote
 from .demo import run_demo
 from .onnx_cli import cmd_statistics_onnx
 from .options import refuse_given
@@ -431,10 +431,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     bar.close()
     src = sum(ck.nbytes(n) for n in ck.names())
     q = sum(1 for e in entries if e.scheme is not None)
-    lines = [
-        f"wrote {out}: {human_size(written)} (from {human_size(src)}, {src / max(written, 1):.2f}x smaller), "
-        f"{q} tensors quantized, {len(entries) - q} kept"
-    ]
+    lines = [f"{wrote(out, written, src)}, {q} tensors quantized, {len(entries) - q} kept"]
     rounded = sorted({e.rounding for e in entries if e.scheme is not None and e.scheme.is_integer})
     if rounded and rounded != ["nearest"]:
         lines.append(f"rounding: {args.rounding} with the statistics in {args.statistics}")

@@ -57,6 +57,17 @@ def sqnr_report(
     return {"tensors": rows, "total_sqnr_db": finite(total)}, "\n".join(lines)
 
 
+def wrote(path: object, written: int, source: int) -> str:
+    """``wrote PATH: SIZE (from SIZE, N.NNx smaller)``: "larger" where the output grew (an F16
+    GGUF of an F16 model, with its header)."""
+    ratio = (
+        f"{source / max(written, 1):.2f}x smaller"
+        if written <= source
+        else f"{written / max(source, 1):.2f}x larger"
+    )
+    return f"wrote {path}: {human_size(written)} (from {human_size(source)}, {ratio})"
+
+
 def human_size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if abs(n) < 1000 or unit == "GB":

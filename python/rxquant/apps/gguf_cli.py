@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from .. import gguf as rg
 from ..core.block_types import BLOCK_TYPES
 from ..formats.gguf_file import GgufFile, is_gguf
-from .console import UsageError, emit, finite, human_size, sqnr_report
+from .console import UsageError, emit, finite, human_size, sqnr_report, wrote
 from .options import refuse_device, refuse_given
 from .progress import PerItem
 
@@ -103,8 +103,7 @@ def cmd_quantize_gguf(args: argparse.Namespace, fallbacks: set[str]) -> int:
     types = Counter(t.type for t in res.tensors if t.type != t.source_type)
     q = sum(types.values())
     lines = [
-        f"wrote {args.output}: {human_size(res.bytes)} (from {human_size(src_bytes)}, "
-        f"{src_bytes / max(res.bytes, 1):.2f}x smaller), {q} tensors quantized, {len(res.tensors) - q} kept"
+        f"{wrote(args.output, res.bytes, src_bytes)}, {q} tensors quantized, {len(res.tensors) - q} kept"
     ]
     if types:
         lines.append("types: " + ", ".join(f"{t} x{n}" for t, n in types.most_common()))

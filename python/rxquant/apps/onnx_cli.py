@@ -13,7 +13,7 @@ from pathlib import Path
 from .. import onnx as ro
 from ..core.scheme import Scheme
 from ..formats.statistics import Statistics
-from .console import UsageError, emit, finite, human_size, sqnr_report
+from .console import UsageError, emit, finite, human_size, sqnr_report, wrote
 from .options import refuse_device, refuse_given
 from .progress import PerItem
 
@@ -101,8 +101,7 @@ def cmd_quantize_onnx(args: argparse.Namespace, fallbacks: set[str]) -> int:
         raise
     became = Counter(r.became for r in res.quantized)
     lines = [
-        f"wrote {args.output}: {human_size(res.bytes)} (from {human_size(res.source_bytes)}, "
-        f"{res.source_bytes / max(res.bytes, 1):.2f}x smaller); {scheme.describe()}, rounding {rounding}",
+        f"{wrote(args.output, res.bytes, res.source_bytes)}; {scheme.describe()}, rounding {rounding}",
         "quantized: " + ", ".join(f"{n} weights -> {op}" for op, n in became.most_common()),
     ]
     for r in res.quantized:
