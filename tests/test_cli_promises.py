@@ -58,6 +58,19 @@ def refused(code: int, err: str, *words: str) -> None:
         assert w in err, (w, err)
 
 
+def write_gguf(path: Path, tensors: dict[str, np.ndarray]) -> Path:
+    """A GGUF file of float ``tensors`` written by the gguf package (skips the test without it)."""
+    gguf = pytest.importorskip("gguf")
+    w = gguf.GGUFWriter(str(path), "llama")
+    for name, t in tensors.items():
+        w.add_tensor(name, t)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
 def test_group_size_that_does_not_divide_is_refused_naming_the_tensor(model, tmp_path):
     out = tmp_path / "g7.safetensors"
     code, _, err = run(
@@ -431,14 +444,7 @@ def test_an_onnx_model_that_does_not_fit_names_the_output_and_leaves_the_old_fil
 def test_verify_of_a_gguf_original_against_a_file_that_is_not_gguf_says_so(model, tmp_path):
     """`verify m.gguf m.safetensors` said "m.safetensors is not a GGUF file rxquant reads: it does
     not start with the GGUF magic", as if the user had meant it to be one."""
-    gguf = pytest.importorskip("gguf")
-    src = tmp_path / "m.gguf"
-    w = gguf.GGUFWriter(str(src), "llama")
-    w.add_tensor("a", np.ones((4, 64), np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    src = write_gguf(tmp_path / "m.gguf", {"a": np.ones((4, 64), np.float32)})
     code, _, err = run("verify", str(src), str(model))
     refused(code, err, "compares a quantized GGUF file with its original", f"{model} is not GGUF")
 
@@ -446,14 +452,8 @@ def test_verify_of_a_gguf_original_against_a_file_that_is_not_gguf_says_so(model
 def test_verify_of_two_gguf_files_given_the_wrong_way_round_is_refused(tmp_path):
     """`verify q4.gguf f32.gguf` (the quantized file first) printed a plausible report of the F32
     file's "errors" against the Q4_0 one; both orders must not read alike."""
-    gguf = pytest.importorskip("gguf")
-    f32, q4 = tmp_path / "f32.gguf", tmp_path / "q4.gguf"
-    w = gguf.GGUFWriter(str(f32), "llama")
-    w.add_tensor("blk.0.ffn_up.weight", np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    weight = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
+    f32, q4 = write_gguf(tmp_path / "f32.gguf", {"blk.0.ffn_up.weight": weight}), tmp_path / "q4.gguf"
     assert run("quantize", str(f32), "-o", str(q4), "--type", "q4_0", "-q")[0] == 0
     code, out, _ = run("verify", str(f32), str(q4))
     assert code == 0 and "Q4_0" in out
@@ -491,14 +491,7 @@ def test_options_a_plan_or_the_safetensors_output_would_override_are_refused(mod
 def test_analyze_and_plan_of_a_gguf_or_onnx_file_say_what_reads_it(tmp_path):
     """`rxquant analyze m.gguf` said "m.gguf is not a valid safetensors file: the header length
     points beyond the end of the file", as if the file were damaged."""
-    gguf = pytest.importorskip("gguf")
-    src = tmp_path / "m.gguf"
-    w = gguf.GGUFWriter(str(src), "llama")
-    w.add_tensor("blk.0.ffn_up.weight", np.ones((4, 64), np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    src = write_gguf(tmp_path / "m.gguf", {"blk.0.ffn_up.weight": np.ones((4, 64), np.float32)})
     onnx = tmp_path / "m.onnx"
     onnx.write_bytes(b"\x08\x07")
     for argv in (["analyze", str(src)], ["plan", str(src), "--budget", "5bpw"]):
