@@ -305,7 +305,10 @@ def test_user_errors_are_one_line(model, tmp_path, make, args, message):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["plan", "{model}", "--budget", "10"], "the smallest file this checkpoint can become is"),
+        (
+            ["plan", "{model}", "--budget", "10"],
+            "written like 4.5bpw): the smallest file this checkpoint can become is",
+        ),
         (["quantize", "{model}", "-o", "{d}/q", "--granularity", "group:x"], "bad --granularity"),
         (["quantize", "{model}", "-o", "{d}/q", "--device", "tpu"], "unknown device 'tpu'"),
     ],

@@ -440,6 +440,32 @@ def test_budget_caps_the_file(tmp_path: Path) -> None:
     assert res.bytes <= limit == limit and os.path.getsize(dst) == res.bytes
 
 
+def test_the_smallest_file_is_a_budget_that_is_met(tmp_path: Path, monkeypatch) -> None:
+    """A budget of exactly the smallest file is met (the planner's allowance of a whole
+    alignment per tensor refused it), one byte less is refused with that size, before any tensor
+    is rounded; a bare small number is read as bytes and the message says how to write bpw."""
+    import re
+
+    src = tmp_path / "m.gguf"
+    write_package_gguf(src)
+    with monkeypatch.context() as m:
+        m.setattr(rg, "_error", lambda *a: pytest.fail("rounded a tensor for a budget no choice meets"))
+        with pytest.raises(
+            ValueError, match=r"bits a weight are written like 4\.5bpw\): the smallest file is"
+        ) as e:
+            rg.quantize_file(src, tmp_path / "x.gguf", budget="4.8")
+        with pytest.raises(ValueError, match=r"budget 2bpw cannot be met: the smallest types take"):
+            rg.quantize_file(src, tmp_path / "x.gguf", budget="2bpw")
+    smallest = int(re.search(r"the smallest file is ([0-9,]+) bytes", str(e.value)).group(1).replace(",", ""))
+    res = rg.quantize_file(src, tmp_path / "s.gguf", budget=smallest)
+    assert res.bytes == os.path.getsize(tmp_path / "s.gguf") == smallest
+    with pytest.raises(
+        ValueError, match=f"budget {smallest - 1} cannot be met: the smallest file is {smallest:,}"
+    ):
+        rg.quantize_file(src, tmp_path / "x.gguf", budget=smallest - 1)
+    assert not (tmp_path / "x.gguf").exists()
+
+
 # ------------------------------------------------------------------ BERT conversion
 
 

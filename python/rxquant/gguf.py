@@ -368,6 +368,13 @@ def _check_budget(result: GgufResult, budget: Union[str, int], n: int) -> None:
         )
 
 
+def _refuse_budget(budget: Union[str, int], need: str) -> None:
+    """Refuses ``budget``, saying what the smallest choice takes (``need``)."""
+    from .analysis.planner import unit_hint
+
+    raise ValueError(f"budget {budget} cannot be met{unit_hint(budget)}: {need}")
+
+
 def _plan_budget(
     source: _Source,
     quantizable: list[_Tensor],
@@ -391,41 +398,51 @@ def _plan_budget(
         raise ValueError("no tensor of the file is one llama.cpp quantizes (2+ dimensions, not norms)")
     plan: dict[str, tuple[str, Optional[str]]] = {t.name: (t.type, None) for t in source.tensors}
     text = str(budget).strip().lower()
-    if text.endswith("bpw"):
-        limit = int(parse_budget(budget, n))  # bytes for the quantized tensors' n weights
-    else:
-        # The whole file: the header (its size does not depend on the types), the tensors kept,
-        # and at most one alignment's padding per quantized tensor.
-        kept = [TensorOut(t.name, t.shape, t.type) for t in source.tensors if t not in quantizable]
-        outs = kept + [TensorOut(t.name, t.shape, "F32") for t in quantizable]
-        head = len(GgufWriter(os.devnull, _fields(source, plan, rounding), outs, source.alignment).header())
-        pad = source.alignment
-        limit = (
-            parse_budget(budget, n)
-            - head
-            - sum(k.nbytes + (-k.nbytes % pad) for k in kept)
-            - pad * len(quantizable)
-        )
-    classes: list[list[tuple[int, float]]] = []
+    # The candidates that fit each tensor, and their sizes: a budget no choice meets is refused
+    # before any tensor is rounded.
     options: list[list[str]] = []
     for t in quantizable:
         if t.type not in ("F32", "F16", "BF16"):
             raise ValueError(f"tensor {t.name} is already quantized ({t.type}); plan from an F32/F16 file")
+        opts = [c for c in names if c == "F16" or BLOCK_TYPES[c].fits(t.shape)]
+        if not opts:
+            raise ValueError(f"no candidate type fits tensor {t.name} {t.shape}; add f16 to the candidates")
+        options.append(opts)
+    sizes = [[TensorOut(t.name, t.shape, c).nbytes for c in opts] for t, opts in zip(quantizable, options)]
+    least = [min(row) for row in sizes]
+    if text.endswith("bpw"):
+        limit = int(parse_budget(budget, n))  # bytes for the quantized tensors' n weights
+        if sum(least) > limit:
+            _refuse_budget(
+                budget,
+                f"the smallest types take {sum(least):,} bytes ({8 * sum(least) / n:.3f} bits a weight)",
+            )
+    else:
+        # The whole file: the header (its size does not depend on the types), the tensors kept,
+        # and each quantized tensor padded to the alignment. The planner counts a whole
+        # alignment's padding per tensor, so its plans never exceed the budget; a budget between
+        # that and the exact smallest file gets the smallest types.
+        kept = [TensorOut(t.name, t.shape, t.type) for t in source.tensors if t not in quantizable]
+        outs = kept + [TensorOut(t.name, t.shape, "F32") for t in quantizable]
+        head = len(GgufWriter(os.devnull, _fields(source, plan, rounding), outs, source.alignment).header())
+        pad = source.alignment
+        fixed = head + sum(k.nbytes + (-k.nbytes % pad) for k in kept)
+        total = parse_budget(budget, n)
+        smallest_file = fixed + sum(s + (-s % pad) for s in least)
+        if smallest_file > total:
+            _refuse_budget(
+                budget,
+                f"the smallest file is {smallest_file:,} bytes ({fixed:,} of them the header and the tensors "
+                "kept)",
+            )
+        limit = max(total - fixed - pad * len(quantizable), sum(least))
+    classes: list[list[tuple[int, float]]] = []
+    for t, opts, row in zip(quantizable, options, sizes):
         w = t.read_f32()
         st = stats.get(t.name) if stats is not None else None
         r = rounding if (st is not None or rounding in ("nearest", "mse")) else "nearest"
-        row, opts = [], []
-        for c in names:
-            if c != "F16" and not BLOCK_TYPES[c].fits(t.shape):
-                continue
-            size = TensorOut(t.name, t.shape, c).nbytes
-            with naming(t.name):
-                row.append((size, _error(w, c, r, st, t.name)))
-            opts.append(c)
-        if not row:
-            raise ValueError(f"no candidate type fits tensor {t.name} {t.shape}; add f16 to the candidates")
-        classes.append(row)
-        options.append(opts)
+        with naming(t.name):
+            classes.append([(size, _error(w, c, r, st, t.name)) for c, size in zip(opts, row)])
     picks, _, _, _ = solve_mckp(classes, limit)
     for t, opts, k in zip(quantizable, options, picks):
         plan[t.name] = (opts[k], None)

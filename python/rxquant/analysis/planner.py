@@ -50,6 +50,15 @@ def parse_budget(budget: Budget, total_params: int) -> int:
     return int(value * _UNITS[unit or "b"])
 
 
+def unit_hint(budget: Budget) -> str:
+    """For a budget refused as too small: a plain number under 1000 counts bytes for a whole file,
+    so it is likely bits a weight without the unit, and the hint says so; else ""."""
+    text = str(budget).strip()
+    if text.replace(".", "", 1).isdigit() and float(text) < 1000:
+        return " (a number alone counts bytes; bits a weight are written like 4.5bpw)"
+    return ""
+
+
 @dataclass
 class Option:
     """One candidate format for one layer."""

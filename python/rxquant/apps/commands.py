@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..analysis.planner import Option, candidate_options, parse_budget, plan
+from ..analysis.planner import Option, candidate_options, parse_budget, plan, unit_hint
 from ..analysis.sensitivity import layer_stats
 from ..core.arrays import sum_squares
 from ..core.atomic import write_json
@@ -203,18 +203,19 @@ def _file_plan(
     mode: str,
     measure: str,
     method: str,
+    given: str,
 ) -> tuple[Any, int]:
     """A plan whose whole output file (kept tensors, codes, scales, zero points, header) is at
-    most ``budget`` bytes. The layers get the budget minus the rest; the header depends a little
-    on the choices, so the plan is redone with a smaller share until the exact predicted size fits.
-    Returns (plan, predicted file bytes)."""
+    most ``budget`` bytes (``given`` as the user wrote it). The layers get the budget minus the
+    rest; the header depends a little on the choices, so the plan is redone with a smaller share
+    until the exact predicted size fits. Returns (plan, predicted file bytes)."""
     kept = sum(ck.nbytes(n) for n in ck.names() if n not in options)
     smallest = {n: min(opts, key=lambda o: o.bytes) for n, opts in options.items()}
     floor = predicted_size(_entries_for(ck, {n: o.scheme for n, o in smallest.items()}, method))
     if floor > budget:
         raise UsageError(
-            f"budget of {budget:,} bytes cannot be met: the smallest file this checkpoint can become "
-            f"is {floor:,} bytes ({kept:,} of them tensors that are kept as they are)"
+            f"budget of {budget:,} bytes cannot be met{unit_hint(given)}: the smallest file this checkpoint "
+            f"can become is {floor:,} bytes ({kept:,} of them tensors that are kept as they are)"
         )
     overhead = floor - sum(o.bytes for o in smallest.values())
     room = budget - overhead
@@ -253,7 +254,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             "header come on top"
         )
     else:
-        p, file_bytes = _file_plan(ck, options, budget, args.mode, measure, args.method)
+        p, file_bytes = _file_plan(ck, options, budget, args.mode, measure, args.method, args.budget)
         what = f"budget {human_size(budget)} for the whole output file (kept tensors and header included)"
     p.notes.append(f"method={args.method}")
     p.notes.append(what)
