@@ -204,6 +204,31 @@ def test_collect_statistics_is_the_inputs_hessian(tmp_path: Path) -> None:
     assert np.allclose(stats["w"].hessian(), 2 * flat.T @ flat / len(flat), rtol=1e-5, atol=1e-6)
 
 
+def test_statistics_of_other_weights_are_refused_even_with_fallback_nearest(tmp_path: Path) -> None:
+    """A statistics file that names none of the model's weights is the wrong file, not a few
+    weights to round to nearest."""
+    from rxquant.formats.statistics import write_statistics
+
+    rng = np.random.default_rng(4)
+    matmul_model(tmp_path / "m.onnx", {"w": rng.standard_normal((64, 32)).astype(np.float32)})
+    other = tmp_path / "other.safetensors"
+    write_statistics(
+        other, {"v": rq.HessianObserver().update(rng.standard_normal((8, 64)).astype(np.float32))}
+    )
+    with pytest.raises(
+        ValueError, match=r"other.safetensors has statistics for none of the tensor to quantize"
+    ):
+        ro.quantize_model(
+            tmp_path / "m.onnx",
+            tmp_path / "q.onnx",
+            ASYM,
+            rounding="gptq",
+            statistics=other,
+            fallback_nearest=True,
+        )
+    assert not (tmp_path / "q.onnx").exists()
+
+
 def test_edge_models(tmp_path: Path) -> None:
     rng = np.random.default_rng(4)
     w = rng.standard_normal((64, 64)).astype(np.float32)

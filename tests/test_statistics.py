@@ -212,3 +212,36 @@ def test_statistics_command_on_minilm(tmp_path):
     assert st["encoder.layer.0.output.dense.weight"].features == 1536
     code, _, err = run("statistics", str(tmp_path), "-o", str(out))
     assert code == 2 and "has no config.json" in err
+
+
+def test_statistics_that_cover_no_tensor_are_refused_even_with_fallback_nearest(layers, tmp_path):
+    """Statistics of another model with `--fallback nearest` rounded every tensor to nearest and
+    reported `rounding: gptq`; the fallback is for the few tensors a file leaves out."""
+    ckpt, _, w, _ = layers
+    other = tmp_path / "other.safetensors"
+    write_statistics(other, {"x.weight": rq.HessianObserver().update(np.ones((4, 96), np.float32))})
+    code, _, err = run(
+        "quantize", str(ckpt), "-o", str(tmp_path / "q.safetensors"), "--precision", "int4", "--granularity",
+        "group:32", "--rounding", "gptq", "--statistics", str(other), "--fallback", "nearest",
+    )  # fmt: skip
+    assert code == 2 and "has statistics for none of the 3 tensors to quantize" in err, err
+    assert "it names 'x.weight'" in err
+    gguf = pytest.importorskip("gguf")
+    import rxquant.gguf as rg
+
+    src = tmp_path / "m.gguf"
+    g = gguf.GGUFWriter(str(src), "llama")
+    g.add_tensor("blk.0.attn_q.weight", np.repeat(w["a.weight"], 2, axis=1)[:, :128])
+    g.write_header_to_file()
+    g.write_kv_data_to_file()
+    g.write_tensors_to_file()
+    g.close()
+    with pytest.raises(ValueError, match="none of the tensor to quantize|none of the 1 tensors"):
+        rg.quantize_file(src, tmp_path / "q.gguf", type="q4_0", rounding="gptq", statistics=other,
+                         fallback_nearest=True)  # fmt: skip
+    # rxquant's ONNX export names a MatMul's weight `X.T`; its statistics serve the GGUF tensor `X`.
+    onnx_named = tmp_path / "onnx.safetensors"
+    obs = rq.HessianObserver().update(np.random.default_rng(1).standard_normal((300, 128)).astype(np.float32))
+    write_statistics(onnx_named, {"blk.0.attn_q.weight.T": obs})
+    res = rg.quantize_file(src, tmp_path / "q.gguf", type="q4_0", rounding="gptq", statistics=onnx_named)
+    assert [t.rounding for t in res.tensors if t.type == "Q4_0"] == ["gptq"]

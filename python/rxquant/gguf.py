@@ -157,9 +157,10 @@ class _StatsByName:
             except ValueError:
                 mapper = None
         for n in stats:
-            g = to_gguf(n) or (mapper(n) if mapper else None)
-            if g is not None:
-                self.by_gguf.setdefault(g, n)
+            # Statistics of rxquant's ONNX export name a MatMul's transposed weight `X.T`: the
+            # inputs, and so the statistics, of the layer `X`.
+            base = n.removesuffix(".T")
+            self.by_gguf.setdefault(to_gguf(base) or (mapper(base) if mapper else None) or base, n)
 
     def get(self, name: str) -> Optional[LayerStatistics]:
         key = self.by_gguf.get(name)
@@ -316,6 +317,8 @@ def quantize_file(
                 )
             r = "nearest"
         roundings[t.name] = r
+    if stats is not None and roundings and set(roundings.values()) == {"nearest"} != {rounding}:
+        raise ValueError(stats.stats.covers_none(list(roundings)))
 
     fields = _fields(source, plan, rounding, want)
     outs = [TensorOut(t.name, t.shape, plan[t.name][0]) for t in source.tensors]

@@ -196,3 +196,14 @@ class Statistics(Mapping[str, LayerStatistics]):
 
     def __len__(self) -> int:
         return len(self._layers)
+
+    def covers_none(self, tensors: list[str]) -> str:
+        """The refusal when these statistics name none of ``tensors`` (those to round with them):
+        statistics of another model, or named another way. ``--fallback nearest`` is for the few
+        tensors a file does not cover, not for all of them."""
+        which = f"the {len(tensors)} tensors to quantize" if len(tensors) > 1 else "the tensor to quantize"
+        return (
+            f"{self.path} has statistics for none of {which} (it names {next(iter(self), '')!r}, the "
+            f"tensors are named like {tensors[-1]!r}): statistics of another model, or named another way; "
+            "collect them from this model"
+        )
