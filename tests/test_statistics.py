@@ -245,3 +245,47 @@ def test_statistics_that_cover_no_tensor_are_refused_even_with_fallback_nearest(
     write_statistics(onnx_named, {"blk.0.attn_q.weight.T": obs})
     res = rg.quantize_file(src, tmp_path / "q.gguf", type="q4_0", rounding="gptq", statistics=onnx_named)
     assert [t.rounding for t in res.tensors if t.type == "Q4_0"] == ["gptq"]
+
+
+def test_imatrix_on_the_command_line_weights_the_rounding_as_llama_quantize_does(tmp_path):
+    """`--imatrix` alone means importance-weighted rounding (llama-quantize's meaning); it was
+    refused as "used by --rounding importance or gptq". The file equals the API's."""
+    gguf = pytest.importorskip("gguf")
+    import rxquant.gguf as rg
+
+    rng = np.random.default_rng(6)
+    src, imatrix = tmp_path / "m.gguf", tmp_path / "imatrix.gguf"
+    g = gguf.GGUFWriter(str(src), "llama")
+    g.add_tensor("blk.0.attn_q.weight", rng.standard_normal((16, 64)).astype(np.float32))
+    g.write_header_to_file()
+    g.write_kv_data_to_file()
+    g.write_tensors_to_file()
+    g.close()
+    g = gguf.GGUFWriter(str(imatrix), arch="llama")
+    g.add_type("imatrix")
+    g.add_tensor("blk.0.attn_q.weight.in_sum2", (rng.random(64) ** 4 * 50).astype(np.float32).reshape(1, 64))
+    g.add_tensor("blk.0.attn_q.weight.counts", np.array([[50.0]], np.float32))
+    g.write_header_to_file()
+    g.write_kv_data_to_file()
+    g.write_tensors_to_file()
+    g.close()
+    out = tmp_path / "q.gguf"
+    code, stdout, err = run("quantize", str(src), "-o", str(out), "--type", "q4_0", "--imatrix", str(imatrix))
+    assert code == 0 and "rounding: importance" in stdout, err
+    rg.quantize_file(src, tmp_path / "api.gguf", type="q4_0", rounding="importance", statistics=imatrix)
+    assert out.read_bytes() == (tmp_path / "api.gguf").read_bytes()
+    rg.quantize_file(src, tmp_path / "near.gguf", type="q4_0")
+    assert out.read_bytes() != (tmp_path / "near.gguf").read_bytes()
+    code, _, err = run(
+        "quantize",
+        str(src),
+        "-o",
+        str(out),
+        "--type",
+        "q4_0",
+        "--imatrix",
+        str(imatrix),
+        "--rounding",
+        "nearest",
+    )
+    assert code == 2 and "used by --rounding importance or gptq" in err

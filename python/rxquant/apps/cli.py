@@ -153,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(60MB) with the least predicted error",
     )
     s.add_argument(
-        "--imatrix", help="GGUF output: llama.cpp's importance matrix (.gguf or .dat) as statistics"
+        "--imatrix",
+        help="GGUF output: llama.cpp's importance matrix (.gguf or .dat) as statistics; without "
+        "--rounding it means --rounding importance, as for llama-quantize",
     )
     s.add_argument(
         "--format",
@@ -188,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--rounding",
         choices=["nearest", "mse", "importance", "gptq"],
-        help="nearest (default; with --plan, the plan's; for GGUF llama.cpp's own rounding), mse (GGUF: "
+        help="nearest (default; with --plan, the plan's; with --imatrix, importance; for GGUF llama.cpp's "
+        "own rounding), mse (GGUF: "
         "least-squares block parameters), importance (search weighted by E[x^2]) or gptq "
         "(error-compensating rounding; needs Hessians)",
     )

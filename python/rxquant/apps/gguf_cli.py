@@ -58,7 +58,8 @@ def cmd_quantize_gguf(args: argparse.Namespace, fallbacks: set[str]) -> int:
     if args.imatrix and args.statistics:
         raise UsageError("give --imatrix or --statistics, not both")
     stats_path = args.imatrix or args.statistics
-    rounding = args.rounding or "nearest"
+    # llama-quantize's --imatrix weights its rounding by the matrix: the same here, unless asked.
+    rounding = args.rounding or ("importance" if args.imatrix else "nearest")
     if rounding in ("importance", "gptq") and stats_path is None:
         raise UsageError(f"--rounding {rounding} needs --statistics (or a llama.cpp --imatrix)")
     if rounding == "nearest" and stats_path is not None and args.budget is None:
