@@ -21,6 +21,7 @@ import rxquant as rq
 import rxquant.models.minilm
 from rxquant.analysis.planner import candidate_options
 from rxquant.apps.cli import build_parser, main
+from tests.gguf_files import write_gguf
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,19 +57,6 @@ def refused(code: int, err: str, *words: str) -> None:
     assert err.count("\n") == 1 and "Traceback" not in err, err
     for w in words:
         assert w in err, (w, err)
-
-
-def write_gguf(path: Path, tensors: dict[str, np.ndarray]) -> Path:
-    """A GGUF file of float ``tensors`` written by the gguf package (skips the test without it)."""
-    gguf = pytest.importorskip("gguf")
-    w = gguf.GGUFWriter(str(path), "llama")
-    for name, t in tensors.items():
-        w.add_tensor(name, t)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
 
 
 def test_group_size_that_does_not_divide_is_refused_naming_the_tensor(model, tmp_path):

@@ -20,6 +20,7 @@ import rxquant.models.minilm
 from rxquant.apps.cli import main
 from rxquant.core.gptq import output_error
 from rxquant.formats.statistics import Statistics, write_statistics
+from tests.gguf_files import write_gguf
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,17 +91,12 @@ def test_llama_cpp_importance_matrices(tmp_path):
     (tmp_path / "bad.dat").write_bytes(b"\x01\x00")
     with pytest.raises(ValueError, match="not a llama.cpp importance matrix"):
         Statistics(tmp_path / "bad.dat")
-    gguf = pytest.importorskip("gguf")
     # GGUF imatrix: <name>.in_sum2 (sum of x^2) and <name>.counts (tokens seen).
-    path = tmp_path / "imatrix.gguf"
-    w = gguf.GGUFWriter(str(path), arch="llama")
-    w.add_type("imatrix")
-    w.add_tensor("blk.0.ffn_down.weight.in_sum2", (e * 50).astype(np.float32).reshape(1, 16))
-    w.add_tensor("blk.0.ffn_down.weight.counts", np.array([[50.0]], np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    sums = {
+        "blk.0.ffn_down.weight.in_sum2": (e * 50).astype(np.float32).reshape(1, 16),
+        "blk.0.ffn_down.weight.counts": np.array([[50.0]], np.float32),
+    }
+    path = write_gguf(tmp_path / "imatrix.gguf", sums, general_type="imatrix")
     st = Statistics(path)
     assert st.source == "imatrix-gguf" and st["blk.0.ffn_down.weight"].samples == 50
     np.testing.assert_allclose(st["blk.0.ffn_down.weight"].importance, e, rtol=1e-6)
@@ -226,16 +222,11 @@ def test_statistics_that_cover_no_tensor_are_refused_even_with_fallback_nearest(
     )  # fmt: skip
     assert code == 2 and "has statistics for none of the 3 tensors to quantize" in err, err
     assert "it names 'x.weight'" in err
-    gguf = pytest.importorskip("gguf")
     import rxquant.gguf as rg
 
-    src = tmp_path / "m.gguf"
-    g = gguf.GGUFWriter(str(src), "llama")
-    g.add_tensor("blk.0.attn_q.weight", np.repeat(w["a.weight"], 2, axis=1)[:, :128])
-    g.write_header_to_file()
-    g.write_kv_data_to_file()
-    g.write_tensors_to_file()
-    g.close()
+    src = write_gguf(
+        tmp_path / "m.gguf", {"blk.0.attn_q.weight": np.repeat(w["a.weight"], 2, axis=1)[:, :128]}
+    )
     with pytest.raises(ValueError, match="none of the tensor to quantize|none of the 1 tensors"):
         rg.quantize_file(src, tmp_path / "q.gguf", type="q4_0", rounding="gptq", statistics=other,
                          fallback_nearest=True)  # fmt: skip
@@ -250,25 +241,17 @@ def test_statistics_that_cover_no_tensor_are_refused_even_with_fallback_nearest(
 def test_imatrix_on_the_command_line_weights_the_rounding_as_llama_quantize_does(tmp_path):
     """`--imatrix` alone means importance-weighted rounding (llama-quantize's meaning); it was
     refused as "used by --rounding importance or gptq". The file equals the API's."""
-    gguf = pytest.importorskip("gguf")
     import rxquant.gguf as rg
 
     rng = np.random.default_rng(6)
-    src, imatrix = tmp_path / "m.gguf", tmp_path / "imatrix.gguf"
-    g = gguf.GGUFWriter(str(src), "llama")
-    g.add_tensor("blk.0.attn_q.weight", rng.standard_normal((16, 64)).astype(np.float32))
-    g.write_header_to_file()
-    g.write_kv_data_to_file()
-    g.write_tensors_to_file()
-    g.close()
-    g = gguf.GGUFWriter(str(imatrix), arch="llama")
-    g.add_type("imatrix")
-    g.add_tensor("blk.0.attn_q.weight.in_sum2", (rng.random(64) ** 4 * 50).astype(np.float32).reshape(1, 64))
-    g.add_tensor("blk.0.attn_q.weight.counts", np.array([[50.0]], np.float32))
-    g.write_header_to_file()
-    g.write_kv_data_to_file()
-    g.write_tensors_to_file()
-    g.close()
+    src = write_gguf(
+        tmp_path / "m.gguf", {"blk.0.attn_q.weight": rng.standard_normal((16, 64)).astype(np.float32)}
+    )
+    sums = {
+        "blk.0.attn_q.weight.in_sum2": (rng.random(64) ** 4 * 50).astype(np.float32).reshape(1, 64),
+        "blk.0.attn_q.weight.counts": np.array([[50.0]], np.float32),
+    }
+    imatrix = write_gguf(tmp_path / "imatrix.gguf", sums, general_type="imatrix")
     out = tmp_path / "q.gguf"
     code, stdout, err = run("quantize", str(src), "-o", str(out), "--type", "q4_0", "--imatrix", str(imatrix))
     assert code == 0 and "rounding: importance" in stdout, err
