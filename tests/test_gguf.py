@@ -23,6 +23,7 @@ import rxquant.gguf as rg  # noqa: E402
 import rxquant.models.minilm  # noqa: E402
 from rxquant.core.gptq import output_error  # noqa: E402
 from rxquant.formats.gguf_file import GgufFile, type_for  # noqa: E402
+from tests.gguf_files import write_gguf  # noqa: E402
 from tests.reference import ggml_k_reference  # noqa: E402
 from tests.tiny_bert import tiny_bert  # noqa: E402
 
@@ -303,19 +304,21 @@ def test_llama_type_rule() -> None:
 def write_package_gguf(path: Path, alignment: int = 32) -> dict[str, np.ndarray]:
     """A small model written by the gguf package's own writer: key-value pairs of every kind."""
     rng = np.random.default_rng(0)
-    w = gguf.GGUFWriter(str(path), "llama")
-    if alignment != 32:
-        w.add_custom_alignment(alignment)
-    w.add_name("tiny")
-    w.add_block_count(1)
-    w.add_uint8("test.u8", 7)
-    w.add_int16("test.i16", -3)
-    w.add_float64("test.f64", 1.25)
-    w.add_bool("test.flag", True)
-    w.add_array("test.ints", [1, 2, 3])
-    w.add_array("test.floats", [0.5, 1.5])
-    w.add_token_list(["<s>", "</s>", "a", "b\u00e9"])
-    w.add_file_type(0)
+
+    def fields(w: gguf.GGUFWriter) -> None:
+        if alignment != 32:
+            w.add_custom_alignment(alignment)
+        w.add_name("tiny")
+        w.add_block_count(1)
+        w.add_uint8("test.u8", 7)
+        w.add_int16("test.i16", -3)
+        w.add_float64("test.f64", 1.25)
+        w.add_bool("test.flag", True)
+        w.add_array("test.ints", [1, 2, 3])
+        w.add_array("test.floats", [0.5, 1.5])
+        w.add_token_list(["<s>", "</s>", "a", "b\u00e9"])
+        w.add_file_type(0)
+
     tensors = {
         "token_embd.weight": rng.standard_normal((16, 256)).astype(np.float32),
         "blk.0.attn_norm.weight": rng.standard_normal(256).astype(np.float32),
@@ -324,12 +327,7 @@ def write_package_gguf(path: Path, alignment: int = 32) -> dict[str, np.ndarray]
         "blk.0.ffn_down.weight": rng.standard_normal((8, 100)).astype(np.float16),
         "output.weight": rng.standard_normal((16, 256)).astype(np.float32),
     }
-    for n, a in tensors.items():
-        w.add_tensor(n, a)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    write_gguf(path, tensors, fields=fields)
     return tensors
 
 
