@@ -509,3 +509,13 @@ def test_an_output_that_grew_says_larger():
 
     assert wrote("a.gguf", 45_830_000, 45_440_000) == "wrote a.gguf: 45.83 MB (from 45.44 MB, 1.01x larger)"
     assert wrote("b.gguf", 16_460_000, 90_900_000) == "wrote b.gguf: 16.46 MB (from 90.90 MB, 5.52x smaller)"
+
+
+@pytest.mark.parametrize("name", ["q.onnx", "q.npz", "q.pt", "q.BIN"])
+def test_a_safetensors_output_under_another_formats_name_is_refused(model, tmp_path, name):
+    """`rxquant quantize model.safetensors -o q.onnx` wrote rxquant's safetensors format into q.onnx."""
+    code, _, err = run("quantize", str(model), "-o", str(tmp_path / name))
+    refused(
+        code, err, f"{name} would hold rxquant's safetensors format under a {Path(name).suffix.lower()} name"
+    )
+    assert not (tmp_path / name).exists()

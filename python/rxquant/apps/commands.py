@@ -379,6 +379,16 @@ def _entries(
     return entries, fallbacks, plan_d, stats
 
 
+#: Output names of other formats, which a safetensors output must not take, and what to do.
+OTHER_FORMATS = {
+    ".onnx": "ONNX output comes from an ONNX model (`rxquant quantize model.onnx -o q.onnx`)",
+    ".npz": "name it .safetensors (rxquant reads .npz, and writes safetensors)",
+    ".pt": "name it .safetensors (rxquant writes safetensors, not PyTorch files)",
+    ".pth": "name it .safetensors (rxquant writes safetensors, not PyTorch files)",
+    ".bin": "name it .safetensors (rxquant writes safetensors, not PyTorch files)",
+}
+
+
 def cmd_quantize(args: argparse.Namespace) -> int:
     """rxquant's safetensors output (GGUF and ONNX outputs are routed to their own modules)."""
     opts = (
@@ -414,6 +424,12 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if args.rounding == "mse":
         raise UsageError(
             "--rounding mse is for GGUF types; for safetensors output --method mse chooses the clip"
+        )
+    suffix = Path(args.output).suffix.lower()
+    if suffix in OTHER_FORMATS:
+        raise UsageError(
+            f"{args.output} would hold rxquant's safetensors format under a {suffix} name; "
+            f"{OTHER_FORMATS[suffix]}"
         )
     args.precision = args.precision or "int8"
     args.granularity = args.granularity or "channel"
