@@ -21,6 +21,7 @@ import rxquant as rq
 import rxquant.models.minilm
 from rxquant.analysis.planner import candidate_options
 from rxquant.apps.cli import build_parser, main
+from rxquant.formats.gguf_file import GgufFile
 from tests.gguf_files import write_gguf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -437,16 +438,44 @@ def test_verify_of_a_gguf_original_against_a_file_that_is_not_gguf_says_so(model
     refused(code, err, "compares a quantized GGUF file with its original", f"{model} is not GGUF")
 
 
-def test_verify_of_two_gguf_files_given_the_wrong_way_round_is_refused(tmp_path):
+def test_verify_of_two_gguf_files_given_the_wrong_way_round_says_so(tmp_path):
     """`verify q4.gguf f32.gguf` (the quantized file first) printed a plausible report of the F32
-    file's "errors" against the Q4_0 one; both orders must not read alike."""
+    file's "errors" against the Q4_0 one without a word. It still reports (a file decoded to
+    F16 or F32 is a fair thing to compare), with a note."""
     weight = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
     f32, q4 = write_gguf(tmp_path / "f32.gguf", {"blk.0.ffn_up.weight": weight}), tmp_path / "q4.gguf"
     assert run("quantize", str(f32), "-o", str(q4), "--type", "q4_0", "-q")[0] == 0
-    code, out, _ = run("verify", str(f32), str(q4))
-    assert code == 0 and "Q4_0" in out
-    code, _, err = run("verify", str(q4), str(f32))
-    refused(code, err, f"the original {q4} holds quantized tensors (Q4_0)", f"{f32} none", "swapped")
+    code, out, err = run("verify", str(f32), str(q4))
+    assert code == 0 and "Q4_0" in out and err == ""
+    code, out, err = run("verify", str(q4), str(f32))
+    assert code == 0 and "total (energy-weighted) SQNR" in out
+    assert (
+        f"note: the original {q4} holds quantized tensors (Q4_0) and {f32} none; were the two swapped?" in err
+    )
+
+
+def test_type_f16_of_a_quantized_gguf_decodes_every_quantized_tensor(tmp_path):
+    """`--type f16` of a Q4_0 file converted only its float tensors and left the Q4_0 ones as
+    they were; now every 2-D tensor is F16 (decoded), which is requantizing: refused unless
+    --allow-requantize, as for the block types."""
+    import rxquant.gguf as rg
+
+    weight = np.random.default_rng(1).standard_normal((4, 64)).astype(np.float32)
+    tensors = {"blk.0.ffn_up.weight": weight, "token_types.weight": weight[:2]}
+    f32, q4, f16 = write_gguf(tmp_path / "f32.gguf", tensors), tmp_path / "q4.gguf", tmp_path / "f16.gguf"
+    assert run("quantize", str(f32), "-o", str(q4), "--type", "q4_0", "-q")[0] == 0
+    code, _, err = run("quantize", str(q4), "-o", str(f16), "--type", "f16")
+    refused(code, err, "blk.0.ffn_up.weight is already quantized (Q4_0)", "--allow-requantize")
+    assert run("quantize", str(q4), "-o", str(f16), "--type", "f16", "--allow-requantize", "-q")[0] == 0
+    got = GgufFile(f16)
+    assert {n: t.type for n, t in got.tensors.items()} == {
+        "blk.0.ffn_up.weight": "F16",
+        "token_types.weight": "F16",
+    }
+    decoded = rg.dequantize_tensor(GgufFile(q4).tensors["blk.0.ffn_up.weight"].raw, "q4_0", (4, 64))
+    assert np.array_equal(
+        got.tensors["blk.0.ffn_up.weight"].read_f32(), decoded.astype(np.float16).astype(np.float32)
+    )
 
 
 def test_options_a_plan_or_the_safetensors_output_would_override_are_refused(model, tmp_path):

@@ -286,8 +286,9 @@ def quantize_file(
     if want is not None:
         for t in source.tensors:
             if want in ("F32", "F16"):
-                target = want if len(t.shape) >= 2 and t.type in ("F32", "F16", "BF16") else t.type
-                plan[t.name] = (target if target in ("F32", "F16") else t.type, None)
+                # Quantized tensors too (decoded; requantizing, allowed below or refused).
+                decodable = t.type in ("F32", "F16", "BF16") or t.type in BLOCK_TYPES
+                plan[t.name] = (want if len(t.shape) >= 2 and decodable else t.type, None)
                 continue
             choice = type_for(t.name, t.shape, want)
             plan[t.name] = (t.type, None) if choice is None else (choice.type, choice.reason)
