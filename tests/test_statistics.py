@@ -208,6 +208,15 @@ def test_statistics_command_on_minilm(tmp_path):
     assert st["encoder.layer.0.output.dense.weight"].features == 1536
     code, _, err = run("statistics", str(tmp_path), "-o", str(out))
     assert code == 2 and "has no config.json" in err
+    # The folder's model.safetensors names the folder, as for GGUF conversion.
+    again = tmp_path / "again.safetensors"
+    code, _, err = run("statistics", str(d / "model.safetensors"), "-o", str(again),
+                       "--sentences", str(sentences), "--kind", "importance")  # fmt: skip
+    assert code == 0, err
+    assert np.array_equal(Statistics(again)["encoder.layer.0.output.dense.weight"].importance,
+                          st["encoder.layer.0.output.dense.weight"].importance)  # fmt: skip
+    code, _, err = run("statistics", str(sentences), "-o", str(again))
+    assert code == 2 and f"{sentences} is not a folder" in err
 
 
 def test_statistics_that_cover_no_tensor_are_refused_even_with_fallback_nearest(layers, tmp_path):

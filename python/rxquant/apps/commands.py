@@ -482,8 +482,12 @@ def cmd_statistics(args: argparse.Namespace) -> int:
     if str(args.model_dir).lower().endswith(".onnx"):
         return cmd_statistics_onnx(args, sentences)
     folder = Path(args.model_dir)
+    if folder.is_file() and folder.name == "model.safetensors":
+        folder = folder.parent  # the model folder's weights, as GGUF conversion reads them
+    if not folder.exists():
+        raise UsageError(f"{folder} does not exist: give a BERT-family model folder")
     if not folder.is_dir():
-        raise UsageError(f"{folder} does not exist (or is not a folder): give a BERT-family model folder")
+        raise UsageError(f"{folder} is not a folder: give a BERT-family model folder (or an .onnx model)")
     for need in ("config.json", "tokenizer.json", "model.safetensors"):
         if not (folder / need).is_file():
             raise UsageError(f"{folder} has no {need}: give a BERT-family model folder")
