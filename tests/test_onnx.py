@@ -435,7 +435,12 @@ def test_cli_verify_compares_each_quantized_weight(tmp_path: Path, capsys, fmt: 
         want = rq.metrics(w, y)
         assert rows[name]["sqnr_db"] == pytest.approx(want.sqnr_db, abs=1e-9) and want.sqnr_db > 15
     assert main(["verify", str(src), str(tmp_path / "m.safetensors")]) == 2
-    assert main(["verify", str(src), str(src)]) == 1  # nothing quantized in it
+    assert main(["verify", str(src), str(src)]) == 2  # nothing quantized in it
+    capsys.readouterr()
+    assert main(["verify", str(q), str(src)]) == 2  # the two swapped: said so
+    assert "the original" in (err := capsys.readouterr().err) and "were the two swapped?" in err
+    assert main(["verify", str(q), str(q)]) == 2  # a quantized original
+    assert "is quantized in the original" in capsys.readouterr().err
     # A square weight read transposed by Gemm (transB=1): decoded [K, N], stored [N, K].
     w = rng.standard_normal((64, 64)).astype(np.float32)
     graph = helper.make_graph(

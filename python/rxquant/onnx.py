@@ -270,7 +270,10 @@ def quantize_model(
         raise ValueError(f"unknown op type {bad[0]!r}; rxquant quantizes {', '.join(OP_TYPES)}")
     block = int(s.group_size or 0)
     if format == "matmulnbits" and (block < 16 or block & (block - 1)):
-        raise ValueError(f"MatMulNBits needs a block size that is a power of 2 and at least 16, not {block}")
+        raise ValueError(
+            f"MatMulNBits needs a block size that is a power of 2 and at least 16, not {block} (the "
+            "DequantizeLinear format, format='qdq' / --format qdq, takes any group size)"
+        )
     stats = None
     if statistics is not None:
         stats = statistics if isinstance(statistics, Statistics) else Statistics(statistics)

@@ -213,14 +213,24 @@ def cmd_verify_onnx(args: argparse.Namespace) -> int:
     }
     got = decoded_weights(load_model(args.quantized))
     if not got:
-        raise ValueError(
+        swapped = (
+            f"; the original {args.original} has them: were the two swapped? (verify ORIGINAL QUANTIZED)"
+            if decoded_weights(original)
+            else ""
+        )
+        raise UsageError(
             f"{args.quantized} has no MatMulNBits, blockwise DequantizeLinear or GatherBlockQuantized "
-            "weights to compare"
+            f"weights to compare{swapped}"
         )
     rows = []
     sx = se = 0.0
     for name, (op, y) in got.items():
         if name not in ref:
+            if name in decoded_weights(original):
+                raise UsageError(
+                    f"verify ORIGINAL QUANTIZED: {name!r} is quantized in the original {args.original} too; "
+                    "give the float model it was quantized from first"
+                )
             raise ValueError(
                 f"{name!r} is quantized in {args.quantized} but is not an initializer of {args.original}"
             )
