@@ -727,3 +727,18 @@ def test_writer_reports_a_failed_background_write_and_leaves_nothing(tmp_path: P
             w.write(np.zeros(n, np.float32))
             w.write(np.zeros(8, np.float32))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_f16_output_of_a_value_beyond_its_range_is_refused_by_name(tmp_path: Path) -> None:
+    """`--type f16` of a tensor with a value past ±65504 wrote inf (numpy's cast, a warning at
+    most), which llama.cpp multiplies into every output; a budget's planner never picks F16 there."""
+    w = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
+    w[1, 2] = -1e5
+    src, dst = write_gguf(tmp_path / "m.gguf", {"blk.0.ffn_up.weight": w}), tmp_path / "h.gguf"
+    with pytest.raises(ValueError, match=r"blk\.0\.ffn_up\.weight has 1 value\(s\) beyond float16's ±65504 "
+                       r"\(the first, -100000, at flat index 66\)"):  # fmt: skip
+        rg.quantize_file(src, dst, type="f16")
+    assert not dst.exists()
+    res = rg.quantize_file(src, dst, budget="40bpw", candidates=["q8_0", "f16"])
+    assert [t.type for t in res.tensors] == ["Q8_0"]
+    assert rg.quantize_file(src, tmp_path / "f.gguf", type="f32").tensors[0].type == "F32"

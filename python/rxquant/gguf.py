@@ -205,7 +205,8 @@ def _error(w: np.ndarray, t: str, rounding: str, st: Optional[LayerStatistics], 
 
     wf = np.asarray(w, np.float32)
     if t == "F16":
-        d = wf - wf.astype(np.float16).astype(np.float32)
+        with np.errstate(over="ignore"):  # beyond ±65504: an infinite error, never chosen
+            d = wf - wf.astype(np.float16).astype(np.float32)
     else:
         d = wf - dequantize_tensor(_quantize_one(wf, t, rounding, st, name), t, wf.shape)
     if st is None:
@@ -335,10 +336,10 @@ def quantize_file(
                 with naming(t.name):
                     data = _encode(t, o.type, r, st)
             else:
-                import numpy as np
-
                 r = None
-                data = t.read_f32().astype(np.float16 if o.type == "F16" else np.float32)
+                data = t.read_f32()
+                if o.type == "F16":
+                    data = _to_f16(t.name, data)
             w.write(data)
             why = [
                 plan[t.name][1],
@@ -355,6 +356,23 @@ def quantize_file(
     if isinstance(budget, str) or isinstance(budget, int):
         _check_budget(result, budget, n)
     return result
+
+
+def _to_f16(name: str, x: np.ndarray) -> np.ndarray:
+    """``x`` as float16; a finite value beyond ±65504 (float16 would store it as inf, which
+    llama.cpp then multiplies into every output) is refused, naming the tensor and the value."""
+    import numpy as np
+
+    with np.errstate(over="ignore"):
+        h = x.astype(np.float16)
+    over = np.flatnonzero(np.isinf(h) & np.isfinite(x))
+    if over.size:
+        raise ValueError(
+            f"tensor {name} has {over.size} value(s) beyond float16's ±65504 (the first, "
+            f"{x.flat[over[0]]:g}, at flat index {over[0]}): F16 would store them as inf; write it as "
+            "F32 (--type f32) or a block type, whose scales hold it"
+        )
+    return h
 
 
 def _check_budget(result: GgufResult, budget: Union[str, int], n: int) -> None:
