@@ -742,3 +742,16 @@ def test_f16_output_of_a_value_beyond_its_range_is_refused_by_name(tmp_path: Pat
     res = rg.quantize_file(src, dst, budget="40bpw", candidates=["q8_0", "f16"])
     assert [t.type for t in res.tensors] == ["Q8_0"]
     assert rg.quantize_file(src, tmp_path / "f.gguf", type="f32").tensors[0].type == "F32"
+
+
+def test_a_budget_skips_the_types_whose_scales_cannot_hold_a_tensor(tmp_path: Path) -> None:
+    """A value of 1e7 overflows Q4_0's and Q8_0's float16 scale; the planner failed the whole
+    budget on the first such candidate. It now chooses among the types that hold it (the K
+    types' two-level scales do), and refuses by name only when none does."""
+    w = np.random.default_rng(0).standard_normal((4, 256)).astype(np.float32)
+    w[0, 5] = 1e7
+    src = write_gguf(tmp_path / "m.gguf", {"blk.0.ffn_up.weight": w})
+    res = rg.quantize_file(src, tmp_path / "b.gguf", budget="5bpw")
+    assert [t.type for t in res.tensors] == ["Q4_K"]
+    with pytest.raises(ValueError, match=r"blk\.0\.ffn_up\.weight.*Q4_0 cannot hold values as large as 1e7"):
+        rg.quantize_file(src, tmp_path / "c.gguf", budget="5bpw", candidates=["q4_0", "q8_0"])

@@ -431,14 +431,8 @@ def _plan_budget(
             raise ValueError(f"no candidate type fits tensor {t.name} {t.shape}; add f16 to the candidates")
         options.append(opts)
     sizes = [[TensorOut(t.name, t.shape, c).nbytes for c in opts] for t, opts in zip(quantizable, options)]
-    least = [min(row) for row in sizes]
     if text.endswith("bpw"):
-        limit = int(parse_budget(budget, n))  # bytes for the quantized tensors' n weights
-        if sum(least) > limit:
-            _refuse_budget(
-                budget,
-                f"the smallest types take {sum(least):,} bytes ({8 * sum(least) / n:.3f} bits a weight)",
-            )
+        total, fixed, pad = int(parse_budget(budget, n)), 0, 0  # bytes for the n quantized weights
     else:
         # The whole file: the header (its size does not depend on the types), the tensors kept,
         # and each quantized tensor padded to the alignment. The planner counts a whole
@@ -450,21 +444,47 @@ def _plan_budget(
         pad = source.alignment
         fixed = head + sum(k.nbytes + (-k.nbytes % pad) for k in kept)
         total = parse_budget(budget, n)
+
+    def room(least: list[int]) -> int:
+        """Bytes for the quantized tensors' blocks; refuses the budget when the smallest
+        candidates (``least``, per tensor) do not fit."""
+        if text.endswith("bpw"):
+            if sum(least) > total:
+                bits = 8 * sum(least) / n
+                _refuse_budget(
+                    budget, f"the smallest types take {sum(least):,} bytes ({bits:.3f} bits a weight)"
+                )
+            return total
         smallest_file = fixed + sum(s + (-s % pad) for s in least)
         if smallest_file > total:
             _refuse_budget(
                 budget,
-                f"the smallest file is {smallest_file:,} bytes ({fixed:,} of them the header and the tensors "
-                "kept)",
+                f"the smallest file is {smallest_file:,} bytes ({fixed:,} of them the header and the "
+                "tensors kept)",
             )
-        limit = max(total - fixed - pad * len(quantizable), sum(least))
+        return max(total - fixed - pad * len(least), sum(least))
+
+    room([min(row) for row in sizes])  # before any tensor is rounded
     classes: list[list[tuple[int, float]]] = []
-    for t, opts, row in zip(quantizable, options, sizes):
+    for k, (t, row) in enumerate(zip(quantizable, sizes)):
         w = t.read_f32()
         st = stats.get(t.name) if stats is not None else None
         r = rounding if (st is not None or rounding in ("nearest", "mse")) else "nearest"
-        with naming(t.name):
-            classes.append([(size, _error(w, c, r, st, t.name)) for c, size in zip(opts, row)])
+        cls, fit, refused = [], [], None
+        for c, size in zip(options[k], row):
+            # A block type whose scales cannot hold the tensor (values beyond what its float16
+            # scales reach) is not a candidate for it; the others still are.
+            try:
+                with naming(t.name):
+                    cls.append((size, _error(w, c, r, st, t.name)))
+                fit.append(c)
+            except ValueError as e:
+                refused = refused or e
+        if refused is not None and all(c == "F16" for c in fit):
+            raise refused  # no block type took it: bad input (NaN, Inf), not a type's limit
+        classes.append(cls)
+        options[k] = fit
+    limit = room([min(size for size, _ in cls) for cls in classes])
     picks, _, _, _ = solve_mckp(classes, limit)
     for t, opts, k in zip(quantizable, options, picks):
         plan[t.name] = (opts[k], None)
