@@ -596,6 +596,10 @@ def test_cli_gguf_round_trip(tmp_path: Path) -> None:
         (["--type", "q4_k", "--precision", "int4"], "--precision applies to rxquant's safetensors output"),
         (["--type", "q4_0", "--device", "opencl"], "GGUF quantization runs on the CPU; --device opencl"),
         (["--type", "q3_k"], "unknown --type 'q3_k'"),
+        (
+            ["--type", "Q4_K_M"],
+            "llama-quantize's mix of Q4_K with larger types for some tensors: --type q4_k",
+        ),
         ([], "needs --type"),
         (["--type", "q4_0", "--budget", "4bpw"], "or --budget 4bpw (types chosen per tensor), not both"),
         (["--type", "q4_0", "--rounding", "gptq"], "needs --statistics"),

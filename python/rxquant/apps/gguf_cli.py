@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -81,7 +82,16 @@ def cmd_quantize_gguf(args: argparse.Namespace, fallbacks: set[str]) -> int:
             raise UsageError(f"--rounding gptq needs Hessians; {stats_path} holds only {stats.kind}")
     if args.type is not None and args.type.upper() not in rg.OUTPUT_TYPES:
         choices = ", ".join(t.lower() for t in rg.OUTPUT_TYPES)
-        raise UsageError(f"unknown --type {args.type!r}; llama.cpp types rxquant writes: {choices}")
+        base = args.type.upper()[:4]
+        mix = ""
+        if re.fullmatch(r"Q[2-6]_K_(S|M|L|XS)", args.type.upper()) and base in rg.OUTPUT_TYPES:
+            # llama-quantize's mixes: mostly one K type, some tensors (attn_v, ffn_down, output)
+            # a larger one. rxquant does not copy those rules; it writes one type, or plans types.
+            mix = (
+                f" ({args.type} is llama-quantize's mix of {base} with larger types for some tensors: "
+                f"--type {base.lower()} writes {base} wherever it fits, --budget N.Nbpw chooses per tensor)"
+            )
+        raise UsageError(f"unknown --type {args.type!r}{mix}; llama.cpp types rxquant writes: {choices}")
     try:
         with PerItem("quantizing", quiet=args.quiet or args.json) as tick:
             res = rg.quantize_file(
