@@ -759,3 +759,52 @@ def test_a_budget_skips_the_types_whose_scales_cannot_hold_a_tensor(tmp_path: Pa
     assert [t.type for t in res.tensors] == ["Q4_K"]
     with pytest.raises(ValueError, match=r"blk\.0\.ffn_up\.weight.*Q4_0 cannot hold values as large as 1e7"):
         rg.quantize_file(src, tmp_path / "c.gguf", budget="5bpw", candidates=["q4_0", "q8_0"])
+
+
+@pytest.mark.parametrize("want", ["f16", "bf16"])
+def test_float_outputs_convert_the_tensors_llama_quantize_converts(tmp_path: Path, want: str) -> None:
+    """`--type f16` converted every 2-D tensor, BERT's position and token-type tables too, which
+    llama.cpp's CPU backend only adds in F32 (llama-embedding aborted: "binary_op: unsupported
+    types"); llama-quantize keeps them F32. BF16 is the gguf package's conversion bit for bit."""
+    tiny_bert(tmp_path / "m")
+    dst = tmp_path / "h.gguf"
+    res = rg.quantize_file(tmp_path / "m", dst, type=want)
+    types = {t.name: t.type for t in res.tensors}
+    assert types["position_embd.weight"] == types["token_types.weight"] == "F32"
+    assert types["blk.0.attn_output_norm.weight"] == "F32"
+    assert types["blk.0.attn_q.weight"] == types["token_embd.weight"] == want.upper()
+    f32 = rg.quantize_file(tmp_path / "m", tmp_path / "f.gguf", type="f32")
+    src, got = GgufFile(f32.path), GgufFile(dst)
+    for name, t in got.tensors.items():
+        x = src.tensors[name].read_f32()
+        if t.type == "BF16":
+            assert np.array_equal(t.raw, gguf.quants.quantize(x, QT.BF16).reshape(-1)), name
+        elif t.type == "F16":
+            assert np.array_equal(t.raw.view(np.float16).reshape(x.shape), x.astype(np.float16)), name
+
+
+def test_float_outputs_equal_llama_quantizes(tmp_path: Path) -> None:
+    """Every tensor of `--type f16` and `--type bf16` (type and bytes) equals llama-quantize's
+    F16 and BF16 output of the same file, where llama.cpp's tools are built (make interop)."""
+    tools = [
+        d
+        for d in (
+            os.environ.get("LLAMA_CPP_BIN"),
+            str(Path(__file__).parents[1] / ".cache/llama.cpp/build/bin"),
+        )
+        if d
+    ]
+    exe = next((Path(d) / "llama-quantize" for d in tools if (Path(d) / "llama-quantize").is_file()), None)
+    if exe is None:
+        pytest.skip("llama-quantize is not built (make interop, or set LLAMA_CPP_BIN)")
+    tiny_bert(tmp_path / "m")
+    src = tmp_path / "f32.gguf"
+    rg.quantize_file(tmp_path / "m", src, type="f32")
+    for want in ("F16", "BF16"):
+        ours, theirs = tmp_path / f"rx-{want}.gguf", tmp_path / f"ll-{want}.gguf"
+        rg.quantize_file(src, ours, type=want)
+        subprocess.run([str(exe), str(src), str(theirs), want, "1"], check=True, capture_output=True)
+        a, b = GgufFile(ours).tensors, GgufFile(theirs).tensors
+        assert {n: (t.type, bytes(t.raw)) for n, t in a.items()} == {
+            n: (t.type, bytes(t.raw)) for n, t in b.items()
+        }

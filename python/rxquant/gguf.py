@@ -27,6 +27,7 @@ from .core.errors import naming
 from .core.scheme import as_flag
 from .formats.gguf_file import (
     FILE_TYPES,
+    FLOAT_TYPES,
     GGML_QUANT_VERSION,
     STRING,
     UINT32,
@@ -60,7 +61,7 @@ __all__ = [
     "quantize_tensor",
 ]
 
-OUTPUT_TYPES = (*BLOCK_TYPES, "F32", "F16")
+OUTPUT_TYPES = (*BLOCK_TYPES, *FLOAT_TYPES)
 
 
 @dataclass
@@ -116,7 +117,7 @@ def _open_source(src: PathLike) -> _Source:
     p = Path(src)
     if is_gguf(p):
         f = GgufFile(p)
-        floats = ("F32", "F16", "BF16")
+        floats = FLOAT_TYPES
         tensors = [
             _Tensor(
                 t.name,
@@ -207,6 +208,8 @@ def _error(w: np.ndarray, t: str, rounding: str, st: Optional[LayerStatistics], 
     if t == "F16":
         with np.errstate(over="ignore"):  # beyond ±65504: an infinite error, never chosen
             d = wf - wf.astype(np.float16).astype(np.float32)
+    elif t == "BF16":
+        d = wf - (_to_bf16(name, wf).astype(np.uint32) << 16).view(np.float32)
     else:
         d = wf - dequantize_tensor(_quantize_one(wf, t, rounding, st, name), t, wf.shape)
     if st is None:
@@ -286,10 +289,13 @@ def quantize_file(
     quantizable = [t for t in source.tensors if allows_quantization(t.name, t.shape)]
     if want is not None:
         for t in source.tensors:
-            if want in ("F32", "F16"):
-                # Quantized tensors too (decoded; requantizing, allowed below or refused).
-                decodable = t.type in ("F32", "F16", "BF16") or t.type in BLOCK_TYPES
-                plan[t.name] = (want if len(t.shape) >= 2 and decodable else t.type, None)
+            if want in FLOAT_TYPES:
+                # The tensors llama-quantize converts (not norms, position or token-type tables,
+                # which llama.cpp's CPU backend adds in F32 only); quantized ones too (decoded:
+                # requantizing, allowed below or refused).
+                decodable = t.type in FLOAT_TYPES or t.type in BLOCK_TYPES
+                converts = allows_quantization(t.name, t.shape) and decodable
+                plan[t.name] = (want if converts else t.type, None)
                 continue
             choice = type_for(t.name, t.shape, want)
             plan[t.name] = (t.type, None) if choice is None else (choice.type, choice.reason)
@@ -297,7 +303,7 @@ def quantize_file(
         plan = _plan_budget(source, quantizable, budget, rounding, stats, candidates)
     for t in source.tensors:
         target = plan[t.name][0]
-        if target != t.type and t.type not in ("F32", "F16", "BF16") and not allow_requantize:
+        if target != t.type and t.type not in FLOAT_TYPES and not allow_requantize:
             raise ValueError(
                 f"tensor {t.name} is already quantized ({t.type}); requantizing loses quality "
                 "(allow it with allow_requantize / --allow-requantize)"
@@ -340,6 +346,8 @@ def quantize_file(
                 data = t.read_f32()
                 if o.type == "F16":
                     data = _to_f16(t.name, data)
+                elif o.type == "BF16":
+                    data = _to_bf16(t.name, data)
             w.write(data)
             why = [
                 plan[t.name][1],
@@ -373,6 +381,24 @@ def _to_f16(name: str, x: np.ndarray) -> np.ndarray:
             "F32 (--type f32) or a block type, whose scales hold it"
         )
     return h
+
+
+def _to_bf16(name: str, x: np.ndarray) -> np.ndarray:
+    """``x`` as bfloat16 bits (uint16): ggml's ``ggml_compute_fp32_to_bf16``, round to nearest
+    even with NaN kept quiet, as the gguf package's ``quants.BF16``. A finite value that rounds
+    past bfloat16's largest (3.3895e38) is refused, as for F16."""
+    import numpy as np
+
+    n = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    n = np.where((n & 0x7FFFFFFF) > 0x7F800000, (n & np.uint32(0xFFFF0000)) | np.uint32(64 << 16), n)
+    b = ((n.astype(np.uint64) + (0x7FFF + ((n >> 16) & 1))) >> 16).astype(np.uint16)
+    over = np.flatnonzero(((b & 0x7FFF) == 0x7F80) & np.isfinite(x))
+    if over.size:
+        raise ValueError(
+            f"tensor {name} has {over.size} value(s) beyond bfloat16's range (the first, "
+            f"{x.flat[over[0]]:g}, at flat index {over[0]}): BF16 would store them as inf; write it as F32"
+        )
+    return b
 
 
 def _check_budget(result: GgufResult, budget: Union[str, int], n: int) -> None:
@@ -414,7 +440,7 @@ def _plan_budget(
     names = [c.upper() for c in (candidates or [*BLOCK_TYPES, "F16"])]
     for c in names:
         if c not in OUTPUT_TYPES or c == "F32":
-            raise ValueError(f"unknown candidate type {c!r}; expected block types or f16")
+            raise ValueError(f"unknown candidate type {c!r}; expected block types, f16 or bf16")
     n = sum(math.prod(t.shape) for t in quantizable)
     if n == 0:
         raise ValueError("no tensor of the file is one llama.cpp quantizes (2+ dimensions, not norms)")
@@ -424,9 +450,9 @@ def _plan_budget(
     # before any tensor is rounded.
     options: list[list[str]] = []
     for t in quantizable:
-        if t.type not in ("F32", "F16", "BF16"):
+        if t.type not in FLOAT_TYPES:
             raise ValueError(f"tensor {t.name} is already quantized ({t.type}); plan from an F32/F16 file")
-        opts = [c for c in names if c == "F16" or BLOCK_TYPES[c].fits(t.shape)]
+        opts = [c for c in names if c in FLOAT_TYPES or BLOCK_TYPES[c].fits(t.shape)]
         if not opts:
             raise ValueError(f"no candidate type fits tensor {t.name} {t.shape}; add f16 to the candidates")
         options.append(opts)
@@ -480,7 +506,7 @@ def _plan_budget(
                 fit.append(c)
             except ValueError as e:
                 refused = refused or e
-        if refused is not None and all(c == "F16" for c in fit):
+        if refused is not None and all(c in FLOAT_TYPES for c in fit):
             raise refused  # no block type took it: bad input (NaN, Inf), not a type's limit
         classes.append(cls)
         options[k] = fit

@@ -31,12 +31,12 @@ from ..core.block_types import BLOCK_TYPES
 if TYPE_CHECKING:
     import numpy as np
 
-# Float types rxquant writes besides the block types.
-FLOAT_TYPES = ("F32", "F16")
+# Float types rxquant reads and writes besides the block types.
+FLOAT_TYPES = ("F32", "F16", "BF16")
 
 # llama.cpp's ``general.file_type`` for a file whose quantized tensors are all of one type.
-FILE_TYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9, "Q4_K": 15,
-              "Q5_K": 17, "Q6_K": 18}  # fmt: skip
+FILE_TYPES = {"F32": 0, "F16": 1, "BF16": 32, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9,
+              "Q4_K": 15, "Q5_K": 17, "Q6_K": 18}  # fmt: skip
 
 # What llama.cpp quantizes: names ending in "weight", minus these (llama-quant.cpp).
 _NOT_QUANTIZED = (
