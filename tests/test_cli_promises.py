@@ -456,7 +456,7 @@ def test_verify_of_two_gguf_files_given_the_wrong_way_round_says_so(tmp_path):
 
 def test_type_f16_of_a_quantized_gguf_decodes_every_quantized_tensor(tmp_path):
     """`--type f16` of a Q4_0 file converted only its float tensors and left the Q4_0 ones as
-    they were; now every 2-D tensor is F16 (decoded), which is requantizing: refused unless
+    they were; now the quantized ones are F16 too (decoded), which is requantizing: refused unless
     --allow-requantize, as for the block types."""
     import rxquant.gguf as rg
 
@@ -470,7 +470,7 @@ def test_type_f16_of_a_quantized_gguf_decodes_every_quantized_tensor(tmp_path):
     got = GgufFile(f16)
     assert {n: t.type for n, t in got.tensors.items()} == {
         "blk.0.ffn_up.weight": "F16",
-        "token_types.weight": "F16",
+        "token_types.weight": "F32",  # as llama-quantize: added, never converted
     }
     decoded = rg.dequantize_tensor(GgufFile(q4).tensors["blk.0.ffn_up.weight"].raw, "q4_0", (4, 64))
     assert np.array_equal(
