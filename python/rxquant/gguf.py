@@ -287,6 +287,10 @@ def quantize_file(
     # Each tensor's written type and the reason when it is not the one asked for.
     plan: dict[str, tuple[str, Optional[str]]] = {}
     quantizable = [t for t in source.tensors if allows_quantization(t.name, t.shape)]
+    if stats is not None and quantizable and all(stats.get(t.name) is None for t in quantizable):
+        # Another model's statistics (or names that do not map): refused before any planning,
+        # whatever the rounding; `fallback_nearest` is for the few tensors a file leaves out.
+        raise ValueError(stats.stats.covers_none([t.name for t in quantizable]))
     if want is not None:
         for t in source.tensors:
             if want in FLOAT_TYPES:
@@ -325,8 +329,6 @@ def quantize_file(
                 )
             r = "nearest"
         roundings[t.name] = r
-    if stats is not None and roundings and set(roundings.values()) == {"nearest"} != {rounding}:
-        raise ValueError(stats.stats.covers_none(list(roundings)))
 
     fields = _fields(source, plan, rounding, want)
     outs = [TensorOut(t.name, t.shape, plan[t.name][0]) for t in source.tensors]
