@@ -173,7 +173,7 @@ def _statistics(args: argparse.Namespace, weights: LazyTensors) -> Optional[Stat
         if rounding == "gptq" and stats.kind != "hessian":
             raise UsageError(f"--rounding gptq needs Hessians; {args.statistics} holds only {stats.kind}")
     names = list(weights)
-    if rounding != "nearest" and names and len(missing) == len(names):
+    if names and len(missing) == len(names):
         raise UsageError(stats.covers_none(names))
     allowed = "nearest" in allowed_fallbacks(args) and rounding != "nearest"
     if missing and not allowed:
