@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .. import gguf as rg
 from ..core.block_types import BLOCK_TYPES
-from ..formats.gguf_file import GgufFile, is_gguf
+from ..formats.gguf_file import FLOAT_TYPES, GgufFile, is_gguf
 from .console import UsageError, emit, finite, human_size, sqnr_report, wrote
 from .options import refuse_device, refuse_given
 from .progress import PerItem
@@ -114,9 +114,8 @@ def cmd_quantize_gguf(args: argparse.Namespace, fallbacks: set[str]) -> int:
     src_bytes = os.path.getsize(src) if src.is_file() else os.path.getsize(src / "model.safetensors")
     types = Counter(t.type for t in res.tensors if t.type != t.source_type)
     q = sum(types.values())
-    lines = [
-        f"{wrote(args.output, res.bytes, src_bytes)}, {q} tensors quantized, {len(res.tensors) - q} kept"
-    ]
+    done = "converted" if types and all(t in FLOAT_TYPES for t in types) else "quantized"
+    lines = [f"{wrote(args.output, res.bytes, src_bytes)}, {q} tensors {done}, {len(res.tensors) - q} kept"]
     if types:
         lines.append("types: " + ", ".join(f"{t} x{n}" for t, n in types.most_common()))
     if not math.isnan(res.bits_per_weight):
