@@ -166,7 +166,7 @@ impl<T: Elem> Reducer<T> for Cpu {
     }
 
     /// One parameter (per tensor): range and histogram in one pass over the data
-    /// ([`crate::hist::ranged`]), with the same result as the two.
+    /// (`crate::hist::ranged`), with the same result as the two.
     fn observe(
         &self,
         x: &[T],
@@ -658,7 +658,7 @@ fn coarse(lo: usize, hi: usize) -> Vec<usize> {
 /// The clip range that minimizes the expected squared error on the histogram.
 ///
 /// The error of a candidate is the squared error of the histogram's values spread evenly over
-/// their bins, integrated exactly over the quantizer's steps ([`Moments`]; exact zeros add
+/// their bins, integrated exactly over the quantizer's steps (`Moments`; exact zeros add
 /// nothing). Candidates are bin edges: 256 spread over the range, then every edge around the best.
 /// Symmetric (`|x|` histograms): one search over `T`. Asymmetric: alternating searches over the
 /// lower and the upper bound. Cost: O(bins + steps x candidates), independent of the value count.

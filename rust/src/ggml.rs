@@ -9,7 +9,7 @@
 //! - a search for the parameters with the least squared error, optionally weighted per input by
 //!   its importance `E[x²]` ([`Rounding::Mse`], [`Rounding::Importance`]);
 //! - the per-value quantizer GPTQ uses with parameters chosen inside its column sweep
-//!   ([`GgmlCodec`]).
+//!   (`GgmlCodec`).
 //!
 //! Rows run along the last (input) axis, as in GGUF files; a row holds whole blocks.
 
@@ -1657,7 +1657,7 @@ impl ColumnCodec for GgmlCodec<'_> {
 /// chosen by `rounding` (with [`Rounding::Importance`], weighted by `importance`, or by
 /// `diag H` when it is `None`) on the weights updated so far; with `opts.act_order`, on the
 /// weights before any update. Writes the blocks to `out`; returns the inputs found dead and the
-/// damping, as [`crate::gptq`] does.
+/// damping, as [`crate::gptq()`] does.
 #[allow(clippy::too_many_arguments)]
 pub fn gptq_rows(
     ty: GgmlType,

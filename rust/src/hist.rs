@@ -5,7 +5,7 @@
 //! value's bin is `floor(v 2^-e) - k`, exact in f32. Any two such layouts nest: a coarser one's
 //! bins are aligned runs of `2^d` of a finer one's, so re-binning into it (widening, merging) moves
 //! every count exactly. Hence a tensor's counts equal the merged counts of any split of it into
-//! batches, in any order, and one pass can count while the range grows ([`ranged`]: bins double
+//! batches, in any order, and one pass can count while the range grows (`ranged`: bins double
 //! until the data fits, no range pass first). The price: the data fills between half and all of
 //! the bins (a bin is under `2 * range / bins` wide).
 

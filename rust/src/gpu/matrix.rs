@@ -241,7 +241,7 @@ impl ClBackend {
         Ok(total / 2.0)
     }
 
-    /// [`crate::gptq`] with the block updates on this device ([`Trailing`]).
+    /// [`crate::gptq()`] with the block updates on this device ([`Trailing`]).
     pub fn gptq(
         &self,
         w: &[f32],
