@@ -29,7 +29,7 @@ test: develop lint test-rust test-hip test-python
 lint: develop
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p rxquant -q
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p rxquant -q --target-dir target/rustdoc
 	$(VENV)/bin/ruff check python tests benches examples
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m mypy.stubtest rxquant._rxquant
