@@ -375,13 +375,7 @@ def _to_f16(name: str, x: np.ndarray) -> np.ndarray:
 
     with np.errstate(over="ignore"):
         h = x.astype(np.float16)
-    over = np.flatnonzero(np.isinf(h) & np.isfinite(x))
-    if over.size:
-        raise ValueError(
-            f"tensor {name} has {over.size} value(s) beyond float16's ±65504 (the first, "
-            f"{x.flat[over[0]]:g}, at flat index {over[0]}): F16 would store them as inf; write it as "
-            "F32 (--type f32) or a block type, whose scales hold it"
-        )
+    _refuse_overflow(name, x, np.isinf(h), "float16's ±65504", "F16", "F32 (--type f32) or a block type")
     return h
 
 
@@ -393,14 +387,25 @@ def _to_bf16(name: str, x: np.ndarray) -> np.ndarray:
 
     n = np.ascontiguousarray(x, np.float32).view(np.uint32)
     n = np.where((n & 0x7FFFFFFF) > 0x7F800000, (n & np.uint32(0xFFFF0000)) | np.uint32(64 << 16), n)
-    b = ((n.astype(np.uint64) + (0x7FFF + ((n >> 16) & 1))) >> 16).astype(np.uint16)
-    over = np.flatnonzero(((b & 0x7FFF) == 0x7F80) & np.isfinite(x))
+    # In uint32, where the gguf package widens to uint64: the largest word here (a quieted
+    # negative NaN, 0xFFFF0000 at most) plus 0x8000 does not wrap.
+    n += np.uint32(0x7FFF) + ((n >> 16) & np.uint32(1))
+    b = (n >> 16).astype(np.uint16)
+    _refuse_overflow(name, x, (b & 0x7FFF) == 0x7F80, "bfloat16's range", "BF16", "F32")
+    return b
+
+
+def _refuse_overflow(name: str, x: np.ndarray, inf: np.ndarray, limit: str, type: str, instead: str) -> None:
+    """Refuses the finite values of ``x`` that a float ``type`` stores as inf (``inf``, one flag a
+    value), naming the tensor, the first such value and its flat index."""
+    import numpy as np
+
+    over = np.flatnonzero(inf & np.isfinite(x))
     if over.size:
         raise ValueError(
-            f"tensor {name} has {over.size} value(s) beyond bfloat16's range (the first, "
-            f"{x.flat[over[0]]:g}, at flat index {over[0]}): BF16 would store them as inf; write it as F32"
+            f"tensor {name} has {over.size} value(s) beyond {limit} (the first, {x.flat[over[0]]:g}, at "
+            f"flat index {over[0]}): {type} would store them as inf; write it as {instead}"
         )
-    return b
 
 
 def _check_budget(result: GgufResult, budget: Union[str, int], n: int) -> None:

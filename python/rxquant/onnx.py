@@ -318,10 +318,10 @@ def quantize_model(
                     f"the statistics for {site.name} have {st.features} inputs; the weight has {k}"
                 )
         plan.append((site, t, r, st))
-    weights = [site.name for site, *_ in plan if site.uses[0][1] != "Gather"]
+    weights = {site.name: st for site, _, _, st in plan if site.uses[0][1] != "Gather"}
     if stats is not None and rounding in ("importance", "gptq") and weights:
-        if all(st is None for site, _, _, st in plan if site.uses[0][1] != "Gather"):
-            raise ValueError(stats.covers_none(weights))
+        if all(st is None for st in weights.values()):
+            raise ValueError(stats.covers_none(list(weights)))
 
     result = OnnxResult(os.fspath(dst), 0, Path(src).stat().st_size)
     result.left = left

@@ -252,14 +252,14 @@ def _command(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
     """The function that runs ``args.command``: GGUF and ONNX files go to their own modules."""
     if args.command in ("analyze", "plan"):
         f = str(args.file)
-        kind = "a GGUF file" if is_gguf(f) else "an ONNX model" if f.lower().endswith(".onnx") else None
-        if kind:
-            how = (
-                f"`rxquant quantize {f} -o q.gguf --budget 4.8bpw` chooses its types per tensor"
-                if is_gguf(f)
-                else f"`rxquant quantize {f} -o q.onnx` quantizes it"
+        reads = f"{args.command} reads safetensors checkpoints (and .npz); {f} is"
+        if is_gguf(f):
+            raise UsageError(
+                f"{reads} a GGUF file: `rxquant quantize {f} -o q.gguf --budget 4.8bpw` chooses its types "
+                "per tensor"
             )
-            raise UsageError(f"{args.command} reads safetensors checkpoints (and .npz); {f} is {kind}: {how}")
+        if f.lower().endswith(".onnx"):
+            raise UsageError(f"{reads} an ONNX model: `rxquant quantize {f} -o q.onnx` quantizes it")
     if args.command == "quantize" and str(args.file).lower().endswith(".onnx"):
         from .onnx_cli import cmd_quantize_onnx
 
