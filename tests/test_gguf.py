@@ -746,6 +746,14 @@ def test_f16_output_of_a_value_beyond_its_range_is_refused_by_name(tmp_path: Pat
     res = rg.quantize_file(src, dst, budget="40bpw", candidates=["q8_0", "f16"])
     assert [t.type for t in res.tensors] == ["Q8_0"]
     assert rg.quantize_file(src, tmp_path / "f.gguf", type="f32").tensors[0].type == "F32"
+    w[1, 2] = 3.4e38  # finite in float32, past bfloat16's largest (3.3895e38)
+    src = write_gguf(tmp_path / "m2.gguf", {"blk.0.ffn_up.weight": w})
+    want = (
+        r"1 value\(s\) beyond bfloat16's range \(the first, 3\.4e\+38, at flat index 66\): BF16 would store"
+    )
+    with pytest.raises(ValueError, match=r"blk\.0\.ffn_up\.weight has " + want):
+        rg.quantize_file(src, tmp_path / "b.gguf", type="bf16")
+    assert not (tmp_path / "b.gguf").exists()
 
 
 def test_a_budget_skips_the_types_whose_scales_cannot_hold_a_tensor(tmp_path: Path) -> None:
