@@ -25,11 +25,13 @@ from common import write_section
 
 import rxquant.gguf as rg
 from rxquant.formats.gguf_file import GgufFile
+from rxquant.formats.gguf_mixes import MIXES
 from rxquant.models.minilm import minilm_dir
 from rxquant.models.sentences import HELD_OUT
 
 ROOT = Path(__file__).resolve().parent.parent
-TYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q4_K"]
+# One type everywhere (llama-quantize --pure), then llama-quantize's Q4_K_M mix of types.
+TYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q4_K", "Q4_K_M"]
 ROUNDINGS = ["mse", "importance", "gptq"]
 
 
@@ -86,9 +88,10 @@ def main() -> int:
         )
         for ty in TYPES:
             out = t / f"ll-{ty}.gguf"
+            pure = [] if ty in MIXES else ["--pure"]
             t0 = time.perf_counter()
             subprocess.run(
-                [str(bin_dir / "llama-quantize"), "--pure", str(f32), str(out), ty, str(args.threads)],
+                [str(bin_dir / "llama-quantize"), *pure, str(f32), str(out), ty, str(args.threads)],
                 capture_output=True, check=True,
             )  # fmt: skip
             t_ll = time.perf_counter() - t0

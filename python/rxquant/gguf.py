@@ -40,6 +40,7 @@ from .formats.gguf_file import (
     is_gguf,
     type_for,
 )
+from .formats.gguf_mixes import MIXES, ModelInfo, mix_types
 
 if TYPE_CHECKING:
     import numpy as np
@@ -235,14 +236,17 @@ def quantize_file(
     """Writes ``dst``, a GGUF file llama.cpp runs, from ``src`` (a GGUF file, or a BERT-family
     model folder or its ``model.safetensors``, converted as llama.cpp's converter does).
 
-    ``type`` (``q4_k``, ``q8_0``, ... or ``f32``/``f16``) quantizes every tensor llama.cpp's
-    quantizer would (2+ dimensions, not norms or position embeddings), falling back as llama.cpp
-    does where rows do not fit (Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0, else F16); each fallback
-    is reported. ``budget`` (``4.8bpw`` over the quantized tensors, or a byte size of the whole
-    file) instead chooses a type per tensor among ``candidates`` (default: every block type) with
-    the least total (output) error (F16 is among the default candidates, for tensors no block
-    type fits). Every key-value pair and every tensor not quantized passes through unchanged;
-    ``general.file_type`` and ``general.quantization_version`` are set.
+    ``type`` (``q4_k``, ``q8_0``, ... or ``f32``/``f16``/``bf16``) quantizes every tensor
+    llama.cpp's quantizer would (2+ dimensions, not norms or position embeddings) to that type, as
+    ``llama-quantize --pure``, falling back as llama.cpp does where rows do not fit (Q4_K → Q5_0,
+    Q5_K → Q5_1, Q6_K → Q8_0, else F16); each fallback is reported. A llama-quantize mix
+    (``q4_k_m``, ``q4_k_s``, ``q5_k_m``, ``q5_k_s``) gives each tensor the type llama-quantize
+    gives it for that mix (:mod:`rxquant.formats.gguf_mixes`). ``budget`` (``4.8bpw`` over the
+    quantized tensors, or a byte size of the whole file) instead chooses a type per tensor among
+    ``candidates`` (default: every block type) with the least total (output) error (F16 is among
+    the default candidates, for tensors no block type fits). Every key-value pair and every
+    tensor not quantized passes through unchanged; ``general.file_type`` and
+    ``general.quantization_version`` are set.
 
     ``rounding``: ``nearest`` (llama.cpp's own), ``mse``, ``importance`` or ``gptq``; the last two
     need ``statistics`` (an rxquant statistics file or llama.cpp imatrix; GPTQ needs Hessians).
@@ -259,10 +263,9 @@ def quantize_file(
     want = None
     if type is not None:
         want = type.upper()
-        if want not in OUTPUT_TYPES:
-            raise ValueError(
-                f"unknown type {type!r}; expected one of {', '.join(t.lower() for t in OUTPUT_TYPES)}"
-            )
+        if want not in OUTPUT_TYPES and want not in MIXES:
+            names = ", ".join(t.lower() for t in (*OUTPUT_TYPES, *MIXES))
+            raise ValueError(f"unknown type {type!r}; expected one of {names}")
     if not os.path.exists(src):
         # Not a GGUF file, so it would be taken for a model folder's weights: "has no config.json".
         raise ValueError(f"{os.fspath(src)} does not exist")
@@ -291,7 +294,14 @@ def quantize_file(
         # Another model's statistics (or names that do not map): refused before any planning,
         # whatever the rounding; `fallback_nearest` is for the few tensors a file leaves out.
         raise ValueError(stats.stats.covers_none([t.name for t in quantizable]))
-    if want is not None:
+    if want in MIXES:
+        by_key = {f.key: f for f in source.fields}
+        model = ModelInfo.of(source.arch, lambda key: by_key[key].value if key in by_key else None)
+        mixed = mix_types([(t.name, t.shape) for t in source.tensors], want, model)
+        for t in source.tensors:
+            choice = mixed[t.name]
+            plan[t.name] = (t.type, None) if choice is None else (choice.type, choice.reason)
+    elif want is not None:
         for t in source.tensors:
             if want in FLOAT_TYPES:
                 # The tensors llama-quantize converts (not norms, position or token-type tables,

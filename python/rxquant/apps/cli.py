@@ -124,13 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "quantize",
         parents=[common, sel],
-        help="write a quantized safetensors or GGUF file",
+        help="write a quantized safetensors, GGUF or ONNX file",
         description="Quantize a checkpoint into rxquant's safetensors format (--precision, --granularity), "
         "or into a GGUF file llama.cpp runs (output *.gguf; --type or --budget). A GGUF input, or a "
-        "BERT-family model folder / its model.safetensors with a .gguf output, takes the GGUF path.",
+        "BERT-family model folder / its model.safetensors with a .gguf output, takes the GGUF path; an .onnx "
+        "model becomes one ONNX Runtime runs (MatMulNBits or DequantizeLinear; --format).",
     )
-    s.add_argument("file", help=file_help + "; or a .gguf file (a BERT-family folder can also become GGUF)")
-    s.add_argument("-o", "--output", required=True, help="the quantized .safetensors or .gguf file to write")
+    s.add_argument(
+        "file",
+        help=file_help + "; a .gguf file (a BERT-family folder can also become GGUF); or an .onnx model",
+    )
+    s.add_argument(
+        "-o", "--output", required=True, help="the quantized .safetensors, .gguf or .onnx file to write"
+    )
     s.add_argument("--plan", help="a plan JSON from `rxquant plan` (it sets each tensor's scheme)")
     s.add_argument(
         "--precision",
@@ -145,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--type",
         help="GGUF output: one llama.cpp type for every tensor llama.cpp quantizes (q4_0, q4_1, q5_0, q5_1, "
-        "q8_0, q4_k, q5_k, q6_k; f16/f32 to convert); rows a K type cannot hold fall back as in llama.cpp",
+        "q8_0, q4_k, q5_k, q6_k; f16, bf16 or f32 to convert; as llama-quantize --pure), or llama-quantize's "
+        "mix of types per tensor (q4_k_m, q4_k_s, q5_k_m, q5_k_s); rows a K type cannot hold fall back as in "
+        "llama.cpp",
     )
     s.add_argument(
         "--budget",

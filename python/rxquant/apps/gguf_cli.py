@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from .. import gguf as rg
 from ..core.block_types import BLOCK_TYPES
 from ..formats.gguf_file import FLOAT_TYPES, GgufFile, is_gguf
+from ..formats.gguf_mixes import MIXES
 from .console import UsageError, emit, finite, human_size, sqnr_report, wrote
 from .options import refuse_device, refuse_given
 from .progress import PerItem
@@ -80,18 +81,16 @@ def cmd_quantize_gguf(args: argparse.Namespace, fallbacks: set[str]) -> int:
             raise UsageError(str(e)) from None
         if rounding == "gptq" and stats.kind != "hessian":
             raise UsageError(f"--rounding gptq needs Hessians; {stats_path} holds only {stats.kind}")
-    if args.type is not None and args.type.upper() not in rg.OUTPUT_TYPES:
-        choices = ", ".join(t.lower() for t in rg.OUTPUT_TYPES)
-        base = args.type.upper()[:4]
-        mix = ""
-        if re.fullmatch(r"Q[2-6]_K_(S|M|L|XS)", args.type.upper()) and base in rg.OUTPUT_TYPES:
-            # llama-quantize's mixes: mostly one K type, some tensors (attn_v, ffn_down, output)
-            # a larger one. rxquant does not copy those rules; it writes one type, or plans types.
-            mix = (
-                f" ({args.type} is llama-quantize's mix of {base} with larger types for some tensors: "
-                f"--type {base.lower()} writes {base} wherever it fits, --budget N.Nbpw chooses per tensor)"
-            )
-        raise UsageError(f"unknown --type {args.type!r}{mix}; llama.cpp types rxquant writes: {choices}")
+    if args.type is not None and args.type.upper() not in (*rg.OUTPUT_TYPES, *MIXES):
+        known = ", ".join(t.lower() for t in rg.OUTPUT_TYPES)
+        mixes = ", ".join(t.lower() for t in MIXES)
+        hint = ""
+        if re.fullmatch(r"(IQ\d\w*|Q[2-6]_K(_\w+)?|TQ\d_0|MXFP4\w*)", args.type.upper()):
+            hint = " (a llama.cpp type or mix whose types rxquant does not write)"
+        raise UsageError(
+            f"unknown --type {args.type!r}{hint}; llama.cpp types rxquant writes: {known}; llama-quantize's "
+            f"mixes: {mixes}"
+        )
     try:
         with PerItem("quantizing", quiet=args.quiet or args.json) as tick:
             res = rg.quantize_file(
