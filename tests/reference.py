@@ -396,8 +396,43 @@ def _make_qx_quants(nmax, x):
     return scale
 
 
+def _make_q3_quants(nmax, x):
+    """ggml's ``make_q3_quants`` with ``do_rmse``: nearest codes from the largest magnitude, then
+    single codes moved while the ``x²``-weighted least-squares fit improves (at most 5 passes)."""
+    amax = F32(0)
+    mx = F32(0)
+    for v in x:
+        if abs(v) > amax:
+            amax, mx = abs(v), v
+    if amax < 1e-15:
+        return F32(0)
+    iscale = F32(-nmax) / mx
+    q = [int(np.clip(_nearest(iscale * v), -nmax, nmax - 1)) for v in x]
+    sumlx, suml2 = F32(0), F32(0)
+    for v, c in zip(x, q):
+        w = v * v
+        sumlx += w * v * F32(c)
+        suml2 += w * F32(c) * F32(c)
+    for _ in range(5):
+        changed = False
+        for i, v in enumerate(x):
+            w = v * v
+            slx = sumlx - w * v * F32(q[i])
+            if slx > 0:
+                sl2 = suml2 - w * F32(q[i]) * F32(q[i])
+                new = int(np.clip(_nearest(v * sl2 / slx), -nmax, nmax - 1))
+                if new != q[i]:
+                    slx += w * v * F32(new)
+                    sl2 += w * F32(new) * F32(new)
+                    if sl2 > 0 and slx * slx * suml2 > sumlx * sumlx * sl2:
+                        q[i], sumlx, suml2, changed = new, slx, sl2, True
+        if not changed:
+            break
+    return sumlx / suml2 if suml2 > 0 else F32(0)
+
+
 def ggml_k_reference(x: np.ndarray, type_name: str) -> np.ndarray:
-    """The values ggml's ``quantize_row_{q4,q5,q6}_K_ref`` stores ``x`` (multiple of 256) as."""
+    """The values ggml's ``quantize_row_{q3,q4,q5,q6}_K_ref`` stores ``x`` (multiple of 256) as."""
     out = np.empty(x.size, np.float64)
     x = x.reshape(-1, 256).astype(F32)
     for b, xb in enumerate(x):
@@ -419,6 +454,20 @@ def ggml_k_reference(x: np.ndarray, type_name: str) -> np.ndarray:
                 s = xb[32 * j : 32 * j + 32]
                 q = np.clip(_nearest((s + dm) / dj), 0, nmax).astype(F32) if dj else np.zeros(32, F32)
                 y[32 * j : 32 * j + 32] = dj * q - dm
+        elif type_name == "Q3_K":
+            scales = np.array([_make_q3_quants(4, xb[16 * i : 16 * i + 16]) for i in range(16)], F32)
+            k = int(np.argmax(np.abs(scales)))
+            if scales[k] == 0:
+                out[256 * b : 256 * b + 256] = 0
+                continue
+            iscale = F32(-32) / scales[k]
+            d = _f16(F32(1) / iscale)
+            for j in range(16):
+                sc = min(31, max(-32, int(_nearest(iscale * scales[j]))))
+                dj = d * F32(sc)
+                s = xb[16 * j : 16 * j + 16]
+                q = np.clip(_nearest(s / dj), -4, 3).astype(F32) if dj else np.zeros(16, F32)
+                y[16 * j : 16 * j + 16] = dj * q
         else:
             scales = np.array([_make_qx_quants(32, xb[16 * i : 16 * i + 16]) for i in range(16)], F32)
             k = int(np.argmax(np.abs(scales)))

@@ -56,6 +56,17 @@ def test_mixes_follow_llama_cpps_rules(llama8: Path, tmp_path: Path) -> None:
     assert by_layer(s, "attn_v") == ["Q5_K"] * 4 + ["Q4_K"] * 4
     assert by_layer(s, "ffn_down") == ["Q5_K"] + ["Q4_K"] * 7  # the first eighth
     assert set(by_layer(ours(llama8, "Q5_K_S"), "ffn_down")) == {"Q5_K"}
+    q3 = ours(llama8, "Q3_K_M")
+    assert by_layer(q3, "attn_v") == ["Q5_K"] * 2 + ["Q4_K"] * 6
+    assert set(by_layer(q3, "ffn_down")) == set(by_layer(q3, "attn_output")) == {"Q4_K"}
+    assert set(by_layer(q3, "attn_q")) == {"Q3_K"} and q3["output.weight"] == "Q6_K"
+    q3 = ours(llama8, "Q3_K_L")
+    assert {*by_layer(q3, "attn_v"), *by_layer(q3, "ffn_down"), *by_layer(q3, "attn_output")} == {"Q5_K"}
+    assert set(by_layer(ours(llama8, "Q3_K_S"), "attn_v")) == {"Q3_K"}
+    # Falcon: Q3_K_M's ffn_down Q5_K in the first sixteenth, Q4_K where more bits, else Q3_K.
+    falcon = ours(decoder_gguf(tmp_path / "falcon.gguf", arch="falcon", layers=16, fused_qkv=True), "Q3_K_M")
+    assert by_layer(falcon, "ffn_down") == ["Q5_K", "Q4_K"] + ["Q3_K", "Q3_K", "Q4_K"] * 4 + ["Q4_K", "Q4_K"]
+    assert by_layer(falcon, "attn_qkv") == ["Q5_K"] * 2 + ["Q4_K"] * 14
     # No output tensor: the token embeddings serve as it (tied), and get its type.
     tied = ours(decoder_gguf(tmp_path / "tied.gguf", layers=8, output=False), "Q4_K_M")
     assert tied["token_embd.weight"] == "Q6_K"

@@ -1,5 +1,5 @@
 //! llama.cpp's block formats (ggml-common.h): Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (blocks of 32 values)
-//! and the K types Q4_K, Q5_K, Q6_K (super-blocks of 256). Every type has:
+//! and the K types Q3_K, Q4_K, Q5_K, Q6_K (super-blocks of 256). Every type has:
 //!
 //! - its parameters ([`BlockParams`]) and codes, packed into the block's bytes exactly as ggml
 //!   lays them out ([`pack`]), and the block's decoder ([`dequantize_rows`], bit for bit ggml's
@@ -45,18 +45,20 @@ pub enum GgmlType {
     Q4_1,
     Q5_0,
     Q5_1,
+    Q3K,
     Q4K,
     Q5K,
     Q6K,
 }
 
 /// Every type, in ggml's order.
-pub const TYPES: [GgmlType; 8] = [
+pub const TYPES: [GgmlType; 9] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
     GgmlType::Q5_1,
     GgmlType::Q8_0,
+    GgmlType::Q3K,
     GgmlType::Q4K,
     GgmlType::Q5K,
     GgmlType::Q6K,
@@ -68,6 +70,7 @@ const _: () = assert!(GgmlType::Q4_1.type_size() == 2 * 2 + 32 / 2);
 const _: () = assert!(GgmlType::Q5_0.type_size() == 2 + 4 + 32 / 2);
 const _: () = assert!(GgmlType::Q5_1.type_size() == 2 * 2 + 4 + 32 / 2);
 const _: () = assert!(GgmlType::Q8_0.type_size() == 2 + 32);
+const _: () = assert!(GgmlType::Q3K.type_size() == QK_K / 8 + QK_K / 4 + 12 + 2);
 const _: () = assert!(GgmlType::Q4K.type_size() == 2 * 2 + 12 + QK_K / 2);
 const _: () = assert!(GgmlType::Q5K.type_size() == 2 * 2 + 12 + QK_K / 8 + QK_K / 2);
 const _: () = assert!(GgmlType::Q6K.type_size() == 2 + QK_K / 16 + 3 * QK_K / 4);
@@ -81,12 +84,13 @@ impl GgmlType {
             "q4_1" => GgmlType::Q4_1,
             "q5_0" => GgmlType::Q5_0,
             "q5_1" => GgmlType::Q5_1,
+            "q3_k" => GgmlType::Q3K,
             "q4_k" => GgmlType::Q4K,
             "q5_k" => GgmlType::Q5K,
             "q6_k" => GgmlType::Q6K,
             other => {
                 return Err(Error::Invalid(format!(
-                    "unknown ggml type {other:?}; expected q4_0, q4_1, q5_0, q5_1, q8_0, q4_k, q5_k or q6_k"
+                    "unknown ggml type {other:?}; expected q4_0, q4_1, q5_0, q5_1, q8_0, q3_k, q4_k, q5_k or q6_k"
                 )))
             }
         })
@@ -100,6 +104,7 @@ impl GgmlType {
             GgmlType::Q4_1 => "Q4_1",
             GgmlType::Q5_0 => "Q5_0",
             GgmlType::Q5_1 => "Q5_1",
+            GgmlType::Q3K => "Q3_K",
             GgmlType::Q4K => "Q4_K",
             GgmlType::Q5K => "Q5_K",
             GgmlType::Q6K => "Q6_K",
@@ -114,6 +119,7 @@ impl GgmlType {
             GgmlType::Q5_0 => 6,
             GgmlType::Q5_1 => 7,
             GgmlType::Q8_0 => 8,
+            GgmlType::Q3K => 11,
             GgmlType::Q4K => 12,
             GgmlType::Q5K => 13,
             GgmlType::Q6K => 14,
@@ -123,7 +129,7 @@ impl GgmlType {
     /// Values per block.
     pub const fn block_size(self) -> usize {
         match self {
-            GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => QK_K,
+            GgmlType::Q3K | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => QK_K,
             _ => 32,
         }
     }
@@ -136,6 +142,7 @@ impl GgmlType {
             GgmlType::Q4_1 => 20,
             GgmlType::Q5_0 => 22,
             GgmlType::Q5_1 => 24,
+            GgmlType::Q3K => 110,
             GgmlType::Q4K => 144,
             GgmlType::Q5K => 176,
             GgmlType::Q6K => 210,
@@ -147,10 +154,26 @@ impl GgmlType {
         8.0 * self.type_size() as f64 / self.block_size() as f64
     }
 
+    /// The symmetric K types' code offset: stored codes `0..2h` are the integers `-h..h`
+    /// (Q3_K 4, Q6_K 32).
+    const fn half_codes(self) -> i32 {
+        (self.max_code() + 1) / 2
+    }
+
+    /// The symmetric K types' range of sub-block scales (signed, 6 bits for Q3_K, 8 for Q6_K).
+    const fn sub_scales(self) -> (i32, i32) {
+        if matches!(self, GgmlType::Q3K) {
+            (-32, 31)
+        } else {
+            (-128, 127)
+        }
+    }
+
     /// Code range `0..=max` as stored.
-    fn max_code(self) -> i32 {
+    const fn max_code(self) -> i32 {
         match self {
             GgmlType::Q8_0 => 255,
+            GgmlType::Q3K => 7,
             GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q4K => 15,
             GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q5K => 31,
             GgmlType::Q6K => 63,
@@ -190,7 +213,8 @@ pub struct BlockParams {
     pub d: f32,
     /// Q4_1 / Q5_1: the minimum `m`; Q4_K / Q5_K: the super-block `dmin`.
     pub m: f32,
-    /// K types: the sub-blocks' 6-bit scales (Q6_K: 16 int8 scales, stored as u8).
+    /// K types: the sub-blocks' 6-bit scales (Q3_K: 16, each the signed scale plus 32; Q6_K: 16
+    /// int8 scales, stored as u8).
     pub sc: [u8; 16],
     /// Q4_K / Q5_K: the sub-blocks' 6-bit mins.
     pub mn: [u8; 8],
@@ -248,7 +272,7 @@ pub fn decode_value(ty: GgmlType, p: &BlockParams, k: usize, q: i32) -> f32 {
             let j = k / 32;
             (p.d * p.sc[j] as f32) * q as f32 - p.m * p.mn[j] as f32
         }
-        GgmlType::Q6K => (p.d * (p.sc[k / 16] as i8) as f32) * (q - 32) as f32,
+        GgmlType::Q3K | GgmlType::Q6K => sub_step(ty, p, k / 16) * (q - ty.half_codes()) as f32,
     }
 }
 
@@ -291,15 +315,37 @@ pub fn encode_value(ty: GgmlType, p: &BlockParams, k: usize, v: f32) -> i32 {
                 clamp(nearest_int((v + dm) / d))
             }
         }
-        GgmlType::Q6K => {
-            let d = p.d * (p.sc[k / 16] as i8) as f32;
+        GgmlType::Q3K | GgmlType::Q6K => {
+            let (d, h) = (sub_step(ty, p, k / 16), ty.half_codes());
             if d == 0.0 {
-                32
+                h
             } else {
-                nearest_int(v / d).clamp(-32, 31) + 32
+                nearest_int(v / d).clamp(-h, h - 1) + h
             }
         }
     }
+}
+
+/// The signed scale of sub-block `j` (of 16 values) of the symmetric K types, as stored.
+#[inline(always)]
+fn sub_scale(ty: GgmlType, p: &BlockParams, j: usize) -> i32 {
+    if ty == GgmlType::Q3K {
+        p.sc[j] as i32 - 32
+    } else {
+        (p.sc[j] as i8) as i32
+    }
+}
+
+/// Stores `s` (within [`GgmlType::sub_scales`]) as sub-block `j`'s scale.
+#[inline(always)]
+fn set_sub_scale(ty: GgmlType, p: &mut BlockParams, j: usize, s: i32) {
+    p.sc[j] = if ty == GgmlType::Q3K { (s + 32) as u8 } else { s as i8 as u8 };
+}
+
+/// The step of sub-block `j` of the symmetric K types: `d` times its scale, as ggml multiplies.
+#[inline(always)]
+fn sub_step(ty: GgmlType, p: &BlockParams, j: usize) -> f32 {
+    p.d * sub_scale(ty, p, j) as f32
 }
 
 // ------------------------------------------------------------------ packing
@@ -344,6 +390,27 @@ fn unpack_scales_k4(q: &[u8]) -> ([u8; 16], [u8; 8]) {
     (sc, mn)
 }
 
+/// The 12 bytes of Q3_K's sixteen 6-bit scales: the low nibbles of scales `j` and `j + 8` in byte
+/// `j`, the high two bits of scale `j` at bit `2 (j / 4)` of byte `8 + j % 4` (ggml's order).
+fn pack_scales_q3(sc: &[u8; 16], out: &mut [u8]) {
+    out[..12].fill(0);
+    for (j, &l) in sc.iter().enumerate() {
+        if j < 8 {
+            out[j] = l & 0xF;
+        } else {
+            out[j - 8] |= (l & 0xF) << 4;
+        }
+        out[j % 4 + 8] |= (l >> 4) << (2 * (j / 4));
+    }
+}
+
+fn unpack_scales_q3(q: &[u8]) -> [u8; 16] {
+    std::array::from_fn(|j| {
+        let lo = if j < 8 { q[j] & 0xF } else { q[j - 8] >> 4 };
+        lo | ((q[8 + j % 4] >> (2 * (j / 4))) & 3) << 4
+    })
+}
+
 /// `out[i] = lo[i] & 0xF | hi[i] << 4` (the high nibble's extra bits, ggml's 5th bit, dropped),
 /// written over zipped slices so that it compiles to vector instructions without bound checks.
 #[inline(always)]
@@ -379,6 +446,24 @@ pub fn pack(ty: GgmlType, p: &BlockParams, l: &[u8], out: &mut [u8]) {
             let qh = (0..32).fold(0u32, |h, j| h | (((l[j] >> 4) as u32 & 1) << j));
             out[off..off + 4].copy_from_slice(&qh.to_le_bytes());
             pack_nibbles(&l[..16], &l[16..32], &mut out[off + 4..off + 20]);
+        }
+        GgmlType::Q3K => {
+            // Codes 0..=7: the third bit in `hmask` (value k at bit k / 32 of byte k % 32), the
+            // low two in `qs` (value 128 h + 32 s + i at bits 2 s of byte 32 h + i).
+            let (hmask, rest) = out.split_at_mut(32);
+            let (qs, rest) = rest.split_at_mut(64);
+            hmask.fill(0);
+            for (k, &q) in l[..QK_K].iter().enumerate() {
+                hmask[k % 32] |= (q >> 2 & 1) << (k / 32);
+            }
+            for (h, qs) in qs.chunks_exact_mut(32).enumerate() {
+                for (i, o) in qs.iter_mut().enumerate() {
+                    let at = |s: usize| l[128 * h + 32 * s + i] & 3;
+                    *o = at(0) | at(1) << 2 | at(2) << 4 | at(3) << 6;
+                }
+            }
+            pack_scales_q3(&p.sc, &mut rest[..12]);
+            put_f16(&mut rest[12..14], p.d);
         }
         GgmlType::Q4K => {
             put_f16(&mut out[..2], p.d);
@@ -473,6 +558,25 @@ pub fn decode_block(ty: GgmlType, b: &[u8], out: &mut [f32]) {
             decode_nibbles(out, &b[8..24], u32::from_le_bytes([b[4], b[5], b[6], b[7]]), |q| {
                 d * q as f32 + m
             });
+        }
+        GgmlType::Q3K => {
+            let (hmask, qs, sc) = (&b[..32], &b[32..96], unpack_scales_q3(&b[96..108]));
+            let d = get_f16(&b[108..]);
+            // ggml's order: value 128 h + 32 s + i is bits 2 s of `qs[32 h + i]`, less 4 where
+            // bit 4 h + s of `hmask[i]` is clear; scales run along the 16-value sub-blocks.
+            for h in 0..2 {
+                for sh in 0..4 {
+                    let (k0, bit) = (128 * h + 32 * sh, 4 * h + sh);
+                    for half in 0..2 {
+                        let dl = d * (sc[k0 / 16 + half] as i32 - 32) as f32;
+                        for i in 16 * half..16 * half + 16 {
+                            let low = ((qs[32 * h + i] >> (2 * sh)) & 3) as i32;
+                            let q = low - if hmask[i] & (1 << bit) != 0 { 0 } else { 4 };
+                            out[k0 + i] = dl * q as f32;
+                        }
+                    }
+                }
+            }
         }
         GgmlType::Q4K | GgmlType::Q5K => {
             let (d, dmin) = (get_f16(b), get_f16(&b[2..]));
@@ -646,6 +750,33 @@ fn encode_ref(ty: GgmlType, x: &[f32], l: &mut [u8]) -> BlockParams {
                 }
             }
         }
+        GgmlType::Q3K => {
+            let mut scales = [0f32; 16];
+            let (mut max_scale, mut amax) = (0f32, 0f32);
+            for (j, (xs, ls)) in x.chunks_exact(16).zip(l.chunks_exact_mut(16)).enumerate() {
+                scales[j] = make_q3_quants(4, xs, ls);
+                if scales[j].abs() > amax {
+                    (amax, max_scale) = (scales[j].abs(), scales[j]);
+                }
+            }
+            // ggml leaves the scale bytes zero (each scale -32) when every sub-block is zero.
+            if max_scale != 0.0 {
+                let iscale = -32.0 / max_scale;
+                for j in 0..16 {
+                    p.sc[j] = ((nearest_int(iscale * scales[j]) as i8 as i32).clamp(-32, 31) + 32) as u8;
+                }
+                p.d = f16r(1.0 / iscale);
+            }
+            for j in 0..16 {
+                let d = sub_step(ty, &p, j);
+                if d == 0.0 {
+                    continue; // ggml keeps the codes found for the unquantized scale
+                }
+                for i in 0..16 {
+                    l[16 * j + i] = (nearest_int(x[16 * j + i] / d).clamp(-4, 3) + 4) as u8;
+                }
+            }
+        }
         GgmlType::Q6K => {
             let scales = make_qx_quants_x16(32, x, l);
             let (mut max_scale, mut max_abs_scale) = (0f32, 0f32);
@@ -677,6 +808,60 @@ fn encode_ref(ty: GgmlType, x: &[f32], l: &mut [u8]) -> BlockParams {
         }
     }
     p
+}
+
+/// ggml's `make_q3_quants` with `do_rmse` for one sub-block: a symmetric grid `-nmax..nmax-1`
+/// from the value of largest magnitude, then up to five passes that move single codes while the
+/// `x²`-weighted least-squares fit improves. Codes (plus `nmax`) in `l`; returns the scale.
+fn make_q3_quants(nmax: i32, x: &[f32], l: &mut [u8]) -> f32 {
+    let (mut max, mut amax) = (0f32, 0f32);
+    for &v in x {
+        if v.abs() > amax {
+            (amax, max) = (v.abs(), v);
+        }
+    }
+    if amax < GROUP_MAX_EPS {
+        l.fill(0);
+        return 0.0;
+    }
+    let iscale = -(nmax as f32) / max;
+    let mut q = [0i32; 16];
+    let (mut sumlx, mut suml2) = (0f32, 0f32);
+    for (qi, &v) in q.iter_mut().zip(x) {
+        *qi = nearest_int(iscale * v).clamp(-nmax, nmax - 1);
+        let w = v * v;
+        sumlx += w * v * *qi as f32;
+        suml2 += w * *qi as f32 * *qi as f32;
+    }
+    for _ in 0..5 {
+        let mut changed = false;
+        for (qi, &v) in q.iter_mut().zip(x) {
+            let w = v * v;
+            let mut slx = sumlx - w * v * *qi as f32;
+            if slx > 0.0 {
+                let mut sl2 = suml2 - w * *qi as f32 * *qi as f32;
+                let new = nearest_int(v * sl2 / slx).clamp(-nmax, nmax - 1);
+                if new != *qi {
+                    slx += w * v * new as f32;
+                    sl2 += w * new as f32 * new as f32;
+                    if sl2 > 0.0 && slx * slx * suml2 > sumlx * sumlx * sl2 {
+                        (*qi, sumlx, suml2, changed) = (new, slx, sl2, true);
+                    }
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    for (o, &qi) in l.iter_mut().zip(&q) {
+        *o = (qi + nmax) as u8;
+    }
+    if suml2 > 0.0 {
+        sumlx / suml2
+    } else {
+        0.0
+    }
 }
 
 /// ggml's `make_qkx2_quants` for the 8 sub-blocks of 32 of a K super-block at once, one per
@@ -903,7 +1088,7 @@ fn make_qx_quants_x16(nmax: i32, x: &[f32], l: &mut [u8]) -> [f32; 16] {
 fn block_error(ty: GgmlType, p: &BlockParams, x: &[f32], w: Option<&[f32]>) -> f32 {
     match ty {
         GgmlType::Q4K | GgmlType::Q5K => (0..8).map(|j| range_error(ty, p, x, w, 32 * j..32 * j + 32)).sum(),
-        GgmlType::Q6K => (0..16).map(|j| range_error(ty, p, x, w, 16 * j..16 * j + 16)).sum(),
+        GgmlType::Q3K | GgmlType::Q6K => (0..16).map(|j| range_error(ty, p, x, w, 16 * j..16 * j + 16)).sum(),
         _ => range_error(ty, p, x, w, 0..x.len()),
     }
 }
@@ -930,7 +1115,10 @@ fn range_error(
             let j = r.start / 32;
             (p.d * p.sc[j] as f32, p.m * p.mn[j] as f32, 0, ty.max_code())
         }
-        GgmlType::Q6K => (p.d * (p.sc[r.start / 16] as i8) as f32, 0.0, -32, 31),
+        GgmlType::Q3K | GgmlType::Q6K => {
+            let h = ty.half_codes();
+            (sub_step(ty, p, r.start / 16), 0.0, -h, h - 1)
+        }
         GgmlType::Q8_0 => (p.d, 0.0, -128, 127),
         GgmlType::Q4_0 => (p.d, 0.0, -8, 7),
         GgmlType::Q5_0 => (p.d, 0.0, -16, 15),
@@ -1236,31 +1424,34 @@ fn choose_searched(ty: GgmlType, x: &[f32], w: Option<&[f32]>) -> BlockParams {
                 err = refitted;
             }
         }
-        GgmlType::Q6K => return q6k_search(x, w),
+        GgmlType::Q3K | GgmlType::Q6K => return symmetric_k_search(ty, x, w),
     }
     p
 }
 
-/// Q6_K: each sub-block's best signed scale (either orientation of the grid -32..=31), then the
-/// super-block scale `d` from a scan of lattices `d = max_scale / -n`: the sub-blocks can only
-/// use multiples of `d`, and each one's error is jagged in its scale (its least-squares optimum
-/// sits where codes change), so the lattice phase matters. For each `d` every sub-block takes its
-/// best integer scale near its own; the best total is then refined as before.
+/// Q3_K and Q6_K: each sub-block's best signed scale (either orientation of the grid, Q6_K's
+/// -32..=31, Q3_K's -4..=3), then the super-block scale `d` from a scan of lattices
+/// `d = max_scale / -n`: the sub-blocks can only use multiples of `d`, and each one's error is
+/// jagged in its scale (its least-squares optimum sits where codes change), so the lattice phase
+/// matters. For each `d` every sub-block takes its best integer scale near its own; the best total
+/// is then refined as before.
 #[inline(always)]
-fn q6k_search(x: &[f32], w: Option<&[f32]>) -> BlockParams {
-    let ty = GgmlType::Q6K;
+fn symmetric_k_search(ty: GgmlType, x: &[f32], w: Option<&[f32]>) -> BlockParams {
+    let (h, (smin, smax)) = (ty.half_codes(), ty.sub_scales());
+    let (lo, lattice): (f32, &[f32]) =
+        if ty == GgmlType::Q3K { (0.5, &Q3K_LATTICE) } else { (0.6, &Q6K_LATTICE) };
     let mut scales = [0f32; 16];
     let (mut max_scale, mut max_abs) = (0f32, 0f32);
     for ib in 0..16 {
         let (xs, ws) = (&x[16 * ib..16 * ib + 16], w.map(|w| &w[16 * ib..16 * ib + 16]));
         let mut best = f32::INFINITY;
         for flip in [1.0f32, -1.0] {
-            let d = symmetric_search(xs, flip, ws, -32, 31, 0.6, SEARCH_HI) * flip;
+            let d = symmetric_search(xs, flip, ws, -h, h - 1, lo, SEARCH_HI) * flip;
             let e: f32 = xs
                 .iter()
                 .enumerate()
                 .map(|(i, &v)| {
-                    let q = if d == 0.0 { 0.0 } else { (v / d).round().clamp(-32.0, 31.0) };
+                    let q = if d == 0.0 { 0.0 } else { (v / d).round().clamp(-h as f32, (h - 1) as f32) };
                     ws.map_or(1.0, |w| w[i]) * (v - d * q) * (v - d * q)
                 })
                 .sum();
@@ -1277,7 +1468,7 @@ fn q6k_search(x: &[f32], w: Option<&[f32]>) -> BlockParams {
     }
     let mut p = BlockParams::default();
     let mut err = f32::INFINITY;
-    for n in Q6K_LATTICE {
+    for &n in lattice {
         let mut cand = BlockParams { d: f16r(max_scale / -n), ..BlockParams::default() };
         if cand.d == 0.0 || !cand.d.is_finite() {
             continue;
@@ -1287,9 +1478,9 @@ fn q6k_search(x: &[f32], w: Option<&[f32]>) -> BlockParams {
             let r = 16 * ib..16 * ib + 16;
             let c = nearest_int(scales[ib] / cand.d);
             let mut best = f32::INFINITY;
-            for sc in (c - Q6K_REACH).max(-128)..=(c + Q6K_REACH).min(127) {
+            for sc in (c - K_REACH).max(smin)..=(c + K_REACH).min(smax) {
                 let mut t = cand;
-                t.sc[ib] = sc as i8 as u8;
+                set_sub_scale(ty, &mut t, ib, sc);
                 let e = range_error(ty, &t, x, w, r.clone());
                 if e < best {
                     (best, cand.sc[ib]) = (e, t.sc[ib]);
@@ -1303,11 +1494,11 @@ fn q6k_search(x: &[f32], w: Option<&[f32]>) -> BlockParams {
     }
     for _ in 0..3 {
         for ib in 0..16 {
-            let base = p.sc[ib] as i8 as i32;
+            let base = sub_scale(ty, &p, ib);
             let mut best = f32::INFINITY;
             for ds in -2..=2 {
                 let mut cand = p;
-                cand.sc[ib] = (base + ds).clamp(-128, 127) as i8 as u8;
+                set_sub_scale(ty, &mut cand, ib, (base + ds).clamp(smin, smax));
                 let e = range_error(ty, &cand, x, w, 16 * ib..16 * ib + 16);
                 if e < best {
                     best = e;
@@ -1327,10 +1518,12 @@ fn q6k_search(x: &[f32], w: Option<&[f32]>) -> BlockParams {
 
 /// Q4_K/Q5_K: the largest 6-bit sub-scale (and sub-min) in each lattice the search tries.
 const K_LATTICE: [f32; 3] = [63.0, 59.0, 55.0];
-/// The largest sub-block's integer scale in each lattice [`q6k_search`] tries.
+/// The largest sub-block's integer scale in each lattice [`symmetric_k_search`] tries: about 3%
+/// apart, over a quarter of the scale range.
 const Q6K_LATTICE: [f32; 8] = [128.0, 124.0, 120.0, 116.0, 112.0, 108.0, 104.0, 100.0];
+const Q3K_LATTICE: [f32; 8] = [32.0, 31.0, 30.0, 29.0, 28.0, 27.0, 26.0, 25.0];
 /// How far from its own scale (in steps of `d`) each sub-block looks on a lattice.
-const Q6K_REACH: i32 = 2;
+const K_REACH: i32 = 2;
 
 /// The parameters of one block of `x` (`block_size` values) by `rounding`, and its stored codes.
 #[inline(always)]
@@ -1913,15 +2106,17 @@ mod tests {
         for (b, xs) in x.chunks_exact(256).enumerate() {
             let w: Vec<f32> = (0..256).map(|_| next(4) as f32 * 0.5).collect();
             let w = (b % 2 == 1).then_some(&w[..]);
-            for ty in [GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
+            for ty in [GgmlType::Q3K, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
                 let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
                 let mut p =
                     BlockParams { d: f16r(amax / 500.0), m: f16r(amax / 300.0), ..Default::default() };
+                let scales = if ty == GgmlType::Q3K { 64 } else { 256 };
                 for j in 0..16 {
-                    p.sc[j] = if j == 3 { 0 } else { next(256) as u8 };
+                    // Scale 0 (Q3_K: its stored 32) among random ones.
+                    p.sc[j] = if j == 3 { (ty == GgmlType::Q3K) as u8 * 32 } else { next(scales) as u8 };
                     p.mn[j % 8] = next(64) as u8;
                 }
-                let sub = if ty == GgmlType::Q6K { 16 } else { 32 };
+                let sub = if matches!(ty, GgmlType::Q3K | GgmlType::Q6K) { 16 } else { 32 };
                 for r in (0..256).step_by(sub).map(|s| s..s + sub) {
                     let want: f32 = r
                         .clone()
@@ -2062,6 +2257,6 @@ mod tests {
         let e =
             quantize_rows(GgmlType::Q8_0, &[1e20; 32], 32, Rounding::Nearest, None, &mut out).unwrap_err();
         assert!(e.to_string().contains("cannot hold values as large as"), "{e}");
-        assert!(GgmlType::parse("q3_k").is_err());
+        assert!(GgmlType::parse("q2_k").is_err());
     }
 }

@@ -5,8 +5,8 @@ with rxquant's rounding inside.
 A mix is mostly one K type, with more bits where llama.cpp found them worth it: the output tensor
 (or the token embeddings tied to it) Q6_K, some layers' ``attn_v`` and ``ffn_down`` Q6_K or Q5_K,
 and so on per architecture. The rules are ``llama_tensor_get_type_impl`` of llama.cpp's
-``src/llama-quant.cpp``, for the mixes whose types rxquant writes (Q3_K and Q2_K are not among
-them), followed branch by branch; the tests compare them with ``llama-quantize --dry-run`` on
+``src/llama-quant.cpp``, for the mixes whose types rxquant writes (Q2_K and the IQ types are not
+among them), followed branch by branch; the tests compare them with ``llama-quantize --dry-run`` on
 synthetic models of several architectures where llama.cpp's tools are built. A plain type
 (``q4_k``) is one type everywhere, as ``llama-quantize --pure``
 (:func:`rxquant.formats.gguf_file.type_for`).
@@ -22,7 +22,15 @@ from typing import Any, Callable, Optional
 from .gguf_file import TypeChoice, allows_quantization, fitted
 
 #: Each mix: its main type (llama.cpp's ``llama_ftype_get_default_type``).
-MIXES = {"Q4_K_S": "Q4_K", "Q4_K_M": "Q4_K", "Q5_K_S": "Q5_K", "Q5_K_M": "Q5_K"}
+MIXES = {
+    "Q3_K_S": "Q3_K",
+    "Q3_K_M": "Q3_K",
+    "Q3_K_L": "Q3_K",
+    "Q4_K_S": "Q4_K",
+    "Q4_K_M": "Q4_K",
+    "Q5_K_S": "Q5_K",
+    "Q5_K_M": "Q5_K",
+}
 
 # Categories by name, in llama.cpp's order of matching (``tensor_get_category``).
 _CATEGORIES = (
@@ -113,11 +121,15 @@ def mix_types(
         if cat == "output" or (tied and cat == "token_embd"):
             new = "Q8_0" if falcon or shape[-1] % 256 else "Q6_K"
         elif cat in _ATTN_V:
-            if mix in ("Q4_K_M", "Q5_K_M") and _more_bits(i_attn_v, n_attn_v):
+            if mix == "Q3_K_M":
+                new = "Q5_K" if i_attn_v < 2 else "Q4_K"
+            elif mix == "Q3_K_L":
+                new = "Q5_K"
+            elif mix in ("Q4_K_M", "Q5_K_M") and _more_bits(i_attn_v, n_attn_v):
                 new = "Q6_K"
             elif mix == "Q4_K_S" and i_attn_v < 4:
                 new = "Q5_K"
-            if model.is_70b and new == "Q4_K":
+            if model.is_70b and new in ("Q3_K", "Q4_K"):
                 new = "Q5_K"
             if model.experts == 8:
                 new = "Q8_0"
@@ -126,15 +138,24 @@ def mix_types(
             new = "Q8_0"
         elif cat == "ffn_down":
             i, n = _layer(name, i_ffn_down, model), model.layers
-            if mix == "Q4_K_M" and falcon:
+            if mix == "Q3_K_M":
+                new = "Q5_K" if i < n // 16 else "Q4_K" if not falcon or _more_bits(i, n) else "Q3_K"
+            elif mix == "Q3_K_L":
+                new = "Q4_K" if falcon else "Q5_K"
+            elif mix == "Q4_K_M" and falcon:
                 new = "Q6_K" if i < n // 16 else "Q5_K" if _more_bits(i, n) else "Q4_K"
             elif mix in ("Q4_K_M", "Q5_K_M") and _more_bits(i, n):
                 new = "Q6_K"
             elif mix == "Q4_K_S" and not falcon and i < n // 8:
                 new = "Q5_K"
             i_ffn_down += 1
-        elif cat == "attn_output" and not falcon and model.experts == 8 and mix in ("Q4_K_S", "Q4_K_M"):
-            new = "Q5_K"
+        elif cat == "attn_output":
+            if falcon:
+                new = "Q4_K" if mix == "Q3_K_L" else new
+            elif model.experts == 8:
+                new = "Q5_K" if mix in ("Q3_K_S", "Q3_K_M", "Q4_K_S", "Q4_K_M") else new
+            else:
+                new = {"Q3_K_M": "Q4_K", "Q3_K_L": "Q5_K"}.get(mix, new)
         out[name] = fitted(new, shape)
     return out
 
