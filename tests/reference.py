@@ -346,7 +346,10 @@ def _nearest(v) -> np.ndarray:
     return np.rint(np.asarray(v, F32)).astype(np.int64)
 
 
-def _make_qkx2_quants(nmax, x, w, rmin, rdelta, nstep):
+def _make_qkx2_quants(nmax, x, w, rmin, rdelta, nstep, use_mad=False):
+    def cost(d):
+        return np.abs(d) if use_mad else d**2
+
     mn, mx = F32(x.min()), F32(x.max())
     mn = min(mn, F32(0))
     if mx == mn:
@@ -355,7 +358,7 @@ def _make_qkx2_quants(nmax, x, w, rmin, rdelta, nstep):
     iscale = F32(nmax) / (mx - mn)
     scale = F32(1) / iscale
     q = np.clip(_nearest(iscale * (x - mn)), 0, nmax).astype(F32)
-    best = _sum(w * (scale * q + mn - x) ** 2)
+    best = _sum(w * cost(scale * q + mn - x))
     for i in range(nstep + 1):
         iscale = (F32(rmin) + F32(rdelta) * F32(i) + F32(nmax)) / (mx - mn)
         q = np.clip(_nearest(iscale * (x - mn)), 0, nmax).astype(F32)
@@ -366,7 +369,7 @@ def _make_qkx2_quants(nmax, x, w, rmin, rdelta, nstep):
             m = (sl2 * sum_x - sl * sxl) / dd
             if m > 0:
                 m, s = F32(0), sxl / sl2
-            err = _sum(w * (s * q + m - x) ** 2)
+            err = _sum(w * cost(s * q + m - x))
             if err < best:
                 best, scale, mn = err, s, m
     return scale, -mn
@@ -432,12 +435,26 @@ def _make_q3_quants(nmax, x):
 
 
 def ggml_k_reference(x: np.ndarray, type_name: str) -> np.ndarray:
-    """The values ggml's ``quantize_row_{q3,q4,q5,q6}_K_ref`` stores ``x`` (multiple of 256) as."""
+    """The values ggml's ``quantize_row_{q2,q3,q4,q5,q6}_K_ref`` stores ``x`` (multiple of 256) as."""
     out = np.empty(x.size, np.float64)
     x = x.reshape(-1, 256).astype(F32)
     for b, xb in enumerate(x):
         y = np.zeros(256, F32)
-        if type_name in ("Q4_K", "Q5_K"):
+        if type_name == "Q2_K":
+            scales, mins = np.zeros(16, F32), np.zeros(16, F32)
+            for j in range(16):
+                s = xb[16 * j : 16 * j + 16]
+                scales[j], mins[j] = _make_qkx2_quants(3, s, np.abs(s), -0.5, 0.1, 15, use_mad=True)
+            d = _f16(scales.max() / F32(15)) if scales.max() > 0 else F32(0)
+            dmin = _f16(mins.max() / F32(15)) if mins.max() > 0 else F32(0)
+            inv_s = F32(15) / scales.max() if scales.max() > 0 else F32(0)
+            inv_m = F32(15) / mins.max() if mins.max() > 0 else F32(0)
+            for j in range(16):
+                dj, dm = d * F32(int(_nearest(inv_s * scales[j]))), dmin * F32(int(_nearest(inv_m * mins[j])))
+                s = xb[16 * j : 16 * j + 16]
+                q = np.clip(_nearest((s + dm) / dj), 0, 3).astype(F32) if dj else np.zeros(16, F32)
+                y[16 * j : 16 * j + 16] = dj * q - dm
+        elif type_name in ("Q4_K", "Q5_K"):
             nmax, rmin, nstep = (15, -1.0, 20) if type_name == "Q4_K" else (31, -0.5, 15)
             scales, mins = np.zeros(8, F32), np.zeros(8, F32)
             for j in range(8):

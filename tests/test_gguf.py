@@ -27,9 +27,9 @@ from tests.gguf_files import llama_cpp_file, write_gguf  # noqa: E402
 from tests.reference import ggml_k_reference  # noqa: E402
 from tests.tiny_bert import tiny_bert  # noqa: E402
 
-TYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
+TYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
 SIMPLE = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]
-K_TYPES = ["Q3_K", "Q4_K", "Q5_K", "Q6_K"]
+K_TYPES = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
 
 
 def bits(a: np.ndarray) -> np.ndarray:
@@ -258,7 +258,7 @@ def test_bad_requests_refused_with_names() -> None:
     with pytest.raises(ValueError, match="Q4_K.*256.*rows of 384"):
         rg.quantize_tensor(np.ones((2, 384), np.float32), "q4_k")
     with pytest.raises(ValueError, match="unknown block type"):
-        rg.quantize_tensor(np.ones((2, 32), np.float32), "q2_k")
+        rg.quantize_tensor(np.ones((2, 32), np.float32), "iq4_xs")
     with pytest.raises(ValueError, match="needs importance"):
         rg.quantize_tensor(np.ones((2, 32), np.float32), "q4_0", rounding="importance")
     with pytest.raises(ValueError, match="needs hessian"):
@@ -594,7 +594,7 @@ def test_cli_gguf_round_trip(tmp_path: Path) -> None:
         (["--type", "q4_k", "--precision", "int4"], "--precision applies to rxquant's safetensors output"),
         (["--type", "q4_0", "--device", "opencl"], "GGUF quantization runs on the CPU; --device opencl"),
         (["--type", "q3_0"], "unknown --type 'q3_0'"),
-        (["--type", "Q2_K_S"], "(a llama.cpp type or mix whose types rxquant does not write)"),
+        (["--type", "Q2_K_S"], "(a llama.cpp type or mix rxquant does not write)"),
         ([], "needs --type"),
         (["--type", "q4_0", "--budget", "4bpw"], "or --budget 4bpw (types chosen per tensor), not both"),
         (["--type", "q4_0", "--rounding", "gptq"], "needs --statistics"),

@@ -151,9 +151,10 @@ def test_types_equal_llama_quantizes(model: str, tmp_path: Path) -> None:
 
 
 def test_files_equal_llama_quantizes(tmp_path: Path) -> None:
-    """Rounded to nearest, every tensor (type and bytes) and `general.file_type` of a mix equal
-    llama-quantize's: a small llama (K blocks) and a tiny BERT converted from safetensors (rows of
-    64: fallbacks), where llama.cpp's tools are built (make interop); skipped elsewhere."""
+    """Rounded to nearest, every tensor (type and bytes) and `general.file_type` of a mix (and of
+    the pure Q2_K and Q3_K files) equal llama-quantize's: a small llama (K blocks) and a tiny BERT
+    converted from safetensors (rows of 64: fallbacks), where llama.cpp's tools are built (make
+    interop); skipped elsewhere."""
     exe = llama_cpp_file("llama-quantize")
     if exe is None:
         pytest.skip("llama-quantize is not built (make interop, or set LLAMA_CPP_BIN)")
@@ -161,10 +162,14 @@ def test_files_equal_llama_quantizes(tmp_path: Path) -> None:
     bert = tmp_path / "bert.gguf"
     rg.quantize_file(tmp_path / "bert", bert, type="f32")
     for src in (decoder_gguf(tmp_path / "llama.gguf", layers=8, seed=0), bert):
-        for mix in MIXES:
+        # The mixes, and the types without one of their own as `--pure` files.
+        for mix in (*MIXES, "Q2_K", "Q3_K"):
             mine, theirs = tmp_path / f"rx-{mix}.gguf", tmp_path / f"ll-{mix}.gguf"
             rg.quantize_file(src, mine, type=mix)
-            subprocess.run([str(exe), str(src), str(theirs), mix, "1"], check=True, capture_output=True)
+            pure = [] if mix in MIXES else ["--pure"]
+            subprocess.run(
+                [str(exe), *pure, str(src), str(theirs), mix, "1"], check=True, capture_output=True
+            )
             a, b = GgufFile(mine), GgufFile(theirs)
             assert {n: (t.type, bytes(t.raw)) for n, t in a.tensors.items()} == {
                 n: (t.type, bytes(t.raw)) for n, t in b.tensors.items()

@@ -1,5 +1,5 @@
 //! llama.cpp's block formats (ggml-common.h): Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (blocks of 32 values)
-//! and the K types Q3_K, Q4_K, Q5_K, Q6_K (super-blocks of 256). Every type has:
+//! and the K types Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (super-blocks of 256). Every type has:
 //!
 //! - its parameters ([`BlockParams`]) and codes, packed into the block's bytes exactly as ggml
 //!   lays them out ([`pack`]), and the block's decoder ([`dequantize_rows`], bit for bit ggml's
@@ -45,6 +45,7 @@ pub enum GgmlType {
     Q4_1,
     Q5_0,
     Q5_1,
+    Q2K,
     Q3K,
     Q4K,
     Q5K,
@@ -52,12 +53,13 @@ pub enum GgmlType {
 }
 
 /// Every type, in ggml's order.
-pub const TYPES: [GgmlType; 9] = [
+pub const TYPES: [GgmlType; 10] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
     GgmlType::Q5_1,
     GgmlType::Q8_0,
+    GgmlType::Q2K,
     GgmlType::Q3K,
     GgmlType::Q4K,
     GgmlType::Q5K,
@@ -70,6 +72,7 @@ const _: () = assert!(GgmlType::Q4_1.type_size() == 2 * 2 + 32 / 2);
 const _: () = assert!(GgmlType::Q5_0.type_size() == 2 + 4 + 32 / 2);
 const _: () = assert!(GgmlType::Q5_1.type_size() == 2 * 2 + 4 + 32 / 2);
 const _: () = assert!(GgmlType::Q8_0.type_size() == 2 + 32);
+const _: () = assert!(GgmlType::Q2K.type_size() == QK_K / 16 + QK_K / 4 + 2 * 2);
 const _: () = assert!(GgmlType::Q3K.type_size() == QK_K / 8 + QK_K / 4 + 12 + 2);
 const _: () = assert!(GgmlType::Q4K.type_size() == 2 * 2 + 12 + QK_K / 2);
 const _: () = assert!(GgmlType::Q5K.type_size() == 2 * 2 + 12 + QK_K / 8 + QK_K / 2);
@@ -84,13 +87,14 @@ impl GgmlType {
             "q4_1" => GgmlType::Q4_1,
             "q5_0" => GgmlType::Q5_0,
             "q5_1" => GgmlType::Q5_1,
+            "q2_k" => GgmlType::Q2K,
             "q3_k" => GgmlType::Q3K,
             "q4_k" => GgmlType::Q4K,
             "q5_k" => GgmlType::Q5K,
             "q6_k" => GgmlType::Q6K,
             other => {
                 return Err(Error::Invalid(format!(
-                    "unknown ggml type {other:?}; expected q4_0, q4_1, q5_0, q5_1, q8_0, q3_k, q4_k, q5_k or q6_k"
+                    "unknown ggml type {other:?}; expected q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k or q6_k"
                 )))
             }
         })
@@ -104,6 +108,7 @@ impl GgmlType {
             GgmlType::Q4_1 => "Q4_1",
             GgmlType::Q5_0 => "Q5_0",
             GgmlType::Q5_1 => "Q5_1",
+            GgmlType::Q2K => "Q2_K",
             GgmlType::Q3K => "Q3_K",
             GgmlType::Q4K => "Q4_K",
             GgmlType::Q5K => "Q5_K",
@@ -119,6 +124,7 @@ impl GgmlType {
             GgmlType::Q5_0 => 6,
             GgmlType::Q5_1 => 7,
             GgmlType::Q8_0 => 8,
+            GgmlType::Q2K => 10,
             GgmlType::Q3K => 11,
             GgmlType::Q4K => 12,
             GgmlType::Q5K => 13,
@@ -129,7 +135,7 @@ impl GgmlType {
     /// Values per block.
     pub const fn block_size(self) -> usize {
         match self {
-            GgmlType::Q3K | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => QK_K,
+            GgmlType::Q2K | GgmlType::Q3K | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => QK_K,
             _ => 32,
         }
     }
@@ -142,6 +148,7 @@ impl GgmlType {
             GgmlType::Q4_1 => 20,
             GgmlType::Q5_0 => 22,
             GgmlType::Q5_1 => 24,
+            GgmlType::Q2K => 84,
             GgmlType::Q3K => 110,
             GgmlType::Q4K => 144,
             GgmlType::Q5K => 176,
@@ -152,6 +159,15 @@ impl GgmlType {
     /// Bits a weight, block parameters included.
     pub fn bits_per_weight(self) -> f64 {
         8.0 * self.type_size() as f64 / self.block_size() as f64
+    }
+
+    /// The affine K types' values per sub-block (one scale and min each): Q2_K 16, Q4_K/Q5_K 32.
+    const fn affine_sub(self) -> usize {
+        if matches!(self, GgmlType::Q2K) {
+            16
+        } else {
+            32
+        }
     }
 
     /// The symmetric K types' code offset: stored codes `0..2h` are the integers `-h..h`
@@ -173,6 +189,7 @@ impl GgmlType {
     const fn max_code(self) -> i32 {
         match self {
             GgmlType::Q8_0 => 255,
+            GgmlType::Q2K => 3,
             GgmlType::Q3K => 7,
             GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q4K => 15,
             GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q5K => 31,
@@ -211,13 +228,13 @@ impl Rounding {
 pub struct BlockParams {
     /// Scale (`d`); for the K types the super-block scale.
     pub d: f32,
-    /// Q4_1 / Q5_1: the minimum `m`; Q4_K / Q5_K: the super-block `dmin`.
+    /// Q4_1 / Q5_1: the minimum `m`; Q2_K / Q4_K / Q5_K: the super-block `dmin`.
     pub m: f32,
-    /// K types: the sub-blocks' 6-bit scales (Q3_K: 16, each the signed scale plus 32; Q6_K: 16
-    /// int8 scales, stored as u8).
+    /// K types: the sub-blocks' scales (Q2_K: 16 of 4 bits; Q3_K: 16 of 6 bits, each the signed
+    /// scale plus 32; Q4_K / Q5_K: 8 of 6 bits; Q6_K: 16 int8 scales, stored as u8).
     pub sc: [u8; 16],
-    /// Q4_K / Q5_K: the sub-blocks' 6-bit mins.
-    pub mn: [u8; 8],
+    /// Q2_K / Q4_K / Q5_K: the sub-blocks' mins (Q2_K: 16 of 4 bits; 8 of 6 bits).
+    pub mn: [u8; 16],
 }
 
 #[inline(always)]
@@ -268,8 +285,8 @@ pub fn decode_value(ty: GgmlType, p: &BlockParams, k: usize, q: i32) -> f32 {
         GgmlType::Q4_0 => p.d * (q - 8) as f32,
         GgmlType::Q5_0 => p.d * (q - 16) as f32,
         GgmlType::Q4_1 | GgmlType::Q5_1 => p.d * q as f32 + p.m,
-        GgmlType::Q4K | GgmlType::Q5K => {
-            let j = k / 32;
+        GgmlType::Q2K | GgmlType::Q4K | GgmlType::Q5K => {
+            let j = k / ty.affine_sub();
             (p.d * p.sc[j] as f32) * q as f32 - p.m * p.mn[j] as f32
         }
         GgmlType::Q3K | GgmlType::Q6K => sub_step(ty, p, k / 16) * (q - ty.half_codes()) as f32,
@@ -306,8 +323,8 @@ pub fn encode_value(ty: GgmlType, p: &BlockParams, k: usize, v: f32) -> i32 {
                 clamp(nearest_int((v - p.m) / p.d))
             }
         }
-        GgmlType::Q4K | GgmlType::Q5K => {
-            let j = k / 32;
+        GgmlType::Q2K | GgmlType::Q4K | GgmlType::Q5K => {
+            let j = k / ty.affine_sub();
             let (d, dm) = (p.d * p.sc[j] as f32, p.m * p.mn[j] as f32);
             if d == 0.0 {
                 0
@@ -361,7 +378,7 @@ fn get_f16(b: &[u8]) -> f32 {
 }
 
 /// The 12 bytes of eight 6-bit scales and mins (ggml's `get_scale_min_k4` order).
-fn pack_scales_k4(sc: &[u8; 16], mn: &[u8; 8], out: &mut [u8]) {
+fn pack_scales_k4(sc: &[u8; 16], mn: &[u8; 16], out: &mut [u8]) {
     out[..12].fill(0);
     for j in 0..8 {
         let (ls, lm) = (sc[j].min(63), mn[j].min(63));
@@ -376,8 +393,8 @@ fn pack_scales_k4(sc: &[u8; 16], mn: &[u8; 8], out: &mut [u8]) {
     }
 }
 
-fn unpack_scales_k4(q: &[u8]) -> ([u8; 16], [u8; 8]) {
-    let (mut sc, mut mn) = ([0u8; 16], [0u8; 8]);
+fn unpack_scales_k4(q: &[u8]) -> ([u8; 16], [u8; 16]) {
+    let (mut sc, mut mn) = ([0u8; 16], [0u8; 16]);
     for j in 0..8 {
         if j < 4 {
             sc[j] = q[j] & 63;
@@ -388,6 +405,17 @@ fn unpack_scales_k4(q: &[u8]) -> ([u8; 16], [u8; 8]) {
         }
     }
     (sc, mn)
+}
+
+/// The low two bits of 256 codes in 64 bytes, as Q2_K and Q3_K keep them: value `128 h + 32 s + i`
+/// at bits `2 s` of byte `32 h + i`.
+fn pack_crumbs(l: &[u8], qs: &mut [u8]) {
+    for (h, qs) in qs.chunks_exact_mut(32).enumerate() {
+        for (i, o) in qs.iter_mut().enumerate() {
+            let at = |s: usize| l[128 * h + 32 * s + i] & 3;
+            *o = at(0) | at(1) << 2 | at(2) << 4 | at(3) << 6;
+        }
+    }
 }
 
 /// The 12 bytes of Q3_K's sixteen 6-bit scales: the low nibbles of scales `j` and `j + 8` in byte
@@ -447,6 +475,17 @@ pub fn pack(ty: GgmlType, p: &BlockParams, l: &[u8], out: &mut [u8]) {
             out[off..off + 4].copy_from_slice(&qh.to_le_bytes());
             pack_nibbles(&l[..16], &l[16..32], &mut out[off + 4..off + 20]);
         }
+        GgmlType::Q2K => {
+            // A 4-bit scale and min per 16 values in a byte; codes 0..=3 laid out as Q3_K's low
+            // two bits (value 128 h + 32 s + i at bits 2 s of byte 32 h + i).
+            let (scales, rest) = out.split_at_mut(16);
+            for (o, (&a, &b)) in scales.iter_mut().zip(p.sc.iter().zip(&p.mn)) {
+                *o = (a & 0xF) | (b << 4);
+            }
+            pack_crumbs(l, &mut rest[..64]);
+            put_f16(&mut rest[64..66], p.d);
+            put_f16(&mut rest[66..68], p.m);
+        }
         GgmlType::Q3K => {
             // Codes 0..=7: the third bit in `hmask` (value k at bit k / 32 of byte k % 32), the
             // low two in `qs` (value 128 h + 32 s + i at bits 2 s of byte 32 h + i).
@@ -456,12 +495,7 @@ pub fn pack(ty: GgmlType, p: &BlockParams, l: &[u8], out: &mut [u8]) {
             for (k, &q) in l[..QK_K].iter().enumerate() {
                 hmask[k % 32] |= (q >> 2 & 1) << (k / 32);
             }
-            for (h, qs) in qs.chunks_exact_mut(32).enumerate() {
-                for (i, o) in qs.iter_mut().enumerate() {
-                    let at = |s: usize| l[128 * h + 32 * s + i] & 3;
-                    *o = at(0) | at(1) << 2 | at(2) << 4 | at(3) << 6;
-                }
-            }
+            pack_crumbs(l, qs);
             pack_scales_q3(&p.sc, &mut rest[..12]);
             put_f16(&mut rest[12..14], p.d);
         }
@@ -558,6 +592,22 @@ pub fn decode_block(ty: GgmlType, b: &[u8], out: &mut [f32]) {
             decode_nibbles(out, &b[8..24], u32::from_le_bytes([b[4], b[5], b[6], b[7]]), |q| {
                 d * q as f32 + m
             });
+        }
+        GgmlType::Q2K => {
+            let (scales, qs) = (&b[..16], &b[16..80]);
+            let (d, dmin) = (get_f16(&b[80..]), get_f16(&b[82..]));
+            for h in 0..2 {
+                for sh in 0..4 {
+                    let k0 = 128 * h + 32 * sh;
+                    for half in 0..2 {
+                        let sc = scales[k0 / 16 + half];
+                        let (dl, ml) = (d * (sc & 0xF) as f32, dmin * (sc >> 4) as f32);
+                        for i in 16 * half..16 * half + 16 {
+                            out[k0 + i] = dl * ((qs[32 * h + i] >> (2 * sh)) & 3) as f32 - ml;
+                        }
+                    }
+                }
+            }
         }
         GgmlType::Q3K => {
             let (hmask, qs, sc) = (&b[..32], &b[32..96], unpack_scales_q3(&b[96..108]));
@@ -750,6 +800,43 @@ fn encode_ref(ty: GgmlType, x: &[f32], l: &mut [u8]) -> BlockParams {
                 }
             }
         }
+        GgmlType::Q2K => {
+            let (mut scales, mut mins) = ([0f32; 16], [0f32; 16]);
+            let (mut max_scale, mut max_min) = (0f32, 0f32);
+            for (j, (xs, ls)) in x.chunks_exact(16).zip(l.chunks_exact_mut(16)).enumerate() {
+                let w: [f32; 16] = std::array::from_fn(|i| xs[i].abs());
+                (scales[j], mins[j]) = make_qkx2_quants(3, xs, &w, ls, -0.5, 0.1, 15, true);
+                max_scale = if scales[j] > max_scale { scales[j] } else { max_scale };
+                max_min = if mins[j] > max_min { mins[j] } else { max_min };
+            }
+            // ggml stores each scale's integer as a byte, then ORs the min's in above it.
+            let mut bytes = [0u8; 16];
+            if max_scale > 0.0 {
+                let iscale = 15.0 / max_scale;
+                for j in 0..16 {
+                    bytes[j] = nearest_int(iscale * scales[j]) as u8;
+                }
+                p.d = f16r(max_scale / 15.0);
+            }
+            if max_min > 0.0 {
+                let iscale = 15.0 / max_min;
+                for j in 0..16 {
+                    bytes[j] |= (nearest_int(iscale * mins[j]) << 4) as u8;
+                }
+                p.m = f16r(max_min / 15.0);
+            }
+            for j in 0..16 {
+                (p.sc[j], p.mn[j]) = (bytes[j] & 0xF, bytes[j] >> 4);
+                let d = p.d * p.sc[j] as f32;
+                if d == 0.0 {
+                    continue; // ggml keeps the codes found for the unquantized scale
+                }
+                let dm = p.m * p.mn[j] as f32;
+                for i in 0..16 {
+                    l[16 * j + i] = nearest_int((x[16 * j + i] + dm) / d).clamp(0, 3) as u8;
+                }
+            }
+        }
         GgmlType::Q3K => {
             let mut scales = [0f32; 16];
             let (mut max_scale, mut amax) = (0f32, 0f32);
@@ -808,6 +895,77 @@ fn encode_ref(ty: GgmlType, x: &[f32], l: &mut [u8]) -> BlockParams {
         }
     }
     p
+}
+
+/// ggml's `make_qkx2_quants` for one sub-block (Q2_K's 16 values, weighted absolute errors with
+/// `use_mad`): the scale and (negated) min of an affine grid `0..=nmax`, least squares over
+/// `nstep + 1` candidate ranges, each starting from the best so far; codes in `l`.
+#[allow(clippy::too_many_arguments)]
+fn make_qkx2_quants(
+    nmax: i32,
+    x: &[f32],
+    w: &[f32],
+    l: &mut [u8],
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+    use_mad: bool,
+) -> (f32, f32) {
+    let n = x.len();
+    let (mut min, mut max, mut sum_w) = (x[0], x[0], w[0]);
+    let mut sum_x = sum_w * x[0];
+    for i in 1..n {
+        min = if x[i] < min { x[i] } else { min };
+        max = if x[i] > max { x[i] } else { max };
+        sum_w += w[i];
+        sum_x += w[i] * x[i];
+    }
+    if min > 0.0 {
+        min = 0.0;
+    }
+    if max == min {
+        l[..n].fill(0);
+        return (0.0, -min);
+    }
+    let err = |diff: f32| if use_mad { diff.abs() } else { diff * diff };
+    let iscale = nmax as f32 / (max - min);
+    let mut scale = 1.0 / iscale;
+    let mut best_error = 0f32;
+    for i in 0..n {
+        let q = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+        l[i] = q as u8;
+        best_error += w[i] * err(scale * q as f32 + min - x[i]);
+    }
+    let mut laux = [0u8; 32];
+    for is in 0..=nstep {
+        let iscale = (rmin + rdelta * is as f32 + nmax as f32) / (max - min);
+        let (mut sum_l, mut sum_l2, mut sum_xl) = (0f32, 0f32, 0f32);
+        for i in 0..n {
+            let q = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+            laux[i] = q as u8;
+            sum_l += w[i] * q as f32;
+            sum_l2 += w[i] * q as f32 * q as f32;
+            sum_xl += w[i] * q as f32 * x[i];
+        }
+        let dd = sum_w * sum_l2 - sum_l * sum_l;
+        if dd > 0.0 {
+            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / dd;
+            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / dd;
+            if this_min > 0.0 {
+                this_min = 0.0;
+                this_scale = sum_xl / sum_l2;
+            }
+            let mut cur_error = 0f32;
+            for i in 0..n {
+                cur_error += w[i] * err(this_scale * laux[i] as f32 + this_min - x[i]);
+            }
+            if cur_error < best_error {
+                l[..n].copy_from_slice(&laux[..n]);
+                (best_error, scale, min) = (cur_error, this_scale, this_min);
+            }
+        }
+    }
+    (scale, -min)
 }
 
 /// ggml's `make_q3_quants` with `do_rmse` for one sub-block: a symmetric grid `-nmax..nmax-1`
@@ -1087,7 +1245,10 @@ fn make_qx_quants_x16(nmax: i32, x: &[f32], l: &mut [u8]) -> [f32; 16] {
 #[inline(always)]
 fn block_error(ty: GgmlType, p: &BlockParams, x: &[f32], w: Option<&[f32]>) -> f32 {
     match ty {
-        GgmlType::Q4K | GgmlType::Q5K => (0..8).map(|j| range_error(ty, p, x, w, 32 * j..32 * j + 32)).sum(),
+        GgmlType::Q2K | GgmlType::Q4K | GgmlType::Q5K => {
+            let sub = ty.affine_sub();
+            (0..QK_K / sub).map(|j| range_error(ty, p, x, w, sub * j..sub * j + sub)).sum()
+        }
         GgmlType::Q3K | GgmlType::Q6K => (0..16).map(|j| range_error(ty, p, x, w, 16 * j..16 * j + 16)).sum(),
         _ => range_error(ty, p, x, w, 0..x.len()),
     }
@@ -1111,8 +1272,8 @@ fn range_error(
     // (as `decode_value` and `encode_value` spell them for these types; `x − (−m)` is `x + m`
     // exactly, and the one-scale types' stored codes are `q` shifted by a constant).
     let (d, dm, qmin, qmax) = match ty {
-        GgmlType::Q4K | GgmlType::Q5K => {
-            let j = r.start / 32;
+        GgmlType::Q2K | GgmlType::Q4K | GgmlType::Q5K => {
+            let j = r.start / ty.affine_sub();
             (p.d * p.sc[j] as f32, p.m * p.mn[j] as f32, 0, ty.max_code())
         }
         GgmlType::Q3K | GgmlType::Q6K => {
@@ -1150,7 +1311,8 @@ fn coded_error(xs: &[f32], ws: Option<&[f32]>, d: f32, dm: f32, qmin: i32, qmax:
 /// re-encodes, and keeps the refit while the error falls.
 #[inline(always)]
 fn refit(ty: GgmlType, p: &mut BlockParams, x: &[f32], w: Option<&[f32]>, mut err: f32) -> f32 {
-    let with_min = matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4K | GgmlType::Q5K);
+    let with_min =
+        matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q2K | GgmlType::Q4K | GgmlType::Q5K);
     for _ in 0..4 {
         // Coefficients of d and of the min term at each position under the current codes.
         let unit_d = BlockParams { d: 1.0, m: 0.0, ..*p };
@@ -1359,11 +1521,14 @@ fn choose_searched(ty: GgmlType, x: &[f32], w: Option<&[f32]>) -> BlockParams {
             let e = block_error(ty, &p, x, w);
             refit(ty, &mut p, x, w, e);
         }
-        GgmlType::Q4K | GgmlType::Q5K => {
-            let nmax = if ty == GgmlType::Q4K { 15 } else { 31 };
-            let (mut scales, mut mins) = ([0f32; 8], [0f32; 8]);
-            for j in 0..8 {
-                let r = 32 * j..32 * j + 32;
+        GgmlType::Q2K | GgmlType::Q4K | GgmlType::Q5K => {
+            // Sub-blocks of `sub` values, each with a scale and a min of `top + 1` levels.
+            let (sub, top, lattice): (usize, i32, &[f32]) =
+                if ty == GgmlType::Q2K { (16, 15, &Q2K_LATTICE) } else { (32, 63, &K_LATTICE) };
+            let (subs, nmax) = (QK_K / sub, ty.max_code());
+            let (mut scales, mut mins) = ([0f32; 16], [0f32; 16]);
+            for j in 0..subs {
+                let r = sub * j..sub * j + sub;
                 let (s, m) = affine_search(&x[r.clone()], w.map(|w| &w[r]), nmax, true, |v| v);
                 (scales[j], mins[j]) = (s, -m);
             }
@@ -1371,20 +1536,20 @@ fn choose_searched(ty: GgmlType, x: &[f32], w: Option<&[f32]>) -> BlockParams {
             let max_min = mins.iter().fold(0f32, |a, &b| a.max(b));
             let start = |d: f32, v: f32| if d > 0.0 { nearest_int(v / d) } else { 0 };
             // Lattices of the super-block scales (the largest sub-scale and sub-min at `ns`,
-            // `nm` of 63): each sub-block takes its best 6-bit pair next to its own fit.
+            // `nm` of `top`): each sub-block takes its best integer pair next to its own fit.
             let mut err = f32::INFINITY;
-            for ns in K_LATTICE {
-                for nm in K_LATTICE {
+            for &ns in lattice {
+                for &nm in lattice {
                     let mut cand = BlockParams { d: f16r(max_scale / ns), m: f16r(max_min / nm), ..p };
                     let mut total = 0f32;
-                    for j in 0..8 {
+                    for j in 0..subs {
                         let (s0, m0) = (start(cand.d, scales[j]), start(cand.m, mins[j]));
                         let mut best = f32::INFINITY;
-                        for sc in (s0 - 1).max(0)..=(s0 + 1).min(63) {
-                            for mn in (m0 - 1).max(0)..=(m0 + 1).min(63) {
+                        for sc in (s0 - 1).max(0)..=(s0 + 1).min(top) {
+                            for mn in (m0 - 1).max(0)..=(m0 + 1).min(top) {
                                 let mut t = cand;
                                 (t.sc[j], t.mn[j]) = (sc as u8, mn as u8);
-                                let e = range_error(ty, &t, x, w, 32 * j..32 * j + 32);
+                                let e = range_error(ty, &t, x, w, sub * j..sub * j + sub);
                                 if e < best {
                                     (best, cand.sc[j], cand.mn[j]) = (e, sc as u8, mn as u8);
                                 }
@@ -1397,18 +1562,18 @@ fn choose_searched(ty: GgmlType, x: &[f32], w: Option<&[f32]>) -> BlockParams {
                     }
                 }
             }
-            // Alternate: the best 6-bit sub-scale and sub-min near each sub-block's (the
+            // Alternate: the best integer sub-scale and sub-min near each sub-block's (the
             // super-block scales fixed), then the super-block scales refitted (the codes fixed).
             for _ in 0..3 {
-                for j in 0..8 {
+                for j in 0..subs {
                     let (s0, m0) = (p.sc[j] as i32, p.mn[j] as i32);
                     let mut best = f32::INFINITY;
                     for ds in -2..=2 {
                         for dm in -2..=2 {
                             let mut cand = p;
-                            cand.sc[j] = (s0 + ds).clamp(0, 63) as u8;
-                            cand.mn[j] = (m0 + dm).clamp(0, 63) as u8;
-                            let e = range_error(ty, &cand, x, w, 32 * j..32 * j + 32);
+                            cand.sc[j] = (s0 + ds).clamp(0, top) as u8;
+                            cand.mn[j] = (m0 + dm).clamp(0, top) as u8;
+                            let e = range_error(ty, &cand, x, w, sub * j..sub * j + sub);
                             if e < best {
                                 best = e;
                                 (p.sc[j], p.mn[j]) = (cand.sc[j], cand.mn[j]);
@@ -1516,8 +1681,10 @@ fn symmetric_k_search(ty: GgmlType, x: &[f32], w: Option<&[f32]>) -> BlockParams
     p
 }
 
-/// Q4_K/Q5_K: the largest 6-bit sub-scale (and sub-min) in each lattice the search tries.
+/// Q4_K/Q5_K: the largest 6-bit sub-scale (and sub-min) in each lattice the search tries; Q2_K's
+/// 4-bit ones, about as far apart.
 const K_LATTICE: [f32; 3] = [63.0, 59.0, 55.0];
+const Q2K_LATTICE: [f32; 3] = [15.0, 14.0, 13.0];
 /// The largest sub-block's integer scale in each lattice [`symmetric_k_search`] tries: about 3%
 /// apart, over a quarter of the scale range.
 const Q6K_LATTICE: [f32; 8] = [128.0, 124.0, 120.0, 116.0, 112.0, 108.0, 104.0, 100.0];
@@ -2106,17 +2273,21 @@ mod tests {
         for (b, xs) in x.chunks_exact(256).enumerate() {
             let w: Vec<f32> = (0..256).map(|_| next(4) as f32 * 0.5).collect();
             let w = (b % 2 == 1).then_some(&w[..]);
-            for ty in [GgmlType::Q3K, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
+            for ty in [GgmlType::Q2K, GgmlType::Q3K, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
                 let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
                 let mut p =
                     BlockParams { d: f16r(amax / 500.0), m: f16r(amax / 300.0), ..Default::default() };
-                let scales = if ty == GgmlType::Q3K { 64 } else { 256 };
+                let (scales, mins) = match ty {
+                    GgmlType::Q2K => (16, 16),
+                    GgmlType::Q3K => (64, 64),
+                    _ => (256, 64),
+                };
                 for j in 0..16 {
                     // Scale 0 (Q3_K: its stored 32) among random ones.
                     p.sc[j] = if j == 3 { (ty == GgmlType::Q3K) as u8 * 32 } else { next(scales) as u8 };
-                    p.mn[j % 8] = next(64) as u8;
+                    p.mn[j] = next(mins) as u8;
                 }
-                let sub = if matches!(ty, GgmlType::Q3K | GgmlType::Q6K) { 16 } else { 32 };
+                let sub = if matches!(ty, GgmlType::Q4K | GgmlType::Q5K) { 32 } else { 16 };
                 for r in (0..256).step_by(sub).map(|s| s..s + sub) {
                     let want: f32 = r
                         .clone()
@@ -2257,6 +2428,6 @@ mod tests {
         let e =
             quantize_rows(GgmlType::Q8_0, &[1e20; 32], 32, Rounding::Nearest, None, &mut out).unwrap_err();
         assert!(e.to_string().contains("cannot hold values as large as"), "{e}");
-        assert!(GgmlType::parse("q2_k").is_err());
+        assert!(GgmlType::parse("iq4_xs").is_err());
     }
 }

@@ -86,7 +86,7 @@ def cmd_quantize_gguf(args: argparse.Namespace, fallbacks: set[str]) -> int:
         mixes = ", ".join(t.lower() for t in MIXES)
         hint = ""
         if re.fullmatch(r"(IQ\d\w*|Q[2-6]_K(_\w+)?|TQ\d_0|MXFP4\w*)", args.type.upper()):
-            hint = " (a llama.cpp type or mix whose types rxquant does not write)"
+            hint = " (a llama.cpp type or mix rxquant does not write)"
         raise UsageError(
             f"unknown --type {args.type!r}{hint}; llama.cpp types rxquant writes: {known}; llama-quantize's "
             f"mixes: {mixes}"

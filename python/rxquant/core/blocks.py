@@ -1,4 +1,4 @@
-"""llama.cpp's block formats (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q3_K, Q4_K, Q5_K, Q6_K): tensors to ggml
+"""llama.cpp's block formats (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K … Q6_K): tensors to ggml
 blocks and back, bit-compatible with ggml. The codecs run in the Rust core
 (``rust/src/ggml.rs``); this is their numpy front.
 

@@ -36,7 +36,7 @@ FLOAT_TYPES = ("F32", "F16", "BF16")
 
 # llama.cpp's ``general.file_type`` for a file whose quantized tensors are all of one type.
 FILE_TYPES = {"F32": 0, "F16": 1, "BF16": 32, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9,
-              "Q3_K": 12, "Q4_K": 15, "Q5_K": 17, "Q6_K": 18,
+              "Q2_K": 10, "Q3_K": 12, "Q4_K": 15, "Q5_K": 17, "Q6_K": 18,
               # llama-quantize's mixes (rxquant.formats.gguf_mixes)
               "Q3_K_S": 11, "Q3_K_M": 12, "Q3_K_L": 13, "Q4_K_S": 14, "Q4_K_M": 15, "Q5_K_S": 16,
               "Q5_K_M": 17}  # fmt: skip
@@ -54,7 +54,7 @@ _NOT_QUANTIZED = (
 )  # fmt: skip
 _NOT_QUANTIZED_NAMES = ("position_embd.weight", "token_types.weight")
 # A K type's fallback where rows are not whole super-blocks of 256 (then F16 if that fails too).
-_FALLBACK = {"Q3_K": "Q4_0", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
+_FALLBACK = {"Q2_K": "Q4_0", "Q3_K": "Q4_0", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
 
 
 def gguf_package() -> Any:
