@@ -20,6 +20,26 @@ def llama_cpp_file(name: str) -> Optional[Path]:
     return None
 
 
+def llama_quantize() -> Path:
+    """llama.cpp's ``llama-quantize``; the test is skipped where it is not built."""
+    exe = llama_cpp_file("llama-quantize")
+    if exe is None:
+        pytest.skip("llama-quantize is not built (make interop, or set LLAMA_CPP_BIN)")
+    return exe
+
+
+def tiny_bert_gguf(folder: Path) -> Path:
+    """A tiny BERT model folder (``tests.tiny_bert``) in ``folder``, converted to ``folder``.gguf
+    (F32) by rxquant's converter."""
+    import rxquant.gguf as rg
+    from tests.tiny_bert import tiny_bert
+
+    tiny_bert(folder)
+    out = folder.with_suffix(".gguf")
+    rg.quantize_file(folder, out, type="f32")
+    return out
+
+
 def write_gguf(
     path: Path,
     tensors: dict[str, np.ndarray],

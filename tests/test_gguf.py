@@ -23,7 +23,7 @@ import rxquant.gguf as rg  # noqa: E402
 import rxquant.models.minilm  # noqa: E402
 from rxquant.core.gptq import output_error  # noqa: E402
 from rxquant.formats.gguf_file import GgufFile, type_for  # noqa: E402
-from tests.gguf_files import llama_cpp_file, write_gguf  # noqa: E402
+from tests.gguf_files import llama_cpp_file, llama_quantize, tiny_bert_gguf, write_gguf  # noqa: E402
 from tests.reference import ggml_k_reference  # noqa: E402
 from tests.tiny_bert import tiny_bert  # noqa: E402
 
@@ -789,12 +789,8 @@ def test_float_outputs_convert_the_tensors_llama_quantize_converts(tmp_path: Pat
 def test_float_outputs_equal_llama_quantizes(tmp_path: Path) -> None:
     """Every tensor of `--type f16` and `--type bf16` (type and bytes) equals llama-quantize's
     F16 and BF16 output of the same file, where llama.cpp's tools are built (make interop)."""
-    exe = llama_cpp_file("llama-quantize")
-    if exe is None:
-        pytest.skip("llama-quantize is not built (make interop, or set LLAMA_CPP_BIN)")
-    tiny_bert(tmp_path / "m")
-    src = tmp_path / "f32.gguf"
-    rg.quantize_file(tmp_path / "m", src, type="f32")
+    exe = llama_quantize()
+    src = tiny_bert_gguf(tmp_path / "m")
     for want in ("F16", "BF16"):
         ours, theirs = tmp_path / f"rx-{want}.gguf", tmp_path / f"ll-{want}.gguf"
         rg.quantize_file(src, ours, type=want)

@@ -16,9 +16,8 @@ pytest.importorskip("gguf")
 import rxquant.gguf as rg  # noqa: E402
 from rxquant.formats.gguf_file import GgufFile  # noqa: E402
 from rxquant.formats.gguf_mixes import MIXES, ModelInfo, mix_types  # noqa: E402
-from tests.gguf_files import decoder_gguf, llama_cpp_file, write_gguf  # noqa: E402
+from tests.gguf_files import decoder_gguf, llama_quantize, tiny_bert_gguf, write_gguf  # noqa: E402
 from tests.test_gguf import run  # noqa: E402
-from tests.tiny_bert import tiny_bert  # noqa: E402
 
 
 def ours(path: Path, mix: str) -> dict[str, str]:
@@ -140,9 +139,7 @@ MODELS: dict[str, dict[str, Any]] = {
 def test_types_equal_llama_quantizes(model: str, tmp_path: Path) -> None:
     """Every tensor's type under every mix equals `llama-quantize --dry-run`'s, where llama.cpp's
     tools are built (make interop); skipped elsewhere."""
-    exe = llama_cpp_file("llama-quantize")
-    if exe is None:
-        pytest.skip("llama-quantize is not built (make interop, or set LLAMA_CPP_BIN)")
+    exe = llama_quantize()
     src = decoder_gguf(tmp_path / "m.gguf", **MODELS[model])
     for mix in MIXES:
         theirs = dry_run(exe, src, mix)
@@ -155,12 +152,8 @@ def test_files_equal_llama_quantizes(tmp_path: Path) -> None:
     the pure Q2_K and Q3_K files) equal llama-quantize's: a small llama (K blocks) and a tiny BERT
     converted from safetensors (rows of 64: fallbacks), where llama.cpp's tools are built (make
     interop); skipped elsewhere."""
-    exe = llama_cpp_file("llama-quantize")
-    if exe is None:
-        pytest.skip("llama-quantize is not built (make interop, or set LLAMA_CPP_BIN)")
-    tiny_bert(tmp_path / "bert")
-    bert = tmp_path / "bert.gguf"
-    rg.quantize_file(tmp_path / "bert", bert, type="f32")
+    exe = llama_quantize()
+    bert = tiny_bert_gguf(tmp_path / "bert")
     for src in (decoder_gguf(tmp_path / "llama.gguf", layers=8, seed=0), bert):
         # The mixes, and the types without one of their own as `--pure` files.
         for mix in (*MIXES, "Q2_K", "Q3_K"):

@@ -776,7 +776,7 @@ fn encode_ref(ty: GgmlType, x: &[f32], l: &mut [u8]) -> BlockParams {
                     *o = av_x + v.abs();
                 }
             }
-            let (scales, mins) = make_qkx2_quants_x8(nmax, x, &w, l, rmin, 0.1, nstep);
+            let (scales, mins) = make_qkx2_quants::<8, 32, false>(nmax, x, &w, l, rmin, 0.1, nstep);
             let (mut max_scale, mut max_min) = (0f32, 0f32);
             for j in 0..8 {
                 max_scale = if scales[j] > max_scale { scales[j] } else { max_scale };
@@ -801,11 +801,11 @@ fn encode_ref(ty: GgmlType, x: &[f32], l: &mut [u8]) -> BlockParams {
             }
         }
         GgmlType::Q2K => {
-            let (mut scales, mut mins) = ([0f32; 16], [0f32; 16]);
+            let (scales, mins);
             let (mut max_scale, mut max_min) = (0f32, 0f32);
-            for (j, (xs, ls)) in x.chunks_exact(16).zip(l.chunks_exact_mut(16)).enumerate() {
-                let w: [f32; 16] = std::array::from_fn(|i| xs[i].abs());
-                (scales[j], mins[j]) = make_qkx2_quants(3, xs, &w, ls, -0.5, 0.1, 15, true);
+            let w: [f32; QK_K] = std::array::from_fn(|i| x[i].abs());
+            (scales, mins) = make_qkx2_quants::<16, 16, true>(3, x, &w, l, -0.5, 0.1, 15);
+            for j in 0..16 {
                 max_scale = if scales[j] > max_scale { scales[j] } else { max_scale };
                 max_min = if mins[j] > max_min { mins[j] } else { max_min };
             }
@@ -897,77 +897,6 @@ fn encode_ref(ty: GgmlType, x: &[f32], l: &mut [u8]) -> BlockParams {
     p
 }
 
-/// ggml's `make_qkx2_quants` for one sub-block (Q2_K's 16 values, weighted absolute errors with
-/// `use_mad`): the scale and (negated) min of an affine grid `0..=nmax`, least squares over
-/// `nstep + 1` candidate ranges, each starting from the best so far; codes in `l`.
-#[allow(clippy::too_many_arguments)]
-fn make_qkx2_quants(
-    nmax: i32,
-    x: &[f32],
-    w: &[f32],
-    l: &mut [u8],
-    rmin: f32,
-    rdelta: f32,
-    nstep: i32,
-    use_mad: bool,
-) -> (f32, f32) {
-    let n = x.len();
-    let (mut min, mut max, mut sum_w) = (x[0], x[0], w[0]);
-    let mut sum_x = sum_w * x[0];
-    for i in 1..n {
-        min = if x[i] < min { x[i] } else { min };
-        max = if x[i] > max { x[i] } else { max };
-        sum_w += w[i];
-        sum_x += w[i] * x[i];
-    }
-    if min > 0.0 {
-        min = 0.0;
-    }
-    if max == min {
-        l[..n].fill(0);
-        return (0.0, -min);
-    }
-    let err = |diff: f32| if use_mad { diff.abs() } else { diff * diff };
-    let iscale = nmax as f32 / (max - min);
-    let mut scale = 1.0 / iscale;
-    let mut best_error = 0f32;
-    for i in 0..n {
-        let q = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
-        l[i] = q as u8;
-        best_error += w[i] * err(scale * q as f32 + min - x[i]);
-    }
-    let mut laux = [0u8; 32];
-    for is in 0..=nstep {
-        let iscale = (rmin + rdelta * is as f32 + nmax as f32) / (max - min);
-        let (mut sum_l, mut sum_l2, mut sum_xl) = (0f32, 0f32, 0f32);
-        for i in 0..n {
-            let q = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
-            laux[i] = q as u8;
-            sum_l += w[i] * q as f32;
-            sum_l2 += w[i] * q as f32 * q as f32;
-            sum_xl += w[i] * q as f32 * x[i];
-        }
-        let dd = sum_w * sum_l2 - sum_l * sum_l;
-        if dd > 0.0 {
-            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / dd;
-            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / dd;
-            if this_min > 0.0 {
-                this_min = 0.0;
-                this_scale = sum_xl / sum_l2;
-            }
-            let mut cur_error = 0f32;
-            for i in 0..n {
-                cur_error += w[i] * err(this_scale * laux[i] as f32 + this_min - x[i]);
-            }
-            if cur_error < best_error {
-                l[..n].copy_from_slice(&laux[..n]);
-                (best_error, scale, min) = (cur_error, this_scale, this_min);
-            }
-        }
-    }
-    (scale, -min)
-}
-
 /// ggml's `make_q3_quants` with `do_rmse` for one sub-block: a symmetric grid `-nmax..nmax-1`
 /// from the value of largest magnitude, then up to five passes that move single codes while the
 /// `x²`-weighted least-squares fit improves. Codes (plus `nmax`) in `l`; returns the scale.
@@ -1022,15 +951,17 @@ fn make_q3_quants(nmax: i32, x: &[f32], l: &mut [u8]) -> f32 {
     }
 }
 
-/// ggml's `make_qkx2_quants` for the 8 sub-blocks of 32 of a K super-block at once, one per
-/// lane: the scale and (negated) min of an affine grid `0..=nmax` for each sub-block, least
-/// squares over `nstep + 1` candidate ranges (each starting from the best so far, as in ggml),
-/// codes in `l`. Every lane runs ggml's scalar loop in its own order, so each result is bit for
-/// bit the scalar one; side by side, the lanes compile to vector instructions where one
-/// sub-block at a time was bound by the latency of its running sums. `x`, `w`: 256
-/// values. Returns `(scales, -mins)`.
+/// ggml's `make_qkx2_quants` for the `S` sub-blocks of `N` values of a K super-block at once
+/// (Q4_K/Q5_K: 8 of 32; Q2_K: 16 of 16), one per lane: the scale and (negated) min of an affine
+/// grid `0..=nmax` for each sub-block, least squares over `nstep + 1` candidate ranges (each
+/// starting from the best so far, as in ggml), codes in `l`; a range's error sums weighted
+/// absolute differences with `MAD` (ggml's `use_mad`, Q2_K's), else squares. Every lane runs
+/// ggml's scalar loop in its own order, so each result is bit for bit the scalar one; side by
+/// side, the lanes compile to vector instructions where one sub-block at a time was bound by the
+/// latency of its running sums. `x`, `w`: 256 values. Returns `(scales, -mins)`.
 #[inline(always)]
-fn make_qkx2_quants_x8(
+#[allow(clippy::too_many_arguments)]
+fn make_qkx2_quants<const S: usize, const N: usize, const MAD: bool>(
     nmax: i32,
     x: &[f32],
     w: &[f32],
@@ -1038,9 +969,8 @@ fn make_qkx2_quants_x8(
     rmin: f32,
     rdelta: f32,
     nstep: i32,
-) -> ([f32; 8], [f32; 8]) {
-    const S: usize = 8;
-    const N: usize = 32;
+) -> ([f32; S], [f32; S]) {
+    let cost = |diff: f32| if MAD { diff.abs() } else { diff * diff };
     // Lane s holds sub-block s: xt[i][s] = x[32 s + i].
     let (mut xt, mut wt) = ([[0f32; S]; N], [[0f32; S]; N]);
     for s in 0..S {
@@ -1081,7 +1011,7 @@ fn make_qkx2_quants_x8(
             let q = nearest_int(iscale[s] * (xt[i][s] - min[s])).clamp(0, nmax);
             lt[i][s] = q as u8;
             let diff = scale[s] * q as f32 + min[s] - xt[i][s];
-            best_error[s] += wt[i][s] * (diff * diff);
+            best_error[s] += wt[i][s] * cost(diff);
         }
     }
     let code = |iscale: f32, v: f32, min: f32| nearest_int(iscale * (v - min)).clamp(0, nmax);
@@ -1115,7 +1045,7 @@ fn make_qkx2_quants_x8(
             for s in 0..S {
                 let qf = code(iscale[s], xt[i][s], min[s]) as f32;
                 let diff = this_scale[s] * qf + this_min[s] - xt[i][s];
-                cur_error[s] += wt[i][s] * (diff * diff);
+                cur_error[s] += wt[i][s] * cost(diff);
             }
         }
         // Few lanes improve at a step: their codes are kept (computed with the step's min,
@@ -1149,7 +1079,7 @@ fn make_qkx2_quants_x8(
 /// ggml's `make_qx_quants` with `rmse_type = 1` (weights `x²`) for the 16 sub-blocks of 16 of a
 /// Q6_K super-block at once, one per lane: the scale of a symmetric grid `-nmax..nmax-1` for each
 /// sub-block, the best of 19 candidates; codes (plus `nmax`) in `l`. As in
-/// [`make_qkx2_quants_x8`], each lane runs ggml's loop in its own order, so results are bit for
+/// [`make_qkx2_quants`], each lane runs ggml's loop in its own order, so results are bit for
 /// bit the scalar ones. `x`: 256 values. Returns the 16 scales.
 #[inline(always)]
 fn make_qx_quants_x16(nmax: i32, x: &[f32], l: &mut [u8]) -> [f32; 16] {
