@@ -17,7 +17,7 @@ import numpy as np
 import rxquant
 from rxquant import gguf
 
-TYPES = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_k", "q5_k", "q6_k"]
+TYPES = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k"]
 
 
 def main() -> None:
