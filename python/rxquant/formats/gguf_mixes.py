@@ -6,9 +6,9 @@ A mix is mostly one K type, with more bits where llama.cpp found them worth it: 
 (or the token embeddings tied to it) Q6_K, some layers' ``attn_v`` and ``ffn_down`` Q6_K or Q5_K,
 and so on per architecture. The rules are ``llama_tensor_get_type_impl`` of llama.cpp's
 ``src/llama-quant.cpp``, for the mixes of Q3_K, Q4_K and Q5_K (llama-quantize's Q2_K and Q2_K_S
-mixes, and its IQ types, are not reproduced), followed branch by branch; the tests compare them with ``llama-quantize --dry-run`` on
-synthetic models of several architectures where llama.cpp's tools are built. A plain type
-(``q4_k``) is one type everywhere, as ``llama-quantize --pure``
+mixes, and its IQ types, are not reproduced), followed branch by branch; the tests compare them
+with ``llama-quantize --dry-run`` on synthetic models of several architectures where llama.cpp's
+tools are built. A plain type (``q4_k``) is one type everywhere, as ``llama-quantize --pure``
 (:func:`rxquant.formats.gguf_file.type_for`).
 """
 
