@@ -407,14 +407,19 @@ fn unpack_scales_k4(q: &[u8]) -> ([u8; 16], [u8; 16]) {
     (sc, mn)
 }
 
-/// The low two bits of 256 codes in 64 bytes, as Q2_K and Q3_K keep them: value `128 h + 32 s + i`
-/// at bits `2 s` of byte `32 h + i`.
+/// Where Q2_K and Q3_K keep the low two bits of value `k` of a super-block in their 64 bytes of
+/// `qs`: byte `32 (k / 128) + k % 32`, bits `2 (k / 32 % 4)` up.
+#[inline(always)]
+fn crumb_at(k: usize) -> (usize, usize) {
+    (32 * (k / 128) + k % 32, 2 * (k / 32 % 4))
+}
+
+/// The low two bits of the 256 codes `l` into `qs` ([`crumb_at`]).
 fn pack_crumbs(l: &[u8], qs: &mut [u8]) {
-    for (h, qs) in qs.chunks_exact_mut(32).enumerate() {
-        for (i, o) in qs.iter_mut().enumerate() {
-            let at = |s: usize| l[128 * h + 32 * s + i] & 3;
-            *o = at(0) | at(1) << 2 | at(2) << 4 | at(3) << 6;
-        }
+    qs[..64].fill(0);
+    for (k, &q) in l[..QK_K].iter().enumerate() {
+        let (b, s) = crumb_at(k);
+        qs[b] |= (q & 3) << s;
     }
 }
 
@@ -476,19 +481,18 @@ pub fn pack(ty: GgmlType, p: &BlockParams, l: &[u8], out: &mut [u8]) {
             pack_nibbles(&l[..16], &l[16..32], &mut out[off + 4..off + 20]);
         }
         GgmlType::Q2K => {
-            // A 4-bit scale and min per 16 values in a byte; codes 0..=3 laid out as Q3_K's low
-            // two bits (value 128 h + 32 s + i at bits 2 s of byte 32 h + i).
+            // A 4-bit scale and min per 16 values in a byte; codes 0..=3 as Q3_K's low two bits.
             let (scales, rest) = out.split_at_mut(16);
             for (o, (&a, &b)) in scales.iter_mut().zip(p.sc.iter().zip(&p.mn)) {
                 *o = (a & 0xF) | (b << 4);
             }
-            pack_crumbs(l, &mut rest[..64]);
+            pack_crumbs(l, rest);
             put_f16(&mut rest[64..66], p.d);
             put_f16(&mut rest[66..68], p.m);
         }
         GgmlType::Q3K => {
             // Codes 0..=7: the third bit in `hmask` (value k at bit k / 32 of byte k % 32), the
-            // low two in `qs` (value 128 h + 32 s + i at bits 2 s of byte 32 h + i).
+            // low two in `qs` ([`crumb_at`]).
             let (hmask, rest) = out.split_at_mut(32);
             let (qs, rest) = rest.split_at_mut(64);
             hmask.fill(0);
@@ -596,35 +600,29 @@ pub fn decode_block(ty: GgmlType, b: &[u8], out: &mut [f32]) {
         GgmlType::Q2K => {
             let (scales, qs) = (&b[..16], &b[16..80]);
             let (d, dmin) = (get_f16(&b[80..]), get_f16(&b[82..]));
-            for h in 0..2 {
-                for sh in 0..4 {
-                    let k0 = 128 * h + 32 * sh;
-                    for half in 0..2 {
-                        let sc = scales[k0 / 16 + half];
-                        let (dl, ml) = (d * (sc & 0xF) as f32, dmin * (sc >> 4) as f32);
-                        for i in 16 * half..16 * half + 16 {
-                            out[k0 + i] = dl * ((qs[32 * h + i] >> (2 * sh)) & 3) as f32 - ml;
-                        }
-                    }
+            let dl: [f32; 16] = std::array::from_fn(|j| d * (scales[j] & 0xF) as f32);
+            let ml: [f32; 16] = std::array::from_fn(|j| dmin * (scales[j] >> 4) as f32);
+            // Runs of 32 values share their bytes' shift ([`crumb_at`]): loops that vectorize.
+            for (c, o) in out[..QK_K].chunks_exact_mut(32).enumerate() {
+                let (b0, sh) = crumb_at(32 * c);
+                for (i, o) in o.iter_mut().enumerate() {
+                    let j = 2 * c + i / 16;
+                    *o = dl[j] * ((qs[b0 + i] >> sh) & 3) as f32 - ml[j];
                 }
             }
         }
         GgmlType::Q3K => {
             let (hmask, qs, sc) = (&b[..32], &b[32..96], unpack_scales_q3(&b[96..108]));
             let d = get_f16(&b[108..]);
-            // ggml's order: value 128 h + 32 s + i is bits 2 s of `qs[32 h + i]`, less 4 where
-            // bit 4 h + s of `hmask[i]` is clear; scales run along the 16-value sub-blocks.
-            for h in 0..2 {
-                for sh in 0..4 {
-                    let (k0, bit) = (128 * h + 32 * sh, 4 * h + sh);
-                    for half in 0..2 {
-                        let dl = d * (sc[k0 / 16 + half] as i32 - 32) as f32;
-                        for i in 16 * half..16 * half + 16 {
-                            let low = ((qs[32 * h + i] >> (2 * sh)) & 3) as i32;
-                            let q = low - if hmask[i] & (1 << bit) != 0 { 0 } else { 4 };
-                            out[k0 + i] = dl * q as f32;
-                        }
-                    }
+            let dl: [f32; 16] = std::array::from_fn(|j| d * (sc[j] as i32 - 32) as f32);
+            // The low two bits, less 4 where the value's bit in `hmask` (bit k / 32 of byte
+            // k % 32) is clear; runs of 32 values as for Q2_K.
+            for (c, o) in out[..QK_K].chunks_exact_mut(32).enumerate() {
+                let (b0, sh) = crumb_at(32 * c);
+                for (i, o) in o.iter_mut().enumerate() {
+                    let high = (hmask[i] >> c) & 1;
+                    let q = ((qs[b0 + i] >> sh) & 3) as i32 - if high != 0 { 0 } else { 4 };
+                    *o = dl[2 * c + i / 16] * q as f32;
                 }
             }
         }
@@ -801,14 +799,10 @@ fn encode_ref(ty: GgmlType, x: &[f32], l: &mut [u8]) -> BlockParams {
             }
         }
         GgmlType::Q2K => {
-            let (scales, mins);
-            let (mut max_scale, mut max_min) = (0f32, 0f32);
             let w: [f32; QK_K] = std::array::from_fn(|i| x[i].abs());
-            (scales, mins) = make_qkx2_quants::<16, 16, true>(3, x, &w, l, -0.5, 0.1, 15);
-            for j in 0..16 {
-                max_scale = if scales[j] > max_scale { scales[j] } else { max_scale };
-                max_min = if mins[j] > max_min { mins[j] } else { max_min };
-            }
+            let (scales, mins) = make_qkx2_quants::<16, 16, true>(3, x, &w, l, -0.5, 0.1, 15);
+            let largest = |v: &[f32]| v.iter().fold(0f32, |a, &b| if b > a { b } else { a });
+            let (max_scale, max_min) = (largest(&scales), largest(&mins));
             // ggml stores each scale's integer as a byte, then ORs the min's in above it.
             let mut bytes = [0u8; 16];
             if max_scale > 0.0 {
