@@ -252,6 +252,13 @@ def test_nonfinite_refused(bad: float) -> None:
     for name in ("Q4_0", "Q8_0"):
         with pytest.raises(ValueError, match="non-finite|NaN|Inf"):
             rg.quantize_tensor(x, name)
+    # Every K type, with each rounding: the value's flat index is named.
+    k = np.ones((2, 256), np.float32)
+    k[1, 3] = bad
+    for name in K_TYPES:
+        for rounding in ("nearest", "mse"):
+            with pytest.raises(ValueError, match="non-finite value.*flat index 259"):
+                rg.quantize_tensor(k, name, rounding=rounding)
 
 
 def test_bad_requests_refused_with_names() -> None:

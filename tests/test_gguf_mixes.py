@@ -92,6 +92,9 @@ def test_a_mix_needs_the_layer_count(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"has no llama.block_count; give one type \(such as --type q4_k\)"):
         rg.quantize_file(src, tmp_path / "q.gguf", type="q4_k_m")
     assert not (tmp_path / "q.gguf").exists()
+    rc, _, err = run("quantize", str(src), "-o", str(tmp_path / "q.gguf"), "--type", "q4_k_m")
+    assert rc == 2 and "mixes choose types by layer, and this llama model has no llama.block_count" in err
+    assert not (tmp_path / "q.gguf").exists()
 
 
 def test_expert_tensors_need_their_layer_in_the_name(tmp_path: Path) -> None:

@@ -106,7 +106,10 @@ def cmd_quantize_gguf(args: argparse.Namespace, fallbacks: set[str]) -> int:
             )
     except ValueError as e:
         msg = str(e)
-        refusals = ("already quantized", "no input statistics", "budget", "give either", "unknown")
+        refusals = (
+            "already quantized", "no input statistics", "budget", "give either", "unknown",
+            "choose types by layer",
+        )  # fmt: skip
         if any(k in msg for k in refusals):
             raise UsageError(msg) from None
         raise
