@@ -10,7 +10,12 @@ force (a grid of scales and minimums, refined by least squares) at two grid dens
 shows the grid is fine enough), and prints it beside rxquant's `mse` and llama.cpp's own rounding
 (`nearest`) on the same sub-blocks.
 
-    python benches/kquant_bound.py [--sample 3000] [--write-docs]
+For Q3_K the format itself is small enough to search exhaustively: for each float16 super-scale
+on a fine grid every sub-block takes the best of its 64 integer sub-scales, so the least error
+over that grid is the best any Q3_K encoder can do (for fixed parameters the nearest codes are
+optimal). The script prints it on a sample of whole blocks beside `mse` on the same blocks.
+
+    python benches/kquant_bound.py [--sample 3000] [--blocks 200] [--write-docs]
 """
 
 from __future__ import annotations
@@ -73,9 +78,43 @@ def symmetric_bound(b: np.ndarray, steps: int, h: int) -> np.ndarray:
     return best
 
 
+def symmetric_format_optimum(x: np.ndarray, steps: int, h: int, sub: int, smax: int) -> np.ndarray:
+    """Least squared error of each block (row) of ``x`` in a symmetric K format: value
+    ``d * s * q``, ``d`` float16 (either sign), ``s`` an integer in ``-smax..smax-1`` per sub-block
+    of ``sub``, ``q`` in ``-h..h-1``. ``d`` runs over ``steps`` values of each sign from 0.45x to
+    1.7x the scale at which the largest sub-scale just reaches the block's largest value (wider
+    grids found nothing better in trials); each sub-block takes its best ``s``."""
+    b = x.reshape(len(x), -1, sub)
+    base = np.abs(x).max(1) / (h * smax)
+    s = np.arange(-smax, smax, dtype=np.float64)
+    best = np.full(len(x), np.inf)
+    for f in np.concatenate([np.linspace(0.45, 1.7, steps), -np.linspace(0.45, 1.7, steps)]):
+        d = (base * f).astype(np.float16).astype(np.float64)
+        step = d[:, None, None] * s[None, :, None]  # block, sub-scale, 1
+        safe = np.where(step == 0, 1.0, step)
+        q = np.clip(np.rint(b[:, None, :, :] / safe[..., None]), -h, h - 1) * (step != 0)[..., None]
+        e = ((b[:, None, :, :] - q * step[..., None]) ** 2).sum(3)  # block, sub-scale, sub-block
+        best = np.minimum(best, e.min(1).sum(1))
+    return best
+
+
+def errors(ws: list[np.ndarray], ty: str, sub: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The weights ``ws`` in rows of ``sub`` (float64), and each row's squared error under
+    ``nearest`` and ``mse`` rounding to ``ty``."""
+    import rxquant.gguf as rg
+
+    x = np.concatenate([w.reshape(-1, sub) for w in ws]).astype(np.float64)
+    err = {}
+    for rounding in ("nearest", "mse"):
+        y = [rg.dequantize_tensor(rg.quantize_tensor(w, ty, rounding=rounding), ty, w.shape) for w in ws]
+        err[rounding] = ((x - np.concatenate([v.reshape(-1, sub) for v in y])) ** 2).sum(1)
+    return x, err
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sample", type=int, default=3000, help="sub-blocks sampled per type")
+    ap.add_argument("--blocks", type=int, default=200, help="Q3_K blocks searched exhaustively")
     ap.add_argument("--write-docs", action="store_true", help=f"write the lines into {DOC.name}")
     args = ap.parse_args()
 
@@ -94,11 +133,7 @@ def main() -> None:
     )
     for ty, sub, bound, steps in kinds:
         ws = [w for w in weights.values() if rg.BLOCK_TYPES[ty].fits(w.shape)]
-        x = np.concatenate([w.reshape(-1, sub) for w in ws]).astype(np.float64)
-        err = {}
-        for rounding in ("nearest", "mse"):
-            y = [rg.dequantize_tensor(rg.quantize_tensor(w, ty, rounding=rounding), ty, w.shape) for w in ws]
-            err[rounding] = ((x - np.concatenate([v.reshape(-1, sub) for v in y])) ** 2).sum(1)
+        x, err = errors(ws, ty, sub)
         pick = rng.choice(len(x), min(args.sample, len(x)), replace=False)
         coarse, fine = (bound(x[pick], s).sum() for s in (steps // 3, steps))
         near, mse = err["nearest"][pick].sum(), err["mse"][pick].sum()
@@ -108,6 +143,18 @@ def main() -> None:
             f"{err['mse'].sum() / err['nearest'].sum():.3f}); free float parameters per sub-block "
             f"(a bound for any encoder): {fine / near:.3f} (coarser grid: {coarse / near:.3f})"
         )
+    x, err = errors([w for w in weights.values() if rg.BLOCK_TYPES["Q3_K"].fits(w.shape)], "Q3_K", 256)
+    pick = rng.choice(len(x), min(args.blocks, len(x)), replace=False)
+    near, mse = err["nearest"][pick].sum(), err["mse"][pick].sum()
+    optimum = partial(symmetric_format_optimum, x[pick], h=4, sub=16, smax=32)
+    coarse, fine = optimum(steps=120).sum(), optimum(steps=360).sum()
+    whole = err["mse"].sum() / err["nearest"].sum()
+    lines.append(
+        f"Q3_K ({len(pick)} random blocks of 256), weight squared error relative to nearest: rxquant "
+        f"mse {mse / near:.4f}; the format's optimum (each float16 super-scale of a grid, every "
+        f"sub-block at its best 6-bit sub-scale): {fine / near:.4f} (coarser grid: {coarse / near:.4f}); "
+        f"all blocks: rxquant mse {whole:.4f}, so the optimum there is about {whole * fine / mse:.4f}"
+    )
     text = "\n".join(["```", *lines, "```"])
     print(text)
     if args.write_docs:

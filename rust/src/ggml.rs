@@ -1555,10 +1555,29 @@ fn symmetric_k_search(ty: GgmlType, x: &[f32], w: Option<&[f32]>) -> BlockParams
     if max_abs < GROUP_MAX_EPS {
         return BlockParams::default();
     }
+    // Super-scales: the lattices, on which the largest sub-block takes sub-scale -n. A block whose
+    // smallest sub-block would take a few steps or none (an outlier elsewhere in the block) also
+    // tries a dense grid: with one or two steps that sub-block's error depends on the exact
+    // super-scale, and the best one spends a little of the largest sub-block's error for it.
+    let mut ds = [0f32; Q6K_LATTICE.len() + DENSE_LATTICE];
+    for (d, &n) in ds.iter_mut().zip(lattice) {
+        *d = max_scale / -n;
+    }
+    let mut nd = lattice.len();
+    if scales.iter().any(|s| s.abs() * -smin as f32 <= SMALL_STEPS * max_abs) {
+        // From 0.45x to 1.7x the super-scale at which the block's largest magnitude is the long
+        // end of the grid (sub-scale `smin`, code `-h`).
+        let big = x.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+        let d0 = big / (h * -smin) as f32;
+        for i in 0..DENSE_LATTICE {
+            ds[nd + i] = d0 * (0.45 + 1.25 * i as f32 / (DENSE_LATTICE - 1) as f32);
+        }
+        nd += DENSE_LATTICE;
+    }
     let mut p = BlockParams::default();
     let mut err = f32::INFINITY;
-    for &n in lattice {
-        let mut cand = BlockParams { d: f16r(max_scale / -n), ..BlockParams::default() };
+    for &d in &ds[..nd] {
+        let mut cand = BlockParams { d: f16r(d), ..BlockParams::default() };
         if cand.d == 0.0 || !cand.d.is_finite() {
             continue;
         }
@@ -1566,8 +1585,11 @@ fn symmetric_k_search(ty: GgmlType, x: &[f32], w: Option<&[f32]>) -> BlockParams
         for ib in 0..16 {
             let r = 16 * ib..16 * ib + 16;
             let c = nearest_int(scales[ib] / cand.d);
+            // A sub-block beyond the grid's reach (a dense super-scale) also tries the grid's
+            // other end, where its largest value can sit on the long side of the codes.
+            let ends: &[i32] = if c < smin || c > smax { &[smin, smax] } else { &[c] };
             let mut best = f32::INFINITY;
-            for sc in (c - K_REACH).max(smin)..=(c + K_REACH).min(smax) {
+            for sc in ends.iter().flat_map(|&e| (e - K_REACH).max(smin)..=(e + K_REACH).min(smax)) {
                 let mut t = cand;
                 set_sub_scale(ty, &mut t, ib, sc);
                 let e = range_error(ty, &t, x, w, r.clone());
@@ -1615,6 +1637,10 @@ const Q6K_LATTICE: [f32; 8] = [128.0, 124.0, 120.0, 116.0, 112.0, 108.0, 104.0, 
 const Q3K_LATTICE: [f32; 8] = [32.0, 31.0, 30.0, 29.0, 28.0, 27.0, 26.0, 25.0];
 /// How far from its own scale (in steps of `d`) each sub-block looks on a lattice.
 const K_REACH: i32 = 2;
+/// [`symmetric_k_search`]: a block with a sub-block whose scale takes at most this many steps of
+/// the largest lattice's super-scale searches [`DENSE_LATTICE`] super-scales.
+const SMALL_STEPS: f32 = 2.0;
+const DENSE_LATTICE: usize = 64;
 
 /// The parameters of one block of `x` (`block_size` values) by `rounding`, and its stored codes.
 #[inline(always)]
@@ -2085,6 +2111,60 @@ mod tests {
             };
             for (i, (m, r)) in err(&b).iter().zip(err(&a)).enumerate() {
                 assert!(*m <= r * (1.0 + 1e-6), "{ty:?} block {i}: mse {m} > nearest {r}");
+            }
+        }
+    }
+
+    /// A Q3_K/Q6_K block with one outlier sub-block: `mse` gets within 2% of the format's optimum
+    /// (every float16 super-scale of a fine grid, each sub-block at its best integer sub-scale,
+    /// nearest codes). With only the lattices of the outlier's own scale, such a block of
+    /// MiniLM's (one value of 4.4 among values under 0.2) had 2.4 times the optimum's error.
+    #[test]
+    fn an_outlier_block_gets_near_the_formats_optimum() {
+        let mut s = 4_242u32;
+        let mut rand = || {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        for ty in [GgmlType::Q3K, GgmlType::Q6K] {
+            let (h, (smin, smax)) = (ty.half_codes(), ty.sub_scales());
+            for case in 0..8 {
+                let mut x: Vec<f32> = (0..256).map(|_| rand() * 0.1).collect();
+                x[16 * (case % 16) + case] = if case % 2 == 0 { 4.4 } else { -4.4 } * (1.0 + rand());
+                let p = encode_block(ty, &x, Rounding::Mse, None, &mut [0u8; 256]);
+                let got = block_error(ty, &p, &x, None) as f64;
+                let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let mut best = f64::INFINITY;
+                for i in -2000i32..=2000 {
+                    let d = f16r(
+                        amax / (h * -smin) as f32 * (0.3 + 1.7 * i.abs() as f32 / 2000.0) * i.signum() as f32,
+                    );
+                    if d == 0.0 {
+                        continue;
+                    }
+                    let total: f64 = x
+                        .chunks(16)
+                        .map(|xs| {
+                            (smin..=smax)
+                                .map(|sc| {
+                                    let step = d * sc as f32;
+                                    xs.iter()
+                                        .map(|&v| {
+                                            let q = if step == 0.0 {
+                                                0.0
+                                            } else {
+                                                (v / step).round().clamp(-h as f32, (h - 1) as f32)
+                                            };
+                                            ((v - step * q) as f64).powi(2)
+                                        })
+                                        .sum::<f64>()
+                                })
+                                .fold(f64::INFINITY, f64::min)
+                        })
+                        .sum();
+                    best = best.min(total);
+                }
+                assert!(got <= best * 1.02, "{ty:?} case {case}: mse {got} > optimum {best}");
             }
         }
     }
