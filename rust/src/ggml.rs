@@ -2047,6 +2047,14 @@ pub fn gptq_rows(
 mod tests {
     use super::*;
 
+    /// A linear congruential stream of 24-bit integers from `seed`: test data without a crate.
+    fn lcg(mut seed: u32) -> impl FnMut() -> u32 {
+        move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            seed >> 8
+        }
+    }
+
     #[test]
     fn roundf_is_c_roundf() {
         let mut v = -300.0f32;
@@ -2121,11 +2129,8 @@ mod tests {
     /// MiniLM's (one value of 4.4 among values under 0.2) had 2.4 times the optimum's error.
     #[test]
     fn an_outlier_block_gets_near_the_formats_optimum() {
-        let mut s = 4_242u32;
-        let mut rand = || {
-            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
+        let mut bits = lcg(4_242);
+        let mut rand = || bits() as f32 / (1u32 << 24) as f32 - 0.5;
         for ty in [GgmlType::Q3K, GgmlType::Q6K] {
             let (h, (smin, smax)) = (ty.half_codes(), ty.sub_scales());
             for case in 0..8 {
@@ -2172,11 +2177,8 @@ mod tests {
     /// The sweep is exact over its interval: no scale on a fine grid of it does better.
     #[test]
     fn symmetric_search_beats_a_fine_grid() {
-        let mut s = 12345u32;
-        let mut rand = || {
-            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
+        let mut bits = lcg(12345);
+        let mut rand = || bits() as f32 / (1u32 << 24) as f32 - 0.5;
         for _ in 0..200 {
             let y: Vec<f32> = (0..16).map(|_| rand() * rand().abs() * 4.0).collect();
             let err = |d: f32| -> f64 {
@@ -2197,11 +2199,8 @@ mod tests {
     /// and heavy-tailed blocks, with and without weights (some zero).
     #[test]
     fn the_cut_sweep_picks_the_whole_sweeps_scale() {
-        let mut s = 20_241_129u32;
-        let mut unit = || {
-            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            ((s >> 8) as f32 + 0.5) / (1u32 << 24) as f32
-        };
+        let mut bits = lcg(20_241_129);
+        let mut unit = || (bits() as f32 + 0.5) / (1u32 << 24) as f32;
         let grids =
             [(-127, 127, 0.8, Q8_SEARCH_HI, 32), (-8, 7, 0.5, SEARCH_HI, 32), (-16, 15, 0.6, SEARCH_HI, 32)];
         let grids = grids.into_iter().chain([(-32, 31, 0.6, SEARCH_HI, 16)]);
@@ -2238,11 +2237,8 @@ mod tests {
     /// values (and their weights) cannot change the scale.
     #[test]
     fn symmetric_search_ignores_the_order_of_the_values() {
-        let mut s = 987_654_321u32;
-        let mut next = |n: u32| {
-            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (s >> 8) % n
-        };
+        let mut bits = lcg(987_654_321);
+        let mut next = |n: u32| bits() % n;
         for case in 0..3000 {
             // Magnitudes from a few levels (bf16-like weights repeat), so many points tie.
             let x: Vec<f32> = (0..32)
@@ -2269,11 +2265,8 @@ mod tests {
     #[test]
     fn range_error_equals_the_per_value_coder() {
         let x = awkward_blocks();
-        let mut seed = 7u32;
-        let mut next = |n: u32| {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) % n
-        };
+        let mut bits = lcg(7);
+        let mut next = |n: u32| bits() % n;
         for (b, xs) in x.chunks_exact(256).enumerate() {
             let w: Vec<f32> = (0..256).map(|_| next(4) as f32 * 0.5).collect();
             let w = (b % 2 == 1).then_some(&w[..]);
@@ -2336,11 +2329,8 @@ mod tests {
             return;
         }
         let x = awkward_blocks();
-        let mut seed = 11u32;
-        let mut next = |n: u32| {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) % n
-        };
+        let mut bits = lcg(11);
+        let mut next = |n: u32| bits() % n;
         let grids = [(0, 15), (0, 31), (-32, 31), (-128, 127), (-8, 7), (-16, 15)];
         for (b, xs) in x.chunks_exact(32).enumerate() {
             let w: Vec<f32> = (0..32).map(|_| next(5) as f32 * 0.37).collect();
