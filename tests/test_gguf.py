@@ -511,10 +511,16 @@ def test_output_that_is_an_input_is_refused(tmp_path: Path) -> None:
     assert earlier.stat().st_size > 3
 
 
-def test_other_architectures_refused(tmp_path: Path) -> None:
+def test_other_architectures_refused(tmp_path: Path, capsys) -> None:
+    """A conversion rxquant does not do is a refused request (exit 2), not a bad file."""
+    from rxquant.apps.cli import main
+
     tiny_bert(tmp_path / "m", model_type="llama")
-    with pytest.raises(ValueError, match="'llama' model; rxquant converts bert"):
+    with pytest.raises(rxquant.RequestError, match="'llama' model; rxquant converts bert"):
         rg.quantize_file(tmp_path / "m", tmp_path / "m.gguf", type="f32")
+    assert main(["quantize", str(tmp_path / "m"), "-o", str(tmp_path / "m.gguf"), "--type", "f32"]) == 2
+    assert "rxquant converts bert" in capsys.readouterr().err
+    assert not (tmp_path / "m.gguf").exists()
 
 
 @pytest.mark.skipif(rxquant.models.minilm.minilm_dir() is None, reason="MiniLM not installed")
@@ -806,3 +812,28 @@ def test_float_outputs_equal_llama_quantizes(tmp_path: Path) -> None:
         assert {n: (t.type, bytes(t.raw)) for n, t in a.items()} == {
             n: (t.type, bytes(t.raw)) for n, t in b.items()
         }
+
+
+def test_refusals_of_the_request_are_request_errors_and_keep_their_kind_when_named(tmp_path: Path) -> None:
+    """quantize_file's refusals of what was asked are RequestErrors (ValueErrors the command line
+    exits 2 on); ``naming`` puts the tensor in front without turning one into a plain ValueError."""
+    import rxquant as rq
+    from rxquant.core.errors import naming
+
+    src = tmp_path / "m.gguf"
+    write_gguf(src, {"blk.0.ffn_down.weight": np.ones((4, 64), np.float32)})
+    for kwargs, msg in (
+        ({"type": "q9_0"}, "unknown type 'q9_0'"),
+        ({"type": "q4_0", "budget": "4bpw"}, "give either type"),
+        ({"type": "q4_0", "rounding": "gptq"}, "rounding gptq needs statistics"),
+    ):
+        with pytest.raises(rq.RequestError, match=msg):
+            rg.quantize_file(src, tmp_path / "q.gguf", **kwargs)
+    assert not (tmp_path / "q.gguf").exists()
+    with pytest.raises(rq.RequestError, match="tensor 'w': budget"):
+        with naming("w"):
+            raise rq.RequestError("budget 1 cannot be met")
+    with pytest.raises(ValueError, match="tensor 'w': bad") as e:
+        with naming("w"):
+            raise ValueError("bad")
+    assert type(e.value) is ValueError

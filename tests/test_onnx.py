@@ -368,6 +368,29 @@ def test_cli(tmp_path: Path) -> None:
     assert not (tmp_path / "x.onnx").exists()
 
 
+def test_quantize_tells_a_refused_request_from_a_bad_model(tmp_path: Path, capsys) -> None:
+    """A request that cannot be done is a RequestError (exit 2); a model that is not one (here,
+    one without a graph, whose message says "has no") is a plain ValueError (exit 1), whatever
+    words either message uses."""
+    from rxquant.apps.cli import main
+
+    rng = np.random.default_rng(3)
+    src = tmp_path / "m.onnx"
+    matmul_model(src, {"w": rng.standard_normal((48, 32)).astype(np.float32)})
+    with pytest.raises(rq.RequestError, match="group size 32 does not divide the 48 inputs"):
+        ro.quantize_model(src, tmp_path / "x.onnx", ASYM)
+    assert main(["quantize", str(src), "-o", str(tmp_path / "x.onnx"), "--granularity", "group:32"]) == 2
+    assert "does not divide" in capsys.readouterr().err
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")  # parses as a ModelProto without a graph
+    with pytest.raises(ValueError, match="has no graph") as e:
+        ro.quantize_model(empty, tmp_path / "x.onnx", ASYM)
+    assert not isinstance(e.value, rq.RequestError)
+    assert main(["quantize", str(empty), "-o", str(tmp_path / "x.onnx")]) == 1
+    assert "has no graph" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
+
+
 def test_a_nonfinite_weight_is_named(tmp_path: Path) -> None:
     """The kernel's refusal ("input has 1 non-finite value(s) ... flat index 5") names the weight."""
     rng = np.random.default_rng(5)

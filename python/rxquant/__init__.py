@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time `__getattr_
     from .analysis.sensitivity import LayerQuantizationStats
     from .core.calibration import Observer, calibrate
     from .core.devices import DeviceError, get_rocm_status
+    from .core.errors import RequestError
     from .core.gptq import gptq
     from .core.hardware import GPU_FAMILIES, GpuFamily
     from .core.hessian import HessianObserver
@@ -74,6 +75,7 @@ _EXPORTS = {
     "calibrate": ".core.calibration",
     "DeviceError": ".core.devices",
     "get_rocm_status": ".core.devices",
+    "RequestError": ".core.errors",
     "gptq": ".core.gptq",
     "GPU_FAMILIES": ".core.hardware",
     "GpuFamily": ".core.hardware",
@@ -113,6 +115,7 @@ __all__ = [
     "QuantizationPrecision",
     "QuantizedTensor",
     "ROCmQuantizer",
+    "RequestError",
     "Scheme",
     "benchmark_calibration_methods",
     "calibrate",

@@ -23,7 +23,7 @@ from .core import native
 from .core.atomic import PathLike, refuse_overwriting
 from .core.block_types import BLOCK_TYPES, ROUNDINGS, BlockType
 from .core.blocks import dequantize_tensor, quantize_tensor
-from .core.errors import naming
+from .core.errors import RequestError, naming
 from .core.scheme import as_flag
 from .formats.gguf_file import (
     FILE_TYPES,
@@ -186,15 +186,15 @@ def _quantize_one(
     if rounding in ("nearest", "mse"):
         return quantize_tensor(w, t, rounding=rounding)
     if st is None:
-        raise ValueError(f"no input statistics for {name}")
+        raise RequestError(f"no input statistics for {name}")
     if st.features != w.shape[-1]:
-        raise ValueError(
+        raise RequestError(
             f"the statistics for {name} have {st.features} inputs; the tensor {w.shape} has {w.shape[-1]}"
         )
     if rounding == "importance":
         return quantize_tensor(w, t, rounding="importance", importance=st.importance)
     if st.hessian is None:
-        raise ValueError(f"rounding gptq needs Hessians; the statistics for {name} hold only E[x^2]")
+        raise RequestError(f"rounding gptq needs Hessians; the statistics for {name} hold only E[x^2]")
     return quantize_tensor(w, t, rounding="gptq", hessian=st.hessian)
 
 
@@ -257,15 +257,15 @@ def quantize_file(
     fallback_nearest = as_flag("fallback_nearest", fallback_nearest)
     allow_requantize = as_flag("allow_requantize", allow_requantize)
     if (type is None) == (budget is None):
-        raise ValueError("give either type (one type for the file) or budget (a type per tensor)")
+        raise RequestError("give either type (one type for the file) or budget (a type per tensor)")
     if rounding not in ROUNDINGS:
-        raise ValueError(f"unknown rounding {rounding!r}; expected one of {', '.join(ROUNDINGS)}")
+        raise RequestError(f"unknown rounding {rounding!r}; expected one of {', '.join(ROUNDINGS)}")
     want = None
     if type is not None:
         want = type.upper()
         if want not in OUTPUT_TYPES and want not in MIXES:
             names = ", ".join(t.lower() for t in (*OUTPUT_TYPES, *MIXES))
-            raise ValueError(f"unknown type {type!r}; expected one of {names}")
+            raise RequestError(f"unknown type {type!r}; expected one of {names}")
     if not os.path.exists(src):
         # Not a GGUF file, so it would be taken for a model folder's weights: "has no config.json".
         raise ValueError(f"{os.fspath(src)} does not exist")
@@ -283,9 +283,9 @@ def quantize_file(
         st = statistics if isinstance(statistics, Statistics) else Statistics(statistics)
         stats = _StatsByName(st, source)
     if rounding in ("importance", "gptq") and stats is None:
-        raise ValueError(f"rounding {rounding} needs statistics (a statistics file or llama.cpp imatrix)")
+        raise RequestError(f"rounding {rounding} needs statistics (a statistics file or llama.cpp imatrix)")
     if rounding == "gptq" and stats is not None and stats.kind != "hessian":
-        raise ValueError("rounding gptq needs Hessians; the statistics file holds only E[x^2] (importance)")
+        raise RequestError("rounding gptq needs Hessians; the statistics file holds only E[x^2] (importance)")
 
     # Each tensor's written type and the reason when it is not the one asked for.
     plan: dict[str, tuple[str, Optional[str]]] = {}
@@ -293,7 +293,7 @@ def quantize_file(
     if stats is not None and quantizable and all(stats.get(t.name) is None for t in quantizable):
         # Another model's statistics (or names that do not map): refused before any planning,
         # whatever the rounding; `fallback_nearest` is for the few tensors a file leaves out.
-        raise ValueError(stats.stats.covers_none([t.name for t in quantizable]))
+        raise RequestError(stats.stats.covers_none([t.name for t in quantizable]))
     if want in MIXES:
         by_key = {f.key: f for f in source.fields}
         model = ModelInfo.of(source.arch, lambda key: by_key[key].value if key in by_key else None)
@@ -318,7 +318,7 @@ def quantize_file(
     for t in source.tensors:
         target = plan[t.name][0]
         if target != t.type and t.type not in FLOAT_TYPES and not allow_requantize:
-            raise ValueError(
+            raise RequestError(
                 f"tensor {t.name} is already quantized ({t.type}); requantizing loses quality "
                 "(allow it with allow_requantize / --allow-requantize)"
             )
@@ -332,7 +332,7 @@ def quantize_file(
         r = rounding
         if rounding in ("importance", "gptq") and (stats is None or stats.get(t.name) is None):
             if not fallback_nearest:
-                raise ValueError(
+                raise RequestError(
                     f"no input statistics for {t.name} in {stats.stats.path if stats else statistics}; give "
                     "statistics that cover it "
                     "or allow rounding it to nearest (fallback_nearest / --fallback nearest)"
@@ -437,7 +437,7 @@ def _refuse_budget(budget: Union[str, int], need: str) -> None:
     """Refuses ``budget``, saying what the smallest choice takes (``need``)."""
     from .analysis.planner import unit_hint
 
-    raise ValueError(f"budget {budget} cannot be met{unit_hint(budget)}: {need}")
+    raise RequestError(f"budget {budget} cannot be met{unit_hint(budget)}: {need}")
 
 
 def _plan_budget(
@@ -457,7 +457,7 @@ def _plan_budget(
     names = [c.upper() for c in (candidates or [*BLOCK_TYPES, "F16"])]
     for c in names:
         if c not in OUTPUT_TYPES or c == "F32":
-            raise ValueError(f"unknown candidate type {c!r}; expected block types, f16 or bf16")
+            raise RequestError(f"unknown candidate type {c!r}; expected block types, f16 or bf16")
     n = sum(math.prod(t.shape) for t in quantizable)
     if n == 0:
         raise ValueError("no tensor of the file is one llama.cpp quantizes (2+ dimensions, not norms)")
@@ -468,10 +468,10 @@ def _plan_budget(
     options: list[list[str]] = []
     for t in quantizable:
         if t.type not in FLOAT_TYPES:
-            raise ValueError(f"tensor {t.name} is already quantized ({t.type}); plan from an F32/F16 file")
+            raise RequestError(f"tensor {t.name} is already quantized ({t.type}); plan from an F32/F16 file")
         opts = [c for c in names if c in FLOAT_TYPES or BLOCK_TYPES[c].fits(t.shape)]
         if not opts:
-            raise ValueError(f"no candidate type fits tensor {t.name} {t.shape}; add f16 to the candidates")
+            raise RequestError(f"no candidate type fits tensor {t.name} {t.shape}; add f16 to the candidates")
         options.append(opts)
     sizes = [[TensorOut(t.name, t.shape, c).nbytes for c in opts] for t, opts in zip(quantizable, options)]
     if text.endswith("bpw"):

@@ -26,7 +26,7 @@ import numpy as np
 from .core import native
 from .core.atomic import PathLike, refuse_overwriting
 from .core.calibration import calibrate
-from .core.errors import naming
+from .core.errors import RequestError, naming
 from .core.gptq import gptq
 from .core.hessian import HessianObserver
 from .core.ops import quantize
@@ -85,9 +85,9 @@ class _Site:
 def _coerce_scheme(scheme: Union[Scheme, str]) -> Scheme:
     s = Scheme.coerce(scheme)
     if s.precision not in ("int4", "int8"):
-        raise ValueError(f"ONNX Runtime's weight-only operators take int4 or int8, not {s.precision}")
+        raise RequestError(f"ONNX Runtime's weight-only operators take int4 or int8, not {s.precision}")
     if s.group_size is None or (s.axis is not None and s.axis not in (-1, 1)):
-        raise ValueError(
+        raise RequestError(
             f"{s.describe()}: ONNX weight-only quantization is blockwise along the input axis; give a "
             "group size (e.g. Scheme('int4', group_size=32))"
         )
@@ -255,22 +255,22 @@ def quantize_model(
     refuse_overwriting(dst, src, statistics)
     s = _coerce_scheme(scheme)
     if format not in FORMATS:
-        raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
+        raise RequestError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
     if rounding not in ROUNDINGS:
-        raise ValueError(f"unknown rounding {rounding!r}; expected one of {', '.join(ROUNDINGS)}")
+        raise RequestError(f"unknown rounding {rounding!r}; expected one of {', '.join(ROUNDINGS)}")
     if zero_points not in ("int", "float"):
-        raise ValueError(f"zero_points must be 'int' or 'float', not {zero_points!r}")
+        raise RequestError(f"zero_points must be 'int' or 'float', not {zero_points!r}")
     if zero_points == "float" and (s.symmetric or format != "matmulnbits"):
-        raise ValueError("float zero points are for asymmetric schemes in the matmulnbits format")
+        raise RequestError("float zero points are for asymmetric schemes in the matmulnbits format")
     if zero_points == "float" and rounding in ("nearest", "gptq"):
-        raise ValueError(f"float zero points are chosen by the mse or importance search, not {rounding}")
+        raise RequestError(f"float zero points are chosen by the mse or importance search, not {rounding}")
     ops = tuple(op_types)
     bad = [o for o in ops if o not in OP_TYPES]
     if bad:
-        raise ValueError(f"unknown op type {bad[0]!r}; rxquant quantizes {', '.join(OP_TYPES)}")
+        raise RequestError(f"unknown op type {bad[0]!r}; rxquant quantizes {', '.join(OP_TYPES)}")
     block = int(s.group_size or 0)
     if format == "matmulnbits" and (block < 16 or block & (block - 1)):
-        raise ValueError(
+        raise RequestError(
             f"MatMulNBits needs a block size that is a power of 2 and at least 16, not {block} (the "
             "DequantizeLinear format, format='qdq' / --format qdq, takes any group size)"
         )
@@ -278,15 +278,15 @@ def quantize_model(
     if statistics is not None:
         stats = statistics if isinstance(statistics, Statistics) else Statistics(statistics)
     if rounding in ("importance", "gptq") and stats is None:
-        raise ValueError(f"rounding {rounding} needs statistics (rxquant.onnx.collect_statistics)")
+        raise RequestError(f"rounding {rounding} needs statistics (rxquant.onnx.collect_statistics)")
     if rounding == "gptq" and stats is not None and stats.kind != "hessian":
-        raise ValueError("rounding gptq needs Hessians; the statistics file holds only E[x^2]")
+        raise RequestError("rounding gptq needs Hessians; the statistics file holds only E[x^2]")
     model = load_model(src)
     graph = model.graph
     sites, left = _sites(graph, ops)
     if not sites:
         why = "; ".join(f"{r.nodes[0]}: {r.reason}" for r in left[:3]) or "the graph has none"
-        raise ValueError(f"{src} has no {'/'.join(ops)} with a constant float weight to quantize ({why})")
+        raise RequestError(f"{src} has no {'/'.join(ops)} with a constant float weight to quantize ({why})")
     inits = {t.name: t for t in graph.initializer}
     # Check every weight first, so that nothing is written for a request that cannot be done.
     plan = []
@@ -294,7 +294,7 @@ def quantize_model(
         t = inits[site.name]
         k = int(t.dims[-1] if site.uses[0][1] == "Gather" or site.uses[0][2] else t.dims[0])
         if k % block:
-            raise ValueError(
+            raise RequestError(
                 f"group size {block} does not divide the {k} inputs of weight {site.name} {tuple(t.dims)}; "
                 "choose one that divides every weight"
             )
@@ -309,19 +309,19 @@ def quantize_model(
                         if table
                         else f"no input statistics for weight {site.name} in {stats.path if stats else ''}"
                     )
-                    raise ValueError(
+                    raise RequestError(
                         f"{what}; allow rounding it to nearest (fallback_nearest / --fallback nearest)"
                     )
                 r = "nearest"
             elif st.features != k:
-                raise ValueError(
+                raise RequestError(
                     f"the statistics for {site.name} have {st.features} inputs; the weight has {k}"
                 )
         plan.append((site, t, r, st))
     weights = {site.name: st for site, _, _, st in plan if site.uses[0][1] != "Gather"}
     if stats is not None and rounding in ("importance", "gptq") and weights:
         if all(st is None for st in weights.values()):
-            raise ValueError(stats.covers_none(list(weights)))
+            raise RequestError(stats.covers_none(list(weights)))
 
     result = OnnxResult(os.fspath(dst), 0, Path(src).stat().st_size)
     result.left = left

@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 
 from ..core.atomic import PathLike, write_json
-from ..core.errors import naming
+from ..core.errors import RequestError, naming
 from ..core.hardware import GpuFamily
 from ..core.scheme import Scheme
 from ..core.types import CalibrationMethod, QuantizationPrecision
@@ -36,15 +36,15 @@ def parse_budget(budget: Budget, total_params: int) -> int:
     """Bytes from ``123456``, ``"60MB"``, ``"5.5GiB"`` or ``"4.5bpw"`` (bits per weight)."""
     if isinstance(budget, (int, float)) and not isinstance(budget, bool):
         if not math.isfinite(budget) or budget <= 0:
-            raise ValueError(f"budget must be a positive number of bytes, got {budget}")
+            raise RequestError(f"budget must be a positive number of bytes, got {budget}")
         return int(budget)
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zA-Z]*)\s*", str(budget))
     unit = m.group(2).lower() if m else ""
     if not m or (unit and unit not in _UNITS and unit != "bpw"):
-        raise ValueError(f"cannot read budget {budget!r}; use bytes, e.g. '60MB', '5.5GiB' or '4.5bpw'")
+        raise RequestError(f"cannot read budget {budget!r}; use bytes, e.g. '60MB', '5.5GiB' or '4.5bpw'")
     value = float(m.group(1))
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"budget must be a positive finite number, got {budget!r}")
+        raise RequestError(f"budget must be a positive finite number, got {budget!r}")
     if unit == "bpw":
         return int(value * total_params / 8)
     return int(value * _UNITS[unit or "b"])
@@ -382,7 +382,7 @@ def plan(
         picks = _threshold_picks(options, budget, accuracy_threshold, sensitivity or {})
         bound, optimal, notes = math.nan, False, ["seed threshold rule; not optimized"]
     else:
-        raise ValueError(f"unknown planning mode {mode!r}; expected 'optimal' or 'threshold'")
+        raise RequestError(f"unknown planning mode {mode!r}; expected 'optimal' or 'threshold'")
     layers = [
         LayerChoice(
             n,

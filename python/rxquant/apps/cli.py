@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
+from ..core.errors import RequestError
 from ..core.hardware import GPU_FAMILIES
 from ..core.native import DeviceError, __version__
 from ..formats.gguf_file import is_gguf
@@ -358,7 +359,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         print("rxquant: interrupted; no partial output was left", file=sys.stderr)
         return 130
-    except UsageError as e:
+    except RequestError as e:  # the command line's own refusals and the library's
         print(f"rxquant: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:

@@ -7,11 +7,12 @@ import argparse
 import math
 from typing import Any, Optional
 
+from ..core.errors import RequestError
 from .progress import Progress
 
 
-class UsageError(ValueError):
-    """The request cannot be done as asked (exit code 2)."""
+class UsageError(RequestError):
+    """A command line that cannot be done as asked (exit code 2, as every RequestError)."""
 
 
 def progress_bar(args: argparse.Namespace, total: int, desc: str) -> Progress:

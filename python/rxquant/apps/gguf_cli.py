@@ -91,28 +91,19 @@ def cmd_quantize_gguf(args: argparse.Namespace, fallbacks: set[str]) -> int:
             f"unknown --type {args.type!r}{hint}; llama.cpp types rxquant writes: {known}; llama-quantize's "
             f"mixes: {mixes}"
         )
-    try:
-        with PerItem("quantizing", quiet=args.quiet or args.json) as tick:
-            res = rg.quantize_file(
-                src,
-                args.output,
-                type=args.type,
-                budget=args.budget,
-                rounding=rounding,
-                statistics=stats,
-                fallback_nearest="nearest" in fallbacks,
-                allow_requantize=args.allow_requantize,
-                progress=tick,
-            )
-    except ValueError as e:
-        msg = str(e)
-        refusals = (
-            "already quantized", "no input statistics", "budget", "give either", "unknown",
-            "choose types by layer",
-        )  # fmt: skip
-        if any(k in msg for k in refusals):
-            raise UsageError(msg) from None
-        raise
+    # The library's refusals of the request (a RequestError) exit 2, like the command line's own.
+    with PerItem("quantizing", quiet=args.quiet or args.json) as tick:
+        res = rg.quantize_file(
+            src,
+            args.output,
+            type=args.type,
+            budget=args.budget,
+            rounding=rounding,
+            statistics=stats,
+            fallback_nearest="nearest" in fallbacks,
+            allow_requantize=args.allow_requantize,
+            progress=tick,
+        )
     src_bytes = os.path.getsize(src) if src.is_file() else os.path.getsize(src / "model.safetensors")
     types = Counter(t.type for t in res.tensors if t.type != t.source_type)
     q = sum(types.values())

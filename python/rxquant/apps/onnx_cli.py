@@ -72,33 +72,20 @@ def cmd_quantize_onnx(args: argparse.Namespace, fallbacks: set[str]) -> int:
     if os.path.isdir(args.output):
         raise UsageError(f"output {args.output} is a directory; give a file name")
     ops = ("MatMul", "Gemm", "Gather") if args.embeddings else ("MatMul", "Gemm")
-    try:
-        with PerItem("quantizing", quiet=args.quiet or args.json) as tick:
-            res = ro.quantize_model(
-                args.file,
-                args.output,
-                scheme,
-                rounding=rounding,
-                statistics=stats,
-                format=args.format or "matmulnbits",
-                op_types=ops,
-                zero_points=zero_points,
-                fallback_nearest="nearest" in fallbacks,
-                progress=tick,
-            )
-    except ValueError as e:
-        msg = str(e)
-        refusals = (
-            "group size",
-            "no input statistics",
-            "needs",
-            "float zero points",
-            "has no ",
-            "block size",
+    # The library's refusals of the request (a RequestError) exit 2, like the command line's own.
+    with PerItem("quantizing", quiet=args.quiet or args.json) as tick:
+        res = ro.quantize_model(
+            args.file,
+            args.output,
+            scheme,
+            rounding=rounding,
+            statistics=stats,
+            format=args.format or "matmulnbits",
+            op_types=ops,
+            zero_points=zero_points,
+            fallback_nearest="nearest" in fallbacks,
+            progress=tick,
         )
-        if any(k in msg for k in refusals):
-            raise UsageError(msg) from None
-        raise
     became = Counter(r.became for r in res.quantized)
     lines = [
         f"{wrote(args.output, res.bytes, res.source_bytes)}; {scheme.describe()}, rounding {rounding}",

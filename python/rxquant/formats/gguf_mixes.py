@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from ..core.errors import RequestError
 from .gguf_file import TypeChoice, allows_quantization, fitted
 
 #: Each mix: its main type (llama.cpp's ``llama_ftype_get_default_type``).
@@ -76,7 +77,7 @@ class ModelInfo:
         """From a model's key-value pairs (``value(key)`` is None where a key is missing)."""
         layers = value(f"{arch}.block_count")
         if not isinstance(layers, int) or layers <= 0:
-            raise ValueError(
+            raise RequestError(
                 f"llama-quantize's mixes choose types by layer, and this {arch or 'GGUF'} model has no "
                 f"{arch}.block_count; give one type (such as --type q4_k) or a --budget"
             )

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..core.atomic import PathLike, refuse_overwriting
 from ..core.calibration import calibrate
-from ..core.errors import naming
+from ..core.errors import RequestError, naming
 from ..core.gptq import gptq
 from ..core.ops import dequantize, pack_int4, quantize, unpack_int4
 from ..core.qparams import QParams
@@ -108,10 +108,10 @@ def quantize_entry(
         return [quantize(x, s)[0]]
     packed = s.precision == "int4"
     if e.rounding != "nearest" and stats is None:
-        raise ValueError(f"{e.rounding} rounding of {e.name} needs its input statistics")
+        raise RequestError(f"{e.rounding} rounding of {e.name} needs its input statistics")
     if e.rounding == "gptq":
         if stats.hessian is None:
-            raise ValueError(
+            raise RequestError(
                 f"gptq rounding of {e.name} needs a Hessian; the statistics have only importance"
             )
         method = "minmax" if e.method == "minmax" else "mse"

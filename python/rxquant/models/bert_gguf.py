@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..core.errors import RequestError
 from ..formats.checkpoint import Checkpoint
 from ..formats.gguf_file import Field, gguf_package, hf_to_gguf_names
 
@@ -63,7 +64,7 @@ def _vocab(tok: dict[str, Any], vocab_size: int) -> tuple[list[str], list[int], 
     gguf = gguf_package()
     model = tok.get("model") or {}
     if model.get("type") != "WordPiece":
-        raise ValueError(
+        raise RequestError(
             f"tokenizer.json has a {model.get('type')!r} model; "
             "the BERT converter reads WordPiece vocabularies"
         )
@@ -104,7 +105,7 @@ def _pooling(folder: Path) -> Any:
                 return gguf.PoolingType.CLS
             if cfg.get("pooling_mode_lasttoken"):
                 return gguf.PoolingType.LAST
-            raise ValueError(f"{folder / m['path']} uses a pooling mode llama.cpp does not run: {cfg}")
+            raise RequestError(f"{folder / m['path']} uses a pooling mode llama.cpp does not run: {cfg}")
     return None
 
 
@@ -116,7 +117,7 @@ def bert_gguf(folder: Path, file_type: int = 0) -> BertGguf:
     cfg = _load_json(folder / "config.json")
     mt = cfg.get("model_type")
     if mt not in SUPPORTED:
-        raise ValueError(
+        raise RequestError(
             f"{folder} is a {mt!r} model; rxquant converts {', '.join(SUPPORTED)} to GGUF "
             "(llama.cpp's convert_hf_to_gguf.py handles the others)"
         )
