@@ -79,6 +79,8 @@ def main() -> int:
     asym32 = rq.Scheme("int4", symmetric=False, group_size=32)
     sym32 = rq.Scheme("int4", symmetric=True, signed_scale=True, group_size=32)
     asym128 = rq.Scheme("int4", symmetric=False, group_size=128)
+    ch8 = rq.Scheme("int8", symmetric=True, signed_scale=True, axis=0)  # one scale per output
+    ch4 = rq.Scheme("int4", symmetric=False, axis=0)
     rows: list[tuple[str, str, Optional[float], Optional[float], Optional[float]]] = []
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
@@ -134,8 +136,13 @@ def main() -> int:
             "rxquant gptq",
             ours(asym32, rounding="gptq", statistics=stats, format="qdq"),
         )
+        for label, scheme in (("INT8 sym, per channel, QDQ", ch8), ("asym, per channel, QDQ", ch4)):
+            for rounding in ("nearest", "mse", "gptq"):
+                kw = {"statistics": stats} if rounding == "gptq" else {}
+                measure(label, f"rxquant {rounding}", ours(scheme, rounding=rounding, format="qdq", **kw))
     lines = [
-        "all-MiniLM-L6-v2 exported by rxquant (opset 17), INT4 on its 36 MatMul weights, run by ONNX "
+        "all-MiniLM-L6-v2 exported by rxquant (opset 17), INT4 (INT8 where the scheme says) on its 36 "
+        "MatMul weights, run by ONNX "
         f"Runtime (CPU) on {len(HELD_OUT)} held-out sentences; cosine against the float model; time = "
         "load, quantize, save (one run; benches/compare.py has medians). rxquant's statistics: "
         f"{len(CALIBRATION)} calibration sentences run by ONNX Runtime ({t_stats:.1f} s).",

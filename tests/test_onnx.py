@@ -117,8 +117,13 @@ def float_twin(quantized: Path, dst: Path) -> None:
                 if len(node.input) > 2
                 else 0 * s
             )
-            block = next(a.i for a in node.attribute if a.name == "block_size")
-            w = (x - np.repeat(z, block, axis=0)) * np.repeat(s, block, axis=0)
+            attrs = {a.name: a.i for a in node.attribute}
+            if "block_size" in attrs:
+                block = attrs["block_size"]
+                w = (x - np.repeat(z, block, axis=0)) * np.repeat(s, block, axis=0)
+            else:  # per axis 1: one scale and zero point per column
+                assert attrs["axis"] == 1 and s.shape == (x.shape[1],)
+                w = (x - z[None, :]) * s[None, :]
             m.graph.initializer.append(numpy_helper.from_array(w.astype(np.float32), node.output[0]))
         else:
             nodes.append(node)
@@ -127,12 +132,22 @@ def float_twin(quantized: Path, dst: Path) -> None:
     onnx.save(m, str(dst))
 
 
+#: One scale per output (a per-axis DequantizeLinear; qdq only).
+CHANNEL = (
+    rq.Scheme("int8", symmetric=True, signed_scale=True, axis=0),
+    rq.Scheme("int8", symmetric=False, axis=0),
+    rq.Scheme("int4", symmetric=False, axis=0),
+)
+
+
 @pytest.mark.parametrize("fmt", ["matmulnbits", "qdq"])
-@pytest.mark.parametrize("scheme", [ASYM, SYM, rq.Scheme("int8", symmetric=False, group_size=32)])
+@pytest.mark.parametrize("scheme", [ASYM, SYM, rq.Scheme("int8", symmetric=False, group_size=32), *CHANNEL])
 @pytest.mark.parametrize("rounding", ["nearest", "mse"])
 def test_bert_shaped_model_runs_and_equals_its_decoded_weights(
     tmp_path: Path, fmt: str, scheme: rq.Scheme, rounding: str
 ) -> None:
+    if scheme.group_size is None and fmt == "matmulnbits":
+        pytest.skip("per-channel weights are written as DequantizeLinear only (refusal tested below)")
     tiny_bert(tmp_path / "m")
     src, dst, twin = tmp_path / "m.onnx", tmp_path / "q.onnx", tmp_path / "t.onnx"
     export_bert(tmp_path / "m", src)
@@ -149,6 +164,34 @@ def test_bert_shaped_model_runs_and_equals_its_decoded_weights(
     assert np.abs(got - ref).max() < 1.0  # quantized, not broken
     optimized = session(dst, exact=False).run(None, feed)[0]
     assert np.abs(optimized - got).max() < 0.1
+
+
+def test_per_channel_weights_with_statistics_and_refusals(tmp_path: Path) -> None:
+    """Per output channel (qdq): GPTQ with Hessians beats nearest on the model's output; MatMulNBits
+    and GatherBlockQuantized, which take blocks only, are refused before anything is written."""
+    tiny_bert(tmp_path / "m")
+    src = tmp_path / "m.onnx"
+    export_bert(tmp_path / "m", src)
+    rng = np.random.default_rng(5)
+    feeds = [
+        {"input_ids": rng.integers(0, 40, (4, 7)), "attention_mask": np.ones((4, 7), np.int64)}
+        for _ in range(8)
+    ]
+    ro.collect_statistics(src, feeds, tmp_path / "s.safetensors")
+    ref = session(src).run(None, feeds[0])[0]
+    scheme = rq.Scheme("int4", symmetric=False, axis=0)
+    errs = {}
+    for r in ("nearest", "gptq"):
+        dst = tmp_path / f"{r}.onnx"
+        kw = {"statistics": tmp_path / "s.safetensors"} if r == "gptq" else {}
+        ro.quantize_model(src, dst, scheme, rounding=r, format="qdq", **kw)
+        errs[r] = float(np.mean((session(dst).run(None, feeds[0])[0] - ref) ** 2))
+    assert errs["gptq"] < errs["nearest"], errs
+    with pytest.raises(rq.RequestError, match="per-axis DequantizeLinear"):
+        ro.quantize_model(src, tmp_path / "x.onnx", scheme)
+    with pytest.raises(rq.RequestError, match="GatherBlockQuantized, which takes blocks"):
+        ro.quantize_model(src, tmp_path / "x.onnx", scheme, format="qdq", op_types=("MatMul", "Gather"))
+    assert not (tmp_path / "x.onnx").exists()
 
 
 def test_float_zero_points_gptq_and_embeddings(tmp_path: Path) -> None:
@@ -353,12 +396,17 @@ def test_cli(tmp_path: Path) -> None:
     )
     assert rc == 0, err
     assert "1 weights -> DequantizeLinear" in out
+    rc, out, err = run(
+        "quantize", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "c.onnx"), "--granularity", "channel"
+    )
+    assert rc == 0 and "1 weights -> DequantizeLinear" in out and "int4 channel" in out, err
     for argv, msg in (
         (["--type", "q4_0"], "--type does not apply to ONNX models"),
         (["--allow-requantize"], "--allow-requantize does not apply to ONNX models"),
         (["--device", "opencl"], "ONNX quantization runs on the CPU; --device opencl does not apply"),
         (["--precision", "fp16"], "take --precision int4 or int8"),
-        (["--granularity", "channel"], "blockwise: --granularity group:N"),
+        (["--granularity", "tensor"], "blockwise (--granularity group:N)"),
+        (["--granularity", "channel", "--format", "matmulnbits"], "MatMulNBits takes blocks"),
         (["--rounding", "gptq"], "needs --statistics"),
         (["--zero-points", "float"], "float zero points are for asymmetric"),
         (["--granularity", "group:24"], "MatMulNBits needs a block size that is a power of 2"),
@@ -432,7 +480,7 @@ def test_cli_inspect_lists_what_quantize_would_do_and_verify_refuses_onnx(tmp_pa
     assert why["w1_zp"] == "quantized already: zero points of MatMulNBits"
 
 
-@pytest.mark.parametrize("fmt", ["matmulnbits", "qdq"])
+@pytest.mark.parametrize("fmt", ["matmulnbits", "qdq", "qdq-channel"])
 def test_cli_verify_compares_each_quantized_weight(tmp_path: Path, capsys, fmt: str) -> None:
     """verify decodes each quantized weight (ONNX Runtime's definitions) and compares it with the
     original initializer; the numbers equal metrics on the test's own decode (float_twin)."""
@@ -447,7 +495,8 @@ def test_cli_verify_compares_each_quantized_weight(tmp_path: Path, capsys, fmt: 
     }
     src, q, twin = tmp_path / "m.onnx", tmp_path / "q.onnx", tmp_path / "t.onnx"
     matmul_model(src, ws)
-    ro.quantize_model(src, q, ASYM, format=fmt)
+    scheme, fmt = (CHANNEL[2], "qdq") if fmt == "qdq-channel" else (ASYM, fmt)
+    ro.quantize_model(src, q, scheme, format=fmt)
     float_twin(q, twin)
     decoded = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(twin)).graph.initializer}
     assert main(["verify", str(src), str(q), "--json"]) == 0
@@ -456,7 +505,7 @@ def test_cli_verify_compares_each_quantized_weight(tmp_path: Path, capsys, fmt: 
     for name, w in ws.items():
         y = decoded[name + "_Q_float"] if fmt == "matmulnbits" else decoded[name + "_dequantized"]
         want = rq.metrics(w, y)
-        assert rows[name]["sqnr_db"] == pytest.approx(want.sqnr_db, abs=1e-9) and want.sqnr_db > 15
+        assert rows[name]["sqnr_db"] == pytest.approx(want.sqnr_db, abs=1e-9) and want.sqnr_db > 12
     assert main(["verify", str(src), str(tmp_path / "m.safetensors")]) == 2
     assert main(["verify", str(src), str(src)]) == 2  # nothing quantized in it
     capsys.readouterr()
@@ -476,9 +525,9 @@ def test_cli_verify_compares_each_quantized_weight(tmp_path: Path, capsys, fmt: 
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(tmp_path / "g.onnx"))
-    ro.quantize_model(tmp_path / "g.onnx", tmp_path / "gq.onnx", ASYM, format=fmt)
+    ro.quantize_model(tmp_path / "g.onnx", tmp_path / "gq.onnx", scheme, format=fmt)
     assert main(["verify", str(tmp_path / "g.onnx"), str(tmp_path / "gq.onnx"), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["tensors"][0]["sqnr_db"] > 15
+    assert json.loads(capsys.readouterr().out)["tensors"][0]["sqnr_db"] > 12
 
 
 def test_cli_verify_reads_onnx_runtimes_own_quantized_files(tmp_path: Path, capsys) -> None:

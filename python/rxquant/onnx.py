@@ -82,14 +82,25 @@ class _Site:
     uses: list[tuple[Any, str, bool]]
 
 
-def _coerce_scheme(scheme: Union[Scheme, str]) -> Scheme:
+def _coerce_scheme(scheme: Union[Scheme, str], format: str) -> Scheme:
+    """The scheme, refused unless ONNX Runtime has an operator for it: blocks along the input axis
+    (``group_size``), or with ``format="qdq"`` one scale per output (``axis=0`` of the weight as
+    ``out x in`` rows: a per-axis ``DequantizeLinear``)."""
     s = Scheme.coerce(scheme)
     if s.precision not in ("int4", "int8"):
         raise RequestError(f"ONNX Runtime's weight-only operators take int4 or int8, not {s.precision}")
+    if s.group_size is None and s.axis == 0:
+        if format != "qdq":
+            raise RequestError(
+                f"{s.describe()}: one scale per output is written as a per-axis DequantizeLinear "
+                "(format='qdq' / --format qdq); MatMulNBits takes blocks (group_size)"
+            )
+        return s
     if s.group_size is None or (s.axis is not None and s.axis not in (-1, 1)):
         raise RequestError(
-            f"{s.describe()}: ONNX weight-only quantization is blockwise along the input axis; give a "
-            "group size (e.g. Scheme('int4', group_size=32))"
+            f"{s.describe()}: ONNX weight-only quantization is blockwise along the input axis (a group "
+            "size, e.g. Scheme('int4', group_size=32)) or, with format='qdq', per output channel "
+            "(Scheme('int8', axis=0))"
         )
     return s
 
@@ -241,7 +252,8 @@ def quantize_model(
     progress: Optional[Callable[[WeightReport, int], None]] = None,
 ) -> OnnxResult:
     """Quantizes the weights of ``src``'s MatMul/Gemm (and Gather, if in ``op_types``) nodes
-    under ``scheme`` (int4 or int8, groups along the input axis; symmetric or not) and writes
+    under ``scheme`` (int4 or int8, groups along the input axis or, with ``format="qdq"``, one
+    scale per output: ``Scheme("int8", axis=0)``; symmetric or not) and writes
     ``dst``. ``rounding``: ``nearest`` (min-max range, round to nearest: ONNX Runtime's RTN),
     ``mse`` (the clip with the least squared error), ``importance`` (that search weighted by
     ``E[x²]``) or ``gptq``; the last two need ``statistics`` (from :func:`collect_statistics`,
@@ -253,9 +265,9 @@ def quantize_model(
     onnx = onnx_package()
     fallback_nearest = as_flag("fallback_nearest", fallback_nearest)
     refuse_overwriting(dst, src, statistics)
-    s = _coerce_scheme(scheme)
     if format not in FORMATS:
         raise RequestError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
+    s = _coerce_scheme(scheme, format)
     if rounding not in ROUNDINGS:
         raise RequestError(f"unknown rounding {rounding!r}; expected one of {', '.join(ROUNDINGS)}")
     if zero_points not in ("int", "float"):
@@ -268,7 +280,12 @@ def quantize_model(
     bad = [o for o in ops if o not in OP_TYPES]
     if bad:
         raise RequestError(f"unknown op type {bad[0]!r}; rxquant quantizes {', '.join(OP_TYPES)}")
-    block = int(s.group_size or 0)
+    block = int(s.group_size or 0)  # 0: one scale per output (per-axis DequantizeLinear)
+    if not block and "Gather" in ops:
+        raise RequestError(
+            f"{s.describe()}: embedding tables are written as GatherBlockQuantized, which takes blocks "
+            "(a group size); quantize them with groups, or leave them out"
+        )
     if format == "matmulnbits" and (block < 16 or block & (block - 1)):
         raise RequestError(
             f"MatMulNBits needs a block size that is a power of 2 and at least 16, not {block} (the "
@@ -293,7 +310,7 @@ def quantize_model(
     for site in sites:
         t = inits[site.name]
         k = int(t.dims[-1] if site.uses[0][1] == "Gather" or site.uses[0][2] else t.dims[0])
-        if k % block:
+        if block and k % block:
             raise RequestError(
                 f"group size {block} does not divide the {k} inputs of weight {site.name} {tuple(t.dims)}; "
                 "choose one that divides every weight"
@@ -420,9 +437,19 @@ def quantize_model(
                     if zp is None
                     else onnx.numpy_helper.from_array(np.ascontiguousarray(zp.T), base + "_zp")
                 )
-            graph.initializer.extend(
-                [qt, onnx.numpy_helper.from_array(np.ascontiguousarray(scale.T), base + "_scales")]
-            )
+            if block:  # blocks along K: scales and zero points [K / block, N]
+                layout = {"axis": 0, "block_size": block}
+                sc = np.ascontiguousarray(scale.T)
+            else:  # one scale per output: [N] along the codes' axis 1
+                layout = {"axis": 1}
+                sc = scale.reshape(n)
+                if zpt is not None:
+                    zpt = (
+                        int4_tensor(base + "_zp", zp.reshape(n), False)
+                        if bits == 4
+                        else onnx.numpy_helper.from_array(zp.reshape(n), base + "_zp")
+                    )
+            graph.initializer.extend([qt, onnx.numpy_helper.from_array(sc, base + "_scales")])
             if zpt is not None:
                 graph.initializer.append(zpt)
             dq_out = base + "_dequantized"
@@ -431,8 +458,7 @@ def quantize_model(
                 [base + "_Q", base + "_scales"] + ([base + "_zp"] if zpt is not None else []),
                 [dq_out],
                 name=base + "_DequantizeLinear",
-                axis=0,
-                block_size=block,
+                **layout,
             )
             first = True
             for node, node_op, _ in site.uses:

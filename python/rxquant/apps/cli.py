@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--granularity",
         help="tensor, channel (one scale per output row) or group:N (N consecutive inputs; conv weights "
-        "group their flattened in*kh*kw); default channel (safetensors output)",
+        "group their flattened in*kh*kw); default channel (safetensors output), group:32 (ONNX output, "
+        "which takes group:N or channel)",
     )
     s.add_argument(
         "--type",
@@ -170,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         choices=["matmulnbits", "qdq"],
         help="ONNX output: com.microsoft MatMulNBits (default) or DequantizeLinear (opset 21) before the "
-        "MatMul",
+        "MatMul (the default with --granularity channel, which MatMulNBits cannot hold)",
     )
     s.add_argument(
         "--zero-points",

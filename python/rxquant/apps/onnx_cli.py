@@ -25,10 +25,15 @@ def _scheme(args: argparse.Namespace) -> Scheme:
             f"ONNX Runtime's weight-only operators take --precision int4 or int8, not {precision}"
         )
     g = args.granularity or "group:32"
+    sym = not args.asymmetric
+    if g == "channel":  # one scale per output: a per-axis DequantizeLinear (--format qdq)
+        return Scheme(precision, symmetric=sym, signed_scale=sym, axis=0)
     m = re.fullmatch(r"group:(\d+)", g)
     if not m or int(m.group(1)) <= 0:
-        raise UsageError(f"ONNX weight-only quantization is blockwise: --granularity group:N, not {g!r}")
-    sym = not args.asymmetric
+        raise UsageError(
+            f"ONNX weight-only quantization is blockwise (--granularity group:N) or, with --format qdq, "
+            f"per output channel (--granularity channel), not {g!r}"
+        )
     return Scheme(precision, symmetric=sym, signed_scale=sym, axis=-1, group_size=int(m.group(1)))
 
 
@@ -80,7 +85,7 @@ def cmd_quantize_onnx(args: argparse.Namespace, fallbacks: set[str]) -> int:
             scheme,
             rounding=rounding,
             statistics=stats,
-            format=args.format or "matmulnbits",
+            format=args.format or ("qdq" if scheme.group_size is None else "matmulnbits"),
             op_types=ops,
             zero_points=zero_points,
             fallback_nearest="nearest" in fallbacks,

@@ -227,13 +227,12 @@ def decode_matmulnbits(node: Any, inits: dict[str, Any]) -> np.ndarray:
 
 
 def decode_dequantizelinear(node: Any, inits: dict[str, Any]) -> np.ndarray:
-    """The float weight a blockwise ``DequantizeLinear`` (opset 21, blocks along axis 0) yields:
-    ``(code - zero_point) * scale``, each block's parameters repeated over its rows."""
+    """The float weight a ``DequantizeLinear`` yields: ``(code - zero_point) * scale``, with
+    parameters per block along axis 0 (opset 21's ``block_size``), per index of ``axis`` (1-D
+    scales) or for the whole tensor (a scalar)."""
     onnx = onnx_package()
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     block, axis = attrs.get("block_size", 0), attrs.get("axis", 1)
-    if block <= 0 or axis != 0:
-        raise ValueError(f"DequantizeLinear {node.name!r}: rxquant decodes blocks along axis 0 only")
     x = to_array(inits[node.input[0]]).astype(np.float32)
     scale = to_array(inits[node.input[1]]).astype(np.float32)
     zp = (
@@ -241,10 +240,26 @@ def decode_dequantizelinear(node: Any, inits: dict[str, Any]) -> np.ndarray:
         if len(node.input) > 2 and node.input[2]
         else 0 * scale
     )
-    rows = x.shape[0]
-    return np.ascontiguousarray(
-        (x - np.repeat(zp, block, axis=0)[:rows]) * np.repeat(scale, block, axis=0)[:rows]
-    )
+    if block > 0:
+        if axis != 0:
+            raise ValueError(f"DequantizeLinear {node.name!r}: rxquant decodes blocks along axis 0 only")
+        rows = x.shape[0]
+        return np.ascontiguousarray(
+            (x - np.repeat(zp, block, axis=0)[:rows]) * np.repeat(scale, block, axis=0)[:rows]
+        )
+    if scale.ndim == 1 and x.ndim:
+        if not -x.ndim <= axis < x.ndim or scale.shape[0] != x.shape[axis] or zp.shape != scale.shape:
+            raise ValueError(
+                f"DequantizeLinear {node.name!r}: data {x.shape} along axis {axis} needs 1-D scales "
+                f"and zero points of {x.shape[axis] if -x.ndim <= axis < x.ndim else '?'}, got "
+                f"{scale.shape} and {zp.shape}"
+            )
+        shape = [1] * x.ndim
+        shape[axis % x.ndim] = -1
+        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    elif scale.ndim != 0:
+        raise ValueError(f"DequantizeLinear {node.name!r}: scales {scale.shape} are neither 1-D nor a scalar")
+    return np.ascontiguousarray((x - zp) * scale)
 
 
 def decode_gatherblockquantized(node: Any, inits: dict[str, Any]) -> np.ndarray:
