@@ -166,17 +166,22 @@ def test_bert_shaped_model_runs_and_equals_its_decoded_weights(
     assert np.abs(optimized - got).max() < 0.1
 
 
-def test_per_channel_weights_with_statistics_and_refusals(tmp_path: Path) -> None:
-    """Per output channel (qdq): GPTQ with Hessians beats nearest on the model's output; MatMulNBits
-    and GatherBlockQuantized, which take blocks only, are refused before anything is written."""
+def bert_and_feeds(tmp_path: Path, seed: int) -> tuple[Path, list[dict[str, np.ndarray]]]:
+    """The tiny BERT exported to ``tmp_path/m.onnx``, and 8 random batches of token ids for it."""
     tiny_bert(tmp_path / "m")
     src = tmp_path / "m.onnx"
     export_bert(tmp_path / "m", src)
-    rng = np.random.default_rng(5)
-    feeds = [
+    rng = np.random.default_rng(seed)
+    return src, [
         {"input_ids": rng.integers(0, 40, (4, 7)), "attention_mask": np.ones((4, 7), np.int64)}
         for _ in range(8)
     ]
+
+
+def test_per_channel_weights_with_statistics_and_refusals(tmp_path: Path) -> None:
+    """Per output channel (qdq): GPTQ with Hessians beats nearest on the model's output; MatMulNBits
+    and GatherBlockQuantized, which take blocks only, are refused before anything is written."""
+    src, feeds = bert_and_feeds(tmp_path, seed=5)
     ro.collect_statistics(src, feeds, tmp_path / "s.safetensors")
     ref = session(src).run(None, feeds[0])[0]
     scheme = rq.Scheme("int4", symmetric=False, axis=0)
@@ -195,14 +200,7 @@ def test_per_channel_weights_with_statistics_and_refusals(tmp_path: Path) -> Non
 
 
 def test_float_zero_points_gptq_and_embeddings(tmp_path: Path) -> None:
-    tiny_bert(tmp_path / "m")
-    src = tmp_path / "m.onnx"
-    export_bert(tmp_path / "m", src)
-    rng = np.random.default_rng(2)
-    feeds = [
-        {"input_ids": rng.integers(0, 40, (4, 7)), "attention_mask": np.ones((4, 7), np.int64)}
-        for _ in range(8)
-    ]
+    src, feeds = bert_and_feeds(tmp_path, seed=2)
     stats = ro.collect_statistics(src, feeds, tmp_path / "s.safetensors")
     assert len(stats) == 12
     ref = session(src).run(None, feeds[0])[0]
