@@ -335,10 +335,7 @@ def check_output(args: argparse.Namespace) -> None:
     if out:
         from ..core.atomic import refuse_overwriting
 
-        try:
-            refuse_overwriting(out, *_input_files(args))
-        except ValueError as e:
-            raise UsageError(str(e)) from None
+        refuse_overwriting(out, *_input_files(args))  # a RequestError: exit 2
 
 
 def main(argv: Optional[list[str]] = None) -> int:

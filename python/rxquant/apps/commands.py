@@ -236,10 +236,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     family, ck, weights = _family_and_weights(args)
     stats = _statistics(args, weights)
     total = sum(math.prod(weights.shape(n)) for n in weights)
-    try:
-        budget = parse_budget(args.budget, total)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    budget = parse_budget(args.budget, total)  # a RequestError (exit 2) when it cannot be read
     per_weight = str(args.budget).strip().lower().endswith("bpw")
     method = CalibrationMethod.parse(args.method)
     bar = progress_bar(args, len(weights) * len(family.candidates), "measuring candidates")

@@ -10,11 +10,13 @@ import os
 from collections.abc import Iterator
 from typing import IO, Any, Union
 
+from .errors import RequestError
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 
 def refuse_overwriting(dst: PathLike, *sources: Any) -> None:
-    """A ValueError when ``dst`` exists and is one of the files ``sources`` (the same file by any
+    """A RequestError when ``dst`` exists and is one of the files ``sources`` (the same file by any
     name or link): writing it would replace the file being read, and the original would be lost.
     Sources that are not paths (None, an object already in memory) are skipped."""
     if not os.path.exists(dst):
@@ -22,7 +24,7 @@ def refuse_overwriting(dst: PathLike, *sources: Any) -> None:
     for src in sources:
         if isinstance(src, (str, os.PathLike)) and os.path.isfile(src) and os.path.samefile(dst, src):
             same = "" if os.path.abspath(dst) == os.path.abspath(src) else f" ({os.fspath(src)})"
-            raise ValueError(
+            raise RequestError(
                 f"output {os.fspath(dst)} is an input file{same}: writing it would replace the file "
                 "being read; give the output another name"
             )
