@@ -1564,7 +1564,8 @@ fn symmetric_k_search(ty: GgmlType, x: &[f32], w: Option<&[f32]>) -> BlockParams
         *d = max_scale / -n;
     }
     let mut nd = lattice.len();
-    if scales.iter().any(|s| s.abs() * -smin as f32 <= SMALL_STEPS * max_abs) {
+    // (A sub-block of zeros, or of zero weights, has no error to win: it does not count.)
+    if scales.iter().any(|&s| s != 0.0 && s.abs() * -smin as f32 <= SMALL_STEPS * max_abs) {
         // From 0.45x to 1.7x the super-scale at which the block's largest magnitude is the long
         // end of the grid (sub-scale `smin`, code `-h`).
         let big = x.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
