@@ -425,30 +425,20 @@ def quantize_model(
         else:
             became = "DequantizeLinear"
             kn_codes = (ucodes.astype(np.int16) - offset if signed else ucodes).T  # [K, N]
+            if block:  # blocks along K: scales and zero points [K / block, N]
+                layout = {"axis": 0, "block_size": block}
+                sc, zpv = np.ascontiguousarray(scale.T), None if zp is None else np.ascontiguousarray(zp.T)
+            else:  # one scale per output: [N] along the codes' axis 1
+                layout = {"axis": 1}
+                sc, zpv = scale.reshape(n), None if zp is None else zp.reshape(n)
             if bits == 4:
                 qt = int4_tensor(base + "_Q", kn_codes, signed)
-                zpt = None if zp is None else int4_tensor(base + "_zp", zp.T, False)
+                zpt = None if zpv is None else int4_tensor(base + "_zp", zpv, False)
             else:
                 qt = onnx.numpy_helper.from_array(
                     kn_codes.astype(np.int8 if signed else np.uint8), base + "_Q"
                 )
-                zpt = (
-                    None
-                    if zp is None
-                    else onnx.numpy_helper.from_array(np.ascontiguousarray(zp.T), base + "_zp")
-                )
-            if block:  # blocks along K: scales and zero points [K / block, N]
-                layout = {"axis": 0, "block_size": block}
-                sc = np.ascontiguousarray(scale.T)
-            else:  # one scale per output: [N] along the codes' axis 1
-                layout = {"axis": 1}
-                sc = scale.reshape(n)
-                if zpt is not None:
-                    zpt = (
-                        int4_tensor(base + "_zp", zp.reshape(n), False)
-                        if bits == 4
-                        else onnx.numpy_helper.from_array(zp.reshape(n), base + "_zp")
-                    )
+                zpt = None if zpv is None else onnx.numpy_helper.from_array(zpv, base + "_zp")
             graph.initializer.extend([qt, onnx.numpy_helper.from_array(sc, base + "_scales")])
             if zpt is not None:
                 graph.initializer.append(zpt)
