@@ -437,6 +437,59 @@ def test_quantize_tells_a_refused_request_from_a_bad_model(tmp_path: Path, capsy
     assert not (tmp_path / "x.onnx").exists()
 
 
+def test_dequantizelinear_decoder_per_axis_per_tensor_and_bad_scales() -> None:
+    """The decoder ``verify`` uses, per axis and per tensor, against ONNX Runtime running the same
+    node; scales that do not match the data are refused with their shapes."""
+    rng = np.random.default_rng(4)
+    x = rng.integers(-128, 128, (6, 5)).astype(np.int8)
+    cases = {
+        "axis1": (
+            {"axis": 1},
+            rng.random(5).astype(np.float32) + 0.1,
+            rng.integers(-3, 3, 5).astype(np.int8),
+        ),
+        "axis0": (
+            {"axis": 0},
+            rng.random(6).astype(np.float32) + 0.1,
+            rng.integers(-3, 3, 6).astype(np.int8),
+        ),
+        "tensor": ({}, np.float32(0.25), np.int8(2)),
+    }
+    for name, (attrs, scale, zp) in cases.items():
+        inits = {
+            "x": numpy_helper.from_array(x, "x"),
+            "s": numpy_helper.from_array(np.asarray(scale), "s"),
+            "z": numpy_helper.from_array(np.asarray(zp), "z"),
+        }
+        node = helper.make_node("DequantizeLinear", ["x", "s", "z"], ["y"], name=name, **attrs)
+        got = onnx_model.decode_dequantizelinear(node, inits)
+        graph = helper.make_graph(
+            [node],
+            "g",
+            [],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+            list(inits.values()),
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+        model.ir_version = 10
+        want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+            None, {}
+        )[0]
+        assert np.array_equal(got, want), name
+    bad = {
+        "x": numpy_helper.from_array(x, "x"),
+        "s": numpy_helper.from_array(np.ones(4, np.float32), "s"),
+    }
+    node = helper.make_node("DequantizeLinear", ["x", "s"], ["y"], name="dq", axis=1)
+    with pytest.raises(
+        ValueError, match=r"DequantizeLinear 'dq': data \(6, 5\) along axis 1 needs 1-D scales"
+    ):
+        onnx_model.decode_dequantizelinear(node, bad)
+    bad["s"] = numpy_helper.from_array(np.ones((2, 2), np.float32), "s")
+    with pytest.raises(ValueError, match=r"scales \(2, 2\) are neither 1-D nor a scalar"):
+        onnx_model.decode_dequantizelinear(node, bad)
+
+
 def test_a_nonfinite_weight_is_named(tmp_path: Path) -> None:
     """The kernel's refusal ("input has 1 non-finite value(s) ... flat index 5") names the weight."""
     rng = np.random.default_rng(5)
