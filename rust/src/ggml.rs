@@ -1555,9 +1555,9 @@ fn symmetric_k_search(ty: GgmlType, x: &[f32], w: Option<&[f32]>) -> BlockParams
     if max_abs < GROUP_MAX_EPS {
         return BlockParams::default();
     }
-    // Super-scales: the lattices, on which the largest sub-block takes sub-scale -n. A block whose
-    // smallest sub-block would take a few steps or none (an outlier elsewhere in the block) also
-    // tries a dense grid: with one or two steps that sub-block's error depends on the exact
+    // Super-scales: the lattices, on which the largest sub-block takes sub-scale -n. A block with a
+    // nonzero sub-block that would take a few steps or none (an outlier elsewhere in the block)
+    // also tries a dense grid: with one or two steps that sub-block's error depends on the exact
     // super-scale, and the best one spends a little of the largest sub-block's error for it.
     let mut ds = [0f32; Q6K_LATTICE.len() + DENSE_LATTICE];
     for (d, &n) in ds.iter_mut().zip(lattice) {
