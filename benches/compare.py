@@ -329,7 +329,7 @@ def process_time(cmd: list[str], repeat: int, env: Optional[dict[str, str]] = No
 
 def whole_file_rows(repeat: int) -> Optional[dict[str, Any]]:
     """MiniLM, whole files, each tool a new process with the same threads: `rxquant quantize`
-    (nearest and mse) against `llama-quantize` (GGUF Q4_0, when `make interop` built it) and
+    (nearest and mse) against `llama-quantize` (GGUF Q4_0, Q4_K, IQ4_NL, when `make interop` built it) and
     ONNX Runtime's MatMulNBitsQuantizer RTN (ONNX, INT4 asymmetric blocks of 32); plus the
     Python start-up share (`python -c pass`, and importing rxquant's CLI)."""
     import rxquant.gguf as rg
@@ -357,7 +357,7 @@ def whole_file_rows(repeat: int) -> Optional[dict[str, Any]]:
         def run(cmd: list[str]) -> Callable[[], Any]:
             return lambda: subprocess.run(cmd, check=True, capture_output=True, env=env)
 
-        for ty in ("Q4_0", "Q4_K"):
+        for ty in ("Q4_0", "Q4_K", "IQ4_NL"):
             ours = rx + [str(gsrc), "-o", str(gout), "--type", ty, "-q"]
             t_llama: Optional[float] = None
             if bin_dir is not None:  # in turns: the two differ by less than this machine's drift

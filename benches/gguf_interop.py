@@ -31,7 +31,7 @@ from rxquant.models.sentences import HELD_OUT
 
 ROOT = Path(__file__).resolve().parent.parent
 # One type everywhere (llama-quantize --pure), then llama-quantize's Q4_K_M mix of types.
-TYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q2_K", "Q3_K", "Q4_K", "Q4_K_M"]
+TYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q2_K", "Q3_K", "Q4_K", "Q4_K_M", "IQ4_NL"]
 ROUNDINGS = ["mse", "importance", "gptq"]
 
 

@@ -14,6 +14,8 @@ For Q3_K the format itself is small enough to search exhaustively: for each floa
 on a fine grid every sub-block takes the best of its 64 integer sub-scales, so the least error
 over that grid is the best any Q3_K encoder can do (for fixed parameters the nearest codes are
 optimal). The script prints it on a sample of whole blocks beside `mse` on the same blocks.
+IQ4_NL has one float16 scale a block of 32 and fixed levels: trying every scale of a fine
+float16 grid gives its optimum the same way.
 
     python benches/kquant_bound.py [--sample 3000] [--blocks 200] [--write-docs]
 """
@@ -98,6 +100,24 @@ def symmetric_format_optimum(x: np.ndarray, steps: int, h: int, sub: int, smax: 
     return best
 
 
+IQ4_LEVELS = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], np.float64)
+
+
+def iq4_format_optimum(x: np.ndarray, steps: int) -> np.ndarray:
+    """Least squared error of each block (row of 32) of ``x`` in IQ4_NL: value ``d * k[q]`` with
+    ``k`` the 16 levels, ``d`` float16 (either sign) over ``steps`` values of each sign from 0.3x to
+    2x ``amax / 127``, each value at its nearest level."""
+    mids = (IQ4_LEVELS[:-1] + IQ4_LEVELS[1:]) / 2
+    base = np.abs(x).max(1) / 127
+    best = np.full(len(x), np.inf)
+    for f in np.concatenate([np.linspace(0.3, 2.0, steps), -np.linspace(0.3, 2.0, steps)]):
+        d = (base * f).astype(np.float16).astype(np.float64)[:, None]
+        safe = np.where(d == 0, 1.0, d)
+        q = IQ4_LEVELS[np.searchsorted(mids, x / safe)] * (d != 0)
+        best = np.minimum(best, ((x - d * q) ** 2).sum(1))
+    return best
+
+
 def errors(ws: list[np.ndarray], ty: str, sub: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The weights ``ws`` in rows of ``sub`` (float64), and each row's squared error under
     ``nearest`` and ``mse`` rounding to ``ty``."""
@@ -154,6 +174,16 @@ def main() -> None:
         f"mse {mse / near:.4f}; the format's optimum (each float16 super-scale of a grid, every "
         f"sub-block at its best 6-bit sub-scale): {fine / near:.4f} (coarser grid: {coarse / near:.4f}); "
         f"all blocks: rxquant mse {whole:.4f}, so the optimum there is about {whole * fine / mse:.4f}"
+    )
+    x, err = errors(list(weights.values()), "IQ4_NL", 32)
+    pick = rng.choice(len(x), min(args.sample, len(x)), replace=False)
+    near, mse = err["nearest"][pick].sum(), err["mse"][pick].sum()
+    coarse, fine = (iq4_format_optimum(x[pick], s).sum() for s in (1200, 3600))
+    lines.append(
+        f"IQ4_NL ({len(weights)} tensors, {len(pick)} random blocks of 32), weight squared error relative "
+        f"to nearest (llama-quantize's own search): rxquant mse {mse / near:.4f} (all blocks: "
+        f"{err['mse'].sum() / err['nearest'].sum():.4f}); the format's optimum (every float16 scale of "
+        f"a grid): {fine / near:.4f} (coarser grid: {coarse / near:.4f})"
     )
     text = "\n".join(["```", *lines, "```"])
     print(text)

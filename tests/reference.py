@@ -501,3 +501,68 @@ def ggml_k_reference(x: np.ndarray, type_name: str) -> np.ndarray:
                 y[16 * j : 16 * j + 16] = dj * q
         out[256 * b : 256 * b + 256] = y
     return out
+
+
+# ------------------------------------------------------------------ ggml's IQ4 quantizer
+# A port of ggml-quants.c's quantize_row_iq4_nl_impl as llama-quantize runs it without an
+# importance matrix (quantize_iq4_nl / quantize_iq4_xs: ntry 7, each value weighted by its
+# square), in float32 with C's left-to-right sums; it returns the decoded values.
+
+IQ4_LEVELS = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], F32)
+
+
+def _best_index_int8(y: np.ndarray) -> np.ndarray:
+    """ggml's ``best_index_int8`` over the IQ4 levels, elementwise: the ends past the grid, else
+    the level below or above ``y``, whichever is nearer (above on a tie, and for NaN)."""
+    y = np.asarray(y, F32)
+    mu = np.clip(np.searchsorted(IQ4_LEVELS, y, side="right"), 1, 15)
+    below = (y - IQ4_LEVELS[mu - 1]) < (IQ4_LEVELS[mu] - y)
+    i = np.where(below, mu - 1, mu)
+    return np.where(y <= IQ4_LEVELS[0], 0, np.where(y >= IQ4_LEVELS[15], 15, i))
+
+
+def ggml_iq4_reference(x: np.ndarray, type_name: str) -> np.ndarray:
+    """The values llama-quantize stores ``x`` as in IQ4_NL (blocks of 32) or IQ4_XS (256)."""
+    sb = 32 if type_name == "IQ4_NL" else 256
+    out = np.empty(x.size, np.float64)
+    for b, xb in enumerate(x.reshape(-1, sb).astype(F32)):
+        scales = np.zeros(sb // 32, F32)
+        max_scale, amax_scale = F32(0), F32(0)
+        for ib in range(sb // 32):
+            s = xb[32 * ib : 32 * ib + 32]
+            j = int(np.argmax(np.abs(s)))  # the first of the largest magnitude
+            amax, mx = np.abs(s[j]), s[j]
+            if amax < F32(1e-15):
+                continue
+            w = s * s
+
+            def sums(inv: np.float32, s: np.ndarray = s, w: np.ndarray = w) -> tuple:
+                q = IQ4_LEVELS[_best_index_int8(inv * s)]
+                return _sum(w * q * s), _sum(w * q * q)
+
+            sqx, sq2 = sums(F32(1) / (-mx / IQ4_LEVELS[0]))
+            d = sqx / sq2 if sq2 > 0 else F32(0)
+            best = d * sqx
+            for itry in range(-7, 8):
+                sqx, sq2 = sums(F32(itry - 127) / mx)
+                if sq2 > 0 and sqx * sqx > best * sq2:
+                    d = sqx / sq2
+                    best = d * sqx
+            scales[ib] = d
+            if abs(d) > amax_scale:
+                amax_scale, max_scale = abs(d), d
+        y = np.zeros(sb, F32)
+        if sb == 32:
+            inv = F32(1) / scales[0] if scales[0] else F32(0)
+            y[:] = _f16(scales[0]) * IQ4_LEVELS[_best_index_int8(inv * xb)]
+        else:
+            d = -max_scale / F32(32)
+            inv = F32(1) / d if d else F32(0)
+            for ib in range(8):
+                s = xb[32 * ib : 32 * ib + 32]
+                ls = int(np.clip(_nearest(inv * scales[ib]), -32, 31))
+                dl = d * F32(ls)
+                idl = F32(1) / dl if dl else F32(0)
+                y[32 * ib : 32 * ib + 32] = (_f16(d) * F32(ls)) * IQ4_LEVELS[_best_index_int8(idl * s)]
+        out[b * sb : (b + 1) * sb] = y
+    return out

@@ -24,12 +24,13 @@ import rxquant.models.minilm  # noqa: E402
 from rxquant.core.gptq import output_error  # noqa: E402
 from rxquant.formats.gguf_file import GgufFile, type_for  # noqa: E402
 from tests.gguf_files import llama_cpp_file, llama_quantize, tiny_bert_gguf, write_gguf  # noqa: E402
-from tests.reference import ggml_k_reference  # noqa: E402
+from tests.reference import ggml_iq4_reference, ggml_k_reference  # noqa: E402
 from tests.tiny_bert import tiny_bert  # noqa: E402
 
-TYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
+TYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS"]
 SIMPLE = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]
 K_TYPES = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
+IQ4_TYPES = ["IQ4_NL", "IQ4_XS"]
 
 
 def bits(a: np.ndarray) -> np.ndarray:
@@ -162,6 +163,18 @@ def test_k_nearest_error_at_most_ggml_reference(name: str) -> None:
     assert np.array_equal(ours.reshape(-1).astype(np.float32), ref.astype(np.float32))
 
 
+@pytest.mark.parametrize("name", IQ4_TYPES)
+def test_iq4_nearest_is_llama_quantizes_own(name: str) -> None:
+    """IQ4's `nearest` is llama-quantize's quantizer (quantize_iq4_nl / quantize_iq4_xs, which
+    search 15 scales a block), equal value for value to a numpy port in float32 with C's sums; on
+    edge rows (zeros, one huge value, +-65504, tiny, constant, float32 subnormals) and noise."""
+    rng = np.random.default_rng(12)
+    noise = rng.standard_normal((6, 256)) * rng.uniform(1e-3, 30, (6, 1))
+    x = np.concatenate([edge_rows(256), scan_edge_rows(256), noise]).astype(np.float32)
+    ours = rg.dequantize_tensor(rg.quantize_tensor(x, name), name, x.shape).reshape(-1)
+    assert np.array_equal(ours, ggml_iq4_reference(x, name).astype(np.float32))
+
+
 @pytest.mark.parametrize("name", TYPES)
 def test_mse_and_importance_beat_nearest(name: str) -> None:
     rng = np.random.default_rng(5)
@@ -238,10 +251,17 @@ def test_nearest_equals_ggml_c_reference(name: str) -> None:
     x = np.concatenate(
         [edge_rows(512), scan_edge_rows(512), rng.standard_normal((8, 512)) * rng.uniform(1e-3, 30, (8, 1))]
     ).astype(np.float32)
-    f = getattr(lib, f"quantize_row_{name.lower().replace('_k', '_K')}_ref")
-    f.argtypes, f.restype = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64], None
     ref = np.zeros(rg.BLOCK_TYPES[name].nbytes(x.shape), np.uint8)
-    f(x.ctypes.data, ref.ctypes.data, x.size)
+    if name in IQ4_TYPES:
+        # What llama-quantize runs without an importance matrix (its _ref function searches less).
+        f = getattr(lib, f"quantize_{name.lower()}")
+        f.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+        f.restype = ctypes.c_size_t
+        f(x.ctypes.data, ref.ctypes.data, x.shape[0], x.shape[1], None)
+    else:
+        f = getattr(lib, f"quantize_row_{name.lower().replace('_k', '_K')}_ref")
+        f.argtypes, f.restype = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64], None
+        f(x.ctypes.data, ref.ctypes.data, x.size)
     assert np.array_equal(rg.quantize_tensor(x, name).reshape(-1), ref)
 
 
@@ -265,7 +285,7 @@ def test_bad_requests_refused_with_names() -> None:
     with pytest.raises(ValueError, match="Q4_K.*256.*rows of 384"):
         rg.quantize_tensor(np.ones((2, 384), np.float32), "q4_k")
     with pytest.raises(ValueError, match="unknown block type"):
-        rg.quantize_tensor(np.ones((2, 32), np.float32), "iq4_xs")
+        rg.quantize_tensor(np.ones((2, 32), np.float32), "iq2_xxs")
     with pytest.raises(ValueError, match="needs importance"):
         rg.quantize_tensor(np.ones((2, 32), np.float32), "q4_0", rounding="importance")
     with pytest.raises(ValueError, match="needs hessian"):
@@ -296,6 +316,8 @@ def test_llama_type_rule() -> None:
     assert type_for("blk.0.ffn_down.weight", (384, 1536), "Q6_K").reason is None
     assert type_for("blk.0.attn_q.weight", (384, 384), "Q6_K").type == "Q8_0"
     assert type_for("blk.0.attn_q.weight", (384, 100), "Q4_0").type == "F16"
+    assert type_for("blk.0.attn_q.weight", (384, 384), "IQ4_XS").type == "IQ4_NL"
+    assert type_for("blk.0.attn_q.weight", (384, 100), "IQ4_NL").type == "F16"
     assert type_for("blk.0.attn_q.bias", (384,), "Q4_0") is None
     assert type_for("blk.0.attn_output_norm.weight", (384, 4), "Q4_0") is None
     assert type_for("position_embd.weight", (512, 384), "Q4_0") is None

@@ -152,14 +152,14 @@ def test_types_equal_llama_quantizes(model: str, tmp_path: Path) -> None:
 
 def test_files_equal_llama_quantizes(tmp_path: Path) -> None:
     """Rounded to nearest, every tensor (type and bytes) and `general.file_type` of a mix (and of
-    the pure Q2_K and Q3_K files) equal llama-quantize's: a small llama (K blocks) and a tiny BERT
-    converted from safetensors (rows of 64: fallbacks), where llama.cpp's tools are built (make
-    interop); skipped elsewhere."""
+    the pure Q2_K, Q3_K, IQ4_NL and IQ4_XS files) equal llama-quantize's: a small llama (K blocks)
+    and a tiny BERT converted from safetensors (rows of 64: fallbacks), where llama.cpp's tools are
+    built (make interop); skipped elsewhere."""
     exe = llama_quantize()
     bert = tiny_bert_gguf(tmp_path / "bert")
     for src in (decoder_gguf(tmp_path / "llama.gguf", layers=8, seed=0), bert):
         # The mixes, and the types without one of their own as `--pure` files.
-        for mix in (*MIXES, "Q2_K", "Q3_K"):
+        for mix in (*MIXES, "Q2_K", "Q3_K", "IQ4_NL", "IQ4_XS"):
             mine, theirs = tmp_path / f"rx-{mix}.gguf", tmp_path / f"ll-{mix}.gguf"
             rg.quantize_file(src, mine, type=mix)
             pure = [] if mix in MIXES else ["--pure"]

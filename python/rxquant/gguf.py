@@ -239,7 +239,8 @@ def quantize_file(
     ``type`` (``q4_k``, ``q8_0``, ... or ``f32``/``f16``/``bf16``) quantizes every tensor
     llama.cpp's quantizer would (2+ dimensions, not norms or position embeddings) to that type, as
     ``llama-quantize --pure``, falling back as llama.cpp does where rows do not fit (Q2_K, Q3_K →
-    Q4_0, Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0, else F16); each fallback is reported. A llama-quantize
+    Q4_0, Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0, IQ4_XS → IQ4_NL, else F16); each fallback is
+    reported. A llama-quantize
     mix (``q3_k_m``, ``q4_k_m``, ``q5_k_s``, ... :data:`rxquant.formats.gguf_mixes.MIXES`) gives
     each tensor the type llama-quantize gives it for that mix. ``budget`` (``4.8bpw`` over the
     quantized tensors, or a byte size of the whole file) instead chooses a type per tensor among

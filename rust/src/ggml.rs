@@ -1,11 +1,12 @@
-//! llama.cpp's block formats (ggml-common.h): Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (blocks of 32 values)
-//! and the K types Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (super-blocks of 256). Every type has:
+//! llama.cpp's block formats (ggml-common.h): Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (blocks of 32 values),
+//! the K types Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (super-blocks of 256), and IQ4_NL (32) and IQ4_XS
+//! (256), whose codes index 16 fixed levels ([`IQ4_VALUES`]). Every type has:
 //!
 //! - its parameters ([`BlockParams`]) and codes, packed into the block's bytes exactly as ggml
 //!   lays them out ([`pack`]), and the block's decoder ([`dequantize_rows`], bit for bit ggml's
 //!   `dequantize_row_*`);
-//! - ggml's reference quantizer (`quantize_row_*_ref`), ported operation for operation
-//!   ([`Rounding::Nearest`]);
+//! - ggml's reference quantizer (`quantize_row_*_ref`; for the IQ4 types the `quantize_iq4_*`
+//!   that llama-quantize runs), ported operation for operation ([`Rounding::Nearest`]);
 //! - a search for the parameters with the least squared error, optionally weighted per input by
 //!   its importance `E[x²]` ([`Rounding::Mse`], [`Rounding::Importance`]);
 //! - the per-value quantizer GPTQ uses with parameters chosen inside its column sweep
@@ -50,10 +51,12 @@ pub enum GgmlType {
     Q4K,
     Q5K,
     Q6K,
+    IQ4NL,
+    IQ4XS,
 }
 
 /// Every type, in ggml's order.
-pub const TYPES: [GgmlType; 10] = [
+pub const TYPES: [GgmlType; 12] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
@@ -64,6 +67,8 @@ pub const TYPES: [GgmlType; 10] = [
     GgmlType::Q4K,
     GgmlType::Q5K,
     GgmlType::Q6K,
+    GgmlType::IQ4NL,
+    GgmlType::IQ4XS,
 ];
 
 // The block sizes of ggml-common.h (`static_assert(sizeof(block_q4_0) == ...)` there).
@@ -77,6 +82,12 @@ const _: () = assert!(GgmlType::Q3K.type_size() == QK_K / 8 + QK_K / 4 + 12 + 2)
 const _: () = assert!(GgmlType::Q4K.type_size() == 2 * 2 + 12 + QK_K / 2);
 const _: () = assert!(GgmlType::Q5K.type_size() == 2 * 2 + 12 + QK_K / 8 + QK_K / 2);
 const _: () = assert!(GgmlType::Q6K.type_size() == 2 + QK_K / 16 + 3 * QK_K / 4);
+const _: () = assert!(GgmlType::IQ4NL.type_size() == 2 + 32 / 2);
+const _: () = assert!(GgmlType::IQ4XS.type_size() == 2 + 2 + QK_K / 64 + QK_K / 2);
+
+/// IQ4_NL's and IQ4_XS's 16 levels (`kvalues_iq4nl`): a grid denser near zero, where most of a
+/// bell-shaped block's values are, than the evenly spaced levels of Q4_0.
+pub const IQ4_VALUES: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
 
 impl GgmlType {
     /// Parses `q4_0`, `Q4_K`, ... (case-insensitive).
@@ -92,9 +103,11 @@ impl GgmlType {
             "q4_k" => GgmlType::Q4K,
             "q5_k" => GgmlType::Q5K,
             "q6_k" => GgmlType::Q6K,
+            "iq4_nl" => GgmlType::IQ4NL,
+            "iq4_xs" => GgmlType::IQ4XS,
             other => {
                 return Err(Error::Invalid(format!(
-                    "unknown ggml type {other:?}; expected q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k or q6_k"
+                    "unknown ggml type {other:?}; expected q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl or iq4_xs"
                 )))
             }
         })
@@ -113,6 +126,8 @@ impl GgmlType {
             GgmlType::Q4K => "Q4_K",
             GgmlType::Q5K => "Q5_K",
             GgmlType::Q6K => "Q6_K",
+            GgmlType::IQ4NL => "IQ4_NL",
+            GgmlType::IQ4XS => "IQ4_XS",
         }
     }
 
@@ -129,13 +144,20 @@ impl GgmlType {
             GgmlType::Q4K => 12,
             GgmlType::Q5K => 13,
             GgmlType::Q6K => 14,
+            GgmlType::IQ4NL => 20,
+            GgmlType::IQ4XS => 23,
         }
     }
 
     /// Values per block.
     pub const fn block_size(self) -> usize {
         match self {
-            GgmlType::Q2K | GgmlType::Q3K | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => QK_K,
+            GgmlType::Q2K
+            | GgmlType::Q3K
+            | GgmlType::Q4K
+            | GgmlType::Q5K
+            | GgmlType::Q6K
+            | GgmlType::IQ4XS => QK_K,
             _ => 32,
         }
     }
@@ -153,6 +175,8 @@ impl GgmlType {
             GgmlType::Q4K => 144,
             GgmlType::Q5K => 176,
             GgmlType::Q6K => 210,
+            GgmlType::IQ4NL => 18,
+            GgmlType::IQ4XS => 136,
         }
     }
 
@@ -176,9 +200,10 @@ impl GgmlType {
         (self.max_code() + 1) / 2
     }
 
-    /// The symmetric K types' range of sub-block scales (signed, 6 bits for Q3_K, 8 for Q6_K).
+    /// The symmetric K types' range of sub-block scales (signed, 6 bits for Q3_K and IQ4_XS, 8
+    /// for Q6_K).
     const fn sub_scales(self) -> (i32, i32) {
-        if matches!(self, GgmlType::Q3K) {
+        if matches!(self, GgmlType::Q3K | GgmlType::IQ4XS) {
             (-32, 31)
         } else {
             (-128, 127)
@@ -191,7 +216,7 @@ impl GgmlType {
             GgmlType::Q8_0 => 255,
             GgmlType::Q2K => 3,
             GgmlType::Q3K => 7,
-            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q4K => 15,
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q4K | GgmlType::IQ4NL | GgmlType::IQ4XS => 15,
             GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q5K => 31,
             GgmlType::Q6K => 63,
         }
@@ -231,7 +256,8 @@ pub struct BlockParams {
     /// Q4_1 / Q5_1: the minimum `m`; Q2_K / Q4_K / Q5_K: the super-block `dmin`.
     pub m: f32,
     /// K types: the sub-blocks' scales (Q2_K: 16 of 4 bits; Q3_K: 16 of 6 bits, each the signed
-    /// scale plus 32; Q4_K / Q5_K: 8 of 6 bits; Q6_K: 16 int8 scales, stored as u8).
+    /// scale plus 32; Q4_K / Q5_K: 8 of 6 bits; Q6_K: 16 int8 scales, stored as u8; IQ4_XS: 8 of
+    /// 6 bits, each the signed scale plus 32).
     pub sc: [u8; 16],
     /// Q2_K / Q4_K / Q5_K: the sub-blocks' mins (Q2_K: 16 of 4 bits; 8 of 6 bits).
     pub mn: [u8; 16],
@@ -290,6 +316,8 @@ pub fn decode_value(ty: GgmlType, p: &BlockParams, k: usize, q: i32) -> f32 {
             (p.d * p.sc[j] as f32) * q as f32 - p.m * p.mn[j] as f32
         }
         GgmlType::Q3K | GgmlType::Q6K => sub_step(ty, p, k / 16) * (q - ty.half_codes()) as f32,
+        GgmlType::IQ4NL => p.d * IQ4_VALUES[q as usize & 15] as f32,
+        GgmlType::IQ4XS => sub_step(ty, p, k / 32) * IQ4_VALUES[q as usize & 15] as f32,
     }
 }
 
@@ -340,13 +368,63 @@ pub fn encode_value(ty: GgmlType, p: &BlockParams, k: usize, v: f32) -> i32 {
                 nearest_int(v / d).clamp(-h, h - 1) + h
             }
         }
+        GgmlType::IQ4NL => iq4_code(v, p.d) as i32,
+        GgmlType::IQ4XS => iq4_code(v, sub_step(ty, p, k / 32)) as i32,
     }
 }
 
-/// The signed scale of sub-block `j` (of 16 values) of the symmetric K types, as stored.
+/// ggml's `best_index_int8` for the IQ4 levels: the level nearest to `y` (the upper one of two
+/// equally near, as ggml's float comparison decides; the ends past the grid; 15 for NaN). The
+/// count of the midpoints `y` is past, without branches, so that it vectorizes: `y` is past the
+/// midpoint of levels `k` and `k + 1` exactly where ggml's search would pick `k + 1` there.
+#[inline(always)]
+fn iq4_index(y: f32) -> usize {
+    let mut n = 0;
+    for k in 0..15 {
+        let (a, b) = (IQ4_VALUES[k] as f32, IQ4_VALUES[k + 1] as f32);
+        n += if y - a < b - y { 0 } else { 1 };
+    }
+    n
+}
+
+/// The levels [`iq4_index`] picks for 32 values `y`, as floats: the lowest level plus the steps
+/// up to every midpoint each `y` is past (sums of small integers, exact). A midpoint at a time
+/// over all 32, without a table lookup: loops that vectorize, where a value at a time over the
+/// fifteen midpoints compiled to scalar code.
+#[inline(always)]
+fn iq4_levels(y: &[f32; 32]) -> [f32; 32] {
+    let mut l = [IQ4_VALUES[0] as f32; 32];
+    for k in 0..15 {
+        let (a, b) = (IQ4_VALUES[k] as f32, IQ4_VALUES[k + 1] as f32);
+        for (l, &y) in l.iter_mut().zip(y) {
+            *l += if y - a < b - y { 0.0 } else { b - a };
+        }
+    }
+    l
+}
+
+/// `f` of each of 32 values, as an array (the inputs of [`iq4_levels`]).
+#[inline(always)]
+fn map32(x: &[f32], f: impl Fn(f32) -> f32) -> [f32; 32] {
+    std::array::from_fn(|i| f(x[i]))
+}
+
+/// The IQ4 code of `v` at step `d`: the level nearest to `v / d` (8, the level 1 nearest to 0,
+/// where `d` is 0, as ggml codes an all-zero block).
+#[inline(always)]
+fn iq4_code(v: f32, d: f32) -> usize {
+    if d == 0.0 {
+        8
+    } else {
+        iq4_index(v / d)
+    }
+}
+
+/// The signed scale of sub-block `j` (of 16 values; 32 for IQ4_XS) of the symmetric K types, as
+/// stored.
 #[inline(always)]
 fn sub_scale(ty: GgmlType, p: &BlockParams, j: usize) -> i32 {
-    if ty == GgmlType::Q3K {
+    if matches!(ty, GgmlType::Q3K | GgmlType::IQ4XS) {
         p.sc[j] as i32 - 32
     } else {
         (p.sc[j] as i8) as i32
@@ -356,7 +434,7 @@ fn sub_scale(ty: GgmlType, p: &BlockParams, j: usize) -> i32 {
 /// Stores `s` (within [`GgmlType::sub_scales`]) as sub-block `j`'s scale.
 #[inline(always)]
 fn set_sub_scale(ty: GgmlType, p: &mut BlockParams, j: usize, s: i32) {
-    p.sc[j] = if ty == GgmlType::Q3K { (s + 32) as u8 } else { s as i8 as u8 };
+    p.sc[j] = if matches!(ty, GgmlType::Q3K | GgmlType::IQ4XS) { (s + 32) as u8 } else { s as i8 as u8 };
 }
 
 /// The step of sub-block `j` of the symmetric K types: `d` times its scale, as ggml multiplies.
@@ -549,6 +627,25 @@ pub fn pack(ty: GgmlType, p: &BlockParams, l: &[u8], out: &mut [u8]) {
             sc.copy_from_slice(&p.sc);
             put_f16(d, p.d);
         }
+        GgmlType::IQ4NL => {
+            put_f16(&mut out[..2], p.d);
+            pack_nibbles(&l[..16], &l[16..32], &mut out[2..18]);
+        }
+        GgmlType::IQ4XS => {
+            // Each sub-block's 6-bit scale: the low four bits in `scales_l` (two a byte), the
+            // high two in `scales_h` (a u16, two bits a sub-block).
+            put_f16(&mut out[..2], p.d);
+            let (mut high, mut low) = (0u16, [0u8; 4]);
+            for (ib, &s) in p.sc[..8].iter().enumerate() {
+                low[ib / 2] |= (s & 0xF) << (4 * (ib % 2));
+                high |= ((s >> 4) as u16 & 3) << (2 * ib);
+            }
+            out[2..4].copy_from_slice(&high.to_le_bytes());
+            out[4..8].copy_from_slice(&low);
+            for (q, lc) in out[8..136].chunks_exact_mut(16).zip(l.chunks_exact(32)) {
+                pack_nibbles(&lc[..16], &lc[16..], q);
+            }
+        }
     }
 }
 
@@ -664,12 +761,101 @@ pub fn decode_block(ty: GgmlType, b: &[u8], out: &mut [f32]) {
                 }
             }
         }
+        GgmlType::IQ4NL => {
+            let d = get_f16(b);
+            decode_nibbles(out, &b[2..18], 0, |q| d * IQ4_VALUES[q as usize & 15] as f32);
+        }
+        GgmlType::IQ4XS => {
+            let d = get_f16(b);
+            let high = u16::from_le_bytes([b[2], b[3]]);
+            for (ib, (o, qs)) in out[..QK_K].chunks_exact_mut(32).zip(b[8..136].chunks_exact(16)).enumerate()
+            {
+                let ls =
+                    ((b[4 + ib / 2] >> (4 * (ib % 2))) & 0xF) as i32 | (((high >> (2 * ib)) & 3) << 4) as i32;
+                let dl = d * (ls - 32) as f32;
+                decode_nibbles(o, qs, 0, |q| dl * IQ4_VALUES[q as usize & 15] as f32);
+            }
+        }
     }
 }
 
 // ------------------------------------------------------------------ ggml's reference quantizers
 
-/// The signed value of largest magnitude (the first one on ties), as ggml picks it.
+/// ggml's `quantize_row_iq4_nl_impl` as llama-quantize runs it without an importance matrix
+/// (`quantize_iq4_nl`, `quantize_iq4_xs`: each value weighted by its square, `ntry` 7) for an
+/// IQ4_NL block (one sub-block of 32) or an IQ4_XS one (eight, with 6-bit sub-scales of one
+/// float16 scale). Each sub-block's scale is the best least-squares fit of 16 tries that put its
+/// largest magnitude at or near the grid's -127 end. (ggml's `quantize_row_iq4_nl_ref` runs no
+/// tries; llama-quantize's files are what users have, so `nearest` is them, bit for bit.)
+#[inline(always)]
+fn iq4_ref(x: &[f32], l: &mut [u8]) -> BlockParams {
+    const NTRY: i32 = 7;
+    let level = |i: usize| IQ4_VALUES[i] as f32;
+    let subs = x.len() / 32;
+    let mut scales = [0f32; 8];
+    let (mut max_scale, mut amax_scale) = (0f32, 0f32);
+    for (ib, xb) in x.chunks_exact(32).enumerate() {
+        let (mut amax, mut max) = (0f32, 0f32);
+        for &v in xb {
+            if v.abs() > amax {
+                (amax, max) = (v.abs(), v);
+            }
+        }
+        if amax < GROUP_MAX_EPS {
+            continue;
+        }
+        // The weighted sums of the codes at inverse scale `id`, in ggml's order of operations
+        // (the levels first, in a loop that vectorizes; the sums in order).
+        let sums = |id: f32| {
+            let q = iq4_levels(&map32(xb, |v| id * v));
+            let (mut sumqx, mut sumq2) = (0f32, 0f32);
+            for (&q, &v) in q.iter().zip(xb) {
+                let w = v * v;
+                sumqx += w * q * v;
+                sumq2 += w * q * q;
+            }
+            (sumqx, sumq2)
+        };
+        let (sumqx, sumq2) = sums(1.0 / (-max / level(0)));
+        let mut d = if sumq2 > 0.0 { sumqx / sumq2 } else { 0.0 };
+        let mut best = d * sumqx;
+        for itry in -NTRY..=NTRY {
+            let (sumqx, sumq2) = sums((itry + IQ4_VALUES[0] as i32) as f32 / max);
+            if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
+                d = sumqx / sumq2;
+                best = d * sumqx;
+            }
+        }
+        scales[ib] = d;
+        if d.abs() > amax_scale {
+            (amax_scale, max_scale) = (d.abs(), d);
+        }
+    }
+    let mut p = BlockParams::default();
+    if subs == 1 {
+        p.d = f16r(scales[0]);
+        let id = if scales[0] != 0.0 { 1.0 / scales[0] } else { 0.0 };
+        for (o, &v) in l.iter_mut().zip(x) {
+            *o = iq4_index(id * v) as u8;
+        }
+        return p;
+    }
+    // IQ4_XS: the largest sub-scale at -32; the codes follow the unrounded scales, as ggml's do.
+    let d = -max_scale / 32.0;
+    p.d = f16r(d);
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    for (ib, (lb, xb)) in l.chunks_exact_mut(32).zip(x.chunks_exact(32)).enumerate() {
+        let s = nearest_int(id * scales[ib]).clamp(-32, 31);
+        let dl = d * s as f32;
+        let idl = if dl != 0.0 { 1.0 / dl } else { 0.0 };
+        for (o, &v) in lb.iter_mut().zip(xb) {
+            *o = iq4_index(idl * v) as u8;
+        }
+        p.sc[ib] = (s + 32) as u8;
+    }
+    p
+}
+
 /// ggml's signed maximum of a block of 32: the first value of the largest magnitude (0 for an
 /// all-zero block). The magnitude is found lane-wise, then its first holder from a bit mask of
 /// equal lanes (compares and a mask, no branch per value: a search loop's mispredicted exit cost
@@ -761,6 +947,7 @@ fn encode_ref(ty: GgmlType, x: &[f32], l: &mut [u8]) -> BlockParams {
                 };
             }
         }
+        GgmlType::IQ4NL | GgmlType::IQ4XS => p = iq4_ref(x, l),
         GgmlType::Q4K | GgmlType::Q5K => {
             let (nmax, rmin, nstep) = if ty == GgmlType::Q4K { (15, -1.0, 20) } else { (31, -0.5, 15) };
             let mut w = [0f32; QK_K];
@@ -1174,6 +1361,7 @@ fn block_error(ty: GgmlType, p: &BlockParams, x: &[f32], w: Option<&[f32]>) -> f
             (0..QK_K / sub).map(|j| range_error(ty, p, x, w, sub * j..sub * j + sub)).sum()
         }
         GgmlType::Q3K | GgmlType::Q6K => (0..16).map(|j| range_error(ty, p, x, w, 16 * j..16 * j + 16)).sum(),
+        GgmlType::IQ4XS => (0..8).map(|j| range_error(ty, p, x, w, 32 * j..32 * j + 32)).sum(),
         _ => range_error(ty, p, x, w, 0..x.len()),
     }
 }
@@ -1208,6 +1396,10 @@ fn range_error(
         GgmlType::Q4_0 => (p.d, 0.0, -8, 7),
         GgmlType::Q5_0 => (p.d, 0.0, -16, 15),
         GgmlType::Q4_1 | GgmlType::Q5_1 => (p.d, -p.m, 0, ty.max_code()),
+        GgmlType::IQ4NL | GgmlType::IQ4XS => {
+            let d = if ty == GgmlType::IQ4NL { p.d } else { sub_step(ty, p, r.start / 32) };
+            return iq4_error(&x[r.clone()], w.map(|w| &w[r]), d);
+        }
     };
     // With d = 0 every code decodes to −dm, whichever (finite, clamped) code the division gives:
     // `encode_value`'s zero code.
@@ -1230,11 +1422,26 @@ fn coded_error(xs: &[f32], ws: Option<&[f32]>, d: f32, dm: f32, qmin: i32, qmax:
     })
 }
 
+/// The terms of [`range_error`] for values `xs` on the IQ4 levels at step `d`.
+#[inline(always)]
+fn iq4_error(xs: &[f32], ws: Option<&[f32]>, d: f32) -> f32 {
+    debug_assert!(xs.len() == 32);
+    // With d = 0 every value decodes to 0 ([`iq4_code`]'s zero code).
+    let (q, d) = if d == 0.0 { ([0.0; 32], 0.0) } else { (iq4_levels(&map32(xs, |v| v / d)), d) };
+    crate::simd::lane_sum(32, |i| {
+        let e = xs[i] - d * q[i];
+        ws.map_or(1.0, |w| w[i]) * e * e
+    })
+}
+
 /// Refits the stored float16 scales of `p` by weighted least squares with the codes fixed
 /// (`x ≈ d · a − dmin · b`, where `a`, `b` are what multiplies `d` and `dmin` at each position),
 /// re-encodes, and keeps the refit while the error falls.
 #[inline(always)]
 fn refit(ty: GgmlType, p: &mut BlockParams, x: &[f32], w: Option<&[f32]>, mut err: f32) -> f32 {
+    if matches!(ty, GgmlType::IQ4NL | GgmlType::IQ4XS) {
+        return iq4_refit(ty, p, x, w, err);
+    }
     let with_min =
         matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q2K | GgmlType::Q4K | GgmlType::Q5K);
     for _ in 0..4 {
@@ -1266,6 +1473,42 @@ fn refit(ty: GgmlType, p: &mut BlockParams, x: &[f32], w: Option<&[f32]>, mut er
             }
             cand.d = f16r(sxa / saa);
         }
+        let e = block_error(ty, &cand, x, w);
+        if e.total_cmp(&err).is_ge() {
+            break;
+        }
+        (*p, err) = (cand, e);
+    }
+    err
+}
+
+/// [`refit`] of the IQ4 types' scale: the same least squares, with each sub-block's levels from
+/// [`iq4_level`] in a loop that vectorizes (per value through [`encode_value`], the fifteen
+/// comparisons of each level were most of IQ4_NL's search).
+#[inline(always)]
+fn iq4_refit(ty: GgmlType, p: &mut BlockParams, x: &[f32], w: Option<&[f32]>, mut err: f32) -> f32 {
+    for _ in 0..4 {
+        let (mut saa, mut sxa) = (0f32, 0f32);
+        for (j, xs) in x.chunks_exact(32).enumerate() {
+            // What multiplies `d` at each value: the level times the sub-block's scale (1 for
+            // IQ4_NL); where the step is 0, the zero code's level 1.
+            let (step, unit) = if ty == GgmlType::IQ4NL {
+                (p.d, 1.0)
+            } else {
+                (sub_step(ty, p, j), sub_scale(ty, p, j) as f32)
+            };
+            let q = if step == 0.0 { [1.0; 32] } else { iq4_levels(&map32(xs, |v| v / step)) };
+            for (i, (&q, &v)) in q.iter().zip(xs).enumerate() {
+                let a = unit * q;
+                let wk = w.map_or(1.0, |w| w[32 * j + i]);
+                saa += wk * a * a;
+                sxa += wk * v * a;
+            }
+        }
+        if saa <= 0.0 {
+            break;
+        }
+        let cand = BlockParams { d: f16r(sxa / saa), ..*p };
         let e = block_error(ty, &cand, x, w);
         if e.total_cmp(&err).is_ge() {
             break;
@@ -1375,19 +1618,37 @@ fn sweep(
             }
         }
     }
+    best_scale(&mut events, sxq, sqq, amax / -(qmin as f32), |i| {
+        let (v, wi, q) = (x[i] * flip, w.map_or(1.0, |w| w[i]), codes[i]);
+        let step = if v > 0.0 { 1 } else { -1 };
+        codes[i] = q + step;
+        ((wi * v) as f64 * step as f64, wi as f64 * ((2 * q + step) * step) as f64)
+    })
+}
+
+/// The sweep's bookkeeping, shared by the uniform grids and the IQ4 levels: the change points
+/// `events` (`t`'s bits above a value's index) applied in order of `t`, all those at one `t`
+/// together, each by `apply` (which moves that value's code one step and returns the change of
+/// `Σ w y q` and of `Σ w q²`), from the sums `sxq`, `sqq` of the codes before the first point.
+/// Returns the least-squares scale `Σ w y q / Σ w q²` of the codes with the least error (the
+/// largest `(Σ w y q)² / Σ w q²`), or `fallback` where no codes fit a positive scale.
+#[inline(always)]
+fn best_scale(
+    events: &mut [u64],
+    mut sxq: f64,
+    mut sqq: f64,
+    fallback: f32,
+    mut apply: impl FnMut(usize) -> (f64, f64),
+) -> f32 {
     events.sort_unstable();
-    // The best point so far as its two sums; the codes at `t_lo` first.
+    // The best point so far as its two sums; the codes before the first point first.
     let (mut best_sxq, mut best_sqq) = if sqq > 0.0 { (sxq, sqq) } else { (0.0, 1.0) };
     let mut n = 0;
     while n < events.len() {
         let t = events[n] >> 32;
         while n < events.len() && events[n] >> 32 == t {
-            let i = events[n] as u32 as usize;
-            let (v, wi, q) = (x[i] * flip, w.map_or(1.0, |w| w[i]), codes[i]);
-            let step = if v > 0.0 { 1 } else { -1 };
-            sxq += (wi * v) as f64 * step as f64;
-            sqq += wi as f64 * ((2 * q + step) * step) as f64;
-            codes[i] = q + step;
+            let (dxq, dqq) = apply(events[n] as u32 as usize);
+            (sxq, sqq) = (sxq + dxq, sqq + dqq);
             n += 1;
         }
         // `sxq² / sqq > best_sxq² / best_sqq`, multiplied out (a division per point cost a tenth
@@ -1400,8 +1661,71 @@ fn sweep(
     if d > 0.0 {
         d
     } else {
-        amax / -(qmin as f32)
+        fallback
     }
+}
+
+/// [`symmetric_search`] on the IQ4 levels: the step `d > 0` with the least weighted squared error
+/// for `flip · x` among `d` from `lo` to `hi` times `amax / 127`, exact over that interval. As
+/// `t = 1/d` grows, a value's level moves one step outward each time `y t` passes the midpoint
+/// of two levels; between those points the least-squares `d` of the fixed levels is the best, as
+/// in [`sweep`] ([`best_scale`] for both).
+#[inline(always)]
+fn iq4_search(x: &[f32], flip: f32, w: Option<&[f32]>, lo: f32, hi: f32) -> f32 {
+    debug_assert!(x.len() <= 32);
+    let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+    if amax < GROUP_MAX_EPS {
+        return 0.0;
+    }
+    let level = |i: usize| IQ4_VALUES[i] as f64;
+    let mid = |k: usize| (IQ4_VALUES[k] as f32 + IQ4_VALUES[k + 1] as f32) / 2.0;
+    let (t_lo, t_hi) = (127.0 / (amax * hi), 127.0 / (amax * lo));
+    let (mut sxq, mut sqq) = (0f64, 0f64);
+    let mut codes = [0usize; 32];
+    let mut events: Vec<u64> = Vec::with_capacity(8 * x.len());
+    // The levels at `t_lo` (a loop apart, which vectorizes).
+    for (q, &xv) in codes.iter_mut().zip(x) {
+        *q = iq4_index(xv * flip * t_lo);
+    }
+    for (i, &xv) in x.iter().enumerate() {
+        let (y, wi, q) = (xv * flip, w.map_or(1.0, |w| w[i]), codes[i]);
+        sxq += (wi * y) as f64 * level(q);
+        sqq += wi as f64 * level(q) * level(q);
+        if y == 0.0 || wi == 0.0 {
+            continue;
+        }
+        // Outward crossings: up past the midpoints above level q for y > 0 (all positive, as
+        // q >= 8 there), down past those below it for y < 0 (all negative).
+        let mut push = |m: f32| {
+            let t = m / y;
+            if t > t_lo && t <= t_hi {
+                events.push((t.to_bits() as u64) << 32 | i as u64);
+            }
+            t <= t_hi
+        };
+        if y > 0.0 {
+            for k in q..15 {
+                if !push(mid(k)) {
+                    break;
+                }
+            }
+        } else {
+            for k in (0..q).rev() {
+                if !push(mid(k)) {
+                    break;
+                }
+            }
+        }
+    }
+    best_scale(&mut events, sxq, sqq, amax / 127.0, |i| {
+        let (y, wi, q) = (x[i] * flip, w.map_or(1.0, |w| w[i]), codes[i]);
+        let next = if y > 0.0 { q + 1 } else { q - 1 };
+        codes[i] = next;
+        (
+            (wi * y) as f64 * (level(next) - level(q)),
+            wi as f64 * (level(next) * level(next) - level(q) * level(q)),
+        )
+    })
 }
 
 /// A block's parameters searched for the least (weighted) squared error; the codes are then the
@@ -1410,17 +1734,22 @@ fn sweep(
 fn choose_searched(ty: GgmlType, x: &[f32], w: Option<&[f32]>) -> BlockParams {
     let mut p = BlockParams::default();
     match ty {
-        GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0 => {
+        GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::IQ4NL => {
             let (qmin, qmax, lo, hi) = match ty {
                 GgmlType::Q8_0 => (-127, 127, 0.8, Q8_SEARCH_HI),
                 GgmlType::Q4_0 => (-8, 7, 0.5, SEARCH_HI),
+                GgmlType::IQ4NL => (-127, 113, 0.5, SEARCH_HI),
                 _ => (-16, 15, 0.6, SEARCH_HI),
             };
             // Both orientations of the grid (the largest magnitude at its long, negative end or
             // at the short, positive one): search `y = ±x` with d > 0, then flip d's sign back.
             let mut best = f32::INFINITY;
             for flip in [1.0f32, -1.0] {
-                let d = symmetric_search(x, flip, w, qmin, qmax, lo, hi);
+                let d = if ty == GgmlType::IQ4NL {
+                    iq4_search(x, flip, w, lo, hi)
+                } else {
+                    symmetric_search(x, flip, w, qmin, qmax, lo, hi)
+                };
                 if d == 0.0 {
                     return p;
                 }
@@ -1513,13 +1842,13 @@ fn choose_searched(ty: GgmlType, x: &[f32], w: Option<&[f32]>) -> BlockParams {
                 err = refitted;
             }
         }
-        GgmlType::Q3K | GgmlType::Q6K => return symmetric_k_search(ty, x, w),
+        GgmlType::Q3K | GgmlType::Q6K | GgmlType::IQ4XS => return symmetric_k_search(ty, x, w),
     }
     p
 }
 
-/// Q3_K and Q6_K: each sub-block's best signed scale (either orientation of the grid, Q6_K's
-/// -32..=31, Q3_K's -4..=3), then the super-block scale `d` from a scan of lattices
+/// Q3_K, Q6_K and IQ4_XS: each sub-block's best signed scale (either orientation of the grid,
+/// Q6_K's -32..=31, Q3_K's -4..=3, the IQ4 levels), then the super-block scale `d` from a scan of lattices
 /// `d = max_scale / -n`: the sub-blocks can only use multiples of `d`, and each one's error is
 /// jagged in its scale (its least-squares optimum sits where codes change), so the lattice phase
 /// matters. For each `d` every sub-block takes its best integer scale near its own; the best total
@@ -1527,23 +1856,36 @@ fn choose_searched(ty: GgmlType, x: &[f32], w: Option<&[f32]>) -> BlockParams {
 #[inline(always)]
 fn symmetric_k_search(ty: GgmlType, x: &[f32], w: Option<&[f32]>) -> BlockParams {
     let (h, (smin, smax)) = (ty.half_codes(), ty.sub_scales());
+    let iq4 = ty == GgmlType::IQ4XS;
+    // Values a sub-block, and the grid's long end (the level of largest magnitude).
+    let (sub, long) = if iq4 { (32, -(IQ4_VALUES[0] as i32)) } else { (16, h) };
     let (lo, lattice): (f32, &[f32]) =
-        if ty == GgmlType::Q3K { (0.5, &Q3K_LATTICE) } else { (0.6, &Q6K_LATTICE) };
+        if ty == GgmlType::Q6K { (0.6, &Q6K_LATTICE) } else { (0.5, &Q3K_LATTICE) };
+    let subs = QK_K / sub;
     let mut scales = [0f32; 16];
     let (mut max_scale, mut max_abs) = (0f32, 0f32);
-    for ib in 0..16 {
-        let (xs, ws) = (&x[16 * ib..16 * ib + 16], w.map(|w| &w[16 * ib..16 * ib + 16]));
+    for ib in 0..subs {
+        let r = sub * ib..sub * ib + sub;
+        let (xs, ws) = (&x[r.clone()], w.map(|w| &w[r]));
         let mut best = f32::INFINITY;
         for flip in [1.0f32, -1.0] {
-            let d = symmetric_search(xs, flip, ws, -h, h - 1, lo, SEARCH_HI) * flip;
-            let e: f32 = xs
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| {
-                    let q = if d == 0.0 { 0.0 } else { (v / d).round().clamp(-h as f32, (h - 1) as f32) };
-                    ws.map_or(1.0, |w| w[i]) * (v - d * q) * (v - d * q)
-                })
-                .sum();
+            let e: f32;
+            let d = if iq4 {
+                let d = iq4_search(xs, flip, ws, lo, SEARCH_HI) * flip;
+                e = iq4_error(xs, ws, d);
+                d
+            } else {
+                let d = symmetric_search(xs, flip, ws, -h, h - 1, lo, SEARCH_HI) * flip;
+                e = xs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| {
+                        let q = if d == 0.0 { 0.0 } else { (v / d).round().clamp(-h as f32, (h - 1) as f32) };
+                        ws.map_or(1.0, |w| w[i]) * (v - d * q) * (v - d * q)
+                    })
+                    .sum();
+                d
+            };
             if e < best {
                 (best, scales[ib]) = (e, d);
             }
@@ -1569,7 +1911,7 @@ fn symmetric_k_search(ty: GgmlType, x: &[f32], w: Option<&[f32]>) -> BlockParams
         // From 0.45x to 1.7x the super-scale at which the block's largest magnitude is the long
         // end of the grid (sub-scale `smin`, code `-h`).
         let big = x.iter().fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
-        let d0 = big / (h * -smin) as f32;
+        let d0 = big / (long * -smin) as f32;
         for i in 0..DENSE_LATTICE {
             ds[nd + i] = d0 * (0.45 + 1.25 * i as f32 / (DENSE_LATTICE - 1) as f32);
         }
@@ -1583,8 +1925,8 @@ fn symmetric_k_search(ty: GgmlType, x: &[f32], w: Option<&[f32]>) -> BlockParams
             continue;
         }
         let mut total = 0f32;
-        for ib in 0..16 {
-            let r = 16 * ib..16 * ib + 16;
+        for ib in 0..subs {
+            let r = sub * ib..sub * ib + sub;
             let c = nearest_int(scales[ib] / cand.d);
             // A sub-block beyond the grid's reach (a dense super-scale) also tries the grid's
             // other end, where its largest value can sit on the long side of the codes.
@@ -1605,13 +1947,13 @@ fn symmetric_k_search(ty: GgmlType, x: &[f32], w: Option<&[f32]>) -> BlockParams
         }
     }
     for _ in 0..3 {
-        for ib in 0..16 {
+        for ib in 0..subs {
             let base = sub_scale(ty, &p, ib);
             let mut best = f32::INFINITY;
             for ds in -2..=2 {
                 let mut cand = p;
                 set_sub_scale(ty, &mut cand, ib, (base + ds).clamp(smin, smax));
-                let e = range_error(ty, &cand, x, w, 16 * ib..16 * ib + 16);
+                let e = range_error(ty, &cand, x, w, sub * ib..sub * ib + sub);
                 if e < best {
                     best = e;
                     p.sc[ib] = cand.sc[ib];
@@ -2199,6 +2541,92 @@ mod tests {
         }
     }
 
+    /// ggml's `best_index_int8`, as written there: a binary search, then the nearer neighbour.
+    fn ggml_best_index(x: f32) -> usize {
+        let val = IQ4_VALUES.map(|v| v as f32);
+        if x <= val[0] {
+            return 0;
+        }
+        if x >= val[15] {
+            return 15;
+        }
+        let (mut ml, mut mu) = (0, 15);
+        while mu - ml > 1 {
+            let mav = (ml + mu) / 2;
+            if x < val[mav] {
+                mu = mav
+            } else {
+                ml = mav
+            }
+        }
+        if x - val[mu - 1] < val[mu] - x {
+            mu - 1
+        } else {
+            mu
+        }
+    }
+
+    #[test]
+    fn iq4_levels_are_ggmls_best_index() {
+        // Random values over and past the grid; every level, every midpoint and the floats next
+        // to them (ties go up, as ggml's comparison decides); the infinities and NaN.
+        let mut bits = lcg(99);
+        let mut ys: Vec<f32> =
+            (0..4000).map(|_| (bits() as f32 / (1u32 << 24) as f32 - 0.5) * 300.0).collect();
+        for k in 0..16 {
+            let v = IQ4_VALUES[k] as f32;
+            let m = if k < 15 { (v + IQ4_VALUES[k + 1] as f32) / 2.0 } else { v };
+            for c in [v, m] {
+                ys.extend([c, f32::from_bits(c.to_bits() + 1), f32::from_bits(c.to_bits() - 1), -c]);
+            }
+        }
+        ys.extend([0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 1e-45, -1e-45]);
+        for chunk in ys.chunks(32) {
+            let mut y = [0f32; 32];
+            y[..chunk.len()].copy_from_slice(chunk);
+            let levels = iq4_levels(&y);
+            for (i, &v) in y.iter().enumerate() {
+                let want = ggml_best_index(v);
+                assert_eq!(iq4_index(v), want, "{v}");
+                assert_eq!(levels[i], IQ4_VALUES[want] as f32, "{v}");
+            }
+        }
+    }
+
+    /// The IQ4 sweep finds a step at least as good as a fine grid of steps over its interval,
+    /// either orientation, weighted or not.
+    #[test]
+    fn iq4_search_beats_a_fine_grid() {
+        let mut bits = lcg(31_337);
+        let mut rand = || bits() as f32 / (1u32 << 24) as f32 - 0.5;
+        for case in 0..100 {
+            let y: Vec<f32> = (0..32).map(|_| rand() * rand().abs() * 4.0).collect();
+            let w: Vec<f32> = (0..32).map(|_| rand() + 0.5).collect();
+            let w = (case % 2 == 1).then_some(&w[..]);
+            for flip in [1.0f32, -1.0] {
+                let err = |d: f32| -> f64 {
+                    let e = |i: usize| {
+                        let v = y[i] * flip;
+                        let q = IQ4_VALUES[ggml_best_index(v / d)] as f32;
+                        w.map_or(1.0, |w| w[i]) as f64 * ((v - d * q) as f64).powi(2)
+                    };
+                    (0..32).map(e).sum()
+                };
+                let d = iq4_search(&y, flip, w, 0.5, SEARCH_HI);
+                let amax = y.iter().fold(0f32, |a, v| a.max(v.abs()));
+                let grid = (0..3000)
+                    .map(|i| amax / 127.0 * (0.5 + (SEARCH_HI - 0.5) * i as f32 / 2999.0))
+                    .map(err)
+                    .fold(f64::INFINITY, f64::min);
+                assert!(
+                    err(d) <= grid * (1.0 + 1e-4) + 1e-12,
+                    "case {case} flip {flip}: {} > {grid}",
+                    err(d)
+                );
+            }
+        }
+    }
+
     /// The sweep cut at [`clip_bound`] picks the scale the whole interval's sweep picks, for the
     /// four grids searched (Q8_0, Q4_0, Q5_0 and Q6_K's sub-blocks), both orientations, Gaussian
     /// and heavy-tailed blocks, with and without weights (some zero).
@@ -2275,21 +2703,24 @@ mod tests {
         for (b, xs) in x.chunks_exact(256).enumerate() {
             let w: Vec<f32> = (0..256).map(|_| next(4) as f32 * 0.5).collect();
             let w = (b % 2 == 1).then_some(&w[..]);
-            for ty in [GgmlType::Q2K, GgmlType::Q3K, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
+            for ty in
+                [GgmlType::Q2K, GgmlType::Q3K, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K, GgmlType::IQ4XS]
+            {
                 let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
                 let mut p =
                     BlockParams { d: f16r(amax / 500.0), m: f16r(amax / 300.0), ..Default::default() };
                 let (scales, mins) = match ty {
                     GgmlType::Q2K => (16, 16),
-                    GgmlType::Q3K => (64, 64),
+                    GgmlType::Q3K | GgmlType::IQ4XS => (64, 64),
                     _ => (256, 64),
                 };
+                let offset = matches!(ty, GgmlType::Q3K | GgmlType::IQ4XS);
                 for j in 0..16 {
-                    // Scale 0 (Q3_K: its stored 32) among random ones.
-                    p.sc[j] = if j == 3 { (ty == GgmlType::Q3K) as u8 * 32 } else { next(scales) as u8 };
+                    // Scale 0 (Q3_K, IQ4_XS: their stored 32) among random ones.
+                    p.sc[j] = if j == 3 { offset as u8 * 32 } else { next(scales) as u8 };
                     p.mn[j] = next(mins) as u8;
                 }
-                let sub = if matches!(ty, GgmlType::Q4K | GgmlType::Q5K) { 32 } else { 16 };
+                let sub = if matches!(ty, GgmlType::Q4K | GgmlType::Q5K | GgmlType::IQ4XS) { 32 } else { 16 };
                 for r in (0..256).step_by(sub).map(|s| s..s + sub) {
                     let want: f32 = r
                         .clone()
@@ -2308,7 +2739,14 @@ mod tests {
             let w: Vec<f32> = (0..32).map(|_| next(4) as f32 * 0.5).collect();
             let w = (b % 2 == 1).then_some(&w[..]);
             let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
-            for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q4_1, GgmlType::Q5_1] {
+            for ty in [
+                GgmlType::Q8_0,
+                GgmlType::Q4_0,
+                GgmlType::Q5_0,
+                GgmlType::Q4_1,
+                GgmlType::Q5_1,
+                GgmlType::IQ4NL,
+            ] {
                 for d in [f16r(amax / 7.0), f16r(-amax / 8.0), 0.0, f16r(amax / 1000.0), f16r(amax * 3.0)] {
                     let p = BlockParams { d, m: f16r(-amax / 2.0), ..Default::default() };
                     let want: f32 = (0..32)
@@ -2427,6 +2865,6 @@ mod tests {
         let e =
             quantize_rows(GgmlType::Q8_0, &[1e20; 32], 32, Rounding::Nearest, None, &mut out).unwrap_err();
         assert!(e.to_string().contains("cannot hold values as large as"), "{e}");
-        assert!(GgmlType::parse("iq4_xs").is_err());
+        assert!(GgmlType::parse("iq2_xxs").is_err());
     }
 }

@@ -1,9 +1,9 @@
-"""llama.cpp's block formats (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K … Q6_K): tensors to ggml
-blocks and back, bit-compatible with ggml. The codecs run in the Rust core
+"""llama.cpp's block formats (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K … Q6_K, IQ4_NL, IQ4_XS):
+tensors to ggml blocks and back, bit-compatible with ggml. The codecs run in the Rust core
 (``rust/src/ggml.rs``); this is their numpy front.
 
 Rows run along the last axis (the input axis of a weight ``(out, in)``, as GGUF stores it), and
-a row holds whole blocks (32 values; 256 for the K types).
+a row holds whole blocks (32 values; 256 for the K types and IQ4_XS).
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def quantize_tensor(
     ``(*w.shape[:-1], bytes a row)``, the bytes a GGUF file stores for it in the layout
     ``gguf.quants.quantize`` returns and ``gguf.GGUFWriter.add_tensor`` takes.
 
-    ``rounding``: ``nearest`` is ggml's reference quantizer (bit for bit ``quantize_row_*_ref``);
+    ``rounding``: ``nearest`` is ggml's own quantizer (bit for bit ``quantize_row_*_ref``; for the IQ4
+    types, the searching ``quantize_iq4_*`` that llama-quantize runs);
     ``mse`` searches each block's scale (and min) for the least squared error; ``importance``
     weights that search by ``importance`` (``E[x²]`` per input, one value per column);
     ``gptq`` needs ``hessian`` (``2 XᵀX / N``, ``(in, in)``) and compensates each column's error

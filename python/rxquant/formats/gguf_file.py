@@ -36,7 +36,7 @@ FLOAT_TYPES = ("F32", "F16", "BF16")
 
 # llama.cpp's ``general.file_type`` for a file whose quantized tensors are all of one type.
 FILE_TYPES = {"F32": 0, "F16": 1, "BF16": 32, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9,
-              "Q2_K": 10, "Q3_K": 12, "Q4_K": 15, "Q5_K": 17, "Q6_K": 18,
+              "Q2_K": 10, "Q3_K": 12, "Q4_K": 15, "Q5_K": 17, "Q6_K": 18, "IQ4_NL": 25, "IQ4_XS": 30,
               # llama-quantize's mixes (rxquant.formats.gguf_mixes)
               "Q3_K_S": 11, "Q3_K_M": 12, "Q3_K_L": 13, "Q4_K_S": 14, "Q4_K_M": 15, "Q5_K_S": 16,
               "Q5_K_M": 17}  # fmt: skip
@@ -53,8 +53,10 @@ _NOT_QUANTIZED = (
     "sam.net_", ".rel_pos", ".patch_embd", ".patch_merger", "a.rvq.codebook", "mm.a.code_embd",
 )  # fmt: skip
 _NOT_QUANTIZED_NAMES = ("position_embd.weight", "token_types.weight")
-# A K type's fallback where rows are not whole super-blocks of 256 (then F16 if that fails too).
-_FALLBACK = {"Q2_K": "Q4_0", "Q3_K": "Q4_0", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
+# A type's fallback where rows are not whole super-blocks of 256 (then F16 if that fails too).
+_FALLBACK = {
+    "Q2_K": "Q4_0", "Q3_K": "Q4_0", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0", "IQ4_XS": "IQ4_NL",
+}  # fmt: skip
 
 
 def gguf_package() -> Any:
@@ -86,8 +88,8 @@ class TypeChoice:
 def type_for(name: str, shape: tuple[int, ...], wanted: str) -> Optional[TypeChoice]:
     """llama.cpp's type for one tensor when the whole file is quantized to ``wanted`` (as
     ``llama-quantize --pure``): None where the tensor is not quantized; a K type on rows that are
-    not whole super-blocks falls back to Q5_0/Q5_1/Q8_0, and any type to F16 where even that
-    does not fit."""
+    not whole super-blocks falls back to Q4_0/Q5_0/Q5_1/Q8_0 (IQ4_XS to IQ4_NL), and any type to
+    F16 where even that does not fit."""
     if not allows_quantization(name, shape):
         return None
     return fitted(wanted, shape)
@@ -95,7 +97,7 @@ def type_for(name: str, shape: tuple[int, ...], wanted: str) -> Optional[TypeCho
 
 def fitted(wanted: str, shape: tuple[int, ...]) -> TypeChoice:
     """``wanted``, or llama.cpp's fallback where the rows are not whole blocks of it
-    (``tensor_type_fallback``): Q4_0/Q5_0/Q5_1/Q8_0 for the K types, then F16."""
+    (``tensor_type_fallback``): Q4_0/Q5_0/Q5_1/Q8_0 for the K types, IQ4_NL for IQ4_XS, then F16."""
     t = BLOCK_TYPES[wanted]
     if t.fits(shape):
         return TypeChoice(t.name)
