@@ -1218,7 +1218,7 @@ def analysis(r: dict[str, Any]) -> str:
         text = "**Whole files, as processes.** "
         if rx_o and ort:
             text += f"ONNX: rxquant {rx_o:.3f} s against ONNX Runtime's RTN {ort:.3f} s. "
-        for ty in ("Q4_0", "Q4_K"):
+        for ty in ("Q4_0", "Q4_K", "IQ4_NL"):
             rx_g = files.get(f"GGUF F32 -> {ty}, rxquant quantize --rounding nearest")
             ll = files.get(f"GGUF F32 -> {ty}, llama-quantize --pure")
             if rx_g and ll:
