@@ -373,40 +373,57 @@ pub fn encode_value(ty: GgmlType, p: &BlockParams, k: usize, v: f32) -> i32 {
     }
 }
 
+/// The midpoints of neighbouring IQ4 levels. ggml's `best_index_int8` picks level `k + 1` over
+/// `k` where `!(y - k_lo < k_hi - y)`: both sides are monotone in `y` and equal at the midpoint,
+/// so that holds exactly from the midpoint up (and for NaN), which is `!(y < mid)`; a test
+/// checks every midpoint and the floats beside it against ggml's search.
+const IQ4_MIDS: [f32; 15] = {
+    let mut m = [0f32; 15];
+    let mut k = 0;
+    while k < 15 {
+        m[k] = (IQ4_VALUES[k] as f32 + IQ4_VALUES[k + 1] as f32) / 2.0;
+        k += 1;
+    }
+    m
+};
+
 /// ggml's `best_index_int8` for the IQ4 levels: the level nearest to `y` (the upper one of two
-/// equally near, as ggml's float comparison decides; the ends past the grid; 15 for NaN). The
-/// count of the midpoints `y` is past, without branches, so that it vectorizes: `y` is past the
-/// midpoint of levels `k` and `k + 1` exactly where ggml's search would pick `k + 1` there.
+/// equally near; the ends past the grid; 15 for NaN), as the count of midpoints `y` is not
+/// below: no branches, no table.
 #[inline(always)]
 fn iq4_index(y: f32) -> usize {
-    let mut n = 0;
-    for k in 0..15 {
-        let (a, b) = (IQ4_VALUES[k] as f32, IQ4_VALUES[k + 1] as f32);
-        n += if y - a < b - y { 0 } else { 1 };
-    }
-    n
+    IQ4_MIDS.iter().map(|&m| not_below(y, m) as usize).sum()
 }
 
-/// The levels [`iq4_index`] picks for 32 values `y`, as floats: the lowest level plus the steps
-/// up to every midpoint each `y` is past (sums of small integers, exact). A midpoint at a time
-/// over all 32, without a table lookup: loops that vectorize, where a value at a time over the
-/// fifteen midpoints compiled to scalar code.
+/// `!(y < m)`: also true for NaN, which ggml's search puts at the top level.
 #[inline(always)]
-fn iq4_levels(y: &[f32; 32]) -> [f32; 32] {
-    let mut l = [IQ4_VALUES[0] as f32; 32];
+#[allow(clippy::neg_cmp_op_on_partial_ord)]
+fn not_below(y: f32, m: f32) -> bool {
+    !(y < m)
+}
+
+/// The levels [`iq4_index`] picks for the values `y`, as floats, into `out` (as long): the lowest
+/// level plus the step past every midpoint a value is not below (sums of small integers, exact).
+/// A midpoint at a time over all the values: loops that vectorize, where a value at a time over
+/// the fifteen midpoints compiled to scalar code.
+#[inline(always)]
+fn iq4_levels(y: &[f32], out: &mut [f32]) {
+    out.fill(IQ4_VALUES[0] as f32);
     for k in 0..15 {
-        let (a, b) = (IQ4_VALUES[k] as f32, IQ4_VALUES[k + 1] as f32);
-        for (l, &y) in l.iter_mut().zip(y) {
-            *l += if y - a < b - y { 0.0 } else { b - a };
+        let (m, step) = (IQ4_MIDS[k], (IQ4_VALUES[k + 1] - IQ4_VALUES[k]) as f32);
+        for (o, &y) in out.iter_mut().zip(y) {
+            *o += if not_below(y, m) { step } else { 0.0 };
         }
     }
-    l
 }
 
-/// `f` of each of 32 values, as an array (the inputs of [`iq4_levels`]).
+/// [`iq4_levels`] of `f` of each of 32 values.
 #[inline(always)]
-fn map32(x: &[f32], f: impl Fn(f32) -> f32) -> [f32; 32] {
-    std::array::from_fn(|i| f(x[i]))
+fn levels32(x: &[f32], f: impl Fn(f32) -> f32) -> [f32; 32] {
+    let y: [f32; 32] = std::array::from_fn(|i| f(x[i]));
+    let mut q = [0f32; 32];
+    iq4_levels(&y, &mut q);
+    q
 }
 
 /// The IQ4 code of `v` at step `d`: the level nearest to `v / d` (8, the level 1 nearest to 0,
@@ -789,50 +806,80 @@ pub fn decode_block(ty: GgmlType, b: &[u8], out: &mut [f32]) {
 /// tries; llama-quantize's files are what users have, so `nearest` is them, bit for bit.)
 #[inline(always)]
 fn iq4_ref(x: &[f32], l: &mut [u8]) -> BlockParams {
+    if x.len() == QK_K {
+        // IQ4_XS: the eight sub-blocks side by side.
+        let xt: [[f32; 8]; 32] = std::array::from_fn(|j| std::array::from_fn(|b| x[32 * b + j]));
+        return iq4_finish(x, &iq4_scales(&xt), l);
+    }
+    let xt: [[f32; 1]; 32] = std::array::from_fn(|j| [x[j]]);
+    iq4_finish(x, &iq4_scales(&xt), l)
+}
+
+/// The scales ggml's IQ4 search picks for `N` sub-blocks of 32 side by side (value `j` of
+/// sub-block `b` at `xt[j][b]`; 0 for a sub-block of (near) zeros). Each sub-block's sums run in
+/// ggml's order, value by value, so the scales are ggml's bit for bit; with `N = 8` the eight
+/// chains of sums run in vector lanes at once (a sub-block's sums chain every value to the
+/// previous one, which bounds one sub-block at a time).
+#[inline(always)]
+fn iq4_scales<const N: usize>(xt: &[[f32; N]; 32]) -> [f32; N] {
     const NTRY: i32 = 7;
-    let level = |i: usize| IQ4_VALUES[i] as f32;
-    let subs = x.len() / 32;
-    let mut scales = [0f32; 8];
-    let (mut max_scale, mut amax_scale) = (0f32, 0f32);
-    for (ib, xb) in x.chunks_exact(32).enumerate() {
-        let (mut amax, mut max) = (0f32, 0f32);
-        for &v in xb {
-            if v.abs() > amax {
-                (amax, max) = (v.abs(), v);
+    let (mut amax, mut max) = ([0f32; N], [0f32; N]);
+    for row in xt {
+        for b in 0..N {
+            if row[b].abs() > amax[b] {
+                (amax[b], max[b]) = (row[b].abs(), row[b]);
             }
-        }
-        if amax < GROUP_MAX_EPS {
-            continue;
-        }
-        // The weighted sums of the codes at inverse scale `id`, in ggml's order of operations
-        // (the levels first, in a loop that vectorizes; the sums in order).
-        let sums = |id: f32| {
-            let q = iq4_levels(&map32(xb, |v| id * v));
-            let (mut sumqx, mut sumq2) = (0f32, 0f32);
-            for (&q, &v) in q.iter().zip(xb) {
-                let w = v * v;
-                sumqx += w * q * v;
-                sumq2 += w * q * q;
-            }
-            (sumqx, sumq2)
-        };
-        let (sumqx, sumq2) = sums(1.0 / (-max / level(0)));
-        let mut d = if sumq2 > 0.0 { sumqx / sumq2 } else { 0.0 };
-        let mut best = d * sumqx;
-        for itry in -NTRY..=NTRY {
-            let (sumqx, sumq2) = sums((itry + IQ4_VALUES[0] as i32) as f32 / max);
-            if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
-                d = sumqx / sumq2;
-                best = d * sumqx;
-            }
-        }
-        scales[ib] = d;
-        if d.abs() > amax_scale {
-            (amax_scale, max_scale) = (d.abs(), d);
         }
     }
+    let level0 = IQ4_VALUES[0] as f32;
+    let (sumqx, sumq2) = iq4_sums(xt, &std::array::from_fn(|b| 1.0 / (-max[b] / level0)));
+    let mut d: [f32; N] = std::array::from_fn(|b| if sumq2[b] > 0.0 { sumqx[b] / sumq2[b] } else { 0.0 });
+    let mut best: [f32; N] = std::array::from_fn(|b| d[b] * sumqx[b]);
+    for itry in -NTRY..=NTRY {
+        let id = std::array::from_fn(|b| (itry + IQ4_VALUES[0] as i32) as f32 / max[b]);
+        let (sumqx, sumq2) = iq4_sums(xt, &id);
+        for b in 0..N {
+            if sumq2[b] > 0.0 && sumqx[b] * sumqx[b] > best[b] * sumq2[b] {
+                d[b] = sumqx[b] / sumq2[b];
+                best[b] = d[b] * sumqx[b];
+            }
+        }
+    }
+    std::array::from_fn(|b| if amax[b] < GROUP_MAX_EPS { 0.0 } else { d[b] })
+}
+
+/// [`iq4_scales`]' weighted sums of the levels at inverse scales `id`: each value weighted by its
+/// square, in ggml's order of operations (the levels first, all at once, in loops that vectorize).
+#[inline(always)]
+fn iq4_sums<const N: usize>(xt: &[[f32; N]; 32], id: &[f32; N]) -> ([f32; N], [f32; N]) {
+    let y: [[f32; N]; 32] = std::array::from_fn(|j| std::array::from_fn(|b| id[b] * xt[j][b]));
+    let mut q = [[0f32; N]; 32];
+    // SAFETY: an array of arrays is its 32·N floats in a row, without padding.
+    let (yf, qf) = unsafe {
+        (
+            std::slice::from_raw_parts(y.as_ptr() as *const f32, 32 * N),
+            std::slice::from_raw_parts_mut(q.as_mut_ptr() as *mut f32, 32 * N),
+        )
+    };
+    iq4_levels(yf, qf);
+    let (mut sumqx, mut sumq2) = ([0f32; N], [0f32; N]);
+    for (row, q) in xt.iter().zip(&q) {
+        for b in 0..N {
+            let (v, q) = (row[b], q[b]);
+            let w = v * v;
+            sumqx[b] += w * q * v;
+            sumq2[b] += w * q * q;
+        }
+    }
+    (sumqx, sumq2)
+}
+
+/// The rest of [`iq4_ref`] for a block `x` whose sub-blocks have the scales `scales` (one for
+/// IQ4_NL, eight for IQ4_XS): the stored parameters and the codes.
+#[inline(always)]
+fn iq4_finish(x: &[f32], scales: &[f32], l: &mut [u8]) -> BlockParams {
     let mut p = BlockParams::default();
-    if subs == 1 {
+    if scales.len() == 1 {
         p.d = f16r(scales[0]);
         let id = if scales[0] != 0.0 { 1.0 / scales[0] } else { 0.0 };
         for (o, &v) in l.iter_mut().zip(x) {
@@ -840,7 +887,9 @@ fn iq4_ref(x: &[f32], l: &mut [u8]) -> BlockParams {
         }
         return p;
     }
-    // IQ4_XS: the largest sub-scale at -32; the codes follow the unrounded scales, as ggml's do.
+    // IQ4_XS: the largest sub-scale (the first of the largest magnitude) at -32; the codes follow
+    // the unrounded scales, as ggml's do.
+    let max_scale = scales.iter().fold(0f32, |m, &d| if d.abs() > m.abs() { d } else { m });
     let d = -max_scale / 32.0;
     p.d = f16r(d);
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -1427,7 +1476,7 @@ fn coded_error(xs: &[f32], ws: Option<&[f32]>, d: f32, dm: f32, qmin: i32, qmax:
 fn iq4_error(xs: &[f32], ws: Option<&[f32]>, d: f32) -> f32 {
     debug_assert!(xs.len() == 32);
     // With d = 0 every value decodes to 0 ([`iq4_code`]'s zero code).
-    let (q, d) = if d == 0.0 { ([0.0; 32], 0.0) } else { (iq4_levels(&map32(xs, |v| v / d)), d) };
+    let (q, d) = if d == 0.0 { ([0.0; 32], 0.0) } else { (levels32(xs, |v| v / d), d) };
     crate::simd::lane_sum(32, |i| {
         let e = xs[i] - d * q[i];
         ws.map_or(1.0, |w| w[i]) * e * e
@@ -1497,7 +1546,7 @@ fn iq4_refit(ty: GgmlType, p: &mut BlockParams, x: &[f32], w: Option<&[f32]>, mu
             } else {
                 (sub_step(ty, p, j), sub_scale(ty, p, j) as f32)
             };
-            let q = if step == 0.0 { [1.0; 32] } else { iq4_levels(&map32(xs, |v| v / step)) };
+            let q = if step == 0.0 { [1.0; 32] } else { levels32(xs, |v| v / step) };
             for (i, (&q, &v)) in q.iter().zip(xs).enumerate() {
                 let a = unit * q;
                 let wk = w.map_or(1.0, |w| w[32 * j + i]);
@@ -2195,6 +2244,9 @@ fn encode_chunk(
     b0: usize,
     oc: &mut [u8],
 ) -> std::result::Result<Option<usize>, usize> {
+    if ty == GgmlType::IQ4NL && rounding == Rounding::Nearest {
+        return iq4nl_chunk(xc, b0, oc);
+    }
     let (bs, ts) = (ty.block_size(), ty.type_size());
     let mut l = [0u8; QK_K];
     let mut bad = None;
@@ -2209,6 +2261,30 @@ fn encode_chunk(
             bad = Some(b);
         }
         pack(ty, &p, &l[..bs], o);
+    }
+    Ok(bad)
+}
+
+/// [`encode_chunk`] of IQ4_NL by ggml's quantizer: eight blocks at a time in [`iq4_scales`]'
+/// lanes.
+#[inline(always)]
+fn iq4nl_chunk(xc: &[f32], b0: usize, oc: &mut [u8]) -> std::result::Result<Option<usize>, usize> {
+    let (mut l, mut bad) = ([0u8; 32], None);
+    for (g, (og, xg)) in oc.chunks_mut(8 * 18).zip(xc.chunks(QK_K)).enumerate() {
+        if !all_finite(xg) {
+            return Err(g * QK_K + xg.iter().position(|v| !v.is_finite()).unwrap_or(0));
+        }
+        // Block b's value j at xt[j][b]; missing blocks are zeros.
+        let xt: [[f32; 8]; 32] =
+            std::array::from_fn(|j| std::array::from_fn(|b| xg.get(32 * b + j).copied().unwrap_or(0.0)));
+        let scales = iq4_scales(&xt);
+        for (k, (o, xs)) in og.chunks_mut(18).zip(xg.chunks(32)).enumerate() {
+            let p = iq4_finish(xs, &scales[k..k + 1], &mut l);
+            if bad.is_none() && !p.d.is_finite() {
+                bad = Some(b0 + 8 * g + k);
+            }
+            pack(GgmlType::IQ4NL, &p, &l, o);
+        }
     }
     Ok(bad)
 }
@@ -2584,7 +2660,7 @@ mod tests {
         for chunk in ys.chunks(32) {
             let mut y = [0f32; 32];
             y[..chunk.len()].copy_from_slice(chunk);
-            let levels = iq4_levels(&y);
+            let levels = levels32(&y, |v| v);
             for (i, &v) in y.iter().enumerate() {
                 let want = ggml_best_index(v);
                 assert_eq!(iq4_index(v), want, "{v}");
