@@ -1488,9 +1488,6 @@ fn iq4_error(xs: &[f32], ws: Option<&[f32]>, d: f32) -> f32 {
 /// re-encodes, and keeps the refit while the error falls.
 #[inline(always)]
 fn refit(ty: GgmlType, p: &mut BlockParams, x: &[f32], w: Option<&[f32]>, mut err: f32) -> f32 {
-    if matches!(ty, GgmlType::IQ4NL | GgmlType::IQ4XS) {
-        return iq4_refit(ty, p, x, w, err);
-    }
     let with_min =
         matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q2K | GgmlType::Q4K | GgmlType::Q5K);
     for _ in 0..4 {
@@ -1522,42 +1519,6 @@ fn refit(ty: GgmlType, p: &mut BlockParams, x: &[f32], w: Option<&[f32]>, mut er
             }
             cand.d = f16r(sxa / saa);
         }
-        let e = block_error(ty, &cand, x, w);
-        if e.total_cmp(&err).is_ge() {
-            break;
-        }
-        (*p, err) = (cand, e);
-    }
-    err
-}
-
-/// [`refit`] of the IQ4 types' scale: the same least squares, with each sub-block's levels from
-/// [`iq4_level`] in a loop that vectorizes (per value through [`encode_value`], the fifteen
-/// comparisons of each level were most of IQ4_NL's search).
-#[inline(always)]
-fn iq4_refit(ty: GgmlType, p: &mut BlockParams, x: &[f32], w: Option<&[f32]>, mut err: f32) -> f32 {
-    for _ in 0..4 {
-        let (mut saa, mut sxa) = (0f32, 0f32);
-        for (j, xs) in x.chunks_exact(32).enumerate() {
-            // What multiplies `d` at each value: the level times the sub-block's scale (1 for
-            // IQ4_NL); where the step is 0, the zero code's level 1.
-            let (step, unit) = if ty == GgmlType::IQ4NL {
-                (p.d, 1.0)
-            } else {
-                (sub_step(ty, p, j), sub_scale(ty, p, j) as f32)
-            };
-            let q = if step == 0.0 { [1.0; 32] } else { levels32(xs, |v| v / step) };
-            for (i, (&q, &v)) in q.iter().zip(xs).enumerate() {
-                let a = unit * q;
-                let wk = w.map_or(1.0, |w| w[32 * j + i]);
-                saa += wk * a * a;
-                sxa += wk * v * a;
-            }
-        }
-        if saa <= 0.0 {
-            break;
-        }
-        let cand = BlockParams { d: f16r(sxa / saa), ..*p };
         let e = block_error(ty, &cand, x, w);
         if e.total_cmp(&err).is_ge() {
             break;
