@@ -275,10 +275,34 @@ def test_nonfinite_refused(bad: float) -> None:
     # Every K type, with each rounding: the value's flat index is named.
     k = np.ones((2, 256), np.float32)
     k[1, 3] = bad
-    for name in K_TYPES:
+    for name in K_TYPES + IQ4_TYPES:
         for rounding in ("nearest", "mse"):
             with pytest.raises(ValueError, match="non-finite value.*flat index 259"):
                 rg.quantize_tensor(k, name, rounding=rounding)
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_values_beyond_the_format_are_refused_by_every_rounding(name: str) -> None:
+    """A value larger than any block of the type holds (float16's largest scale times the largest
+    code and sub-scale) is refused, naming the value and its block, by every rounding: searches
+    and some reference quantizers stored it as 0 with finite parameters. A large value the type
+    does hold is stored, not lost."""
+    roundings = {
+        "nearest": {},
+        "mse": {},
+        "importance": {"importance": np.ones(512, np.float32)},
+        "gptq": {"hessian": np.eye(512)},
+    }
+    x = np.ones((1, 512), np.float32)
+    x[0, 300] = 1e20
+    refused = rf"{name} cannot hold values as large as 1e20 \(values (256|288)\.\.(320|512)\)"
+    for rounding, kw in roundings.items():
+        with pytest.raises(ValueError, match=refused):
+            rg.quantize_tensor(x, name, rounding=rounding, **kw)
+    x[0, 300] = 1e4
+    for rounding, kw in roundings.items():
+        back = rg.dequantize_tensor(rg.quantize_tensor(x, name, rounding=rounding, **kw), name, x.shape)
+        assert back[0, 300] > 5e3, (rounding, back[0, 300])
 
 
 def test_bad_requests_refused_with_names() -> None:

@@ -210,6 +210,26 @@ impl GgmlType {
         }
     }
 
+    /// The largest magnitude a block can hold: float16's largest scale times the largest code
+    /// (and sub-scale) the grid has. No parameters hold a larger value, and an encoder asked to
+    /// would store garbage (an infinite scale, or a search that clips it to nothing).
+    pub fn max_magnitude(self) -> f32 {
+        let steps = match self {
+            GgmlType::Q8_0 => 128,
+            GgmlType::Q4_0 => 8,
+            GgmlType::Q5_0 | GgmlType::Q4_1 => 16,
+            GgmlType::Q5_1 => 32,
+            GgmlType::Q2K => 15 * 3,
+            GgmlType::Q3K => 32 * 4,
+            GgmlType::Q4K => 63 * 15,
+            GgmlType::Q5K => 63 * 31,
+            GgmlType::Q6K => 128 * 32,
+            GgmlType::IQ4NL => 127,
+            GgmlType::IQ4XS => 32 * 127,
+        };
+        65504.0 * steps as f32
+    }
+
     /// Code range `0..=max` as stored.
     const fn max_code(self) -> i32 {
         match self {
@@ -2218,7 +2238,7 @@ fn encode_chunk(
         let b = b0 + k;
         let w = importance.map(|w| &w[(b * bs) % row..(b * bs) % row + bs]);
         let p = encode_block(ty, xs, rounding, w, &mut l[..bs]);
-        if bad.is_none() && !(p.d.is_finite() && p.m.is_finite()) {
+        if bad.is_none() && unholdable(ty, xs, &p) {
             bad = Some(b);
         }
         pack(ty, &p, &l[..bs], o);
@@ -2241,13 +2261,21 @@ fn iq4nl_chunk(xc: &[f32], b0: usize, oc: &mut [u8]) -> std::result::Result<Opti
         let scales = iq4_scales(&xt);
         for (k, (o, xs)) in og.chunks_mut(18).zip(xg.chunks(32)).enumerate() {
             let p = iq4_finish(xs, &scales[k..k + 1], &mut l);
-            if bad.is_none() && !p.d.is_finite() {
+            if bad.is_none() && unholdable(GgmlType::IQ4NL, xs, &p) {
                 bad = Some(b0 + 8 * g + k);
             }
             pack(GgmlType::IQ4NL, &p, &l, o);
         }
     }
     Ok(bad)
+}
+
+/// Whether block `xs`, encoded as `p`, does not hold its values: a float16 scale or min that
+/// overflowed, or a value beyond what any block of `ty` holds ([`GgmlType::max_magnitude`]),
+/// which some searches otherwise stored as 0 with finite parameters.
+#[inline(always)]
+fn unholdable(ty: GgmlType, xs: &[f32], p: &BlockParams) -> bool {
+    !(p.d.is_finite() && p.m.is_finite()) || abs_max(xs) > ty.max_magnitude()
 }
 
 /// Whether every value is finite, in lanes of integer tests that vectorize (no early exit).
@@ -2415,7 +2443,12 @@ pub fn gptq_rows(
         Some(bs)
     };
     let codes = gptq::sweep(prep, rows, cols, groups, opts.block_size, &mut codec, None)?;
-    let bad = codec.params.iter().position(|p| !(p.d.is_finite() && p.m.is_finite())).unwrap_or(usize::MAX);
+    let bad = codec
+        .params
+        .iter()
+        .zip(w.chunks(ty.block_size()))
+        .position(|(p, xs)| unholdable(ty, xs, p))
+        .unwrap_or(usize::MAX);
     check_overflow(ty, w, bad)?;
     out.par_chunks_mut(ts).zip(codes.par_chunks(bs)).enumerate().for_each(|(i, (o, l))| {
         pack(ty, &codec.params[i], l, o);
