@@ -58,7 +58,7 @@ def minmax_qparams(x, precision, symmetric, axis=None, group=None, full_range=Fa
     qmin, qmax = qrange(precision, symmetric, full_range)
     x = np.asarray(x, np.float32)
     if conv_view(x.shape, axis, group):
-        x = x.reshape(conv_view(x.shape, axis, group))
+        x, axis = x.reshape(conv_view(x.shape, axis, group)), -1  # the last axis, named either way
     rows, grid = _blocks(x, axis, group)
     pairs = [
         scale_zp(r.min() if r.size else np.inf, r.max() if r.size else -np.inf, qmin, qmax, symmetric)

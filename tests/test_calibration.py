@@ -205,6 +205,26 @@ def test_observers_of_many_groups_round_trip():
         assert copy.update(x).batches == 2
 
 
+@pytest.mark.parametrize("method", ["minmax", "percentile", "entropy", "mse"])
+@pytest.mark.parametrize("scheme", [rq.Scheme("int8"), rq.Scheme("int8", axis=0)])
+def test_state_survives_json_and_pickle(method, scheme):
+    """``to_dict`` is JSON-ready: through ``json`` it loads back into the same observer, also for
+    min-max and empty observers, whose state has no histograms (an empty list keeps no shape).
+    Pickle keeps the device asked for."""
+    import json
+
+    x = np.random.default_rng(20).laplace(size=(8, 300)).astype(np.float32)
+    for obs in (rq.Observer(method, scheme, device="cpu"), rq.Observer(method, scheme).update(x)):
+        copy = rq.Observer.from_dict(json.loads(json.dumps(obs.to_dict())))
+        assert copy.to_dict() == obs.to_dict()
+        assert pickle.loads(pickle.dumps(obs)).device == obs.device
+        if obs.batches:
+            np.testing.assert_array_equal(copy.qparams().scale, obs.qparams().scale)
+        assert copy.update(x).batches == obs.batches + 1
+    h = rq.HessianObserver(device="cpu").update(x)
+    assert pickle.loads(pickle.dumps(h)).device == "cpu"
+
+
 def test_states_saved_with_older_layouts_are_rebinned_on_load():
     # Before power-of-two layouts a histogram spanned [0, max] in `bins` equal bins: such a state
     # loads, its counts re-binned by bin centers into the layout that holds them.

@@ -225,6 +225,19 @@ def test_json_outputs_and_verify(model, tmp_path):
     code, out, _ = run("verify", str(model), str(q), "--json")
     d = json.loads(out)
     assert code == 0 and d["total_sqnr_db"] > 35
+    # A quantized file lists each source tensor as it was stored, its arrays' bytes summed.
+    code, out, _ = run("inspect", str(q), "--json")
+    d = json.loads(out)
+    stored = {r["name"]: r for r in d["tensors"]}
+    assert code == 0 and d["format"] == "rxquant" and len(stored) == 5
+    ck = Checkpoint(q)
+    assert (
+        sum(r["bytes"] for r in stored.values()) == d["total_bytes"] == sum(ck.nbytes(n) for n in ck.names())
+    )
+    quantized = [r for r in stored.values() if r["scheme"] is not None]
+    assert quantized and all(r["stored"].startswith(r["scheme"]["precision"]) for r in quantized)
+    code, out, _ = run("inspect", str(q))
+    assert code == 0 and "stored as" in out and "an rxquant quantized file: 5 tensors" in out
     code, out, _ = run("devices", "--json")
     assert code == 0 and json.loads(out)["cpu"]["logical_cpus"] >= 1
 

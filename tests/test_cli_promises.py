@@ -548,3 +548,35 @@ def test_a_safetensors_output_under_another_formats_name_is_refused(model, tmp_p
         code, err, f"{name} would hold rxquant's safetensors format under a {Path(name).suffix.lower()} name"
     )
     assert not (tmp_path / name).exists()
+
+
+def test_warnings_are_one_line_each_and_name_the_tensor(tmp_path):
+    """A library warning shows as the command line's own line naming the tensor (not Python's
+    source file and line); a message repeated for other tensors is shown once, and the tensors it
+    also applies to are listed after the command. ``-W`` options stay the user's."""
+    rng = np.random.default_rng(1)
+    src = tmp_path / "m.safetensors"
+    save_file({f"l{i}.weight": rng.standard_normal((16, 128)).astype(np.float32) for i in range(3)}, str(src))
+    argv = (
+        "quantize",
+        str(src),
+        "-o",
+        str(tmp_path / "q.safetensors"),
+        "--granularity",
+        "channel",
+        "--method",
+        "entropy",
+    )
+    code, _, err = run(*argv)
+    assert code == 0, err
+    lines = err.splitlines()
+    assert len(lines) == 2 and "Traceback" not in err and ".py:" not in err, err
+    assert lines[0].startswith("rxquant: warning: tensor 'l0.weight': entropy calibration on cells of 128")
+    assert lines[1].startswith("rxquant: warning: also for 2 more tensor(s) (l1.weight, l2.weight): entropy")
+    r = subprocess.run(
+        [sys.executable, "-W", "ignore", "-m", "rxquant", *argv],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT / "python")),
+    )
+    assert r.returncode == 0 and r.stderr == "", r.stderr

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -22,7 +23,7 @@ from ..core.errors import RequestError
 from ..core.hardware import GPU_FAMILIES
 from ..core.native import DeviceError, __version__
 from ..formats.gguf_file import is_gguf
-from .console import UsageError, allowed_fallbacks
+from .console import UsageError, WarningLog, allowed_fallbacks
 
 # The commands' modules are imported when one runs (see `_command`): the GGUF side starts without
 # numpy, which `rxquant quantize model.gguf` never needs (docs/performance.md: start-up share).
@@ -340,7 +341,20 @@ def check_output(args: argparse.Namespace) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point; returns 0 on success, 1 on failures, 2 on requests that cannot be done as asked."""
+    """Entry point; returns 0 on success, 1 on failures, 2 on requests that cannot be done as asked.
+    Warnings print as the command line's own lines (:class:`~.console.WarningLog`)."""
+    with warnings.catch_warnings():
+        log = WarningLog()
+        if not sys.warnoptions:  # the log shows each message once; `-W` options are the user's
+            warnings.simplefilter("always")
+        warnings.showwarning = log.show
+        try:
+            return _main(argv)
+        finally:
+            log.summary()
+
+
+def _main(argv: Optional[list[str]]) -> int:
     args = build_parser().parse_args(argv)
     args.method_given = getattr(args, "method", None)
     if hasattr(args, "method") and args.method is None and not getattr(args, "plan", None):

@@ -29,7 +29,7 @@ from ..core.ops import metrics
 from ..core.scheme import Scheme
 from ..core.types import CalibrationMethod, QuantizationPrecision
 from ..formats.checkpoint import Checkpoint, LazyTensors, select
-from ..formats.quantized import Entry, load_quantized, predicted_size, write_quantized
+from ..formats.quantized import Entry, load_quantized, predicted_size, stored_entries, write_quantized
 from ..formats.statistics import Statistics
 from ..models.bert import Bert, collect_statistics
 from ..models.sentences import CALIBRATION
@@ -81,6 +81,9 @@ def _family_and_weights(args: argparse.Namespace) -> tuple[Any, Checkpoint, Lazy
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     ck = Checkpoint(args.file)
+    entries = stored_entries(ck)
+    if entries is not None:
+        return _inspect_quantized(args, ck, entries)
     chosen = set(select(ck))
     rows: list[dict[str, Any]] = []
     for n in ck.names():
@@ -96,9 +99,46 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             f"{human_size(r['bytes']):>10}  {'quantize' if r['quantize'] else 'keep'}"
         )
     lines.append(f"{len(rows)} tensors, {human_size(total)}; {len(chosen)} selected for quantization")
-    if ck.metadata().get("format") == "rxquant":
-        lines.append("this is an rxquant quantized file")
     emit(args, {"file": str(args.file), "tensors": rows, "total_bytes": total}, "\n".join(lines))
+    return 0
+
+
+def _inspect_quantized(args: argparse.Namespace, ck: Checkpoint, entries: list[Entry]) -> int:
+    """An rxquant file: each source tensor, how it is stored (from the file's metadata) and the
+    bytes of its stored arrays (codes, scales, zero points), rather than those arrays one by one."""
+    rows: list[dict[str, Any]] = []
+    for e in entries:
+        s = e.scheme
+        stored = "kept" if s is None else s.describe()
+        if s is not None and s.is_integer:
+            stored += f", {e.method} calibration" + (
+                f", {e.rounding} rounding" if e.rounding != "nearest" else ""
+            )
+        rows.append(
+            {
+                "name": e.name,
+                "dtype": e.dtype,
+                "shape": list(e.shape),
+                "bytes": sum(ck.nbytes(name) for name, _, _ in e.outputs()),
+                "scheme": s.to_dict() if s is not None else None,
+                "method": e.method if s is not None and s.is_integer else None,
+                "rounding": e.rounding if s is not None and s.is_integer else None,
+                "stored": stored,
+            }
+        )
+    total = sum(r["bytes"] for r in rows)
+    lines = [f"{'tensor':<44} {'dtype':>5} {'shape':>16} {'size':>10}  stored as"]
+    for r in rows:
+        lines.append(
+            f"{r['name'][:44]:<44} {r['dtype']:>5} {'x'.join(map(str, r['shape'])) or '()':>16} "
+            f"{human_size(r['bytes']):>10}  {r['stored']}"
+        )
+    n = sum(r["scheme"] is not None for r in rows)
+    lines.append(
+        f"an rxquant quantized file: {len(rows)} tensors, {human_size(total)}; {n} quantized or converted"
+    )
+    data = {"file": str(args.file), "format": "rxquant", "tensors": rows, "total_bytes": total}
+    emit(args, data, "\n".join(lines))
     return 0
 
 

@@ -1,18 +1,47 @@
 """What every command prints and how it refuses: the usage error (exit code 2), JSON or text
-output, sizes for people, progress bars."""
+output, sizes for people, progress bars, warnings."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 from typing import Any, Optional
 
-from ..core.errors import RequestError
+from ..core.errors import RequestError, current_tensor, named
 from .progress import Progress
 
 
 class UsageError(RequestError):
     """A command line that cannot be done as asked (exit code 2, as every RequestError)."""
+
+
+class WarningLog:
+    """The command line's warnings (``warnings.showwarning``): one line each on stderr, naming the
+    tensor being worked on, where Python's would show a source file and line and calibration's
+    would not say which tensor. A message repeated for other tensors is shown once, and again
+    after the command with the tensors it also applies to (:meth:`summary`)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, list[str]] = {}
+
+    def show(self, message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+        text, tensor = str(message), current_tensor()
+        if text in self.seen:
+            if tensor is not None:
+                self.seen[text].append(tensor)
+            return
+        self.seen[text] = []
+        print(f"rxquant: warning: {text if tensor is None else named(tensor, text)}", file=sys.stderr)
+
+    def summary(self) -> None:
+        for text, more in self.seen.items():
+            if more:
+                shown = ", ".join(more[:5]) + (f" and {len(more) - 5} more" if len(more) > 5 else "")
+                print(
+                    f"rxquant: warning: also for {len(more)} more tensor(s) ({shown}): {text}",
+                    file=sys.stderr,
+                )
 
 
 def progress_bar(args: argparse.Namespace, total: int, desc: str) -> Progress:

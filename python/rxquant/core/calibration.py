@@ -210,7 +210,9 @@ class Observer:
         obs = cls(d["method"], Scheme.from_dict(d["scheme"]), **d.get("options", {}))
         counts = np.asarray(d["counts"], dtype=np.uint64)
         if counts.ndim != 2:
-            counts = counts.reshape(len(d["hist_lo"]), -1)
+            # JSON keeps no shape for an empty list: a min-max or empty observer has no histograms.
+            rows = len(d["hist_lo"])
+            counts = counts.reshape(rows, counts.size // rows if rows else 0)
         obs._obs.set_state(
             d.get("grid"),
             np.asarray(d["min"], np.float32),
@@ -225,7 +227,8 @@ class Observer:
         return obs
 
     def __getstate__(self) -> dict[str, Any]:
-        return self._state()
+        return {**self._state(), "device": self.device}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(Observer.from_dict(state).__dict__)
+        self.device = state.get("device")

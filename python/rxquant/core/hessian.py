@@ -96,8 +96,8 @@ class HessianObserver:
         return obs
 
     def __getstate__(self) -> dict[str, Any]:
-        return self.to_dict()
+        return {**self.to_dict(), "device": self.device}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.device = "auto"
+        self.device = state.get("device", "auto")
         self._obs = HessianObserver.from_dict(state)._obs

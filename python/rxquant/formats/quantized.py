@@ -172,23 +172,40 @@ class QuantizedTensor:
         return dequantize(self.q, self.qparams, packed=self.packed)
 
 
+def stored_entries(ck: Checkpoint) -> Optional[list[Entry]]:
+    """The entries an rxquant file was written from (its metadata: each tensor's scheme, method,
+    rounding, shape and source dtype), or None for a file rxquant did not quantize."""
+    md = ck.metadata()
+    if md.get("format") != "rxquant" or "rxquant" not in md:
+        return None
+    meta = json.loads(md["rxquant"])
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{ck.path} has format_version {version!r}; this rxquant reads {FORMAT_VERSION}")
+    return [
+        Entry(
+            name,
+            Scheme.from_dict(t["scheme"]) if t["scheme"] else None,
+            t["method"],
+            t["dtype"],
+            tuple(t["shape"]),
+            t.get("rounding") or "nearest",
+        )
+        for name, t in meta["tensors"].items()
+    ]
+
+
 def load_quantized(path: PathLike, dequantize: bool = True) -> dict[str, Any]:
     """Reads an rxquant file: float32 arrays (``dequantize=True``) or :class:`QuantizedTensor`
     objects for quantized tensors; other tensors as stored."""
     dequantize = as_flag("dequantize", dequantize)
     ck = Checkpoint(path)
-    md = ck.metadata()
-    if md.get("format") != "rxquant" or "rxquant" not in md:
+    entries = stored_entries(ck)
+    if entries is None:
         raise ValueError(f"{path} is not an rxquant quantized file (no rxquant metadata)")
-    meta = json.loads(md["rxquant"])
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{path} has format_version {meta.get('format_version')!r}; this rxquant reads {FORMAT_VERSION}"
-        )
     out: dict[str, Any] = {}
-    for name, t in meta["tensors"].items():
-        shape = tuple(t["shape"])
-        s = Scheme.from_dict(t["scheme"]) if t["scheme"] else None
+    for e in entries:
+        name, shape, s = e.name, e.shape, e.scheme
         if s is None or not s.is_integer:
             out[name] = ck.read(name).astype(np.float32) if s is not None else ck.read(name)
             continue
