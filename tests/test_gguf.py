@@ -21,6 +21,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 import rxquant.gguf as rg  # noqa: E402
 import rxquant.models.minilm  # noqa: E402
+from rxquant.core.errors import RequestError  # noqa: E402
 from rxquant.core.gptq import output_error  # noqa: E402
 from rxquant.formats.gguf_file import GgufFile, type_for  # noqa: E402
 from tests.gguf_files import llama_cpp_file, llama_quantize, tiny_bert_gguf, write_gguf  # noqa: E402
@@ -448,6 +449,18 @@ def test_requantize_refused_and_no_partial_file(tmp_path: Path) -> None:
         rg.quantize_file(q, dst, type="q4_0", allow_requantize="no")  # "no" was truthy: allowed
     rg.quantize_file(q, dst, type="q4_0", allow_requantize=True)
     assert GgufFile(dst).tensors["blk.0.attn_q.weight"].type == "Q4_0"
+
+
+def test_a_file_with_nothing_to_quantize_is_refused(tmp_path: Path) -> None:
+    """A vocabulary-only file (as llama.cpp's test vocabularies), or one whose tensors are all
+    norms and 1-D: writing a copy and calling it quantized would hide the mistake."""
+    vocab = write_gguf(tmp_path / "vocab.gguf", {}, fields=lambda w: w.add_tokenizer_model("llama"))
+    with pytest.raises(RequestError, match=r"vocab.gguf holds no tensors \(a vocabulary-only file\?\)"):
+        rg.quantize_file(vocab, tmp_path / "q.gguf", type="q4_0")
+    norms = write_gguf(tmp_path / "norms.gguf", {"output_norm.weight": np.ones(64, np.float32)})
+    with pytest.raises(RequestError, match="none of its 1 tensors is one llama.cpp's quantizer quantizes"):
+        rg.quantize_file(norms, tmp_path / "q.gguf", budget="4bpw")
+    assert not (tmp_path / "q.gguf").exists()
 
 
 def test_corrupt_and_non_gguf_files(tmp_path: Path) -> None:

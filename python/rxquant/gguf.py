@@ -291,6 +291,13 @@ def quantize_file(
     # Each tensor's written type and the reason when it is not the one asked for.
     plan: dict[str, tuple[str, Optional[str]]] = {}
     quantizable = [t for t in source.tensors if allows_quantization(t.name, t.shape)]
+    if not quantizable:  # a copy would be written and called quantized
+        if not source.tensors:
+            raise RequestError(f"{os.fspath(src)} holds no tensors (a vocabulary-only file?)")
+        raise RequestError(
+            f"{os.fspath(src)} has nothing to quantize: none of its {len(source.tensors)} tensors is one "
+            "llama.cpp's quantizer quantizes (2+ dimensions, not norms or position embeddings)"
+        )
     if stats is not None and quantizable and all(stats.get(t.name) is None for t in quantizable):
         # Another model's statistics (or names that do not map): refused before any planning,
         # whatever the rounding; `fallback_nearest` is for the few tensors a file leaves out.

@@ -229,7 +229,7 @@ pub(crate) unsafe fn range_error(
     qmin: i32,
     qmax: i32,
 ) -> f32 {
-    debug_assert!(xs.len() % 8 == 0 && ws.map_or(true, |w| w.len() == xs.len()));
+    debug_assert!(xs.len() % 8 == 0 && ws.is_none_or(|w| w.len() == xs.len()));
     let (vd, vdm) = (_mm256_set1_ps(d), _mm256_set1_ps(dm));
     let (lo, hi) = (_mm256_set1_epi32(qmin), _mm256_set1_epi32(qmax));
     let (magic, mask, bias) =
