@@ -92,17 +92,23 @@ unsafe fn scales8(q8: bool, x: &[f32]) -> Option<Scales> {
     let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
     let inf = _mm256_set1_ps(f32::INFINITY);
     let p = x.as_ptr();
-    let mut am = [_mm256_setzero_ps(); 8];
-    let mut bad = _mm256_setzero_ps();
-    for (k, m) in am.iter_mut().enumerate() {
+    let zero = _mm256_setzero_ps();
+    let (mut am, mut hi, mut lo) = ([zero; 8], [zero; 8], [zero; 8]);
+    let mut bad = zero;
+    for k in 0..8 {
         crate::simd::prefetch(p.add(32 * k));
         crate::simd::prefetch(p.add(32 * k + 16));
-        let a = load(p, k).map(|v| _mm256_and_ps(v, abs_mask));
+        let v = load(p, k);
+        let a = v.map(|v| _mm256_and_ps(v, abs_mask));
         for &a in &a {
             // NaN and Inf pass `!(|v| < inf)`.
             bad = _mm256_or_ps(bad, _mm256_cmp_ps(a, inf, _CMP_NLT_UQ));
         }
-        *m = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
+        am[k] = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
+        if !q8 {
+            hi[k] = _mm256_max_ps(_mm256_max_ps(v[0], v[1]), _mm256_max_ps(v[2], v[3]));
+            lo[k] = _mm256_min_ps(_mm256_min_ps(v[0], v[1]), _mm256_min_ps(v[2], v[3]));
+        }
     }
     if _mm256_movemask_ps(bad) != 0 {
         return None;
@@ -111,13 +117,27 @@ unsafe fn scales8(q8: bool, x: &[f32]) -> Option<Scales> {
     let d = if q8 {
         _mm256_div_ps(amax, _mm256_set1_ps(127.0))
     } else {
-        // ggml's signed maximum: the first value of the largest magnitude in each block (0 if none).
-        let mut a8 = [0f32; 8];
-        _mm256_storeu_ps(a8.as_mut_ptr(), amax);
-        let max: [f32; 8] = std::array::from_fn(|k| {
-            signed_max(&x[32 * k..32 * k + 32], load(p, k).map(|v| _mm256_and_ps(v, abs_mask)), a8[k])
-        });
-        _mm256_div_ps(_mm256_loadu_ps(max.as_ptr()), _mm256_set1_ps(-8.0))
+        // ggml's signed maximum: the first value of the largest magnitude in each block, +0 for
+        // an all-zero block. Only its sign is unknown: that of the block's maximum when only the
+        // maximum reaches `amax`, of its minimum when only the minimum does; a block holding
+        // both `amax` and `-amax` takes its first ([`signed_max`]).
+        let (hi, lo) = (crate::range_avx2::fold8::<true>(hi), crate::range_avx2::fold8::<false>(lo));
+        let up = _mm256_cmp_ps(hi, amax, _CMP_EQ_OQ);
+        let down = _mm256_cmp_ps(_mm256_xor_ps(lo, _mm256_set1_ps(-0.0)), amax, _CMP_EQ_OQ);
+        let nonzero = _mm256_cmp_ps(amax, zero, _CMP_GT_OQ);
+        let mut max = _mm256_and_ps(nonzero, _mm256_blendv_ps(lo, amax, up));
+        let both = _mm256_movemask_ps(_mm256_and_ps(nonzero, _mm256_and_ps(up, down)));
+        if both != 0 {
+            let (mut m8, mut a8) = ([0f32; 8], [0f32; 8]);
+            _mm256_storeu_ps(m8.as_mut_ptr(), max);
+            _mm256_storeu_ps(a8.as_mut_ptr(), amax);
+            for k in (0..8).filter(|k| both >> k & 1 != 0) {
+                let a = load(p, k).map(|v| _mm256_and_ps(v, abs_mask));
+                m8[k] = signed_max(&x[32 * k..32 * k + 32], a, a8[k]);
+            }
+            max = _mm256_loadu_ps(m8.as_ptr());
+        }
+        _mm256_div_ps(max, _mm256_set1_ps(-8.0))
     };
     let zero = _mm256_cmp_ps(d, _mm256_setzero_ps(), _CMP_EQ_OQ);
     let id = _mm256_andnot_ps(zero, _mm256_div_ps(_mm256_set1_ps(1.0), d));
