@@ -87,6 +87,41 @@ def test_mixes_follow_llama_cpps_rules(llama8: Path, tmp_path: Path) -> None:
     assert narrow["output.weight"] == "Q8_0"
 
 
+def test_q2_k_s_follows_llama_cpps_rules_and_needs_statistics(llama8: Path, tmp_path: Path) -> None:
+    """Q2_K_S: Q2_K, with attn_v Q4_K where four or more heads share a key-value head, ffn_down
+    Q4_K in the first eighth of the layers, the output Q6_K. Like llama-quantize, which needs an
+    importance matrix for it, it is refused without statistics."""
+    m = ours(llama8, "Q2_K_S")  # 8 heads, 2 key-value heads
+    assert by_layer(m, "attn_v") == ["Q4_K"] * 8 and by_layer(m, "ffn_down") == ["Q4_K"] + ["Q2_K"] * 7
+    assert {*by_layer(m, "attn_q"), *by_layer(m, "attn_output"), m["token_embd.weight"]} == {"Q2_K"}
+    assert m["output.weight"] == "Q6_K"
+    mha = ours(decoder_gguf(tmp_path / "mha.gguf", layers=8, kv_heads=8), "Q2_K_S")
+    assert set(by_layer(mha, "attn_v")) == {"Q2_K"}
+    dst = tmp_path / "q.gguf"
+    for rounding in ("nearest", "mse"):
+        with pytest.raises(ValueError, match="q2_k_s needs input statistics, as llama-quantize needs"):
+            rg.quantize_file(llama8, dst, type="q2_k_s", rounding=rounding)
+    rc, _, err = run("quantize", str(llama8), "-o", str(dst), "--type", "q2_k_s")
+    assert rc == 2 and "(--imatrix, or --statistics with --rounding importance or gptq)" in err
+    assert not dst.exists()
+    # With llama.cpp's importance matrix (every matrix but the token embeddings, as llama-imatrix
+    # writes it): the mix's types, importance-weighted, and llama.cpp's file type 21.
+    f, rng = GgufFile(llama8), np.random.default_rng(3)
+    sums = {}
+    for t in f.tensors.values():
+        if len(t.shape) == 2 and t.name != "token_embd.weight":
+            sums[f"{t.name}.in_sum2"] = (rng.random((1, t.shape[-1])) * 50).astype(np.float32)
+            sums[f"{t.name}.counts"] = np.array([[50.0]], np.float32)
+    imatrix = write_gguf(tmp_path / "imatrix.gguf", sums, general_type="imatrix")
+    rc, out, err = run(
+        "quantize", str(llama8), "-o", str(dst), "--type", "q2_k_s", "--imatrix", str(imatrix),
+        "--fallback", "nearest",
+    )  # fmt: skip
+    assert rc == 0 and "rounding: importance" in out, err
+    q = GgufFile(dst)
+    assert {n: t.type for n, t in q.tensors.items()} == m and q.value("general.file_type") == 21
+
+
 def test_a_mix_needs_the_layer_count(tmp_path: Path) -> None:
     src = write_gguf(tmp_path / "m.gguf", {"blk.0.ffn_down.weight": np.ones((8, 256), np.float32)})
     with pytest.raises(ValueError, match=r"has no llama.block_count; give one type \(such as --type q4_k\)"):
@@ -151,7 +186,8 @@ def test_types_equal_llama_quantizes(model: str, tmp_path: Path) -> None:
 
 
 def test_files_equal_llama_quantizes(tmp_path: Path) -> None:
-    """Rounded to nearest, every tensor (type and bytes) and `general.file_type` of a mix (and of
+    """Rounded to nearest, every tensor (type and bytes) and `general.file_type` of a mix but
+    Q2_K_S (and of
     the pure Q2_K, Q3_K, IQ4_NL and IQ4_XS files) equal llama-quantize's: a small llama (K blocks)
     and a tiny BERT converted from safetensors (rows of 64: fallbacks), where llama.cpp's tools are
     built (make interop); skipped elsewhere."""
@@ -159,7 +195,9 @@ def test_files_equal_llama_quantizes(tmp_path: Path) -> None:
     bert = tiny_bert_gguf(tmp_path / "bert")
     for src in (decoder_gguf(tmp_path / "llama.gguf", layers=8, seed=0), bert):
         # The mixes, and the types without one of their own as `--pure` files.
-        for mix in (*MIXES, "Q2_K", "Q3_K", "IQ4_NL", "IQ4_XS"):
+        # Not Q2_K_S, which llama-quantize writes only with an importance matrix (its own
+        # weighting, not rxquant's).
+        for mix in (*(m for m in MIXES if m != "Q2_K_S"), "Q2_K", "Q3_K", "IQ4_NL", "IQ4_XS"):
             mine, theirs = tmp_path / f"rx-{mix}.gguf", tmp_path / f"ll-{mix}.gguf"
             rg.quantize_file(src, mine, type=mix)
             pure = [] if mix in MIXES else ["--pure"]

@@ -242,7 +242,8 @@ def quantize_file(
     Q4_0, Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0, IQ4_XS → IQ4_NL, else F16); each fallback is
     reported. A llama-quantize
     mix (``q3_k_m``, ``q4_k_m``, ``q5_k_s``, ... :data:`rxquant.formats.gguf_mixes.MIXES`) gives
-    each tensor the type llama-quantize gives it for that mix. ``budget`` (``4.8bpw`` over the
+    each tensor the type llama-quantize gives it for that mix (``q2_k_s`` needs statistics, as
+    llama-quantize needs an importance matrix for it). ``budget`` (``4.8bpw`` over the
     quantized tensors, or a byte size of the whole file) instead chooses a type per tensor among
     ``candidates`` (default: every block type) with the least total (output) error (F16 is among
     the default candidates, for tensors no block type fits). Every key-value pair and every
@@ -267,6 +268,14 @@ def quantize_file(
         if want not in OUTPUT_TYPES and want not in MIXES:
             names = ", ".join(t.lower() for t in (*OUTPUT_TYPES, *MIXES))
             raise RequestError(f"unknown type {type!r}; expected one of {names}")
+        if want == "Q2_K_S" and rounding not in ("importance", "gptq"):
+            # As llama-quantize, which refuses Q2_K_S without an importance matrix: two bits
+            # rounded without data lose too much.
+            raise RequestError(
+                "q2_k_s needs input statistics, as llama-quantize needs an importance matrix for it: "
+                "give a llama.cpp imatrix or an rxquant statistics file (--imatrix, or --statistics "
+                "with --rounding importance or gptq)"
+            )
     if not os.path.exists(src):
         # Not a GGUF file, so it would be taken for a model folder's weights: "has no config.json".
         raise ValueError(f"{os.fspath(src)} does not exist")

@@ -156,8 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="GGUF output: one llama.cpp type for every tensor llama.cpp quantizes (q4_0, q4_1, q5_0, q5_1, "
         "q8_0, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs; f16, bf16 or f32 to convert; as llama-quantize "
         "--pure), or "
-        "llama-quantize's mix of types per tensor (q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, "
-        "q5_k_m); rows a K type (or iq4_xs) cannot hold fall back as in llama.cpp",
+        "llama-quantize's mix of types per tensor (q2_k_s, which needs statistics, q3_k_s, q3_k_m, q3_k_l, "
+        "q4_k_s, q4_k_m, q5_k_s, q5_k_m); rows a K type (or iq4_xs) cannot hold fall back as in llama.cpp",
     )
     s.add_argument(
         "--budget",

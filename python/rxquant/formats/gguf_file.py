@@ -38,8 +38,8 @@ FLOAT_TYPES = ("F32", "F16", "BF16")
 FILE_TYPES = {"F32": 0, "F16": 1, "BF16": 32, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9,
               "Q2_K": 10, "Q3_K": 12, "Q4_K": 15, "Q5_K": 17, "Q6_K": 18, "IQ4_NL": 25, "IQ4_XS": 30,
               # llama-quantize's mixes (rxquant.formats.gguf_mixes)
-              "Q3_K_S": 11, "Q3_K_M": 12, "Q3_K_L": 13, "Q4_K_S": 14, "Q4_K_M": 15, "Q5_K_S": 16,
-              "Q5_K_M": 17}  # fmt: skip
+              "Q2_K_S": 21, "Q3_K_S": 11, "Q3_K_M": 12, "Q3_K_L": 13, "Q4_K_S": 14, "Q4_K_M": 15,
+              "Q5_K_S": 16, "Q5_K_M": 17}  # fmt: skip
 
 # What llama.cpp quantizes: names ending in "weight", minus these (llama-quant.cpp).
 _NOT_QUANTIZED = (

@@ -5,8 +5,9 @@ with rxquant's rounding inside.
 A mix is mostly one K type, with more bits where llama.cpp found them worth it: the output tensor
 (or the token embeddings tied to it) Q6_K, some layers' ``attn_v`` and ``ffn_down`` Q6_K or Q5_K,
 and so on per architecture. The rules are ``llama_tensor_get_type_impl`` of llama.cpp's
-``src/llama-quant.cpp``, for the mixes of Q3_K, Q4_K and Q5_K (llama-quantize's Q2_K and Q2_K_S
-mixes, and its IQ types, are not reproduced), followed branch by branch; the tests compare them
+``src/llama-quant.cpp``, for the mixes of Q3_K, Q4_K and Q5_K, and Q2_K_S (llama-quantize's Q2_K
+mix, whose name rxquant's ``--type q2_k`` takes for one type everywhere, and its IQ mixes are not
+reproduced), followed branch by branch; the tests compare them
 with ``llama-quantize --dry-run`` on synthetic models of several architectures where llama.cpp's
 tools are built. A plain type (``q4_k``) is one type everywhere, as ``llama-quantize --pure``
 (:func:`rxquant.formats.gguf_file.type_for`).
@@ -24,6 +25,7 @@ from .gguf_file import TypeChoice, allows_quantization, fitted
 
 #: Each mix: its main type (llama.cpp's ``llama_ftype_get_default_type``).
 MIXES = {
+    "Q2_K_S": "Q2_K",
     "Q3_K_S": "Q3_K",
     "Q3_K_M": "Q3_K",
     "Q3_K_L": "Q3_K",
@@ -71,6 +73,8 @@ class ModelInfo:
     experts: int
     #: llama.cpp's ``LLM_TYPE_70B``, whose ``attn_v`` gets Q5_K where the mix would give Q4_K.
     is_70b: bool
+    #: llama.cpp's ``n_gqa()``: attention heads per key-value head (of the first layer).
+    gqa: int = 1
 
     @classmethod
     def of(cls, arch: str, value: Callable[[str], Any]) -> ModelInfo:
@@ -92,7 +96,7 @@ class ModelInfo:
         kv_heads = first(f"{arch}.attention.head_count_kv", heads)
         n = layers - (value(f"{arch}.nextn_predict_layers") or 0)  # llama.cpp's n_layer()
         is_70b = n == _SEVENTY_B.get(arch) and (arch != "llama" or (experts != 8 and heads != kv_heads))
-        return cls(arch, layers, experts, is_70b)
+        return cls(arch, layers, experts, is_70b, heads // kv_heads if kv_heads else 0)
 
 
 def _more_bits(i: int, n: int) -> bool:
@@ -122,7 +126,9 @@ def mix_types(
         if cat == "output" or (tied and cat == "token_embd"):
             new = "Q8_0" if falcon or shape[-1] % 256 else "Q6_K"
         elif cat in _ATTN_V:
-            if mix == "Q3_K_M":
+            if mix == "Q2_K_S" and model.gqa >= 4:
+                new = "Q4_K"
+            elif mix == "Q3_K_M":
                 new = "Q5_K" if i_attn_v < 2 else "Q4_K"
             elif mix == "Q3_K_L":
                 new = "Q5_K"
@@ -139,7 +145,9 @@ def mix_types(
             new = "Q8_0"
         elif cat == "ffn_down":
             i, n = _layer(name, i_ffn_down, model), model.layers
-            if mix == "Q3_K_M":
+            if mix == "Q2_K_S":
+                new = "Q4_K" if i < n // 8 else new
+            elif mix == "Q3_K_M":
                 new = "Q5_K" if i < n // 16 else "Q4_K" if not falcon or _more_bits(i, n) else "Q3_K"
             elif mix == "Q3_K_L":
                 new = "Q4_K" if falcon else "Q5_K"
