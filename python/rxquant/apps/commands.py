@@ -14,7 +14,7 @@ import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -92,15 +92,21 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             {"name": n, "dtype": dt, "shape": list(shape), "bytes": ck.nbytes(n), "quantize": n in chosen}
         )
     total = sum(r["bytes"] for r in rows)
-    lines = [f"{'tensor':<52} {'dtype':>5} {'shape':>16} {'size':>10}  default"]
-    for r in rows:
-        lines.append(
-            f"{r['name'][:52]:<52} {r['dtype']:>5} {'x'.join(map(str, r['shape'])) or '()':>16} "
-            f"{human_size(r['bytes']):>10}  {'quantize' if r['quantize'] else 'keep'}"
-        )
+    lines = _tensor_table(rows, 52, "default", lambda r: "quantize" if r["quantize"] else "keep")
     lines.append(f"{len(rows)} tensors, {human_size(total)}; {len(chosen)} selected for quantization")
     emit(args, {"file": str(args.file), "tensors": rows, "total_bytes": total}, "\n".join(lines))
     return 0
+
+
+def _tensor_table(
+    rows: list[dict[str, Any]], width: int, column: str, value: Callable[[Any], str]
+) -> list[str]:
+    """``inspect``'s table: each row's name, dtype, shape and size, then ``column`` (``value(row)``)."""
+    lines = [f"{'tensor':<{width}} {'dtype':>5} {'shape':>16} {'size':>10}  {column}"]
+    for r in rows:
+        shape, size = "x".join(map(str, r["shape"])) or "()", human_size(r["bytes"])
+        lines.append(f"{r['name'][:width]:<{width}} {r['dtype']:>5} {shape:>16} {size:>10}  {value(r)}")
+    return lines
 
 
 def _inspect_quantized(args: argparse.Namespace, ck: Checkpoint, entries: list[Entry]) -> int:
@@ -127,12 +133,7 @@ def _inspect_quantized(args: argparse.Namespace, ck: Checkpoint, entries: list[E
             }
         )
     total = sum(r["bytes"] for r in rows)
-    lines = [f"{'tensor':<44} {'dtype':>5} {'shape':>16} {'size':>10}  stored as"]
-    for r in rows:
-        lines.append(
-            f"{r['name'][:44]:<44} {r['dtype']:>5} {'x'.join(map(str, r['shape'])) or '()':>16} "
-            f"{human_size(r['bytes']):>10}  {r['stored']}"
-        )
+    lines = _tensor_table(rows, 44, "stored as", lambda r: r["stored"])
     n = sum(r["scheme"] is not None for r in rows)
     lines.append(
         f"an rxquant quantized file: {len(rows)} tensors, {human_size(total)}; {n} quantized or converted"
