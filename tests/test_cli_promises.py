@@ -580,3 +580,20 @@ def test_warnings_are_one_line_each_and_name_the_tensor(tmp_path):
         env=dict(os.environ, PYTHONPATH=str(ROOT / "python")),
     )
     assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+def test_a_warning_goes_above_the_progress_bar(monkeypatch, capsys):
+    """With tqdm loaded (a bar on the terminal), a warning line goes through ``tqdm.write``, which
+    clears the bars, prints the line and redraws them; without it, straight to stderr."""
+    import types
+
+    from rxquant.apps.console import WarningLog
+
+    written: list[str] = []
+    fake = types.SimpleNamespace(tqdm=types.SimpleNamespace(write=lambda s, file=None: written.append(s)))
+    monkeypatch.setitem(sys.modules, "tqdm", fake)
+    WarningLog().show("careful", RuntimeWarning)
+    assert written == ["rxquant: warning: careful"] and capsys.readouterr().err == ""
+    monkeypatch.delitem(sys.modules, "tqdm")
+    WarningLog().show("careful", RuntimeWarning)
+    assert capsys.readouterr().err == "rxquant: warning: careful\n"

@@ -32,16 +32,23 @@ class WarningLog:
                 self.seen[text].append(tensor)
             return
         self.seen[text] = []
-        print(f"rxquant: warning: {text if tensor is None else named(tensor, text)}", file=sys.stderr)
+        _stderr_line(f"rxquant: warning: {text if tensor is None else named(tensor, text)}")
 
     def summary(self) -> None:
         for text, more in self.seen.items():
             if more:
                 shown = ", ".join(more[:5]) + (f" and {len(more) - 5} more" if len(more) > 5 else "")
-                print(
-                    f"rxquant: warning: also for {len(more)} more tensor(s) ({shown}): {text}",
-                    file=sys.stderr,
-                )
+                _stderr_line(f"rxquant: warning: also for {len(more)} more tensor(s) ({shown}): {text}")
+
+
+def _stderr_line(line: str) -> None:
+    """One line on stderr, above any progress bar on the terminal (tqdm's write clears and redraws
+    the bars; tqdm is loaded only where a bar was made)."""
+    bars = sys.modules.get("tqdm")
+    if bars is not None:
+        bars.tqdm.write(line, file=sys.stderr)
+    else:
+        print(line, file=sys.stderr)
 
 
 def progress_bar(args: argparse.Namespace, total: int, desc: str) -> Progress:
