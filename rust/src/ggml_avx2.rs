@@ -139,8 +139,8 @@ unsafe fn scales8(q8: bool, x: &[f32]) -> Option<Scales> {
         }
         _mm256_div_ps(max, _mm256_set1_ps(-8.0))
     };
-    let zero = _mm256_cmp_ps(d, _mm256_setzero_ps(), _CMP_EQ_OQ);
-    let id = _mm256_andnot_ps(zero, _mm256_div_ps(_mm256_set1_ps(1.0), d));
+    let d_zero = _mm256_cmp_ps(d, zero, _CMP_EQ_OQ);
+    let id = _mm256_andnot_ps(d_zero, _mm256_div_ps(_mm256_set1_ps(1.0), d));
     let mut out = Scales { h: [0; 8], id: [0.0; 8] };
     _mm_storeu_si128(out.h.as_mut_ptr().cast(), _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(d));
     _mm256_storeu_ps(out.id.as_mut_ptr(), id);

@@ -345,8 +345,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     Warnings print as the command line's own lines (:class:`~.console.WarningLog`)."""
     with warnings.catch_warnings():
         log = WarningLog()
-        if not sys.warnoptions:  # the log shows each message once; `-W` options are the user's
-            warnings.simplefilter("always")
+        if not sys.warnoptions:
+            # Every RuntimeWarning (what rxquant warns with) reaches the log, which shows each
+            # message once; the other categories keep Python's filters, and `-W` options are the
+            # user's.
+            warnings.simplefilter("always", RuntimeWarning)
         warnings.showwarning = log.show
         try:
             return _main(argv)

@@ -115,8 +115,9 @@ def _inspect_quantized(args: argparse.Namespace, ck: Checkpoint, entries: list[E
     rows: list[dict[str, Any]] = []
     for e in entries:
         s = e.scheme
+        integer = s is not None and s.is_integer
         stored = "kept" if s is None else s.describe()
-        if s is not None and s.is_integer:
+        if integer:
             stored += f", {e.method} calibration" + (
                 f", {e.rounding} rounding" if e.rounding != "nearest" else ""
             )
@@ -127,8 +128,8 @@ def _inspect_quantized(args: argparse.Namespace, ck: Checkpoint, entries: list[E
                 "shape": list(e.shape),
                 "bytes": sum(ck.nbytes(name) for name, _, _ in e.outputs()),
                 "scheme": s.to_dict() if s is not None else None,
-                "method": e.method if s is not None and s.is_integer else None,
-                "rounding": e.rounding if s is not None and s.is_integer else None,
+                "method": e.method if integer else None,
+                "rounding": e.rounding if integer else None,
                 "stored": stored,
             }
         )
