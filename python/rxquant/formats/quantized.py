@@ -178,21 +178,28 @@ def stored_entries(ck: Checkpoint) -> Optional[list[Entry]]:
     md = ck.metadata()
     if md.get("format") != "rxquant" or "rxquant" not in md:
         return None
-    meta = json.loads(md["rxquant"])
-    version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ValueError(f"{ck.path} has format_version {version!r}; this rxquant reads {FORMAT_VERSION}")
-    return [
-        Entry(
-            name,
-            Scheme.from_dict(t["scheme"]) if t["scheme"] else None,
-            t["method"],
-            t["dtype"],
-            tuple(t["shape"]),
-            t.get("rounding") or "nearest",
-        )
-        for name, t in meta["tensors"].items()
-    ]
+    try:
+        meta = json.loads(md["rxquant"])
+        version = meta.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"{ck.path} has format_version {version!r}; this rxquant reads {FORMAT_VERSION}")
+        return [
+            Entry(
+                name,
+                Scheme.from_dict(t["scheme"]) if t["scheme"] else None,
+                t["method"],
+                t["dtype"],
+                tuple(t["shape"]),
+                t.get("rounding") or "nearest",
+            )
+            for name, t in meta["tensors"].items()
+        ]
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        if str(ck.path) in str(e):
+            raise
+        raise ValueError(
+            f"{ck.path}: its rxquant metadata cannot be read ({type(e).__name__}: {e})"
+        ) from None
 
 
 def load_quantized(path: PathLike, dequantize: bool = True) -> dict[str, Any]:
